@@ -1,0 +1,48 @@
+"""Fixtures shared by the whole test suite.
+
+Fixtures that start real services live in ``tests/plugins/`` (one module per
+service) and are loaded here, so each stays small.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = [
+    "tests.plugins.postgres",
+    "tests.plugins.panoptes",
+    "tests.plugins.chromium",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real test data (``../shared/data`` beside the checkout)."""
+    path = Path(os.environ.get("ZOOPREP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not (path / "INVENTORY.md").is_file():
+        pytest.fail(f"shared test data not found at {path} (set ZOOPREP_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def apdb_sqlite(shared_data: Path) -> Path:
+    """The real ci_dc2 Rubin APDB (SQLite, 290 DiaSources)."""
+    return shared_data / "apdb" / "ci_dc2_apdb.sqlite3"
+
+
+@pytest.fixture(autouse=True)
+def _no_real_zooniverse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see real credentials and never reach the real Zooniverse."""
+    for name in (
+        "PANOPTES_USERNAME",
+        "PANOPTES_PASSWORD",
+        "PANOPTES_CLIENT_ID",
+        "PANOPTES_CLIENT_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MPLBACKEND", "agg")

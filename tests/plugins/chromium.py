@@ -1,0 +1,1 @@
+"""Fixtures for the chromium service (filled in by its owner)."""

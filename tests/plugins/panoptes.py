@@ -1,0 +1,1 @@
+"""Fixtures for the panoptes service (filled in by its owner)."""

@@ -1,0 +1,740 @@
+"""The ``zooprep`` command: a thin layer over the Python API with the same words.
+
+Each command parses its flags, calls the function of the same name in
+`zooprep`, shows progress on stderr, and turns a `~zooprep.errors.ZooprepError`
+into a one-line message.  Exit status: 0 all done, 1 some rows failed (run the
+same command again to resume), 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import zooprep
+from zooprep.errors import ZooprepError
+from zooprep.options import UploadOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PRODUCTION = "https://www.zooniverse.org"
+
+
+# -- output: progress on stderr, machine output on stdout ----------------------
+
+
+class RichReporter:
+    """A rich progress bar on stderr, or a log line per stage when not a terminal."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self._progress: Any = None
+        self._task: Any = None
+        self._failed = 0
+        self._done = 0
+        self._stage = ""
+
+    def start(self, stage: str, total: int | None) -> None:
+        """Begin a progress bar for ``stage``."""
+        self._stage, self._failed, self._done = stage, 0, 0
+        if self.quiet:
+            return
+        if not self.console.is_terminal:
+            logging.getLogger("zooprep").info(
+                "%s: %s to do", stage, "?" if total is None else total
+            )
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}/s"),
+            TextColumn("[red]{task.fields[failed]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(stage, total=total, failed="", rate="?")
+
+    def advance(self, n: int = 1, *, failed: int = 0) -> None:
+        """Move the bar on."""
+        self._done += n
+        self._failed += failed
+        if self._progress is None:
+            return
+        task = self._progress.tasks[0]
+        rate = f"{task.speed:.0f}" if task.speed else "?"
+        self._progress.update(
+            self._task,
+            advance=n,
+            rate=rate,
+            failed=f"{self._failed} failed" if self._failed else "",
+        )
+
+    def finish(self) -> None:
+        """Close the bar."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        elif not self.quiet and not self.console.is_terminal:
+            logging.getLogger("zooprep").info(
+                "%s: %d done, %d failed", self._stage, self._done, self._failed
+            )
+
+
+def _setup_logging(verbose: bool, debug: bool, quiet: bool) -> None:
+    """Log to stderr: warnings by default, info with -v, debug with --debug."""
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(show_path=False, show_time=False)
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("zooprep: %(levelname)s: %(message)s"))
+    root = logging.getLogger("zooprep")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not quiet and not verbose and not debug:
+        # Plain progress lines when not on a terminal.
+        root.setLevel(logging.INFO if not sys.stderr.isatty() else logging.WARNING)
+
+
+def _finish(result: Any) -> None:
+    """Print a stage's one-line summary and exit 1 when rows failed."""
+    click.echo(str(result), err=True)
+    if getattr(result, "failed", 0):
+        click.echo(
+            "Some rows failed; see 'zooprep status RUN'. Run the same command "
+            "again to retry them.",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def command(fn: F) -> F:
+    """Turn zooprep errors into one-line messages and the documented exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except ZooprepError as exc:
+            if debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; run the same command again to continue.", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _reporter() -> RichReporter:
+    root = click.get_current_context().find_root()
+    return RichReporter(quiet=root.params.get("quiet", False))
+
+
+def _csv(value: str | None) -> list[str] | None:
+    """Split ``a,b,c`` into a list (None stays None)."""
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Parse ``--sizes 30,64``."""
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give sizes in pixels, e.g. 30 or 32,64", ctx, param
+        ) from None
+    if any(s < 3 or s > 1024 for s in sizes):
+        raise click.BadParameter(
+            "each size must be between 3 and 1024 pixels", ctx, param
+        )
+    return sizes
+
+
+RUN = click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+
+
+# -- the group ----------------------------------------------------------------
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.version_option(zooprep.__version__, prog_name="zooprep")
+@click.option("-v", "--verbose", is_flag=True, help="Log each row's progress.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; errors only.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def cli(verbose: bool, quiet: bool, debug: bool) -> None:
+    """Put difference-imaging sources in front of Zooniverse volunteers.
+
+    \b
+    The four stages share one run directory, RUN, that records progress:
+      zooprep select   RUN --apdb sqlite:///apdb.db --limit 1000
+      zooprep render   RUN --science 'img/{visit}/{detector}/sci.fits' ...
+      zooprep manifest RUN
+      zooprep upload   RUN --project 1234 --subject-set 'batch 1'
+    Interrupt any of them and run it again: it continues where it stopped.
+    Try 'zooprep demo /tmp/zp' for the whole pipeline on bundled data.
+    """
+    _setup_logging(verbose, debug, quiet)
+
+
+# -- select -------------------------------------------------------------------
+
+
+@cli.command()
+@RUN
+@click.option(
+    "--apdb",
+    metavar="URL",
+    help="SQLAlchemy URL of a Rubin APDB, e.g. sqlite:///apdb.sqlite3 or "
+    "postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass).",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A catalog file: CSV, Parquet, FITS or ECSV table with DiaSource "
+    "column names.",
+)
+@click.option(
+    "--alerts",
+    metavar="GLOB",
+    help="ZTF or Rubin Avro alert packets, e.g. 'alerts/*.avro'.",
+)
+@click.option(
+    "--apdb-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An APDB config file read through lsst-dax-apdb (optional extra).",
+)
+@click.option(
+    "--schema",
+    metavar="NAME",
+    help="Database schema (PostgreSQL namespace) holding the APDB tables.",
+)
+@click.option(
+    "--where",
+    metavar="EXPR",
+    help='Filter, e.g. \'reliability > 0.5 and band == "r" and not '
+    "pixelFlags_edge'. Comparisons joined by and/or/not.",
+)
+@click.option(
+    "--visit", multiple=True, type=int, help="Only these visits (repeatable)."
+)
+@click.option(
+    "--detector", multiple=True, type=int, help="Only these detectors (repeatable)."
+)
+@click.option("--band", multiple=True, help="Only these bands (repeatable).")
+@click.option("--reliability-min", type=float, help="Keep reliability >= this.")
+@click.option("--reliability-max", type=float, help="Keep reliability <= this.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most N sources.")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    help="A random sample of N sources (reproducible with --seed).",
+)
+@click.option("--seed", type=int, default=None, help="Random seed for --sample.")
+@click.option(
+    "--stratify",
+    metavar="COLUMN:BINS",
+    help="Spread --sample evenly over BINS bins of COLUMN, e.g. reliability:10.",
+)
+@click.option(
+    "--id-column",
+    metavar="NAME",
+    help="Column holding the source id (default diaSourceId, or candid for ZTF).",
+)
+@click.option(
+    "--rename",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Rename a catalog column to its DiaSource name (repeatable).",
+)
+@click.option("--instrument", help="Instrument name, when the source does not say.")
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add new sources to an existing run (ids already there are kept).",
+)
+@command
+def select(run: Path, **kwargs: Any) -> None:
+    """Choose the sources to show volunteers and start (or extend) RUN.
+
+    Exactly one of --apdb, --catalog, --alerts (or --apdb-config) is needed.
+
+    \b
+    Example:
+      zooprep select run1 --apdb sqlite:///apdb.sqlite3 \\
+          --where 'reliability > 0.2' --sample 500 --seed 1
+    """
+    kwargs["visit"] = kwargs["visit"] or None
+    kwargs["detector"] = kwargs["detector"] or None
+    kwargs["band"] = kwargs["band"] or None
+    rename = {}
+    for item in kwargs.pop("rename"):
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise click.BadParameter(f"{item!r}: use OLD=NEW", param_hint="--rename")
+        rename[old] = new
+    result = zooprep.select(run, rename=rename or None, reporter=_reporter(), **kwargs)
+    _finish(result)
+
+
+# -- render -------------------------------------------------------------------
+
+
+@cli.command()
+@RUN
+@click.option(
+    "--science",
+    metavar="TEMPLATE",
+    help="Path template of science images, e.g. 'data/{visit}/{detector}/"
+    "calexp.fits' (Python format over the source's columns).",
+)
+@click.option(
+    "--template",
+    "template_",
+    metavar="TEMPLATE",
+    help="Path template of template (reference) images.",
+)
+@click.option(
+    "--difference", metavar="TEMPLATE", help="Path template of difference images."
+)
+@click.option(
+    "--butler",
+    metavar="REPO",
+    help="A Butler repository (optional extra 'zooprep[butler]').",
+)
+@click.option(
+    "--collections",
+    multiple=True,
+    metavar="C",
+    help="Butler collections to search (repeatable).",
+)
+@click.option(
+    "--science-type",
+    default=None,
+    metavar="NAME",
+    help="Butler dataset type of science images [preliminary_visit_image].",
+)
+@click.option(
+    "--template-type",
+    default=None,
+    metavar="NAME",
+    help="Butler dataset type of templates [template_matched].",
+)
+@click.option(
+    "--difference-type",
+    default=None,
+    metavar="NAME",
+    help="Butler dataset type of differences [difference_image].",
+)
+@click.option(
+    "--position",
+    type=click.Choice(["auto", "xy", "radec"]),
+    default=None,
+    help="Locate sources by catalog x/y (images share a pixel grid) or by "
+    "ra/dec through each image's WCS. auto: x/y when present [auto].",
+)
+@click.option(
+    "--sizes",
+    callback=_sizes,
+    metavar="N[,N...]",
+    help="Cutout size(s) in pixels; several give one row each [30; alert "
+    "stamps: their native size].",
+)
+@click.option(
+    "--annotate",
+    is_flag=True,
+    default=None,
+    help='Add the metadata block (ids, fluxes, flags, RB) and 1" scale bars.',
+)
+@click.option(
+    "--use-footprint",
+    is_flag=True,
+    default=None,
+    help="Grow each cutout to the source's footprint (bboxSize).",
+)
+@click.option(
+    "--numpy",
+    "numpy_",
+    is_flag=True,
+    default=None,
+    help="Also save the float32 cutouts as .npy beside each PNG.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many files per cutouts/ sub-directory [10000].",
+)
+@click.option(
+    "--cmap", default=None, help="Matplotlib colour map [gray]; the seed uses bone."
+)
+@click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Screen pixels per cutout pixel [about 200 px per panel].",
+)
+@click.option(
+    "--nan-color", default=None, help="Colour of pixels with no data [#ff00ff]."
+)
+@click.option(
+    "--difference-stretch",
+    type=click.Choice(["zscale", "asinh-central"]),
+    default=None,
+    help="zscale + linear (the seed) or min/max + asinh on "
+    "the central 15x15 pixels [zscale].",
+)
+@click.option(
+    "--pixel-scale",
+    type=float,
+    default=None,
+    help="Arcsec per pixel for the scale bar when images have no WCS.",
+)
+@click.option("--instrument", default=None, help="Instrument name for the annotation.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [all cores].",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Where rendering runs: local processes or Dask.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDR",
+    help="Dask scheduler address (tcp://host:8786); a LocalCluster when absent.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Re-render everything, e.g. after changing picture settings.",
+)
+@command
+def render(run: Path, **kw: Any) -> None:
+    """Cut template, science and difference images and draw one PNG per source.
+
+    Image flags are remembered in RUN/zooprep.toml, so 'zooprep render RUN'
+    alone resumes.  Alert runs need no image flags: the packets hold the stamps.
+
+    \b
+    Example:
+      zooprep render run1 --science 'img/{visit}/{detector}/sci.fits' \\
+          --template 'img/{visit}/{detector}/tmpl.fits' \\
+          --difference 'img/{visit}/{detector}/diff.fits' --sizes 30,64 --annotate
+    """
+    images = {
+        k: v
+        for k, v in {
+            "science": kw.pop("science"),
+            "template": kw.pop("template_"),
+            "difference": kw.pop("difference"),
+            "butler": kw.pop("butler"),
+            "collections": list(kw.pop("collections")) or None,
+            "science_type": kw.pop("science_type"),
+            "template_type": kw.pop("template_type"),
+            "difference_type": kw.pop("difference_type"),
+            "position": kw.pop("position"),
+        }.items()
+        if v is not None
+    }
+    option_names = (
+        "sizes",
+        "annotate",
+        "use_footprint",
+        "chunk_size",
+        "cmap",
+        "scale",
+        "nan_color",
+        "difference_stretch",
+        "pixel_scale",
+        "instrument",
+    )
+    options = {k: kw.pop(k) for k in option_names if kw.get(k) is not None}
+    if kw.get("numpy_") is not None:
+        options["numpy"] = kw.pop("numpy_")
+    kw.pop("numpy_", None)
+    result = zooprep.render(
+        run,
+        images=images or None,
+        options=options or None,
+        jobs=kw["jobs"],
+        executor=kw["executor"],
+        scheduler=kw["scheduler"],
+        force=kw["force"],
+        reporter=_reporter(),
+    )
+    _finish(result)
+
+
+# -- manifest -----------------------------------------------------------------
+
+
+@cli.command()
+@RUN
+@click.option(
+    "--url-root",
+    metavar="URL",
+    help="Where you will host the PNGs; locations become URL_ROOT/cutouts/...",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here instead of RUN/manifest.csv.",
+)
+@click.option(
+    "--metadata",
+    metavar="COL,...",
+    help="Catalog columns to include as subject metadata.",
+)
+@click.option(
+    "--hidden", metavar="COL,...", help="Columns hidden from volunteers ('#' prefix)."
+)
+@click.option(
+    "--talk-only",
+    metavar="COL,...",
+    help="Columns hidden in the classifier but shown in Talk ('!' prefix).",
+)
+@click.option(
+    "--index", metavar="COL,...", help="Index fields of the subject set ('%')."
+)
+@click.option(
+    "--split",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Also write numbered parts of at most N rows (10000 for "
+    "Zooniverse's server-side import).",
+)
+@command
+def manifest(run: Path, **kw: Any) -> None:
+    """Write RUN/manifest.csv: one row per rendered source, for review and upload.
+
+    Open it in a spreadsheet, delete rows or fix metadata, save as CSV: upload
+    sends what is left, and refuses ids a spreadsheet has mangled.
+
+    \b
+    Example:
+      zooprep manifest run1 --metadata diaSourceId,visit,band,reliability --hidden reliability
+    """
+    for key in ("metadata", "hidden", "talk_only", "index"):
+        kw[key] = _csv(kw[key])
+    result = zooprep.manifest(run, **kw)
+    _finish(result)
+
+
+# -- upload -------------------------------------------------------------------
+
+
+@cli.command()
+@RUN
+@click.option("--project", required=True, metavar="ID", help="Zooniverse project id.")
+@click.option("--subject-set-id", metavar="ID", help="An existing subject set's id.")
+@click.option(
+    "--subject-set",
+    metavar="NAME",
+    help="A subject set's display name; created if the project has none.",
+)
+@click.option(
+    "--endpoint",
+    default=PRODUCTION,
+    show_default=True,
+    help="Panoptes endpoint; rehearse on https://panoptes-staging.zooniverse.org.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=8,
+    show_default=True,
+    help="Concurrent upload threads.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds before one HTTP request is abandoned and retried.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check manifest, files, login and quota; upload nothing.",
+)
+@click.option(
+    "--via",
+    type=click.Choice(["direct", "import"]),
+    default="direct",
+    show_default=True,
+    help="direct: create subjects and put PNGs; import: a server-side "
+    "import of a manifest written with --url-root (PNGs hosted by you).",
+)
+@command
+def upload(run: Path, **kw: Any) -> None:
+    """Send the manifest's rows to a Zooniverse subject set, exactly once.
+
+    Credentials come only from the environment: PANOPTES_USERNAME and
+    PANOPTES_PASSWORD, or PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET.
+    A killed or failed upload resumes with the same command and never makes a
+    second subject for a source.
+
+    \b
+    Example:
+      export PANOPTES_USERNAME=me PANOPTES_PASSWORD=...
+      zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
+          --endpoint https://panoptes-staging.zooniverse.org
+    """
+    if bool(kw["subject_set_id"]) == bool(kw["subject_set"]):
+        raise click.UsageError("give exactly one of --subject-set-id and --subject-set")
+    via = kw.pop("via")
+    options = UploadOptions(**kw)
+    result = zooprep.upload(run, options, via=via, reporter=_reporter())
+    _finish(result)
+
+
+# -- results ------------------------------------------------------------------
+
+
+@cli.command()
+@RUN
+@click.option(
+    "--classifications",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="EXPORT.csv",
+    help="A classification export (project Data Exports).",
+)
+@click.option(
+    "--workflow-id", metavar="ID", help="Only this workflow's classifications."
+)
+@click.option(
+    "--task", default="T0", show_default=True, help="The question task to reduce."
+)
+@click.option(
+    "--real-answer",
+    default=None,
+    help="The answer that means 'real' (default: an answer containing 'real' "
+    "or 'yes').",
+)
+@click.option(
+    "--download",
+    is_flag=True,
+    help="Fetch the export through the API (needs upload credentials).",
+)
+@click.option(
+    "--endpoint", default=PRODUCTION, show_default=True, help="Panoptes endpoint."
+)
+@click.option("--force", is_flag=True, help="Overwrite earlier results.")
+@command
+def results(run: Path, **kw: Any) -> None:
+    """Join volunteers' classifications back to the sources.
+
+    Writes RUN/results.csv, RUN/results.parquet and the report RUN/results.html.
+
+    \b
+    Example:
+      zooprep results run1 --classifications my-project-classifications.csv --task T0
+    """
+    result = zooprep.results(run, **kw)
+    _finish(result)
+
+
+# -- status, preview, demo ----------------------------------------------------
+
+
+@cli.command()
+@RUN
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output on stdout."
+)
+@command
+def status(run: Path, as_json: bool) -> None:
+    """Show counts per stage and status, failures by reason, and the next command.
+
+    \b
+    Example:
+      zooprep status run1 --json | jq .counts
+    """
+    report = zooprep.status(run)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        from zooprep.status import print_status
+
+        print_status(report)
+
+
+@cli.command()
+@RUN
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here instead of RUN/preview.html.",
+)
+@command
+def preview(run: Path, output: Path | None) -> None:
+    """Write RUN/preview.html, a self-contained gallery of the cutouts.
+
+    \b
+    Example:
+      zooprep preview run1 && xdg-open run1/preview.html
+    """
+    path = zooprep.preview(run, output=output)
+    click.echo(str(path))
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@command
+def demo(out: Path) -> None:
+    """Run the whole pipeline on the bundled sample data (no network, no credentials).
+
+    \b
+    Example:
+      zooprep demo /tmp/zooprep-demo
+    """
+    result = zooprep.demo(out, reporter=_reporter())
+    click.echo(str(result))
+
+
+def main() -> None:
+    """Entry point for ``python -m zooprep``."""
+    cli(prog_name="zooprep")

@@ -1,0 +1,97 @@
+"""What every image source gives the render stage: cutouts around sources.
+
+Pixel convention (as in numpy and astropy): arrays are indexed ``[y, x]``,
+pixel centres are at integer coordinates, and the first pixel is 0 (FITS
+``CRPIX`` is 1-based; the catalogue ``x``/``y`` of a Rubin DiaSource are
+0-based, like ours).  Cutouts are ``float32``; pixels with no data (outside
+the image, or masked as NaN in the file) are NaN, so the renderer can draw
+them in one fixed colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Cutouts", "Failed", "ImageSource", "Triplet"]
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """Template, science and difference cutouts of one size, same shape."""
+
+    template: np.ndarray
+    science: np.ndarray
+    difference: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The ``(ny, nx)`` shape shared by the three cutouts."""
+        return self.science.shape  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Cutouts:
+    """All cutouts of one source: one `Triplet` per requested size.
+
+    Parameters
+    ----------
+    source_id : int
+        The source's 64-bit id.
+    rows : list of Triplet
+        One triplet per size, in the order the sizes were asked for.
+    pixel_scale : float or None
+        Pixel scale in arcsec per pixel (for the 1-arcsec scale bar), when known.
+    padded : bool
+        True when any cutout reached past the image edge and was padded with NaN.
+    notes : dict
+        Extra facts a renderer may show, e.g. ``{"difference_sign": "ref-sci"}``.
+    """
+
+    source_id: int
+    rows: list[Triplet]
+    pixel_scale: float | None = None
+    padded: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A source whose cutouts could not be made, and why (one line)."""
+
+    source_id: int
+    reason: str
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Where the pixels come from (FITS path templates, a Butler, alert stamps).
+
+    Implementations are small picklable objects: the render stage sends them
+    to worker processes.  Rows are plain mappings of the source's columns
+    (the run state's ``row``), and ``source_id`` is the run's id of the row.
+    """
+
+    def check(self, columns: Sequence[str]) -> None:
+        """Raise `~zooprep.errors.InputError` before any work if rows lack a needed column."""
+        ...
+
+    def group_key(self, row: Mapping[str, Any]) -> Hashable:
+        """Rows with the same key share images; the render stage groups by it."""
+        ...
+
+    def cutouts(
+        self,
+        rows: Sequence[tuple[int, Mapping[str, Any]]],
+        sizes: Sequence[int],
+        use_footprint: bool = False,
+    ) -> Iterator[Cutouts | Failed]:
+        """Yield one `Cutouts` or `Failed` per ``(source_id, row)``, in order.
+
+        ``sizes`` may be empty for sources that carry their own stamps (alert
+        packets): each stamp is then returned whole at its native size.
+        """
+        ...

@@ -1,0 +1,1 @@
+"""Where sources come from: APDB, catalog files, alert packets."""

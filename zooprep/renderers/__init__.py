@@ -1,0 +1,1 @@
+"""Pictures: plain and annotated cutout PNGs."""

@@ -1,0 +1,648 @@
+"""The run directory: the only state zooprep keeps.
+
+::
+
+    RUN/
+      zooprep.toml     settings of the run (source, render and upload options)
+      state.sqlite     one row per source: status, reason, files, subject id
+      manifest.csv     the human-facing table, written by ``zooprep manifest``
+      cutouts/0/...    PNG (and .npy) files, at most ``chunk_size`` per folder
+      .lock            held (flock) by the one process working on the run
+
+The per-source state is an SQLite database in WAL mode.  Each change is a
+small transaction, so recording one row's progress costs the same in a run of
+ten rows or of a million, and a process killed at any instant (``kill -9``
+included) leaves the last committed state intact: SQLite's write-ahead log is
+replayed or discarded on the next open.  Files (PNGs, settings, manifest) are
+written to a temporary name beside the target and moved into place, so nobody
+ever sees half a file.
+
+A source moves through these statuses::
+
+    selected -> rendered -> uploaded -> linked
+        \\           \\           \\
+         +-----------+-----------+--> failed (with the stage and the reason)
+
+``removed`` marks rows that a person deleted from a reviewed manifest.  A
+failed row is retried when its stage runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import sqlite3
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from zooprep.errors import InputError, RunError, RunLocked
+
+__all__ = [
+    "STATUSES",
+    "AddResult",
+    "Run",
+    "Source",
+    "atomic_write",
+    "decode_row",
+    "encode_row",
+]
+
+#: Version of the run directory layout; a newer one is refused.
+FORMAT_VERSION = 1
+
+STATUSES = ("selected", "rendered", "uploaded", "linked", "failed", "removed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    seq INTEGER PRIMARY KEY,        -- selection order, 0-based
+    id INTEGER NOT NULL UNIQUE,     -- the source id (64-bit)
+    status TEXT NOT NULL,
+    stage TEXT,                     -- stage that failed the row
+    reason TEXT,                    -- why it failed (one line)
+    grp TEXT,                       -- image group, for rendering
+    row TEXT NOT NULL,              -- the source's columns, JSON
+    files TEXT,                     -- JSON list of paths relative to the run
+    padded INTEGER,                 -- 1 when a cutout reached past an image edge
+    subject_id TEXT,                -- Panoptes subject id, once created
+    upload TEXT                     -- JSON of upload details (media, links)
+);
+CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
+CREATE INDEX IF NOT EXISTS sources_subject ON sources(subject_id);
+"""
+
+_UPDATABLE = {
+    "status",
+    "stage",
+    "reason",
+    "grp",
+    "files",
+    "padded",
+    "subject_id",
+    "upload",
+    "row",
+}
+
+
+def _json_default(value: Any) -> Any:
+    """Turn numpy, pandas and datetime scalars into JSON-able Python values."""
+    if hasattr(value, "item") and callable(value.item):  # numpy / pandas scalars
+        return value.item()
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return None
+    if value is None or _is_na(value):
+        return None
+    return str(value)
+
+
+def _is_na(value: Any) -> bool:
+    """True for pandas' NA / NaT."""
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _clean(value: Any) -> Any:
+    """Map NaN and pandas missing values to None, keep everything else."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, bytes):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            return value
+        if isinstance(value, float) and math.isnan(value):
+            return None
+    return value
+
+
+def encode_row(row: Mapping[str, Any]) -> str:
+    """Serialise a source's columns to JSON, keeping 64-bit integers exact.
+
+    NaN and missing values become ``null``; numpy scalars become Python ones;
+    bytes (e.g. alert stamps) are dropped: they stay in their files.
+    """
+    clean = {str(k): _clean(v) for k, v in row.items() if not isinstance(v, bytes)}
+    return json.dumps(
+        clean, default=_json_default, allow_nan=False, separators=(",", ":")
+    )
+
+
+def decode_row(text: str) -> dict[str, Any]:
+    """Inverse of `encode_row`."""
+    value: dict[str, Any] = json.loads(text)
+    return value
+
+
+def atomic_write(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
+
+    The bytes go to a temporary file in the same directory, which is then
+    renamed over the target.  A killed process leaves at most a ``.tmp`` file
+    behind.  ``fsync=True`` also survives a power cut (used for settings).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _toml_value(value: Any) -> str:
+    """One TOML value (str, bool, int, float, list of those)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def _dump_toml(settings: Mapping[str, Mapping[str, Any]]) -> str:
+    """Write nested ``{section: {key: value}}`` settings as TOML."""
+    lines = [
+        "# zooprep run settings. Written by zooprep; safe to read, edit with care."
+    ]
+    for section, values in settings.items():
+        lines.append(f"\n[{section}]")
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, Mapping):
+                inner = ", ".join(
+                    f"{json.dumps(str(k))} = {_toml_value(v)}"
+                    for k, v in value.items()
+                    if v is not None
+                )
+                lines.append(f"{key} = {{ {inner} }}")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Source:
+    """One source of the run, as the state holds it."""
+
+    seq: int
+    id: int
+    status: str
+    stage: str | None = None
+    reason: str | None = None
+    grp: str | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    padded: bool = False
+    subject_id: str | None = None
+    upload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AddResult:
+    """What `Run.add_sources` did."""
+
+    added: int = 0
+    already_in_run: int = 0
+    duplicates: list[int] = field(default_factory=list)
+
+
+class Run:
+    """An open run directory.
+
+    Use `Run.create` for a new run and `Run.open` for an existing one, as a
+    context manager.  Unless ``lock=False`` (read-only commands such as
+    ``status``), the run is locked for this process: a second process gets
+    `~zooprep.errors.RunLocked`, naming the holder's pid.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The run directory.
+    lock : bool
+        Take the run's lock (every stage does; ``status`` and ``preview`` do not).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with Run.create(tempfile.mkdtemp() + "/run") as run:
+    ...     run.add_sources([{"diaSourceId": 506428274000265570, "visit": 1}],
+    ...                     id_column="diaSourceId").added
+    1
+    """
+
+    STATE = "state.sqlite"
+    SETTINGS = "zooprep.toml"
+    LOCK = ".lock"
+
+    def __init__(self, path: str | os.PathLike[str], *, lock: bool = True) -> None:
+        self.path = Path(path)
+        self._lock_fh: Any = None
+        self._db: sqlite3.Connection | None = None
+        self._lock = lock
+
+    # -- opening and closing --------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, exist_ok: bool = False) -> Run:
+        """Create a new run directory (or open it when ``exist_ok`` and it is a run)."""
+        p = Path(path)
+        if (p / cls.STATE).exists():
+            if exist_ok:
+                return cls.open(p)
+            raise RunError(f"{p} is already a zooprep run; use --append to add sources")
+        if p.exists() and not p.is_dir():
+            raise RunError(f"{p} exists and is not a directory")
+        if p.is_dir() and any(p.iterdir()):
+            raise RunError(
+                f"{p} is not empty and is not a zooprep run directory; "
+                "choose a new directory"
+            )
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create run directory {p}: {exc.strerror}") from None
+        run = cls(p)
+        run._connect(new=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, lock: bool = True) -> Run:
+        """Open an existing run directory."""
+        p = Path(path)
+        if not p.is_dir():
+            raise RunError(
+                f"no run directory at {p}; start one with 'zooprep select {p} ...'"
+            )
+        if not (p / cls.STATE).is_file():
+            raise RunError(f"{p} is not a zooprep run directory (no {cls.STATE})")
+        run = cls(p, lock=lock)
+        run._connect(new=False)
+        return run
+
+    def _acquire_lock(self) -> None:
+        """Take the run's exclusive lock, or say who holds it."""
+        lock_path = self.path / self.LOCK
+        try:
+            fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the run's life
+        except OSError as exc:
+            raise RunError(
+                f"run directory {self.path} is not writable: {exc.strerror}"
+            ) from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunLocked(
+                f"run directory {self.path} is in use by process {holder}; "
+                "wait for it to finish or stop it"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_fh = fh
+
+    def _connect(self, *, new: bool) -> None:
+        """Open the state database (creating its tables for a new run)."""
+        if self._lock:
+            self._acquire_lock()
+        state = self.path / self.STATE
+        try:
+            if self._lock and not os.access(self.path, os.W_OK):
+                raise RunError(f"run directory {self.path} is not writable")
+            uri = f"file:{state}" + ("" if self._lock else "?mode=ro")
+            db = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            if self._lock:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            if new:
+                db.executescript(_SCHEMA)
+                with _tx(db):
+                    db.execute(
+                        "INSERT INTO meta VALUES ('format_version', ?)",
+                        (str(FORMAT_VERSION),),
+                    )
+                    db.execute(
+                        "INSERT INTO meta VALUES ('created', ?)",
+                        (datetime.now().astimezone().isoformat(timespec="seconds"),),
+                    )
+            version = db.execute(
+                "SELECT value FROM meta WHERE key='format_version'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise RunError(
+                f"run state {state} is unreadable ({exc}); it is not a "
+                "zooprep state file or it is damaged"
+            ) from None
+        if version is None:
+            db.close()
+            self.close()
+            raise RunError(f"run state {state} has no format version; it is damaged")
+        if int(version[0]) > FORMAT_VERSION:
+            db.close()
+            self.close()
+            raise RunError(
+                f"run {self.path} was made by a newer zooprep (format "
+                f"{version[0]} > {FORMAT_VERSION}); upgrade zooprep"
+            )
+        self._db = db
+
+    def close(self) -> None:
+        """Close the state and release the lock."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_fh is not None:
+            self._lock_fh.close()  # closing the file releases the flock
+            self._lock_fh = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The state database connection (for stages that need custom queries)."""
+        if self._db is None:
+            raise RunError(f"run {self.path} is closed")
+        return self._db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several updates into one commit (faster for bulk progress)."""
+        with _tx(self.db):
+            yield
+
+    # -- settings -------------------------------------------------------------
+
+    @property
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """The contents of ``zooprep.toml`` (empty sections when absent)."""
+        path = self.path / self.SETTINGS
+        if not path.exists():
+            return {}
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RunError(f"{path} is not valid TOML: {exc}") from None
+
+    def save_settings(self, section: str, values: Mapping[str, Any]) -> None:
+        """Replace one section of ``zooprep.toml`` (atomically)."""
+        settings = self.settings
+        settings[section] = dict(values)
+        atomic_write(
+            self.path / self.SETTINGS, _dump_toml(settings).encode("utf-8"), fsync=True
+        )
+
+    # -- sources --------------------------------------------------------------
+
+    def add_sources(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        id_column: str,
+        *,
+        group: Any = None,
+        batch: int = 5000,
+    ) -> AddResult:
+        """Add sources with status ``selected``; ids already in the run are kept as they are.
+
+        Parameters
+        ----------
+        rows : iterable of mapping
+            The sources' columns; streamed, never held all at once.
+        id_column : str
+            Column holding each source's integer id.
+        group : callable, optional
+            ``group(row) -> str``: the image group of a row (render partitions by it).
+        batch : int
+            Rows per transaction.
+
+        Returns
+        -------
+        AddResult
+            Counts of added rows and rows already present, and ids that were
+            duplicated within ``rows``.
+        """
+        db = self.db
+        result = AddResult()
+        seq = db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM sources").fetchone()[0]
+        pending: list[tuple[Any, ...]] = []
+        seen_new: set[int] = set()
+
+        def flush() -> None:
+            nonlocal seq
+            if not pending:
+                return
+            with _tx(db):
+                for item in pending:
+                    cur = db.execute(
+                        "INSERT INTO sources (seq, id, status, grp, row) "
+                        "VALUES (?, ?, 'selected', ?, ?) ON CONFLICT(id) DO NOTHING",
+                        (seq, *item),
+                    )
+                    if cur.rowcount:
+                        seq += 1
+                        result.added += 1
+                    else:
+                        result.already_in_run += 1
+            pending.clear()
+
+        for n, row in enumerate(rows):
+            source_id = _as_id(row.get(id_column), id_column, n)
+            if source_id in seen_new:
+                result.duplicates.append(source_id)
+                continue
+            seen_new.add(source_id)
+            grp = group(row) if group is not None else None
+            pending.append(
+                (source_id, None if grp is None else str(grp), encode_row(row))
+            )
+            if len(pending) >= batch:
+                flush()
+        flush()
+        return result
+
+    def update(self, source_id: int, **values: Any) -> None:
+        """Set state columns of one source (``status``, ``reason``, ``files``, ...)."""
+        bad = set(values) - _UPDATABLE
+        if bad:
+            raise ValueError(f"not a state column: {sorted(bad)}")
+        sets, params = [], []
+        for key, value in values.items():
+            if key in ("files", "upload", "row") and value is not None:
+                value = json.dumps(value) if key != "row" else encode_row(value)
+            if key == "padded" and value is not None:
+                value = int(bool(value))
+            sets.append(f"{key} = ?")
+            params.append(value)
+        if values.get("status") not in (None, "failed"):
+            sets += ["stage = NULL", "reason = NULL"]
+        self.db.execute(
+            f"UPDATE sources SET {', '.join(sets)} WHERE id = ?",
+            (*params, int(source_id)),
+        )
+
+    def mark_failed(self, source_id: int, stage: str, reason: str) -> None:
+        """Record that a stage failed on one source, and why."""
+        self.update(
+            source_id,
+            status="failed",
+            stage=stage,
+            reason=" ".join(str(reason).split()),
+        )
+
+    def get(self, source_id: int) -> Source | None:
+        """One source by id, or None."""
+        cur = self.db.execute(
+            f"SELECT {_COLUMNS} FROM sources WHERE id = ?", (int(source_id),)
+        )
+        found = cur.fetchone()
+        return _to_source(found) if found else None
+
+    def iter_sources(
+        self,
+        statuses: Iterable[str] | None = None,
+        *,
+        stage: str | None = None,
+        page: int = 2000,
+    ) -> Iterator[Source]:
+        """Stream sources in selection order, optionally only some statuses.
+
+        ``stage`` restricts ``failed`` rows to those failed by that stage.
+        Pages through the state by ``seq``, so updates made while iterating
+        are safe and memory stays flat.
+        """
+        where, params = ["seq > ?"], [-1]
+        if statuses is not None:
+            wanted = list(statuses)
+            clause = f"status IN ({', '.join('?' * len(wanted))})"
+            if stage is not None and "failed" in wanted:
+                others = [s for s in wanted if s != "failed"]
+                clause = (
+                    f"(status IN ({', '.join('?' * len(others))}) OR "
+                    "(status = 'failed' AND stage = ?))"
+                )
+                wanted = [*others, stage]
+            where.append(clause)
+            params += wanted
+        sql = (
+            f"SELECT {_COLUMNS} FROM sources WHERE {' AND '.join(where)} "
+            f"ORDER BY seq LIMIT {int(page)}"
+        )
+        last = -1
+        while True:
+            params[0] = last
+            rows = self.db.execute(sql, params).fetchall()
+            if not rows:
+                return
+            for found in rows:
+                yield _to_source(found)
+            last = rows[-1][0]
+
+    def counts(self) -> dict[str, int]:
+        """Number of sources per status (every status present, zeros included)."""
+        out = dict.fromkeys(STATUSES, 0)
+        for status, n in self.db.execute(
+            "SELECT status, COUNT(*) FROM sources GROUP BY status"
+        ):
+            out[status] = n
+        return out
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0])
+
+    def failures(self, limit: int | None = None) -> list[Source]:
+        """Failed sources, in selection order."""
+        sql = f"SELECT {_COLUMNS} FROM sources WHERE status = 'failed' ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_to_source(r) for r in self.db.execute(sql)]
+
+    def cutout_path(self, source: Source, suffix: str = ".png") -> str:
+        """Relative path of a source's file: ``cutouts/<chunk>/<id><suffix>``.
+
+        Chunk folders are named by the first selection index they hold, as in
+        lsst.analysis.ap (``(seq // chunk_size) * chunk_size``), so no folder
+        holds more than ``chunk_size`` sources.
+        """
+        chunk = int(self.settings.get("render", {}).get("chunk_size", 10_000))
+        return f"cutouts/{(source.seq // chunk) * chunk}/{source.id}{suffix}"
+
+
+_COLUMNS = "seq, id, status, stage, reason, grp, row, files, padded, subject_id, upload"
+
+
+def _to_source(r: tuple[Any, ...]) -> Source:
+    """A `Source` from one state row."""
+    return Source(
+        seq=r[0],
+        id=r[1],
+        status=r[2],
+        stage=r[3],
+        reason=r[4],
+        grp=r[5],
+        row=decode_row(r[6]),
+        files=json.loads(r[7]) if r[7] else [],
+        padded=bool(r[8]),
+        subject_id=r[9],
+        upload=json.loads(r[10]) if r[10] else {},
+    )
+
+
+def _as_id(value: Any, column: str, index: int) -> int:
+    """A source id as an exact int, refusing floats that may have lost digits."""
+    if isinstance(value, bool) or value is None:
+        raise InputError(f"row {index + 1}: id column {column!r} is empty")
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        if not value.is_integer() or abs(value) >= 2**53:
+            raise InputError(
+                f"row {index + 1}: id {value!r} in column {column!r} is a "
+                "float and may have lost digits; read ids as integers"
+            )
+        return int(value)
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise InputError(
+            f"row {index + 1}: id {value!r} in column {column!r} is not an integer"
+        ) from None
+
+
+@contextlib.contextmanager
+def _tx(db: sqlite3.Connection) -> Iterator[None]:
+    """An explicit transaction on an autocommit connection."""
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

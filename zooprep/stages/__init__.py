@@ -1,0 +1,1 @@
+"""The stages, one module each; the functions are re-exported by ``zooprep``."""

@@ -1,0 +1,167 @@
+"""``zooprep status``: what the run holds, what failed and why, and what to do next."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from zooprep.run import Run
+
+__all__ = ["print_status", "status"]
+
+#: How many example source ids are shown per failure reason.
+EXAMPLES = 5
+
+
+def _reason_key(reason: str | None) -> str:
+    """Group failure reasons: drop the parts that differ per row (paths, numbers)."""
+    text = reason or "unknown"
+    head = text.split(":", 1)[0]
+    return head if len(head) < 80 else head[:77] + "..."
+
+
+def status(run: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summarise a run directory.
+
+    Parameters
+    ----------
+    run : str or path-like
+        The run directory.  It is read without taking the lock, so status
+        works while another command is running.
+
+    Returns
+    -------
+    dict
+        ``run`` (path), ``total``, ``counts`` (per status), ``failures``
+        (per stage: a list of ``{"reason", "count", "examples"}``),
+        ``settings`` (the stages that ran), ``results`` (when classifications
+        were joined) and ``next`` (the command to run next, or None).
+    """
+    path = Path(run)
+    with Run.open(path, lock=False) as r:
+        counts = r.counts()
+        total = len(r)
+        groups: dict[str, Counter[str]] = {}
+        examples: dict[tuple[str, str], list[int]] = {}
+        for src in r.iter_sources(["failed"]):
+            stage = src.stage or "unknown"
+            key = _reason_key(src.reason)
+            groups.setdefault(stage, Counter())[key] += 1
+            ex = examples.setdefault((stage, key), [])
+            if len(ex) < EXAMPLES:
+                ex.append(src.id)
+        failures = {
+            stage: [
+                {"reason": reason, "count": n, "examples": examples[(stage, reason)]}
+                for reason, n in counter.most_common()
+            ]
+            for stage, counter in groups.items()
+        }
+        settings = r.settings
+        results_info = _results_info(r)
+    report: dict[str, Any] = {
+        "run": str(path),
+        "total": total,
+        "counts": counts,
+        "failures": failures,
+        "stages": sorted(settings),
+        "results": results_info,
+    }
+    report["next"] = _next_command(path, counts, failures, settings)
+    return report
+
+
+def _results_info(r: Run) -> dict[str, Any] | None:
+    """Counts from ``results.csv`` when classifications were joined."""
+    path = r.path / "results.csv"
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(
+        path, usecols=lambda c: c in {"subject_id", "n_classifications"}
+    )
+    uploaded = int(
+        r.db.execute(
+            "SELECT COUNT(*) FROM sources WHERE subject_id IS NOT NULL"
+        ).fetchone()[0]
+    )
+    return {
+        "uploaded_subjects": uploaded,
+        "subjects_with_results": len(table),
+        "classifications": int(table["n_classifications"].sum())
+        if "n_classifications" in table
+        else 0,
+    }
+
+
+def _next_command(
+    path: Path,
+    counts: dict[str, int],
+    failures: dict[str, Any],
+    settings: dict[str, Any],
+) -> str | None:
+    """The command that moves the run on, as a user would type it."""
+    run = shlex.quote(str(path))
+    if counts["selected"] or "render" in failures:
+        if "render" in settings:
+            return f"zooprep render {run}"
+        return f"zooprep render {run} --science ... --template ... --difference ..."
+    manifest = path / "manifest.csv"
+    if counts["rendered"] and not manifest.exists():
+        return f"zooprep manifest {run}"
+    if counts["rendered"] or counts["uploaded"] or "upload" in failures:
+        up = settings.get("upload", {})
+        project = up.get("project", "ID")
+        target = (
+            f"--subject-set-id {up['subject_set_id']}"
+            if up.get("subject_set_id")
+            else "--subject-set NAME"
+        )
+        return f"zooprep upload {run} --project {project} {target}"
+    if counts["linked"]:
+        return f"zooprep results {run} --classifications EXPORT.csv"
+    return None
+
+
+def print_status(report: dict[str, Any]) -> None:
+    """Print a status report as tables on stdout (used by the CLI)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"zooprep run {report['run']}", show_lines=False)
+    table.add_column("status")
+    table.add_column("sources", justify="right")
+    for name, n in report["counts"].items():
+        if n or name in ("selected", "rendered", "linked", "failed"):
+            style = "red" if name == "failed" and n else None
+            table.add_row(name, str(n), style=style)
+    table.add_row("total", str(report["total"]), style="bold")
+    console.print(table)
+    for stage, items in report["failures"].items():
+        failed = Table(title=f"failed in {stage}")
+        failed.add_column("reason")
+        failed.add_column("rows", justify="right")
+        failed.add_column("e.g. source ids")
+        for item in items:
+            failed.add_row(
+                item["reason"],
+                str(item["count"]),
+                ", ".join(str(i) for i in item["examples"]),
+            )
+        console.print(failed)
+    if report.get("results"):
+        res = report["results"]
+        console.print(
+            f"results: {res['subjects_with_results']} of "
+            f"{res['uploaded_subjects']} uploaded subjects have "
+            f"{res['classifications']} classifications"
+        )
+    if report["next"]:
+        console.print(f"next: [bold]{report['next']}[/bold]")
+    else:
+        console.print("nothing left to do")
