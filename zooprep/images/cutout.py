@@ -88,7 +88,7 @@ def cut_around(
     --------
     >>> image = np.arange(25.0).reshape(5, 5)
     >>> cut, padded = cut_around(lambda ys, xs: image[ys, xs], image.shape, 0, 0, 3)
-    >>> padded, cut[1, 1], bool(np.isnan(cut[0, 0]))
+    >>> padded, float(cut[1, 1]), bool(np.isnan(cut[0, 0]))
     (True, 0.0, True)
     """
     if size < 1:

@@ -1,0 +1,737 @@
+"""Cutouts from FITS files named by path templates over the sources' columns.
+
+`FitsImages` is the image source of ``zooprep render --science T --template T
+--difference T``: each template is a Python format string over a source's
+columns, e.g. ``data/{visit}/{detector}/diff.fits``.
+
+Files
+-----
+Three kinds of files are read, and the image HDU is chosen by name:
+
+* single-HDU FITS (the primary HDU holds the image);
+* Rubin/LSST multi-extension exposures: the HDU whose ``EXTNAME`` is ``IMAGE``
+  (``MASK`` and ``VARIANCE`` are ignored); otherwise the first HDU with a 2-D
+  image;
+* tile-compressed FITS (fpack, RICE/GZIP/HCOMPRESS tiles), read with
+  astropy's `~astropy.io.fits.CompImageHDU`.
+
+Uncompressed images are memory-mapped and only the section under each cutout
+is read; compressed (and gzipped) images are decompressed once.  ``BSCALE``,
+``BZERO`` and integer ``BLANK`` are applied.
+
+Positions
+---------
+``position='xy'`` takes the source's 0-based pixel position from its ``x`` and
+``y`` columns, on the pixel grid shared by the three images (as for Rubin
+templates warped to the science frame).  An LSST exposure whose origin ``XY0``
+is not 0 (written as the ``LINEAR`` alternate WCS ``A``: ``CTYPE1A``,
+``CRVAL1A``, ``CRPIX1A``) is offset accordingly, as ``x``/``y`` of a
+DiaSource are in that parent frame; IRAF ``LTV1``/``LTV2`` are ignored.
+``position='radec'`` converts the source's ``ra``/``dec`` (degrees, ICRS)
+through each image's own celestial WCS.  ``position='auto'`` (the default)
+uses ``x``/``y`` when the row has finite values and ``ra``/``dec`` otherwise.
+
+Centring: a cutout of size ``N`` puts the source's pixel (nearest pixel
+centre, halves rounding up) at index ``N // 2`` on both axes, so for even
+``N`` the source is on the pixel just after the middle
+(see `zooprep.images.cutout`).
+
+Failures of single sources are returned as `~zooprep.images.base.Failed`:
+a source off the image, a missing, unreadable, corrupt or truncated file, an
+image without a celestial WCS when ``ra``/``dec`` is needed, template or
+difference not oriented like the science image (checked on the WCS when
+``ra``/``dec`` is used), an all-NaN cutout.
+
+Efficiency
+----------
+Rows arrive grouped by `FitsImages.group_key` (the three formatted paths), so
+each image is opened once per group, and a per-process cache bounded by bytes
+(``cache_bytes``) keeps recently used images across groups.  The cost of a
+cached image is its pixel data size (for a memory-mapped file, the most it can
+pin in memory).
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import logging
+import math
+import os
+import string
+import warnings
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from zooprep.errors import InputError
+from zooprep.images.base import Cutouts, Failed, Triplet
+from zooprep.images.cutout import cut_around, pixel_index
+
+__all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
+
+log = logging.getLogger(__name__)
+
+Position = Literal["auto", "xy", "radec"]
+POSITIONS = ("auto", "xy", "radec")
+#: Default bound of the image cache: 1 GiB.
+DEFAULT_CACHE_BYTES = 1 << 30
+#: Orientations of template/difference and science may differ by this much.
+MAX_ROTATION_DEG = 2.0
+#: Cache cost charged for remembering that a file could not be read.
+FAILURE_COST = 1024
+
+
+@dataclass
+class FitsImage:
+    """One image HDU of a FITS file, ready for cutting.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    hdu : int
+        Index of the image HDU in the file.
+    header : astropy.io.fits.Header
+        Its header (for compressed HDUs, the image header).
+    pixels : numpy.ndarray
+        Either a read-only memory map of the raw (big-endian, unscaled) data, or
+        the whole image as ``float32`` (compressed and gzipped files).
+    scaled : bool
+        True when ``pixels`` still needs ``BSCALE``/``BZERO``/``BLANK``.
+    """
+
+    path: str
+    hdu: int
+    header: fits.Header
+    pixels: np.ndarray
+    scaled: bool = False
+    _wcs: WCS | None = field(default=None, repr=False)
+    _wcs_done: bool = field(default=False, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the image."""
+        ny, nx = self.pixels.shape
+        return int(ny), int(nx)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the pixel data in bytes (the cache cost)."""
+        return int(self.pixels.nbytes)
+
+    @property
+    def origin(self) -> tuple[float, float]:
+        """The LSST ``XY0`` of the image, from its ``LINEAR`` WCS ``A``; else 0, 0."""
+        h = self.header
+        if str(h.get("CTYPE1A", "")).strip().upper() != "LINEAR":
+            return 0.0, 0.0
+        try:
+            return (
+                float(h.get("CRVAL1A", 0.0)) - (float(h.get("CRPIX1A", 1.0)) - 1.0),
+                float(h.get("CRVAL2A", 0.0)) - (float(h.get("CRPIX2A", 1.0)) - 1.0),
+            )
+        except (TypeError, ValueError):
+            return 0.0, 0.0
+
+    @property
+    def wcs(self) -> WCS | None:
+        """The celestial WCS of the image, or None when it has none."""
+        if not self._wcs_done:
+            self._wcs_done = True
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    wcs = WCS(self.header, naxis=2)
+                except Exception as exc:  # astropy raises many kinds on bad WCS
+                    log.debug("no usable WCS in %s: %s", self.path, exc)
+                    wcs = None
+            _log_warnings(caught, self.path)
+            if wcs is not None and wcs.has_celestial:
+                self._wcs = wcs.celestial
+        return self._wcs
+
+    def read(self, ys: slice, xs: slice) -> np.ndarray:
+        """Return the pixels ``[ys, xs]`` as ``float32`` with NaN for blanks."""
+        raw = self.pixels[ys, xs]
+        if not self.scaled:
+            return np.array(raw, dtype=np.float32)
+        out = raw.astype(np.float64)
+        blank = self.header.get("BLANK")
+        if blank is not None and raw.dtype.kind in "iu":
+            out[raw == blank] = np.nan
+        out = out * float(self.header.get("BSCALE", 1.0)) + float(
+            self.header.get("BZERO", 0.0)
+        )
+        return out.astype(np.float32)
+
+
+def _log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
+    """Log warnings astropy raised while reading ``path``."""
+    for w in caught:
+        log.debug("%s: %s: %s", path, w.category.__name__, w.message)
+
+
+def _find_image_hdu(hdul: fits.HDUList, path: str) -> int:
+    """Return the index of the image HDU: EXTNAME ``IMAGE``, else the first 2-D image."""
+    first = None
+    for i, hdu in enumerate(hdul):
+        if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+            continue
+        if str(hdu.header.get("EXTNAME", "")).strip().upper() == "IMAGE":
+            return i
+        if first is None and hdu.header.get("NAXIS", 0) == 2:
+            first = i
+    if first is None:
+        raise InputError(f"{path}: no 2-D image HDU")
+    return first
+
+
+def open_image(path: str | os.PathLike[str]) -> FitsImage:
+    """Open the image HDU of a FITS file for cutting.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A single-HDU, multi-extension (``IMAGE`` extension) or tile-compressed
+        FITS file, optionally gzipped.
+
+    Returns
+    -------
+    FitsImage
+        The image, memory-mapped when uncompressed.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, unreadable, not FITS, truncated or has no image.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                index = _find_image_hdu(hdul, path)
+                hdu = hdul[index]
+                header = hdu.header.copy()
+                if isinstance(hdu, fits.CompImageHDU) or gzipped:
+                    pixels = np.asarray(hdu.data, dtype=np.float32)
+                    image = FitsImage(path, index, header, pixels)
+                else:
+                    image = _memmap_hdu(path, index, header, hdul.fileinfo(index))
+        _log_warnings(caught, path)
+    except InputError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        EOFError,
+        gzip.BadGzipFile,
+    ) as exc:
+        raise InputError(f"{path}: unreadable FITS file ({exc})") from exc
+    if image.pixels.ndim != 2:
+        raise InputError(f"{path}: HDU {index} is not a 2-D image")
+    return image
+
+
+def _memmap_hdu(
+    path: str, index: int, header: fits.Header, info: Mapping[str, Any]
+) -> FitsImage:
+    """Memory-map the raw data of an uncompressed image HDU, checking its length."""
+    bitpix = int(header["BITPIX"])
+    dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+    if bitpix not in dtypes or int(header.get("NAXIS", 0)) != 2:
+        raise InputError(f"{path}: HDU {index} is not a 2-D image (BITPIX={bitpix})")
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    dtype = np.dtype(dtypes[bitpix])
+    offset = int(info["datLoc"])
+    need = offset + dtype.itemsize * shape[0] * shape[1]
+    size = os.path.getsize(path)
+    if size < need:
+        raise InputError(
+            f"{path}: truncated FITS file ({size} bytes, HDU {index} needs {need})"
+        )
+    pixels = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    scaled = (
+        "BSCALE" in header or "BZERO" in header or ("BLANK" in header and bitpix > 0)
+    )
+    return FitsImage(path, index, header, pixels, scaled=scaled)
+
+
+class ImageCache:
+    """Opened images, least recently used first out, bounded by bytes.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Upper bound of the summed `FitsImage.nbytes` kept (an image larger
+        than the bound is used but not kept).
+
+    Attributes
+    ----------
+    opens : collections.Counter
+        How many times each path was opened (instrumentation for tests and
+        benchmarks).
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.max_bytes = int(max_bytes)
+        self.opens: collections.Counter[str] = collections.Counter()
+        self._entries: collections.OrderedDict[str, tuple[FitsImage | InputError, int]]
+        self._entries = collections.OrderedDict()
+        self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Summed cost of the entries kept now."""
+        return self._bytes
+
+    def get(self, path: str) -> FitsImage:
+        """Return the image at ``path``, opening it only when not cached.
+
+        Raises
+        ------
+        InputError
+            When the file cannot be read (the failure is remembered too).
+        """
+        entry = self._entries.get(path)
+        if entry is None:
+            self.opens[path] += 1
+            value: FitsImage | InputError
+            try:
+                value = image = open_image(path)
+                cost = image.nbytes
+            except InputError as exc:
+                value, cost = exc, FAILURE_COST
+            self._put(path, value, cost)
+        else:
+            self._entries.move_to_end(path)
+            value = entry[0]
+        if isinstance(value, InputError):
+            raise value
+        return value
+
+    def _put(self, path: str, value: FitsImage | InputError, cost: int) -> None:
+        """Insert an entry and evict the oldest ones beyond the bound."""
+        if cost > self.max_bytes:
+            return
+        while self._entries and self._bytes + cost > self.max_bytes:
+            _, (_, old_cost) = self._entries.popitem(last=False)
+            self._bytes -= old_cost
+        self._entries[path] = (value, cost)
+        self._bytes += cost
+
+    def clear(self) -> None:
+        """Forget every image (memory maps close when no cutout refers to them)."""
+        self._entries.clear()
+        self._bytes = 0
+
+
+def template_fields(template: str) -> list[str]:
+    """Return the column names a path template refers to."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InputError(f"bad path template {template!r}: {exc}") from exc
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        root = name.split(".")[0].split("[")[0]
+        if not root or root.isdigit():
+            raise InputError(
+                f"path template {template!r} has a positional field; name a column,"
+                " e.g. {visit}"
+            )
+        names.append(root)
+    return names
+
+
+def _finite(row: Mapping[str, Any], *names: str) -> bool:
+    """Whether the row has finite numbers in all these columns."""
+    for name in names:
+        value = row.get(name)
+        try:
+            if value is None or not math.isfinite(float(value)):
+                return False
+        except (TypeError, ValueError):
+            return False
+    return True
+
+
+def _orientation(wcs: WCS) -> tuple[float, float]:
+    """Return the parity (+1/-1) and the angle (deg) of the pixel x axis on the sky."""
+    m = wcs.pixel_scale_matrix
+    parity = float(np.sign(np.linalg.det(m)))
+    return parity, math.degrees(math.atan2(m[1, 0], m[0, 0]))
+
+
+def _orientation_problem(science: FitsImage, other: FitsImage, role: str) -> str | None:
+    """Say how ``other`` is not oriented like ``science``, or None when it is."""
+    sw, ow = science.wcs, other.wcs
+    if sw is None or ow is None:
+        return None
+    sp, sa = _orientation(sw)
+    op, oa = _orientation(ow)
+    if sp != op:
+        return f"{role} {other.path} is mirrored relative to science {science.path}"
+    diff = abs((oa - sa + 180.0) % 360.0 - 180.0)
+    if diff > MAX_ROTATION_DEG:
+        return (
+            f"{role} {other.path} is rotated by {diff:.1f} deg relative to science"
+            f" {science.path}"
+        )
+    return None
+
+
+def pixel_scale(image: FitsImage) -> float | None:
+    """Return the image's mean pixel scale in arcsec/pixel, or None without a WCS."""
+    wcs = image.wcs
+    if wcs is None:
+        return None
+    scales = proj_plane_pixel_scales(wcs)
+    units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
+    arcsec = [(s * un).to_value(u.arcsec) for s, un in zip(scales, units, strict=True)]
+    return float(np.mean(arcsec))
+
+
+ROLES = ("science", "template", "difference")
+
+
+def cut_group(
+    cache: ImageCache,
+    paths: tuple[str, str, str],
+    rows: Sequence[tuple[int, Mapping[str, Any]]],
+    sizes: Sequence[int],
+    use_footprint: bool = False,
+    position: Position = "auto",
+) -> Iterator[Cutouts | Failed]:
+    """Cut the rows of one group from its three images.
+
+    Parameters
+    ----------
+    cache : ImageCache
+        Where the images are opened (once) and kept.
+    paths : tuple of str
+        The science, template and difference files.
+    rows : sequence of (int, mapping)
+        ``(source_id, row)`` pairs.
+    sizes : sequence of int
+        Cutout sizes; empty means ``(30,)``.
+    use_footprint : bool
+        Grow each size to the row's ``bboxSize`` when that is larger.
+    position : {'auto', 'xy', 'radec'}
+        Where the source is (see the module docstring).
+
+    Yields
+    ------
+    Cutouts or Failed
+        One per row, in order.
+    """
+    sizes = tuple(sizes) or (30,)
+    images: list[FitsImage] = []
+    for path in paths:
+        try:
+            images.append(cache.get(path))
+        except InputError as exc:
+            for source_id, _ in rows:
+                yield Failed(source_id, str(exc))
+            return
+    science = images[0]
+    scale = pixel_scale(science)
+    modes = [_mode(row, position) for _, row in rows]
+    pixels = _pixel_positions(images, [r for _, r in rows], modes)
+    orientation: str | None = None
+    if "radec" in modes:
+        orientation = _orientation_problem(science, images[1], "template") or (
+            _orientation_problem(science, images[2], "difference")
+        )
+    for i, (source_id, row) in enumerate(rows):
+        mode = modes[i]
+        where = pixels[i]
+        if isinstance(where, str):
+            yield Failed(source_id, where)
+            continue
+        if mode == "radec" and orientation:
+            yield Failed(source_id, orientation)
+            continue
+        yield _cut_row(source_id, row, images, where, sizes, use_footprint, scale)
+
+
+def _mode(row: Mapping[str, Any], position: Position) -> str:
+    """Decide how this row's source is placed on the images."""
+    if position == "auto":
+        return "xy" if _finite(row, "x", "y") else "radec"
+    return position
+
+
+def _pixel_positions(
+    images: Sequence[FitsImage], rows: Sequence[Mapping[str, Any]], modes: Sequence[str]
+) -> list[list[tuple[float, float]] | str]:
+    """Return each row's (x, y) on each image, or a failure reason."""
+    out: list[list[tuple[float, float]] | str] = [[] for _ in rows]
+    sky = [i for i, m in enumerate(modes) if m == "radec"]
+    for i, mode in enumerate(modes):
+        if mode != "xy":
+            continue
+        if not _finite(rows[i], "x", "y"):
+            out[i] = f"no finite x/y for the source on {images[0].path}"
+            continue
+        x, y = float(rows[i]["x"]), float(rows[i]["y"])
+        for image in images:
+            x0, y0 = image.origin
+            out[i].append((x - x0, y - y0))  # type: ignore[union-attr]
+    good = [i for i in sky if _finite(rows[i], "ra", "dec")]
+    good_set = set(good)
+    for i in sky:
+        if i not in good_set:
+            out[i] = f"no finite x/y or ra/dec for the source on {images[0].path}"
+    if not good:
+        return out
+    coords = SkyCoord(
+        [float(rows[i]["ra"]) for i in good] * u.deg,
+        [float(rows[i]["dec"]) for i in good] * u.deg,
+        frame="icrs",
+    )
+    for image in images:
+        wcs = image.wcs
+        if wcs is None:
+            for i in good:
+                out[i] = f"{image.path}: no celestial WCS to place the source by ra/dec"
+            return out
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            xs, ys = wcs.world_to_pixel(coords)
+        _log_warnings(caught, image.path)
+        for k, i in enumerate(good):
+            if isinstance(out[i], list):
+                out[i].append((float(xs[k]), float(ys[k])))  # type: ignore[union-attr]
+    return out
+
+
+def _cut_row(
+    source_id: int,
+    row: Mapping[str, Any],
+    images: Sequence[FitsImage],
+    pixels: Sequence[tuple[float, float]],
+    sizes: Sequence[int],
+    use_footprint: bool,
+    scale: float | None,
+) -> Cutouts | Failed:
+    """Cut one source's cutouts of every size from its three images."""
+    for image, (x, y), role in zip(images, pixels, ROLES, strict=True):
+        ny, nx = image.shape
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return Failed(
+                source_id, f"source has no pixel position on {role} {image.path}"
+            )
+        if not (0 <= pixel_index(x) < nx and 0 <= pixel_index(y) < ny):
+            return Failed(
+                source_id,
+                f"source at x={x:.1f}, y={y:.1f} is off the {role} image {image.path}"
+                f" ({nx}x{ny} pixels)",
+            )
+    bbox = row.get("bboxSize") if use_footprint else None
+    grow = (
+        math.ceil(float(bbox)) if bbox is not None and _finite(row, "bboxSize") else 0
+    )
+    padded = False
+    triplets = []
+    for size in sizes:
+        n = max(int(size), grow)
+        cut: dict[str, np.ndarray] = {}
+        for image, (x, y), role in zip(images, pixels, ROLES, strict=True):
+            array, pad = cut_around(image.read, image.shape, x, y, n)
+            if not np.isfinite(array).any():
+                return Failed(
+                    source_id, f"all-NaN {n}x{n} {role} cutout from {image.path}"
+                )
+            padded |= pad
+            cut[role] = array
+        triplets.append(Triplet(cut["template"], cut["science"], cut["difference"]))
+    return Cutouts(source_id, triplets, pixel_scale=scale, padded=padded)
+
+
+class FitsImages:
+    """Science, template and difference images named by path templates.
+
+    Parameters
+    ----------
+    science, template, difference : str
+        Python format strings over a source's columns giving each file,
+        e.g. ``data/{visit}/{detector}/diff.fits``.
+    position : {'auto', 'xy', 'radec'}
+        Place sources by ``x``/``y`` on the shared pixel grid, by ``ra``/``dec``
+        through each image's WCS, or ``auto``: ``x``/``y`` when the row has them.
+    cache_bytes : int
+        Bound (bytes) of the per-process cache of opened images.
+    root : str or None
+        Directory that relative paths are taken from (the working directory
+        when None).
+
+    Examples
+    --------
+    >>> source = FitsImages("s/{visit}.fits", "t/{visit}.fits", "d/{visit}.fits")
+    >>> source.group_key({"visit": 7})
+    ('s/7.fits', 't/7.fits', 'd/7.fits')
+    """
+
+    def __init__(
+        self,
+        science: str,
+        template: str,
+        difference: str,
+        position: Position = "auto",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        root: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if position not in POSITIONS:
+            raise InputError(f"position must be one of {POSITIONS}, got {position!r}")
+        self.science = science
+        self.template = template
+        self.difference = difference
+        self.position: Position = position
+        self.cache_bytes = int(cache_bytes)
+        self.root = None if root is None else os.fspath(root)
+        self._templates = (science, template, difference)
+        for t in self._templates:
+            template_fields(t)
+        self._cache: ImageCache | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None  # each process keeps its own cache
+        return state
+
+    @property
+    def cache(self) -> ImageCache:
+        """The cache of opened images of this process (created on first use)."""
+        if self._cache is None:
+            self._cache = ImageCache(self.cache_bytes)
+        return self._cache
+
+    def check(self, columns: Sequence[str]) -> None:
+        """Raise InputError when the rows lack a column the templates or position need.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            The columns of the rows to render.
+
+        Raises
+        ------
+        InputError
+            Naming the missing column and listing the available ones.
+        """
+        have = set(columns)
+        listing = ", ".join(sorted(map(str, columns))) or "(none)"
+        for role, t in zip(ROLES, self._templates, strict=True):
+            for name in template_fields(t):
+                if name not in have:
+                    raise InputError(
+                        f"--{role} template {t!r} names column {name!r}, which the"
+                        f" sources lack; available columns: {listing}"
+                    )
+        need = {
+            "xy": [("x", "y")],
+            "radec": [("ra", "dec")],
+            "auto": [("x", "y"), ("ra", "dec")],
+        }[self.position]
+        if not any(all(c in have for c in pair) for pair in need):
+            wanted = " or ".join("/".join(pair) for pair in need)
+            raise InputError(
+                f"position {self.position!r} needs columns {wanted}; available"
+                f" columns: {listing}"
+            )
+
+    def paths(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
+        """Return the science, template and difference paths of a row.
+
+        Raises
+        ------
+        InputError
+            When a template cannot be filled from the row.
+        """
+        out = []
+        for t in self._templates:
+            try:
+                path = t.format_map(row)
+            except (KeyError, AttributeError, IndexError, ValueError) as exc:
+                raise InputError(f"cannot fill path template {t!r}: {exc!r}") from exc
+            if self.root is not None:
+                path = os.path.join(self.root, path)
+            out.append(path)
+        return out[0], out[1], out[2]
+
+    def group_key(self, row: Mapping[str, Any]) -> Hashable:
+        """Return the three formatted paths (an error text when they cannot be made)."""
+        try:
+            return self.paths(row)
+        except InputError as exc:
+            return ("<error>", str(exc))
+
+    def cutouts(
+        self,
+        rows: Sequence[tuple[int, Mapping[str, Any]]],
+        sizes: Sequence[int],
+        use_footprint: bool = False,
+    ) -> Iterator[Cutouts | Failed]:
+        """Yield one `Cutouts` or `Failed` per ``(source_id, row)``, in order.
+
+        Consecutive rows sharing a group key are cut from images opened once.
+
+        Parameters
+        ----------
+        rows : sequence of (int, mapping)
+            ``(source_id, row)`` pairs, best grouped by `group_key`.
+        sizes : sequence of int
+            Cutout sizes in pixels; empty means 30.
+        use_footprint : bool
+            Grow each size to the row's ``bboxSize`` when that is larger.
+
+        Yields
+        ------
+        Cutouts or Failed
+        """
+        batch: list[tuple[int, Mapping[str, Any]]] = []
+        key: Hashable = None
+        for source_id, row in rows:
+            k = self.group_key(row)
+            if batch and k != key:
+                yield from self._cut(key, batch, sizes, use_footprint)
+                batch = []
+            key = k
+            batch.append((source_id, row))
+        if batch:
+            yield from self._cut(key, batch, sizes, use_footprint)
+
+    def _cut(
+        self,
+        key: Hashable,
+        batch: Sequence[tuple[int, Mapping[str, Any]]],
+        sizes: Sequence[int],
+        use_footprint: bool,
+    ) -> Iterator[Cutouts | Failed]:
+        """Cut one group, or fail it when its paths could not be made."""
+        assert isinstance(key, tuple)
+        if key[0] == "<error>":
+            for source_id, _ in batch:
+                yield Failed(source_id, key[1])
+            return
+        yield from cut_group(
+            self.cache, key, batch, sizes, use_footprint, self.position
+        )
