@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS sources (
 );
 CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
 CREATE INDEX IF NOT EXISTS sources_subject ON sources(subject_id);
+CREATE INDEX IF NOT EXISTS sources_grp ON sources(COALESCE(grp, ''), seq);
 """
 
 _UPDATABLE = {
@@ -327,6 +328,7 @@ class Run:
         state = self.path / self.STATE
         try:
             if self._lock and not os.access(self.path, os.W_OK):
+                self.close()
                 raise RunError(f"run directory {self.path} is not writable")
             uri = f"file:{state}" + ("" if self._lock else "?mode=ro")
             db = sqlite3.connect(

@@ -1,8 +1,399 @@
-"""Placeholder until its owner lands the render stage."""
+"""``zooprep render``: cut each source's images and draw its PNG.
 
+Sources are streamed from the run state in image order (their ``grp``, set
+by select) and cut into tasks of at most `TASK_ROWS` rows that share images,
+so a worker opens each image once per task.  Workers write the PNG (and
+``.npy``) files themselves, atomically, and return one small result per row;
+only this process writes the run state, one transaction per task.  A process
+killed at any moment leaves finished rows recorded and at worst re-renders the
+rows of the tasks that were in flight (the files are replaced whole).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-def render(*args: Any, **kwargs: Any) -> Any:
-    """Not built yet."""
-    raise NotImplementedError("render")
+from zooprep.errors import InputError, SettingsMismatch
+from zooprep.executors import Executor, WorkerDied, make_executor
+from zooprep.images.base import Cutouts, Failed, ImageSource
+from zooprep.options import RenderOptions
+from zooprep.progress import NullReporter, Reporter
+from zooprep.renderers.base import Renderer
+from zooprep.run import Run, atomic_write, decode_row
+
+__all__ = ["RenderResult", "render"]
+
+log = logging.getLogger(__name__)
+
+#: Rows per task sent to a worker (all from the same images).
+TASK_ROWS = 256
+
+#: Options that change the pictures; changing them needs ``force``.
+_PICTURE_OPTIONS = (
+    "sizes",
+    "annotate",
+    "use_footprint",
+    "numpy",
+    "chunk_size",
+    "cmap",
+    "scale",
+    "nan_color",
+    "difference_stretch",
+    "pixel_scale",
+    "instrument",
+)
+
+
+@dataclass
+class RenderResult:
+    """What one render call did."""
+
+    rendered: int = 0
+    failed: int = 0
+    padded: int = 0
+    skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        text = f"render: {self.rendered} rendered ({self.padded} padded at an edge)"
+        if self.failed:
+            top = ", ".join(
+                f"{n} {r}"
+                for r, n in sorted(self.reasons.items(), key=lambda kv: -kv[1])[:3]
+            )
+            text += f", {self.failed} failed ({top})"
+        if self.skipped:
+            text += f", {self.skipped} already done"
+        return text
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One unit of work for a worker: rows sharing images."""
+
+    run_path: str
+    images: ImageSource
+    renderer: Renderer
+    rows: list[tuple[int, int, dict[str, Any]]]  # (id, seq, row)
+    sizes: tuple[int, ...]
+    use_footprint: bool
+    numpy: bool
+    chunk_size: int
+
+
+def _relpath(seq: int, source_id: int, chunk: int, suffix: str) -> str:
+    """``cutouts/<first seq of chunk>/<id><suffix>``, as `Run.cutout_path`."""
+    return f"cutouts/{(seq // chunk) * chunk}/{source_id}{suffix}"
+
+
+def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
+    """The float32 cutouts as ``.npy`` (one size: shape (3, n, n)) or ``.npz``."""
+    buf = io.BytesIO()
+    stacks = [
+        np.stack([t.template, t.science, t.difference]).astype(np.float32)
+        for t in cutouts.rows
+    ]
+    if len(stacks) == 1:
+        np.save(buf, stacks[0])
+        return ".npy", buf.getvalue()
+    np.savez(buf, **{f"size{s.shape[-1]}": s for s in stacks})
+    return ".npz", buf.getvalue()
+
+
+def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
+    """Worker: cut, draw and write every row of a task; return (id, status, files|reason, padded)."""
+    run = Path(task.run_path)
+    by_id = {sid: (seq, row) for sid, seq, row in task.rows}
+    out: list[tuple[int, str, Any, bool]] = []
+    items = [(sid, row) for sid, _, row in task.rows]
+    for item in task.images.cutouts(items, task.sizes, task.use_footprint):
+        if isinstance(item, Failed):
+            out.append((item.source_id, "failed", item.reason, False))
+            continue
+        seq, row = by_id[item.source_id]
+        try:
+            png = task.renderer.render(item, row)
+        except Exception as exc:  # one bad row must not stop the others
+            log.debug("render of %s failed", item.source_id, exc_info=True)
+            out.append(
+                (
+                    item.source_id,
+                    "failed",
+                    f"drawing failed: {type(exc).__name__}: {exc}",
+                    False,
+                )
+            )
+            continue
+        rel = _relpath(seq, item.source_id, task.chunk_size, ".png")
+        atomic_write(run / rel, png)
+        files = [rel]
+        if task.numpy:
+            suffix, data = _npy_bytes(item)
+            rel_np = _relpath(seq, item.source_id, task.chunk_size, suffix)
+            atomic_write(run / rel_np, data)
+            files.append(rel_np)
+        out.append((item.source_id, "rendered", files, item.padded))
+    return out
+
+
+def _image_source(settings: Mapping[str, Any], kind: str | None) -> ImageSource:
+    """Build the image source described by ``[render.images]`` or implied by the run."""
+    if settings.get("butler"):
+        from zooprep.images.butler import ButlerImages
+
+        kwargs = {
+            k: settings[k]
+            for k in ("science_type", "template_type", "difference_type", "position")
+            if k in settings
+        }
+        return ButlerImages(
+            settings["butler"], settings.get("collections") or [], **kwargs
+        )
+    paths = [settings.get(k) for k in ("science", "template", "difference")]
+    if any(paths):
+        if not all(paths):
+            raise InputError("give all three of --science, --template and --difference")
+        from zooprep.images.fits import FitsImages
+
+        return FitsImages(*paths, position=settings.get("position", "auto"))  # type: ignore[arg-type]
+    if kind == "alerts":
+        from zooprep.images.stamps import AlertStamps
+
+        return AlertStamps()
+    raise InputError(
+        "no images given: use --science/--template/--difference path "
+        "templates or --butler REPO"
+    )
+
+
+def _columns(run: Run) -> list[str]:
+    """Column names of the run's sources (from the first few rows)."""
+    cols: dict[str, None] = {}
+    for n, src in enumerate(run.iter_sources(page=50)):
+        cols.update(dict.fromkeys(src.row))
+        if n >= 50:
+            break
+    return list(cols)
+
+
+def _resolve_options(
+    run: Run,
+    options: RenderOptions | Mapping[str, Any] | None,
+    kind: str | None,
+    force: bool,
+) -> RenderOptions:
+    """Merge new options over the run's saved ones; refuse silent changes."""
+    saved = dict(run.settings.get("render", {}).get("options", {}))
+    base = (
+        RenderOptions.from_dict(saved)
+        if saved
+        else RenderOptions(sizes=() if kind == "alerts" else (30,))
+    )
+    if options is None:
+        return base
+    given = options.to_dict() if isinstance(options, RenderOptions) else dict(options)
+    merged = replace(
+        base, **{k: (tuple(v) if k == "sizes" else v) for k, v in given.items()}
+    )
+    if saved and not force:
+        changed = [
+            k for k in _PICTURE_OPTIONS if getattr(merged, k) != getattr(base, k)
+        ]
+        done = run.counts()["rendered"]
+        if changed and done:
+            raise SettingsMismatch(
+                f"{done} sources were rendered with other settings "
+                f"({', '.join(changed)}); use --force to re-render them all"
+            )
+    return merged
+
+
+def _tasks(
+    run: Run,
+    images: ImageSource,
+    renderer: Renderer,
+    opts: RenderOptions,
+    statuses: Sequence[str],
+) -> Iterator[_Task]:
+    """Stream pending rows in image order and cut them into tasks."""
+    marks = ", ".join("?" * len(statuses))
+    sql = (
+        f"SELECT seq, id, row, COALESCE(grp, '') AS g FROM sources WHERE "
+        f"(status IN ({marks}) OR (status = 'failed' AND stage = 'render')) "
+        f"AND (g > ? OR (g = ? AND seq > ?)) ORDER BY g, seq LIMIT 2000"
+    )
+    last_grp, last_seq = "", -1
+    rows: list[tuple[int, int, dict[str, Any]]] = []
+    key: Any = None
+    while True:
+        page = run.db.execute(sql, (*statuses, last_grp, last_grp, last_seq)).fetchall()
+        if not page:
+            break
+        for seq, sid, text, grp in page:
+            row = decode_row(text)
+            k = images.group_key(row)
+            if rows and (k != key or len(rows) >= TASK_ROWS):
+                yield _Task(
+                    str(run.path),
+                    images,
+                    renderer,
+                    rows,
+                    opts.sizes,
+                    opts.use_footprint,
+                    opts.numpy,
+                    opts.chunk_size,
+                )
+                rows = []
+            key = k
+            rows.append((sid, seq, row))
+            last_grp, last_seq = grp, seq
+    if rows:
+        yield _Task(
+            str(run.path),
+            images,
+            renderer,
+            rows,
+            opts.sizes,
+            opts.use_footprint,
+            opts.numpy,
+            opts.chunk_size,
+        )
+
+
+def render(
+    run: str | os.PathLike[str],
+    *,
+    images: ImageSource | Mapping[str, Any] | None = None,
+    options: RenderOptions | Mapping[str, Any] | None = None,
+    jobs: int | None = None,
+    executor: str | Executor = "local",
+    scheduler: str | None = None,
+    force: bool = False,
+    renderer: Renderer | None = None,
+    reporter: Reporter | None = None,
+) -> RenderResult:
+    """Render every selected (or previously failed) source of a run to PNG.
+
+    Parameters
+    ----------
+    run : str or path-like
+        The run directory (made by `zooprep.select`).
+    images : ImageSource or dict, optional
+        Where the pixels are.  A dict holds the CLI's words: ``science``,
+        ``template``, ``difference`` (path templates) and ``position``, or
+        ``butler``, ``collections`` and ``*_type`` dataset names.  Saved in
+        ``zooprep.toml``; None reuses the saved one, or the alert packets'
+        stamps for an alert run.
+    options : RenderOptions or dict, optional
+        Picture settings; merged over those saved by an earlier render.
+    jobs : int, optional
+        Worker processes (default: all cores).  1 renders in this process.
+    executor : {'local', 'dask'} or Executor
+        Where the work runs.
+    scheduler : str, optional
+        Dask scheduler address; a LocalCluster when None.
+    force : bool
+        Re-render sources already rendered (needed after changing settings).
+        Uploaded sources are never re-rendered.
+    renderer : Renderer, optional
+        A custom renderer; by default plain or annotated from ``options``.
+    reporter : Reporter, optional
+        Progress callbacks.
+
+    Returns
+    -------
+    RenderResult
+        Counts of rendered, failed (with reasons) and padded sources.
+
+    Raises
+    ------
+    zooprep.errors.InputError
+        No images given, or the path templates name columns the sources lack.
+    zooprep.errors.SettingsMismatch
+        Picture settings differ from those of already-rendered sources.
+    """
+    reporter = reporter or NullReporter()
+    result = RenderResult()
+    with Run.open(run) as r:
+        kind = r.settings.get("select", {}).get("kind")
+        saved = r.settings.get("render", {})
+        image_settings = dict(saved.get("images", {}))
+        if isinstance(images, Mapping):
+            image_settings.update(images)
+        source = (
+            images
+            if images is not None and not isinstance(images, Mapping)
+            else _image_source(image_settings, kind)
+        )
+        opts = _resolve_options(r, options, kind, force)
+        source.check(_columns(r))
+        if renderer is None:
+            from zooprep.renderers import make_renderer
+
+            renderer = make_renderer(opts)
+        r.save_settings(
+            "render",
+            {
+                "chunk_size": opts.chunk_size,
+                "images": image_settings,
+                "options": opts.to_dict(),
+            },
+        )
+        statuses = ["selected", "rendered"] if force else ["selected"]
+        counts = r.counts()
+        total = sum(counts[s] for s in statuses) + sum(
+            1 for s in r.failures() if s.stage == "render"
+        )
+        result.skipped = counts["rendered"] if not force else 0
+        reporter.start("render", total)
+        ex = (
+            executor
+            if not isinstance(executor, str)
+            else make_executor(executor, jobs, scheduler)
+        )
+        try:
+            for task, outcome in ex.run(
+                _render_task, _tasks(r, source, renderer, opts, statuses)
+            ):
+                if isinstance(outcome, BaseException):
+                    why = (
+                        str(outcome)
+                        if isinstance(outcome, WorkerDied)
+                        else f"{type(outcome).__name__}: {outcome}"
+                    )
+                    outcome = [(sid, "failed", why, False) for sid, _, _ in task.rows]
+                failed = _record(r, outcome, result)
+                reporter.advance(len(outcome), failed=failed)
+        finally:
+            if isinstance(executor, str):
+                ex.close()
+            reporter.finish()
+    return result
+
+
+def _record(
+    r: Run, outcome: list[tuple[int, str, Any, bool]], result: RenderResult
+) -> int:
+    """Write one task's results to the state in one transaction."""
+    failed = 0
+    with r.transaction():
+        for sid, status, payload, padded in outcome:
+            if status == "rendered":
+                r.update(sid, status="rendered", files=payload, padded=padded)
+                result.rendered += 1
+                result.padded += int(padded)
+            else:
+                r.mark_failed(sid, "render", payload)
+                result.failed += 1
+                failed += 1
+                key = str(payload).split(":", 1)[0][:60]
+                result.reasons[key] = result.reasons.get(key, 0) + 1
+    return failed

@@ -1,0 +1,329 @@
+"""The run directory as crash-safe, exclusive state."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from zooprep.errors import InputError, RunError, RunLocked
+from zooprep.run import FORMAT_VERSION, Run
+
+BIG_ID = 506428274000265570  # a real ci_dc2 diaSourceId: above 2**53
+
+
+def test_create_and_reopen_keeps_64bit_ids_exact(tmp_path: Path) -> None:
+    with Run.create(tmp_path / "run") as run:
+        res = run.add_sources(
+            [
+                {"diaSourceId": BIG_ID, "ra": 55.7},
+                {"diaSourceId": BIG_ID + 1, "ra": float("nan")},
+            ],
+            id_column="diaSourceId",
+        )
+        assert res.added == 2
+    with Run.open(tmp_path / "run") as run:
+        rows = list(run.iter_sources())
+    assert [s.id for s in rows] == [BIG_ID, BIG_ID + 1]
+    assert rows[0].row["diaSourceId"] == BIG_ID
+    assert rows[1].row["ra"] is None  # NaN is stored as missing, not as garbage
+
+
+def test_float_ids_that_lost_digits_are_refused(tmp_path: Path) -> None:
+    with (
+        Run.create(tmp_path / "run") as run,
+        pytest.raises(InputError, match=r"row 1: .*float and may have lost digits"),
+    ):
+        run.add_sources([{"diaSourceId": float(BIG_ID)}], id_column="diaSourceId")
+
+
+def test_duplicated_ids_are_reported_and_added_once(tmp_path: Path) -> None:
+    with Run.create(tmp_path / "run") as run:
+        res = run.add_sources([{"id": 1}, {"id": 2}, {"id": 1}], id_column="id")
+        assert (res.added, res.duplicates) == (2, [1])
+        again = run.add_sources([{"id": 2}, {"id": 3}], id_column="id")
+        assert (again.added, again.already_in_run) == (1, 1)
+        assert len(run) == 3
+
+
+def test_second_process_on_the_same_run_is_refused_with_the_holders_pid(
+    tmp_path: Path,
+) -> None:
+    Run.create(tmp_path / "run").close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import sys, time
+            from zooprep.run import Run
+            with Run.open({str(tmp_path / "run")!r}):
+                print('locked', flush=True)
+                time.sleep(60)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=rf"in use by process {holder.pid}"):
+            Run.open(tmp_path / "run")
+        # Read-only users (status, preview) are still welcome.
+        with Run.open(tmp_path / "run", lock=False) as run:
+            assert len(run) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    # A killed holder leaves no stale lock behind.
+    Run.open(tmp_path / "run").close()
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "no run directory at"),
+        (
+            lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")),
+            "not a zooprep run directory",
+        ),
+        (
+            lambda p: (p.mkdir(), (p / "state.sqlite").write_bytes(b"garbage" * 200)),
+            "state.sqlite is unreadable",
+        ),
+    ],
+    ids=["missing", "foreign", "corrupt"],
+)
+def test_bad_run_directories_get_one_clear_line_and_are_left_alone(
+    tmp_path: Path, setup, message: str
+) -> None:
+    path = tmp_path / "run"
+    setup(path)
+    before = (
+        sorted((f.name, f.read_bytes()) for f in path.iterdir())
+        if path.exists()
+        else None
+    )
+    with pytest.raises(RunError, match=message) as info:
+        Run.open(path)
+    assert "\n" not in str(info.value)
+    after = (
+        sorted((f.name, f.read_bytes()) for f in path.iterdir() if f.name != ".lock")
+        if path.exists()
+        else None
+    )
+    assert after == before
+
+
+def test_creating_a_run_in_a_foreign_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(RunError, match="not empty and is not a zooprep run"):
+        Run.create(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_a_run_from_a_newer_zooprep_is_refused(tmp_path: Path) -> None:
+    Run.create(tmp_path / "run").close()
+    db = sqlite3.connect(tmp_path / "run" / "state.sqlite")
+    db.execute(
+        "UPDATE meta SET value = ? WHERE key = 'format_version'",
+        (str(FORMAT_VERSION + 1),),
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(RunError, match="made by a newer zooprep"):
+        Run.open(tmp_path / "run")
+
+
+@contextlib.contextmanager
+def _read_only(path: Path):
+    """Make a directory unwritable, even for root (immutable flag)."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o755)
+
+
+def test_a_read_only_run_directory_is_reported_and_unchanged(tmp_path: Path) -> None:
+    with Run.create(tmp_path / "run") as run:
+        run.add_sources([{"id": 1}], id_column="id")
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with _read_only(tmp_path / "run"), pytest.raises(RunError, match="not writable"):
+        Run.open(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+def test_settings_survive_and_are_toml(tmp_path: Path) -> None:
+    with Run.create(tmp_path / "run") as run:
+        run.save_settings(
+            "render",
+            {
+                "sizes": [32, 64],
+                "cmap": "bone",
+                "images": {"science": "a/{visit}.fits"},
+            },
+        )
+    with Run.open(tmp_path / "run") as run:
+        assert run.settings["render"] == {
+            "sizes": [32, 64],
+            "cmap": "bone",
+            "images": {"science": "a/{visit}.fits"},
+        }
+
+
+# -- kill -9 at random moments -------------------------------------------------
+
+WORKER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from zooprep.errors import RunError
+    from zooprep.run import Run, atomic_write
+
+    path, n = Path(sys.argv[1]), int(sys.argv[2])
+    try:
+        run = Run.create(path)
+    except RunError:
+        run = Run.open(path)
+    with run:
+        # stage 1: select (idempotent: ids already present are kept)
+        run.add_sources(({"id": 10**17 + i, "v": i} for i in range(n)), "id", batch=37)
+        # stage 2: "render": write a file, then record it, row by row
+        for src in run.iter_sources(["selected"]):
+            rel = f"out/{src.id}.txt"
+            atomic_write(path / rel, f"{src.row['v']}\\n".encode() * 50)
+            if src.row["v"] % 7 == 3:
+                run.mark_failed(src.id, "render", f"row {src.row['v']} is off the image")
+            else:
+                run.update(src.id, status="rendered", files=[rel])
+    print("done")
+""")
+
+
+def _final_state(path: Path) -> list[tuple]:
+    with Run.open(path) as run:
+        return [(s.id, s.status, s.reason, tuple(s.files)) for s in run.iter_sources()]
+
+
+def _files_whole(path: Path) -> None:
+    """Every recorded file is complete; no partial file is visible under its name."""
+    with Run.open(path) as run:
+        for src in run.iter_sources(["rendered"]):
+            text = (path / src.files[0]).read_text()
+            assert text == f"{src.row['v']}\n" * 50
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_9_at_random_moments_then_rerun_reaches_the_same_state(
+    tmp_path: Path, seed: int
+) -> None:
+    n = 400
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    reference = tmp_path / "reference"
+    subprocess.run(
+        [sys.executable, str(script), str(reference), str(n)],
+        check=True,
+        capture_output=True,
+    )
+
+    rng = random.Random(seed)
+    victim = tmp_path / "victim"
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(victim), str(n)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.05, 0.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if victim.exists() and (victim / "state.sqlite").exists():
+            _files_whole(victim)  # nothing half-written at any kill point
+    out = subprocess.run(
+        [sys.executable, str(script), str(victim), str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "done"
+    assert kills > 0
+    assert _final_state(victim) == _final_state(reference)
+    _files_whole(victim)
+
+
+def test_status_json_shows_counts_failures_and_the_next_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    with Run.create(tmp_path / "run") as run:
+        run.add_sources([{"id": i} for i in range(5)], "id")
+        run.update(0, status="rendered", files=["cutouts/0/0.png"])
+        run.mark_failed(1, "render", "source is off the image: /data/x.fits")
+        run.mark_failed(2, "render", "source is off the image: /data/y.fits")
+        run.save_settings("render", {"images": {"science": "x"}})
+    result = CliRunner().invoke(cli, ["status", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"]["selected"] == 2
+    assert report["counts"]["failed"] == 2
+    assert report["failures"]["render"] == [
+        {"reason": "source is off the image", "count": 2, "examples": [1, 2]}
+    ]
+    assert report["next"] == f"zooprep render {tmp_path / 'run'}"
+
+
+def test_cli_errors_are_one_line_with_exit_2_and_traceback_only_with_debug(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nowhere"
+    proc = subprocess.run(
+        [sys.executable, "-m", "zooprep", "status", str(missing)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: no run directory at {missing}; start one with "
+        f"'zooprep select {missing} ...'"
+    ]
+    debug = subprocess.run(
+        [sys.executable, "-m", "zooprep", "--debug", "status", str(missing)],
+        capture_output=True,
+        text=True,
+    )
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "zooprep", "render", str(tmp_path), "--sizes", "thirty"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "give sizes in pixels" in proc.stderr
