@@ -33,8 +33,9 @@ __all__ = ["RenderResult", "render"]
 
 log = logging.getLogger(__name__)
 
-#: Rows per task sent to a worker (all from the same images).
-TASK_ROWS = 256
+#: Most rows per task sent to a worker (all from the same images); larger
+#: image groups are split so that every core gets work.
+TASK_ROWS = 2000
 
 #: Options that change the pictures; changing them needs ``force``.
 _PICTURE_OPTIONS = (
@@ -172,6 +173,16 @@ def _image_source(settings: Mapping[str, Any], kind: str | None) -> ImageSource:
         "no images given: use --science/--template/--difference path "
         "templates or --butler REPO"
     )
+
+
+def _absolute(images: Mapping[str, Any]) -> dict[str, Any]:
+    """Anchor relative path templates at the current directory, so a resumed run finds them."""
+    out = dict(images)
+    for key in ("science", "template", "difference", "butler"):
+        value = out.get(key)
+        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+            out[key] = os.path.join(os.getcwd(), value)
+    return out
 
 
 def _columns(run: Run) -> list[str]:
@@ -327,7 +338,7 @@ def render(
         saved = r.settings.get("render", {})
         image_settings = dict(saved.get("images", {}))
         if isinstance(images, Mapping):
-            image_settings.update(images)
+            image_settings.update(_absolute(images))
         source = (
             images
             if images is not None and not isinstance(images, Mapping)
