@@ -61,7 +61,7 @@ def make_triplet(
     psf = np.exp(-(xx**2 + yy**2) / (2 * 1.5**2)).astype(np.float32)
     flux = rng.uniform(50, 2000, n_sources)
     for xi, yi, f in zip(x, y, flux, strict=True):
-        ix, iy = int(round(xi)), int(round(yi))
+        ix, iy = round(xi), round(yi)
         if 7 <= ix < NX - 7 and 7 <= iy < NY - 7:
             science[iy - 7 : iy + 8, ix - 7 : ix + 8] += f * psf
             template[iy - 7 : iy + 8, ix - 7 : ix + 8] += 0.3 * f * psf

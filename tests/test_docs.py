@@ -31,7 +31,8 @@ def test_every_command_has_help_with_an_example_and_every_flag_has_help(
     name: str,
 ) -> None:
     command = cli.commands[name]
-    assert command.help and "Example:" in command.help, f"{name} lacks an example"
+    assert command.help, f"{name} has no help"
+    assert "Example:" in command.help, f"{name} lacks an example"
     for param in command.params:
         if isinstance(param, click.Option):
             assert param.help, f"zooprep {name} {param.opts[0]} has no help text"
