@@ -547,3 +547,94 @@ def test_alert_problems_fail_per_row(shared_data: Path, tmp_path: Path):
     assert isinstance(results[3], Cutouts)
     with pytest.raises(InputError, match="_alert_index"):
         AlertStamps().check(["_alert_path", "diaSourceId"])
+
+
+# --- Butler repository ---------------------------------------------------------------
+
+
+def test_butler_repository_cutouts_equal_the_ingested_files(tmp_path: Path):
+    from tests.butlerrepo import INSTRUMENT, RUN, make_repo
+    from zooprep.images import ButlerImages
+
+    rng = np.random.default_rng(11)
+    types = ("preliminary_visit_image", "template_matched", "difference_image")
+    files, pixels = {}, {}
+    for visit in (2026030500055, 2026030500057):
+        for detector in (4, 94):
+            for k, name in enumerate(types):
+                image = rng.normal(k * 100, 3, size=(64, 48)).astype(np.float32)
+                path = tmp_path / "in" / f"{name}_{visit}_{detector}.fits"
+                path.parent.mkdir(exist_ok=True)
+                write_exposure(
+                    path, image, tan_wcs(64, 48), compress=(name == types[0])
+                )
+                files[(name, visit, detector)] = path
+                with fits.open(path) as hdul:  # RICE quantises the science image
+                    pixels[(name, visit, detector)] = np.array(hdul["IMAGE"].data)
+    repo = make_repo(tmp_path / "repo", files, types)
+    for path in files.values():
+        path.unlink()  # the repository holds its own copies
+
+    source = ButlerImages(repo, [RUN])
+    assert isinstance(source, ImageSource)
+    source.check(["diaSourceId", "visit", "detector", "x", "y"])
+    with pytest.raises(InputError, match=r"'detector'.*available columns: visit, x, y"):
+        source.check(["visit", "x", "y"])
+    rows = [
+        (1, {"visit": 2026030500055, "detector": 94, "x": 20.0, "y": 30.0}),
+        (2, {"visit": 2026030500055, "detector": 94, "x": 1.0, "y": 63.0}),
+        (3, {"visit": 2026030500057, "detector": 4, "x": 24.0, "y": 32.0}),
+        (4, {"visit": 2026030500057, "detector": 7, "x": 24.0, "y": 32.0}),
+    ]
+    results = list(source.cutouts(rows, (11,)))
+    for res, (_, row) in zip(results[:3], rows[:3], strict=True):
+        assert isinstance(res, Cutouts)
+        key = (row["visit"], row["detector"])
+        for got, name in zip(
+            (res.rows[0].science, res.rows[0].template, res.rows[0].difference),
+            types,
+            strict=True,
+        ):
+            want = reference_cut(pixels[(name, *key)], row["x"], row["y"], 11)
+            np.testing.assert_array_equal(got, want)
+        assert res.pixel_scale == pytest.approx(0.2)
+    assert results[1].padded
+    assert isinstance(results[3], Failed)
+    assert "no preliminary_visit_image" in results[3].reason
+    assert (
+        f"instrument={INSTRUMENT}, visit=2026030500057, detector=7" in results[3].reason
+    )
+    # each image file in the repository was opened once
+    assert sorted(source.cache.opens.values()) == [1] * 6
+    # the image source travels to worker processes without its Butler
+    clone = pickle.loads(pickle.dumps(source))
+    assert clone._butler is None
+    assert isinstance(next(iter(clone.cutouts(rows[:1], (5,)))), Cutouts)
+
+
+def test_butler_with_older_dataset_type_names(tmp_path: Path):
+    from tests.butlerrepo import RUN, make_repo
+    from zooprep.images import ButlerImages
+
+    image = np.arange(40 * 40, dtype=np.float32).reshape(40, 40)
+    types = ("calexp", "goodSeeingDiff_templateExp", "goodSeeingDiff_differenceExp")
+    files = {}
+    for k, name in enumerate(types):
+        files[(name, 7, 1)] = write_exposure(tmp_path / f"{name}.fits", image + k)
+    repo = make_repo(tmp_path / "repo", files, types, transfer="direct")
+    source = ButlerImages(repo, RUN, *types, instrument="ZooCam", position="xy")
+    (res,) = source.cutouts([(9, {"visit": 7, "detector": 1, "x": 10, "y": 20})], (3,))
+    np.testing.assert_array_equal(res.rows[0].template, image[19:22, 9:12] + 1)
+    assert res.pixel_scale is None  # no WCS in these files
+
+
+def test_butler_without_lsst_daf_butler_is_a_clear_input_error(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    import sys
+
+    from zooprep.images import ButlerImages
+
+    monkeypatch.setitem(sys.modules, "lsst.daf.butler", None)  # as if not installed
+    with pytest.raises(InputError, match=r"pip install 'zooprep\[butler\]'"):
+        ButlerImages("/nowhere", ["run"])

@@ -1,0 +1,90 @@
+"""Build a real (small) Butler repository for the image tests (needs lsst-daf-butler)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+from lsst.daf.butler import Butler, DatasetRef, DatasetType, FileDataset, FormatterV2
+
+INSTRUMENT = "ZooCam"
+RUN = "zooprep/test/run"
+DIMENSIONS = ("instrument", "visit", "detector")
+
+
+class FitsFileFormatter(FormatterV2):
+    """Lets the datastore accept ``.fits`` files on ingest (reading is astropy's)."""
+
+    default_extension = ".fits"
+    supported_extensions = frozenset({".fits", ".fz"})
+    can_read_from_local_file = True
+
+    def read_from_local_file(
+        self, path: str, component: str | None = None, expected_size: int = -1
+    ) -> Any:
+        return fits.getdata(path, extname="IMAGE")
+
+
+def make_repo(
+    root: Path,
+    files: Mapping[tuple[str, int, int], Path],
+    dataset_types: Sequence[str],
+    transfer: str = "copy",
+) -> Path:
+    """Create a Butler repo at ``root`` and ingest ``files[(type, visit, detector)]``."""
+    Butler.makeRepo(str(root))
+    butler = Butler.from_config(str(root), writeable=True)
+    reg = butler.registry
+    visits = sorted({v for _, v, _ in files})
+    detectors = sorted({d for _, _, d in files})
+    reg.insertDimensionData(
+        "instrument",
+        {
+            "name": INSTRUMENT,
+            "visit_max": 10**8,
+            "detector_max": 1000,
+            "class_name": "tests.ZooCam",
+        },
+    )
+    reg.insertDimensionData(
+        "physical_filter", {"instrument": INSTRUMENT, "name": "r_03", "band": "r"}
+    )
+    reg.insertDimensionData("day_obs", {"instrument": INSTRUMENT, "id": 20260305})
+    for d in detectors:
+        reg.insertDimensionData(
+            "detector",
+            {"instrument": INSTRUMENT, "id": d, "full_name": f"R22_S{d:02d}"},
+        )
+    for v in visits:
+        reg.insertDimensionData(
+            "visit",
+            {
+                "instrument": INSTRUMENT,
+                "id": v,
+                "name": f"visit{v}",
+                "physical_filter": "r_03",
+                "day_obs": 20260305,
+            },
+        )
+    reg.registerRun(RUN)
+    types = {}
+    for name in dataset_types:
+        types[name] = DatasetType(
+            name, DIMENSIONS, "ExposureF", universe=butler.dimensions
+        )
+        reg.registerDatasetType(types[name])
+    datasets = []
+    for (name, visit, detector), path in files.items():
+        ref = DatasetRef(
+            types[name],
+            {"instrument": INSTRUMENT, "visit": visit, "detector": detector},
+            run=RUN,
+        )
+        datasets.append(
+            FileDataset(path=str(path), refs=[ref], formatter=FitsFileFormatter)
+        )
+    butler.ingest(*datasets, transfer=transfer)
+    butler.close()
+    return root
