@@ -669,6 +669,12 @@ class PanoptesStandin:
         with self.store.lock:
             return self.store.uploaded_count(user_id or self.user_id)
 
+    def issued_grants(self) -> list[str]:
+        """Grant type of each access token issued, in order (``"refresh_token"``...)."""
+        with self.store.lock:
+            tokens = sorted(self.store.tokens.values(), key=lambda t: t.created_at)
+            return [t.grant for t in tokens]
+
     def imports(self) -> list[ImportRecord]:
         """The subject-set imports created (live records; read only)."""
         with self.store.lock:
@@ -1052,6 +1058,7 @@ class PanoptesStandin:
             client_id=app.client_id,
             expires_at=now + self.token_lifetime,
             created_at=now,
+            grant=grant,
         )
         self.store.tokens[tok.access] = tok
         body: dict[str, Any] = {

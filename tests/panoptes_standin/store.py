@@ -72,6 +72,7 @@ class Token:
     client_id: str
     expires_at: float
     created_at: float
+    grant: str = "password"
     revoked: bool = False
 
 
