@@ -638,3 +638,19 @@ def test_butler_without_lsst_daf_butler_is_a_clear_input_error(
     monkeypatch.setitem(sys.modules, "lsst.daf.butler", None)  # as if not installed
     with pytest.raises(InputError, match=r"pip install 'zooprep\[butler\]'"):
         ButlerImages("/nowhere", ["run"])
+
+
+def test_scaled_integer_image_with_blank_reads_physical_values(tmp_path: Path):
+    raw = np.arange(30 * 30, dtype=np.int16).reshape(30, 30)
+    raw[10, 10] = -999
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BSCALE"] = 0.5
+    hdu.header["BZERO"] = 100.0
+    hdu.header["BLANK"] = -999
+    path = tmp_path / "scaled.fits"
+    hdu.writeto(path)  # astropy writes the integers as given, with the scaling keys
+    source = FitsImages(str(path), str(path), str(path))
+    res = one(source, {"x": 10.0, "y": 10.0}, (3,))
+    expected = raw[9:12, 9:12] * 0.5 + 100.0
+    expected[1, 1] = np.nan
+    np.testing.assert_array_equal(res.rows[0].science, expected.astype(np.float32))

@@ -115,6 +115,8 @@ class FitsImage:
     scaled: bool = False
     _wcs: WCS | None = field(default=None, repr=False)
     _wcs_done: bool = field(default=False, repr=False)
+    _origin: tuple[float, float] | None = field(default=None, repr=False)
+    _scaling: tuple[float, float, int | None] | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -130,16 +132,9 @@ class FitsImage:
     @property
     def origin(self) -> tuple[float, float]:
         """The LSST ``XY0`` of the image, from its ``LINEAR`` WCS ``A``; else 0, 0."""
-        h = self.header
-        if str(h.get("CTYPE1A", "")).strip().upper() != "LINEAR":
-            return 0.0, 0.0
-        try:
-            return (
-                float(h.get("CRVAL1A", 0.0)) - (float(h.get("CRPIX1A", 1.0)) - 1.0),
-                float(h.get("CRVAL2A", 0.0)) - (float(h.get("CRPIX2A", 1.0)) - 1.0),
-            )
-        except (TypeError, ValueError):
-            return 0.0, 0.0
+        if self._origin is None:
+            self._origin = _origin(self.header)
+        return self._origin
 
     @property
     def wcs(self) -> WCS | None:
@@ -163,14 +158,32 @@ class FitsImage:
         raw = self.pixels[ys, xs]
         if not self.scaled:
             return np.array(raw, dtype=np.float32)
+        if self._scaling is None:
+            h = self.header
+            blank = h.get("BLANK")
+            self._scaling = (
+                float(h.get("BSCALE", 1.0)),
+                float(h.get("BZERO", 0.0)),
+                None if blank is None else int(blank),
+            )
+        bscale, bzero, blank = self._scaling
         out = raw.astype(np.float64)
-        blank = self.header.get("BLANK")
         if blank is not None and raw.dtype.kind in "iu":
             out[raw == blank] = np.nan
-        out = out * float(self.header.get("BSCALE", 1.0)) + float(
-            self.header.get("BZERO", 0.0)
+        return (out * bscale + bzero).astype(np.float32)
+
+
+def _origin(h: fits.Header) -> tuple[float, float]:
+    """Return ``XY0`` from the ``LINEAR`` alternate WCS ``A`` of an LSST header."""
+    if str(h.get("CTYPE1A", "")).strip().upper() != "LINEAR":
+        return 0.0, 0.0
+    try:
+        return (
+            float(h.get("CRVAL1A", 0.0)) - (float(h.get("CRPIX1A", 1.0)) - 1.0),
+            float(h.get("CRVAL2A", 0.0)) - (float(h.get("CRPIX2A", 1.0)) - 1.0),
         )
-        return out.astype(np.float32)
+    except (TypeError, ValueError):
+        return 0.0, 0.0
 
 
 def _log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
