@@ -110,11 +110,37 @@ def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
 
 
 def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
-    """Worker: cut, draw and write every row of a task; return (id, status, files|reason, padded)."""
-    run = Path(task.run_path)
-    by_id = {sid: (seq, row) for sid, seq, row in task.rows}
+    """Worker: cut, draw and write every row of a task.
+
+    Returns ``(id, status, files or reason, padded)`` per row.  When the image
+    source itself raises, the rows not yet done are retried one by one, so an
+    error caused by one source fails that source only.
+    """
     out: list[tuple[int, str, Any, bool]] = []
-    items = [(sid, row) for sid, _, row in task.rows]
+    try:
+        _draw_rows(task, task.rows, out)
+    except Exception:
+        log.debug("task failed; retrying its rows one by one", exc_info=True)
+        done = {o[0] for o in out}
+        for item in task.rows:
+            if item[0] in done:
+                continue
+            try:
+                _draw_rows(task, [item], out)
+            except Exception as exc:  # this row's own error, recorded as its failure
+                out.append((item[0], "failed", f"{type(exc).__name__}: {exc}", False))
+    return out
+
+
+def _draw_rows(
+    task: _Task,
+    rows: list[tuple[int, int, dict[str, Any]]],
+    out: list[tuple[int, str, Any, bool]],
+) -> None:
+    """Cut and draw ``rows``, appending one result per row to ``out``."""
+    run = Path(task.run_path)
+    by_id = {sid: (seq, row) for sid, seq, row in rows}
+    items = [(sid, row) for sid, _, row in rows]
     for item in task.images.cutouts(items, task.sizes, task.use_footprint):
         if isinstance(item, Failed):
             out.append((item.source_id, "failed", item.reason, False))
@@ -142,7 +168,6 @@ def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
             atomic_write(run / rel_np, data)
             files.append(rel_np)
         out.append((item.source_id, "rendered", files, item.padded))
-    return out
 
 
 def _image_source(settings: Mapping[str, Any], kind: str | None) -> ImageSource:
@@ -150,11 +175,13 @@ def _image_source(settings: Mapping[str, Any], kind: str | None) -> ImageSource:
     if settings.get("butler"):
         from zooprep.images.butler import ButlerImages
 
-        kwargs = {
-            k: settings[k]
-            for k in ("science_type", "template_type", "difference_type", "position")
-            if k in settings
+        names = {
+            "science_type": "science",
+            "template_type": "template",
+            "difference_type": "difference",
+            "position": "position",
         }
+        kwargs = {names[k]: settings[k] for k in names if k in settings}
         return ButlerImages(
             settings["butler"], settings.get("collections") or [], **kwargs
         )
@@ -381,6 +408,12 @@ def render(
                         else f"{type(outcome).__name__}: {outcome}"
                     )
                     outcome = [(sid, "failed", why, False) for sid, _, _ in task.rows]
+                answered = {o[0] for o in outcome}
+                outcome += [
+                    (sid, "failed", "the image source gave no cutouts for it", False)
+                    for sid, _, _ in task.rows
+                    if sid not in answered
+                ]
                 failed = _record(r, outcome, result)
                 reporter.advance(len(outcome), failed=failed)
         finally:
