@@ -262,6 +262,7 @@ def _collect(sources: Any) -> dict[str, Any]:
     reasons("")
     flag_count: Counter[str] = Counter()
     row_flags: list[list[str]] = []
+    is_flag: dict[str, bool] = {}
     for src in sources:
         row = _flat(src.row)
         ids.append(str(src.id))
@@ -273,7 +274,13 @@ def _collect(sources: Any) -> dict[str, Any]:
         rel.append(_round(_number(row, "reliability", "drb", "rb"), 4))
         value = _snr(row)
         snr.append(None if value is None else round(value, 1))
-        set_flags = flag_columns(row)
+        set_flags = [
+            key
+            for key, value in row.items()
+            if value is not None
+            and is_flag.setdefault(key, _is_flag_name(key))
+            and _truthy(value)
+        ]
         if src.padded:
             set_flags.append("padded")
         flag_count.update(set_flags)
@@ -738,6 +745,14 @@ figcaption .id { font-weight:600; font-family:ui-monospace, monospace; }
     if (e.key === "ArrowRight" && !$("p-next").disabled) go(1);
     if (e.key === "ArrowLeft" && !$("p-prev").disabled) go(-1);
   });
+  // Mark each card whose thumbnail loaded (or failed to), for people and tests.
+  const mark = (e) => {
+    if (e.target.tagName !== "IMG") return;
+    const fig = e.target.closest("figure");
+    if (fig) fig.dataset.img = e.type === "load" ? "loaded" : "broken";
+  };
+  $("grid").addEventListener("load", mark, true);
+  $("grid").addEventListener("error", mark, true);
   window.addEventListener("hashchange", () => { readHash(); controls(); draw(); });
   readHash(); controls(); draw();
 })();

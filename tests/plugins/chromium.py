@@ -88,11 +88,19 @@ class Chromium:
             pytest.fail(f"chromium exited with {proc.returncode}:\n{tail}")
         return proc
 
-    def dump_dom(self, page: Path, fragment: str = "", budget_ms: int = 5000) -> str:
+    def dump_dom(
+        self,
+        page: Path,
+        fragment: str = "",
+        *,
+        budget_ms: int = 5000,
+        size: tuple[int, int] = (1280, 1000),
+    ) -> str:
         """The page's DOM after its scripts ran for ``budget_ms`` of virtual time."""
         proc = self.run(
             self.url(page, fragment),
             f"--virtual-time-budget={budget_ms}",
+            f"--window-size={size[0]},{size[1]}",
             "--dump-dom",
         )
         return proc.stdout
