@@ -128,6 +128,7 @@ def test_numpy_cutouts_are_saved_beside_the_png(
     with Run.open(run, lock=False) as r:
         src = next(r.iter_sources(["rendered"]))
     png, npy = src.files
+    assert png.endswith(".png")
     cube = np.load(run / npy)
     assert cube.shape == (3, 30, 30)
     assert cube.dtype == np.float32
