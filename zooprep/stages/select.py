@@ -1,8 +1,606 @@
-"""Placeholder until its owner lands the select stage."""
+"""``zooprep select``: choose the sources to show volunteers and start a run.
 
+The stage reads one source (an APDB, a catalog file or alert packets), keeps
+the rows that pass the filters, optionally samples them, and adds them to the
+run with status ``selected``.  Rows are always taken in ascending id order, so
+the same filter gives the same rows from SQLite, PostgreSQL or a file, and
+``--limit N`` means "the N smallest ids that pass".
+
+Sampling (``--sample N --seed S``) gives every passing row a random key from
+``numpy.random.default_rng(S)``, drawn in id order, and keeps the N rows with
+the smallest keys: a uniform sample without replacement, reproducible, found
+in one streaming pass that holds only N candidates (times the number of strata)
+in memory, followed by a fetch of the chosen ids.  ``--stratify COLUMN:BINS``
+splits the passing rows into BINS equal-width bins of a numeric column (or
+into its distinct values for text and boolean columns), and gives each bin an
+equal share of N; bins with fewer rows give all they have and the rest is
+shared among the others.  Rows whose COLUMN is missing are not sampled.
+Without ``--seed`` a seed is drawn and saved in ``zooprep.toml``.
+
+A run that already holds sources is refused unless ``append=True`` (new ids
+are added, ids already there are kept as they are: rendered or uploaded
+state is never dropped) or the call repeats the saved selection exactly (an
+interrupted select then continues).
+
+Alert files that cannot be read are recorded as failed rows (stage
+``select``, with the reason) under the stable negative id
+`zooprep.readers.base.failure_id` of the file's path, so ``zooprep status``
+lists them; they are retired (status ``removed``) when a later select reads
+the file successfully.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-def select(*args: Any, **kwargs: Any) -> Any:
-    """Not built yet."""
-    raise NotImplementedError("select")
+from zooprep.errors import InputError, RunError
+from zooprep.progress import NullReporter, Reporter
+from zooprep.readers.base import ReadFailure, SourceReader, failure_id
+from zooprep.readers.where import Expr, combine, parse_where, sugar
+from zooprep.run import Run
+
+__all__ = ["SelectResult", "sample_ids", "select"]
+
+log = logging.getLogger(__name__)
+
+#: How many duplicated ids a result lists.
+SHOW_DUPLICATES = 10
+#: Settings keys that do not define the selection (ignored when comparing).
+_NOT_REQUEST = {"history", "instrument", "selected_at"}
+
+
+@dataclass
+class SelectResult:
+    """What `select` did.
+
+    Attributes
+    ----------
+    selected : int
+        Sources added to the run by this call.
+    already_in_run : int
+        Sources that were already in the run (kept as they were).
+    duplicates : int
+        Rows whose id repeated an earlier row of this selection (skipped).
+    duplicate_ids : list of int
+        The first few duplicated ids.
+    failed : int
+        Alert files that could not be read (recorded as failed rows).
+    source : str
+        What was read (URL without password, file or glob).
+    failures : list of ReadFailure
+        The unreadable files and why.
+    """
+
+    selected: int = 0
+    already_in_run: int = 0
+    duplicates: int = 0
+    duplicate_ids: list[int] = field(default_factory=list)
+    failed: int = 0
+    source: str = ""
+    failures: list[ReadFailure] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"selected {self.selected} sources from {self.source}"]
+        if self.already_in_run:
+            parts.append(f"{self.already_in_run} already in the run")
+        if self.duplicates:
+            shown = ", ".join(str(i) for i in self.duplicate_ids)
+            parts.append(f"{self.duplicates} duplicated ids skipped (e.g. {shown})")
+        if self.failed:
+            parts.append(f"{self.failed} unreadable files recorded as failed")
+        return "; ".join(parts)
+
+
+# -- sampling -------------------------------------------------------------------------
+
+
+def _parse_stratify(stratify: str | None) -> tuple[str | None, int]:
+    """``COLUMN:BINS`` -> (column, bins); a bare COLUMN means 10 bins."""
+    if not stratify:
+        return None, 0
+    column, sep, bins_text = stratify.partition(":")
+    column = column.strip()
+    if not column:
+        raise InputError(
+            f"--stratify {stratify!r}: use COLUMN:BINS, e.g. reliability:10"
+        )
+    if not sep:
+        return column, 10
+    try:
+        bins = int(bins_text)
+    except ValueError:
+        raise InputError(
+            f"--stratify {stratify!r}: BINS must be a whole number, e.g. reliability:10"
+        ) from None
+    if bins < 1:
+        raise InputError(f"--stratify {stratify!r}: BINS must be at least 1")
+    return column, bins
+
+
+def _is_number(value: Any) -> bool:
+    """True for ints and floats (not bools)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+class _Strata:
+    """Maps values of the stratify column to bin numbers (-1: not sampled)."""
+
+    def __init__(
+        self, reader: SourceReader, where: Expr | None, column: str, bins: int
+    ):
+        lo, hi = np.inf, -np.inf
+        categories: set[Any] = set()
+        numeric = True
+        for _, values in reader.scan(where, column):
+            assert values is not None
+            present = [v for v in values if v is not None and not _isnan(v)]
+            if numeric and all(_is_number(v) for v in present):
+                if present:
+                    arr = np.asarray(present, dtype=np.float64)
+                    lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
+            else:
+                numeric = False
+            categories.update(present)
+        self.numeric = numeric
+        self.bins = bins
+        self.lo, self.hi = lo, hi
+        self.categories = sorted(categories, key=lambda v: (str(type(v)), str(v)))
+        self.count = bins if numeric else len(self.categories)
+
+    def assign(self, values: np.ndarray) -> np.ndarray:
+        """Bin number of each value."""
+        out = np.full(len(values), -1, dtype=np.int64)
+        if self.numeric:
+            arr = np.array(
+                [np.nan if v is None else float(v) for v in values], dtype=np.float64
+            )
+            ok = np.isfinite(arr)
+            if self.hi > self.lo:
+                scaled = (arr[ok] - self.lo) / (self.hi - self.lo) * self.bins
+                out[ok] = np.clip(np.floor(scaled), 0, self.bins - 1).astype(np.int64)
+            else:
+                out[ok] = 0
+            return out
+        index = {v: n for n, v in enumerate(self.categories)}
+        for n, v in enumerate(values):
+            if v is not None and not _isnan(v):
+                out[n] = index.get(v, -1)
+        return out
+
+
+def _isnan(value: Any) -> bool:
+    """True for float NaN."""
+    return isinstance(value, float | np.floating) and bool(np.isnan(value))
+
+
+def _even_quotas(counts: Sequence[int], n: int) -> list[int]:
+    """Share ``n`` among bins as evenly as their counts allow."""
+    quota = [0] * len(counts)
+    remaining = n
+    active = [b for b, c in enumerate(counts) if c > 0]
+    while remaining > 0 and active:
+        share, extra = divmod(remaining, len(active))
+        for i, b in enumerate(active):
+            take = min(share + (1 if i < extra else 0), counts[b] - quota[b])
+            quota[b] += take
+            remaining -= take
+        active = [b for b in active if quota[b] < counts[b]]
+    return quota
+
+
+def sample_ids(
+    reader: SourceReader,
+    where: Expr | None,
+    n: int,
+    seed: int,
+    stratify: str | None = None,
+) -> np.ndarray:
+    """Choose ``n`` ids at random among the rows that pass ``where``.
+
+    Parameters
+    ----------
+    reader : SourceReader
+        The source (scanned in ascending id order).
+    where : Expr or None
+        The filter.
+    n : int
+        Sample size (all passing rows when fewer).
+    seed : int
+        Seed of `numpy.random.default_rng`.
+    stratify : str or None
+        ``COLUMN:BINS`` for an even spread over bins of COLUMN.
+
+    Returns
+    -------
+    numpy.ndarray
+        The chosen ids (``int64``), sorted.
+    """
+    column, bins = _parse_stratify(stratify)
+    strata = _Strata(reader, where, column, bins) if column else None
+    nstrata = strata.count if strata is not None else 1
+    rng = np.random.default_rng(seed)
+    keys = [np.empty(0, dtype=np.float64) for _ in range(nstrata)]
+    kept = [np.empty(0, dtype=np.int64) for _ in range(nstrata)]
+    counts = [0] * nstrata
+    for ids, values in reader.scan(where, column):
+        draws = rng.random(len(ids))
+        if strata is not None:
+            assert values is not None
+            labels = strata.assign(values)
+        else:
+            labels = np.zeros(len(ids), dtype=np.int64)
+        for s in np.unique(labels[labels >= 0]):
+            sel = labels == s
+            counts[s] += int(sel.sum())
+            k = np.concatenate([keys[s], draws[sel]])
+            i = np.concatenate([kept[s], ids[sel]])
+            if len(k) > n:
+                part = np.argpartition(k, n - 1)[:n]
+                k, i = k[part], i[part]
+            keys[s], kept[s] = k, i
+    quotas = _even_quotas(counts, n)
+    chosen = [
+        kept[s][np.argsort(keys[s], kind="stable")[:q]] for s, q in enumerate(quotas)
+    ]
+    if strata is not None:
+        log.info("stratified sample: %s rows per bin of %s", quotas, column)
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
+# -- opening sources ----------------------------------------------------------------
+
+
+def _apdb_config(path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """(SQLAlchemy URL, schema) of an APDB config file, through lsst-dax-apdb."""
+    try:
+        from lsst.dax.apdb import ApdbConfig
+    except ImportError:
+        raise InputError(
+            f"--apdb-config {os.fspath(path)}: needs the optional package "
+            "lsst-dax-apdb (pip install lsst-dax-apdb); or give --apdb URL"
+        ) from None
+    try:
+        config = ApdbConfig.from_uri(os.fspath(path))
+    except Exception as exc:  # the package raises many types for bad configs
+        raise InputError(
+            f"--apdb-config {os.fspath(path)}: cannot read the APDB config "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        ) from None
+    url = getattr(config, "db_url", None)
+    if not url:
+        raise InputError(
+            f"--apdb-config {os.fspath(path)}: only SQL APDBs can be read "
+            f"(this config is a {type(config).__name__})"
+        )
+    return str(url), getattr(config, "namespace", None)
+
+
+def _open_reader(
+    *,
+    apdb: str | None,
+    catalog: str | os.PathLike[str] | None,
+    alerts: str | os.PathLike[str] | None,
+    apdb_config: str | os.PathLike[str] | None,
+    schema: str | None,
+    id_column: str | None,
+    rename: Mapping[str, str] | None,
+    instrument: str | None,
+) -> Any:
+    """The reader for the one source given (APDB readers still need opening)."""
+    given = [
+        name
+        for name, value in (
+            ("--apdb", apdb),
+            ("--catalog", catalog),
+            ("--alerts", alerts),
+            ("--apdb-config", apdb_config),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        raise InputError(
+            "give exactly one of --apdb, --catalog, --alerts or --apdb-config"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if rename and catalog is None:
+        raise InputError("--rename applies to --catalog files only")
+    if apdb_config:
+        apdb, config_schema = _apdb_config(apdb_config)
+        schema = schema or config_schema
+    if apdb:
+        from zooprep.readers.apdb import ApdbReader
+
+        return ApdbReader(
+            apdb, schema=schema, id_column=id_column, instrument=instrument
+        )
+    if schema:
+        raise InputError("--schema applies to --apdb databases only")
+    if catalog is not None:
+        from zooprep.readers.catalog import CatalogReader
+
+        return CatalogReader(
+            catalog, id_column=id_column, rename=rename, instrument=instrument
+        )
+    from zooprep.readers.alerts import AlertReader
+
+    assert alerts is not None
+    return AlertReader(alerts, id_column=id_column, instrument=instrument)
+
+
+# -- the stage --------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Settings values as TOML-friendly plain types."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _request(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``[select]`` settings that defines the selection."""
+    return {
+        k: _plain(v)
+        for k, v in settings.items()
+        if k not in _NOT_REQUEST and v is not None
+    }
+
+
+def _counted(
+    rows: Iterable[dict[str, Any]], reporter: Reporter
+) -> Iterator[dict[str, Any]]:
+    """Pass rows through, advancing the reporter every 1000 rows."""
+    n = 0
+    for row in rows:
+        yield row
+        n += 1
+        if n == 1000:
+            reporter.advance(n)
+            n = 0
+    if n:
+        reporter.advance(n)
+
+
+def _record_failures(
+    run: Run, reader: SourceReader, failures: Sequence[ReadFailure]
+) -> None:
+    """Record unreadable files as failed rows; retire those now read fine."""
+    id_column = reader.id_column
+    for failure in failures:
+        fid = failure_id(failure.path)
+        row: dict[str, Any] = {id_column: fid, "_alert_path": failure.path}
+        if failure.format:
+            row["_alert_format"] = failure.format
+        run.add_sources([row], id_column, group=None)
+        run.mark_failed(fid, "select", failure.reason)
+    bad = {f.path for f in failures}
+    for path in getattr(reader, "paths", ()):
+        if path in bad:
+            continue
+        old = run.get(failure_id(path))
+        if old is not None and old.status == "failed" and old.stage == "select":
+            run.update(old.id, status="removed")
+
+
+def select(
+    run: str | os.PathLike[str],
+    *,
+    apdb: str | None = None,
+    catalog: str | os.PathLike[str] | None = None,
+    alerts: str | os.PathLike[str] | None = None,
+    apdb_config: str | os.PathLike[str] | None = None,
+    schema: str | None = None,
+    where: str | None = None,
+    visit: Sequence[int] | None = None,
+    detector: Sequence[int] | None = None,
+    band: Sequence[str] | None = None,
+    reliability_min: float | None = None,
+    reliability_max: float | None = None,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int | None = None,
+    stratify: str | None = None,
+    id_column: str | None = None,
+    rename: Mapping[str, str] | None = None,
+    instrument: str | None = None,
+    append: bool = False,
+    reporter: Reporter | None = None,
+) -> SelectResult:
+    """Choose sources and add them to a run (creating it).
+
+    Exactly one of ``apdb``, ``catalog``, ``alerts`` or ``apdb_config`` is
+    needed.  Catalog files need an id (``diaSourceId`` or ``id_column``),
+    ``visit`` and ``detector`` (or an ``image`` column) and ``x``/``y`` (or
+    ``ra``/``dec``), under DiaSource names (use ``rename``).
+
+    Parameters
+    ----------
+    run : str or os.PathLike
+        The run directory (created when absent).
+    apdb : str, optional
+        SQLAlchemy URL of a Rubin APDB (``sqlite:///path``, ``postgresql://...``).
+    catalog : str or os.PathLike, optional
+        CSV, Parquet, FITS or ECSV table.
+    alerts : str or os.PathLike, optional
+        Glob of ZTF / Rubin Avro alert packets (or a directory or one file).
+    apdb_config : str or os.PathLike, optional
+        An APDB config file, read with lsst-dax-apdb (optional dependency).
+    schema : str, optional
+        Database schema (PostgreSQL namespace) of the APDB tables.
+    where : str, optional
+        Filter such as ``'reliability > 0.5 and band == "r"'`` (see
+        `zooprep.readers.where`).
+    visit, detector, band : sequence, optional
+        Keep only these visits, detectors, bands.
+    reliability_min, reliability_max : float, optional
+        Keep ``reliability`` within these bounds (inclusive).
+    limit : int, optional
+        At most this many sources: the smallest ids (after sampling).
+    sample : int, optional
+        A random sample of this many sources.
+    seed : int, optional
+        Seed for ``sample`` (drawn and saved when None).
+    stratify : str, optional
+        ``COLUMN:BINS``: spread the sample evenly over bins of COLUMN.
+    id_column : str, optional
+        Id column (``diaSourceId`` by default).
+    rename : mapping of str to str, optional
+        Catalog column renames ``{old: new}``.
+    instrument : str, optional
+        Instrument name where the source does not name it.
+    append : bool
+        Add to a run that already holds sources (new ids only).
+    reporter : Reporter, optional
+        Progress reporting.
+
+    Returns
+    -------
+    SelectResult
+        Counts of selected, already present, duplicated and failed sources.
+
+    Raises
+    ------
+    InputError
+        Bad flags, unreachable or unreadable source, unknown columns.
+    RunError
+        The run already holds sources and ``append`` is False.
+
+    Examples
+    --------
+    >>> select("run1", apdb="sqlite:///apdb.sqlite3",  # doctest: +SKIP
+    ...        where="reliability > 0.5", sample=100, seed=1)
+    """
+    reporter = reporter or NullReporter()
+    if stratify and not sample:
+        raise InputError("--stratify needs --sample N")
+    if sample is None and seed is not None:
+        log.info("--seed has no effect without --sample")
+        seed = None
+    expr: Expr | None = combine(
+        parse_where(where) if where else None,
+        sugar(
+            visit=visit,
+            detector=detector,
+            band=band,
+            reliability_min=reliability_min,
+            reliability_max=reliability_max,
+        ),
+    )
+    path = Path(run)
+    existing = (path / Run.STATE).is_file()
+    handle = Run.open(path) if existing else None
+    reader: Any = None
+    try:
+        reader = _open_reader(
+            apdb=apdb,
+            catalog=catalog,
+            alerts=alerts,
+            apdb_config=apdb_config,
+            schema=schema,
+            id_column=id_column,
+            rename=rename,
+            instrument=instrument,
+        )
+        if hasattr(reader, "open"):
+            reader.open()
+        settings: dict[str, Any] = {
+            "kind": reader.kind,
+            "source": reader.describe(),
+            "schema": schema,
+            "apdb_config": os.fspath(apdb_config) if apdb_config else None,
+            "where": where,
+            "visit": list(visit) if visit else None,
+            "detector": list(detector) if detector else None,
+            "band": list(band) if band else None,
+            "reliability_min": reliability_min,
+            "reliability_max": reliability_max,
+            "limit": limit,
+            "sample": sample,
+            "seed": seed,
+            "stratify": stratify,
+            "id_column": reader.id_column,
+            "rename": dict(rename) if rename else None,
+        }
+        if handle is not None:
+            saved = handle.settings.get("select", {})
+            if sample and seed is None and saved.get("seed") is not None:
+                settings["seed"] = seed = int(saved["seed"])
+            if len(handle) and not append and _request(saved) != _request(settings):
+                raise RunError(
+                    f"{path} already holds {len(handle)} sources (selected from "
+                    f"{saved.get('source', 'another source')}); use --append to add "
+                    "sources to it, or choose a new run directory"
+                )
+            if len(handle) and not append:
+                log.info("%s: continuing the same selection", path)
+        if sample and seed is None:
+            settings["seed"] = seed = secrets.randbelow(2**31)
+            log.info("--sample without --seed: using seed %d", seed)
+        if handle is None:
+            handle = Run.create(path)
+        previous = handle.settings.get("select", {})
+        history = list(previous.get("history", [])) if append else []
+        settings["instrument"] = getattr(reader, "instrument", None)
+        settings["selected_at"] = (
+            datetime.now().astimezone().isoformat(timespec="seconds")
+        )
+        if append and previous:
+            history.append(
+                f"{previous.get('selected_at', '?')}: {previous.get('kind')} "
+                f"{previous.get('source')}"
+                + (f" where {previous['where']}" if previous.get("where") else "")
+            )
+        settings["history"] = history or None
+        handle.save_settings("select", {k: _plain(v) for k, v in settings.items()})
+
+        ids: np.ndarray | None = None
+        if sample:
+            assert seed is not None
+            ids = sample_ids(reader, expr, int(sample), int(seed), stratify)
+            total: int | None = len(ids) if limit is None else min(len(ids), limit)
+        else:
+            total = limit
+        reporter.start("select", total)
+        rows = reader.rows(expr, ids=None if ids is None else ids.tolist(), limit=limit)
+        added = handle.add_sources(
+            _counted(rows, reporter), reader.id_column, group=reader.group
+        )
+        failures = list(reader.failures)
+        _record_failures(handle, reader, failures)
+        if failures:
+            reporter.advance(0, failed=len(failures))
+        reporter.finish()
+        result = SelectResult(
+            selected=added.added,
+            already_in_run=added.already_in_run,
+            duplicates=len(added.duplicates),
+            duplicate_ids=added.duplicates[:SHOW_DUPLICATES],
+            failed=len(failures),
+            source=reader.describe(),
+            failures=failures,
+        )
+        if added.duplicates:
+            log.warning(
+                "%d duplicated ids skipped, e.g. %s",
+                len(added.duplicates),
+                ", ".join(str(i) for i in added.duplicates[:SHOW_DUPLICATES]),
+            )
+        return result
+    finally:
+        if reader is not None and hasattr(reader, "close"):
+            reader.close()
+        if handle is not None:
+            handle.close()

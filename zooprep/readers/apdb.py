@@ -1,0 +1,374 @@
+"""Sources from the ``DiaSource`` table of a Rubin APDB, through SQLAlchemy.
+
+Works with SQLite files (opened read-only) and PostgreSQL (``--schema`` names
+the namespace holding the APDB tables).  Rows are streamed in ascending
+``diaSourceId`` order with a server-side cursor (``stream_results``) in chunks
+of ``chunk`` rows, so memory stays flat however large the table.  Filters are
+compiled to SQL with bound parameters (`zooprep.readers.where`).
+
+The instrument comes from the APDB's ``metadata`` table (key ``instrument``,
+e.g. ``LSSTCam-imSim``), which every APDB written by ``lsst.dax.apdb`` has.
+
+A ``postgresql://`` URL uses the psycopg (3) driver.  Passwords are never
+logged, saved or shown: `safe_url` removes them, and error messages are
+scrubbed of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zooprep.errors import InputError
+from zooprep.readers.base import ReadFailure, image_group
+from zooprep.readers.where import Expr, to_sqlalchemy, unknown_column
+
+__all__ = ["ApdbReader", "safe_url"]
+
+log = logging.getLogger(__name__)
+
+#: Rows fetched per round trip, and ids per ``IN (...)`` query.
+CHUNK = 10_000
+ID_CHUNK = 1000
+
+
+def safe_url(url: Any) -> str:
+    """An SQLAlchemy URL as text, with any password removed.
+
+    Examples
+    --------
+    >>> safe_url("postgresql://alice:s3cret@db.example.org:5432/apdb")
+    'postgresql://alice@db.example.org:5432/apdb'
+    """
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url) if isinstance(url, str) else url
+    except sa.exc.ArgumentError:
+        text = str(url)
+        # Not a URL SQLAlchemy understands; drop anything like user:pass@.
+        if "@" in text and "://" in text:
+            scheme, rest = text.split("://", 1)
+            return f"{scheme}://{rest.split('@', 1)[1]}"
+        return text
+    return str(parsed.set(password=None).render_as_string(hide_password=False))
+
+
+def _first_line(exc: BaseException, secret: str | None) -> str:
+    """The first meaningful line of a driver error, without the password."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(orig).__name__
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+class ApdbReader:
+    """The ``DiaSource`` table of an APDB in SQLite or PostgreSQL.
+
+    Use it as a context manager: it opens one engine and disposes of it on exit.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL (``sqlite:///path/apdb.sqlite3``,
+        ``postgresql://user@host:5432/db``).  A PostgreSQL password may be in
+        the URL, or in ``PGPASSWORD`` / ``~/.pgpass``.
+    schema : str or None
+        Database schema (PostgreSQL namespace) of the APDB tables.
+    id_column : str or None
+        Id column (default ``diaSourceId``).
+    instrument : str or None
+        Instrument name used when the APDB's ``metadata`` table has none.
+    table : str
+        Table name (``DiaSource``).
+    chunk : int
+        Rows per round trip.
+
+    Raises
+    ------
+    InputError
+        Unreachable database, wrong password, missing file, table or column:
+        one line naming the URL (without its password).
+
+    Examples
+    --------
+    >>> with ApdbReader("sqlite:///" + apdb_path) as reader:  # doctest: +SKIP
+    ...     reader.instrument
+    'LSSTCam-imSim'
+    """
+
+    kind = "apdb"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        id_column: str | None = None,
+        instrument: str | None = None,
+        table: str = "DiaSource",
+        chunk: int = CHUNK,
+    ) -> None:
+        self.url = url
+        self.schema = schema
+        self.id_column = id_column or "diaSourceId"
+        self.table_name = table
+        self.chunk = int(chunk)
+        self.instrument: str | None = instrument
+        self._fallback_instrument = instrument
+        self._engine: Any = None
+        self._table: Any = None
+        self._secret: str | None = None
+
+    # -- opening ----------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The URL without password, plus the schema."""
+        text = safe_url(self.url)
+        return f"{text} (schema {self.schema})" if self.schema else text
+
+    def _engine_url(self) -> Any:
+        """The URL to connect with: psycopg for PostgreSQL, read-only SQLite."""
+        import sqlalchemy as sa
+
+        try:
+            url = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError:
+            raise InputError(
+                f"--apdb {safe_url(self.url)!r} is not a database URL; use e.g. "
+                "sqlite:///apdb.sqlite3 or postgresql://user@host/dbname"
+            ) from None
+        self._secret = url.password if url.password else None
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
+            if database in ("", ":memory:") or database.startswith("file:"):
+                raise InputError(
+                    f"--apdb {safe_url(self.url)!r}: give the path of an APDB "
+                    "SQLite file, e.g. sqlite:///apdb.sqlite3"
+                )
+            path = Path(os.path.expanduser(database)).resolve()
+            if not path.is_file():
+                raise InputError(f"--apdb: no SQLite file at {path}")
+            if self.schema:
+                raise InputError(
+                    f"--schema {self.schema!r}: SQLite APDBs have no schemas; "
+                    "leave --schema out"
+                )
+            url = url.set(database=f"file:{path}?mode=ro").update_query_dict(
+                {"uri": "true"}
+            )
+        return url
+
+    def open(self) -> ApdbReader:
+        """Connect, reflect the table and read the instrument."""
+        import sqlalchemy as sa
+
+        url = self._engine_url()
+        try:
+            self._engine = sa.create_engine(url)
+        except (sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise InputError(
+                f"--apdb {self.describe()}: no database driver for "
+                f"{url.drivername!r} ({exc})"
+            ) from None
+        try:
+            with self._engine.connect() as conn:
+                self._table = self._reflect(conn)
+                self.instrument = self._read_instrument(conn)
+        except InputError:
+            self.close()
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            self.close()
+            raise InputError(
+                f"--apdb {self.describe()}: cannot read the APDB: "
+                f"{_first_line(exc, self._secret)}"
+            ) from None
+        if self.id_column not in self._table.c:
+            raise unknown_column(
+                self.id_column, self.columns(), f"table {self.table_name} (--id-column)"
+            )
+        return self
+
+    def _reflect(self, conn: Any) -> Any:
+        """Reflect the DiaSource table, or explain what is there instead."""
+        import sqlalchemy as sa
+
+        metadata = sa.MetaData(schema=self.schema)
+        try:
+            return sa.Table(self.table_name, metadata, autoload_with=conn)
+        except sa.exc.NoSuchTableError:
+            inspector = sa.inspect(conn)
+            if self.schema and self.schema not in inspector.get_schema_names():
+                raise InputError(
+                    f"--apdb {self.describe()}: no schema {self.schema!r}; "
+                    f"schemas: {', '.join(inspector.get_schema_names())}"
+                ) from None
+            tables = inspector.get_table_names(schema=self.schema)
+            where = f" in schema {self.schema!r}" if self.schema else ""
+            hint = (
+                f"; tables: {', '.join(sorted(tables))}"
+                if tables
+                else "; it has no tables (wrong database or --schema?)"
+            )
+            raise InputError(
+                f"--apdb {self.describe()}: no table {self.table_name!r}{where}{hint}"
+            ) from None
+
+    def _read_instrument(self, conn: Any) -> str | None:
+        """The ``instrument`` entry of the APDB's ``metadata`` table, if any."""
+        import sqlalchemy as sa
+
+        try:
+            meta = sa.Table(
+                "metadata", sa.MetaData(schema=self.schema), autoload_with=conn
+            )
+        except sa.exc.NoSuchTableError:
+            return self._fallback_instrument
+        if "name" not in meta.c or "value" not in meta.c:
+            return self._fallback_instrument
+        value = conn.execute(
+            sa.select(meta.c.value).where(meta.c.name == "instrument")
+        ).scalar()
+        if value is None:
+            return self._fallback_instrument
+        found = str(value)
+        if self._fallback_instrument and self._fallback_instrument != found:
+            log.warning(
+                "the APDB names its instrument %r; --instrument %r is ignored",
+                found,
+                self._fallback_instrument,
+            )
+        return found
+
+    def close(self) -> None:
+        """Dispose of the engine."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> ApdbReader:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------
+
+    @property
+    def table(self) -> Any:
+        """The reflected SQLAlchemy table."""
+        if self._table is None:
+            raise RuntimeError("ApdbReader is not open")
+        return self._table
+
+    @property
+    def failures(self) -> Sequence[ReadFailure]:
+        """Databases have no per-file failures."""
+        return ()
+
+    def columns(self) -> list[str]:
+        """The table's column names (plus ``instrument``)."""
+        names = [str(c.name) for c in self.table.columns]
+        return names if "instrument" in names else [*names, "instrument"]
+
+    def _clause(self, where: Expr | None) -> Any:
+        """The SQL clause of a filter (``true`` when there is none)."""
+        import sqlalchemy as sa
+
+        if where is None:
+            return sa.true()
+        return to_sqlalchemy(where, self.table.c)
+
+    def _stream(self, statement: Any) -> Iterator[list[Any]]:
+        """Run a statement with a server-side cursor; yield lists of rows."""
+        import sqlalchemy as sa
+
+        try:
+            with self._engine.connect() as conn:
+                result = conn.execution_options(
+                    stream_results=True, yield_per=self.chunk
+                ).execute(statement)
+                for part in result.mappings().partitions(self.chunk):
+                    yield list(part)
+        except sa.exc.SQLAlchemyError as exc:
+            raise InputError(
+                f"--apdb {self.describe()}: query failed: "
+                f"{_first_line(exc, self._secret)}"
+            ) from None
+
+    def scan(
+        self, where: Expr | None, column: str | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Yield ``(ids, values)`` chunks of matching rows in ascending id order."""
+        import sqlalchemy as sa
+
+        t = self.table
+        idc = t.c[self.id_column]
+        cols = [idc.label("_id")]
+        if column is not None:
+            if column not in t.c:
+                raise unknown_column(column, self.columns(), "--stratify")
+            cols.append(t.c[column].label("_value"))
+        statement = sa.select(*cols).where(self._clause(where)).order_by(idc)
+        for part in self._stream(statement):
+            ids = np.array([r["_id"] for r in part], dtype=np.int64)
+            values = (
+                np.array([r["_value"] for r in part], dtype=object)
+                if column is not None
+                else None
+            )
+            yield ids, values
+
+    def rows(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield matching rows as dicts in ascending id order."""
+        import sqlalchemy as sa
+
+        t = self.table
+        idc = t.c[self.id_column]
+        clause = self._clause(where)
+        if ids is None:
+            statement = sa.select(t).where(clause).order_by(idc)
+            if limit is not None:
+                statement = statement.limit(int(limit))
+            statements = [statement]
+        else:
+            wanted = sorted(int(i) for i in ids)
+            if limit is not None:
+                wanted = wanted[: int(limit)]
+            statements = [
+                sa.select(t)
+                .where(sa.and_(clause, idc.in_(wanted[i : i + ID_CHUNK])))
+                .order_by(idc)
+                for i in range(0, len(wanted), ID_CHUNK)
+            ]
+        for statement in statements:
+            for part in self._stream(statement):
+                for found in part:
+                    yield self._row(found)
+
+    def _row(self, found: Mapping[str, Any]) -> dict[str, Any]:
+        """A row as a plain dict, with the instrument."""
+        row = dict(found)
+        if row.get("instrument") is None and self.instrument is not None:
+            row["instrument"] = self.instrument
+        return row
+
+    def group(self, row: Mapping[str, Any]) -> str | None:
+        """``visit/detector``."""
+        return image_group(row)

@@ -1,0 +1,121 @@
+"""What every source reader offers the select stage.
+
+A reader (`zooprep.readers.apdb.ApdbReader`, `zooprep.readers.catalog.CatalogReader`,
+`zooprep.readers.alerts.AlertReader`) knows one kind of source.  The select
+stage asks it for two things, always **in ascending id order** so that every
+backend gives the same answer for the same filter:
+
+* `SourceReader.scan`: chunks of ids (``int64``) and, optionally, the values
+  of one more column, for counting, sampling and stratifying without loading
+  whole rows;
+* `SourceReader.rows`: the rows themselves (dicts keyed by DiaSource column
+  names, plus ``instrument``), all of them, the first ``limit`` or only the
+  given ids.
+
+Readers that read files (alerts) also report the files they could not read
+in `SourceReader.failures`, so that the stage records them and carries on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from zooprep.readers.where import Expr
+
+__all__ = ["ReadFailure", "SourceReader", "failure_id", "image_group"]
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """A file (alert packet) that could not be read, and why (one line)."""
+
+    path: str
+    reason: str
+    format: str | None = None
+
+
+@runtime_checkable
+class SourceReader(Protocol):
+    """A source of DiaSource-like rows (APDB, catalog file, alert packets)."""
+
+    #: ``'apdb'``, ``'catalog'`` or ``'alerts'``.
+    kind: str
+    #: The column holding each row's 64-bit integer id.
+    id_column: str
+
+    def describe(self) -> str:
+        """Where the rows come from, without secrets (for logs and settings)."""
+        ...
+
+    def columns(self) -> list[str]:
+        """The columns rows will have."""
+        ...
+
+    @property
+    def failures(self) -> Sequence[ReadFailure]:
+        """Files that could not be read (empty for databases)."""
+        ...
+
+    def scan(
+        self, where: Expr | None, column: str | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Yield ``(ids, values)`` chunks of matching rows in ascending id order.
+
+        ``ids`` is an ``int64`` array; ``values`` holds ``column`` (None when no
+        column is asked for), with None/NaN for missing values.
+        """
+        ...
+
+    def rows(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield matching rows as dicts in ascending id order.
+
+        ``ids`` (sorted) restricts the rows to those ids; ``limit`` stops after
+        that many rows.
+        """
+        ...
+
+    def group(self, row: Mapping[str, Any]) -> str | None:
+        """The image group of a row: rows of one group share their images."""
+        ...
+
+
+def image_group(row: Mapping[str, Any]) -> str | None:
+    """``"visit/detector"`` of a row, or its ``image`` column, or None.
+
+    Examples
+    --------
+    >>> image_group({"visit": 943296, "detector": 168})
+    '943296/168'
+    """
+    visit, detector = row.get("visit"), row.get("detector")
+    if visit is not None and detector is not None:
+        return f"{visit}/{detector}"
+    image = row.get("image")
+    return None if image is None else str(image)
+
+
+def failure_id(path: str) -> int:
+    """A stable negative 64-bit id for a file that yielded no source id.
+
+    Failed packets are recorded in the run under this id (real source ids are
+    never negative), so ``zooprep status`` lists them and a later successful
+    read can retire them.
+
+    Examples
+    --------
+    >>> failure_id("/data/a.avro") == failure_id("/data/a.avro") < 0
+    True
+    """
+    digest = hashlib.sha256(path.encode("utf-8")).digest()
+    return -(int.from_bytes(digest[:8], "big") >> 1) - 1

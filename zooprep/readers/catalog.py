@@ -1,0 +1,311 @@
+"""Sources from a catalog file: CSV, Parquet, FITS or ECSV tables.
+
+Columns carry Rubin ``DiaSource`` names.  A catalog needs at least:
+
+* an integer id: ``diaSourceId``, or the column named by ``--id-column``;
+* the image the source is on: ``visit`` and ``detector``, or an ``image``
+  column (any text naming the image; render path templates can use it);
+* its position: ``x`` and ``y`` (pixels) or ``ra`` and ``dec`` (degrees).
+
+Catalogs from other pipelines can be mapped with ``--rename old=new``
+(applied before any check).  Ids are read as exact 64-bit integers: CSV files
+are parsed with pandas' nullable integer types, so a column with missing
+values never turns into float64; a float id column is refused when it may have
+lost digits.  The instrument is the file's ``instrument`` column, or
+``--instrument`` where the file has none.
+
+The file is read whole into memory (a few hundred bytes per row); filters are
+evaluated as pandas masks (`zooprep.readers.where.to_mask`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zooprep.errors import InputError
+from zooprep.readers.base import ReadFailure, image_group
+from zooprep.readers.where import Expr, to_mask, unknown_column
+
+__all__ = ["CatalogReader", "check_minimum_columns", "frame_records", "int64_ids"]
+
+log = logging.getLogger(__name__)
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".txt", ".tsv")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fts")
+ECSV_SUFFIXES = (".ecsv",)
+#: Rows converted to dicts at a time.
+CHUNK = 10_000
+
+
+def _suffix(path: Path) -> str:
+    """The file's format suffix (``.csv.gz`` counts as one)."""
+    name = path.name.lower()
+    for suffix in (*CSV_SUFFIXES, *PARQUET_SUFFIXES, *FITS_SUFFIXES, *ECSV_SUFFIXES):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def check_minimum_columns(columns: Sequence[str], id_column: str, where: str) -> None:
+    """Raise InputError unless the id, an image key and a position are present.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Available columns.
+    id_column : str
+        The id column.
+    where : str
+        What is being read (for the message).
+    """
+    have = set(columns)
+    if id_column not in have:
+        raise unknown_column(id_column, columns, f"{where} (id column)")
+    missing = []
+    if not ({"visit", "detector"} <= have or "image" in have):
+        missing.append("visit+detector (or image)")
+    if not ({"x", "y"} <= have or {"ra", "dec"} <= have):
+        missing.append("x+y (or ra+dec)")
+    if missing:
+        raise InputError(
+            f"{where}: missing column(s) {' and '.join(missing)}; columns: "
+            f"{', '.join(list(columns)[:20])}{' ...' if len(columns) > 20 else ''} "
+            "(use --rename OLD=NEW to map other names)"
+        )
+
+
+def int64_ids(series: Any, column: str, where: str) -> np.ndarray:
+    """A column of ids as an exact ``int64`` array, or an InputError naming the row.
+
+    Strings are parsed digit by digit (never through float); floats are refused
+    when any value is not integral or beyond 2**53.
+    """
+    import pandas as pd
+
+    missing = np.asarray(pd.isna(series), dtype=bool)
+    if missing.any():
+        row = int(np.argmax(missing)) + 1
+        raise InputError(f"{where}: row {row}: id column {column!r} is empty")
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise InputError(f"{where}: id column {column!r} holds booleans, not ids")
+    if pd.api.types.is_integer_dtype(dtype):
+        return np.asarray(series.astype("int64"), dtype=np.int64)
+    if pd.api.types.is_float_dtype(dtype):
+        values = np.asarray(series, dtype=np.float64)
+        bad = (values != np.round(values)) | (np.abs(values) >= 2.0**53)
+        if bad.any():
+            row = int(np.argmax(bad)) + 1
+            raise InputError(
+                f"{where}: row {row}: id {values[row - 1]!r} in column {column!r} "
+                "is a floating-point number and may have lost digits; store ids "
+                "as integers (or text)"
+            )
+        return values.astype(np.int64)
+    out = np.empty(len(series), dtype=np.int64)
+    for n, value in enumerate(series.astype(object).tolist()):
+        text = value.decode() if isinstance(value, bytes) else str(value).strip()
+        try:
+            number = int(text)
+            out[n] = number
+        except (ValueError, OverflowError):
+            raise InputError(
+                f"{where}: row {n + 1}: id {text!r} in column {column!r} is not a "
+                "64-bit integer"
+            ) from None
+    return out
+
+
+def _py_values(series: Any) -> list[Any]:
+    """A column as Python values, with None for missing ones and text for bytes."""
+    import pandas as pd
+
+    values = series.astype(object).where(pd.notna(series), None).tolist()
+    if values and any(isinstance(v, bytes) for v in values[:100]):
+        values = [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values
+        ]
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def frame_records(frame: Any, positions: np.ndarray) -> Iterator[dict[str, Any]]:
+    """Rows of ``frame`` at ``positions`` as dicts of Python values."""
+    names = [str(c) for c in frame.columns]
+    for start in range(0, len(positions), CHUNK):
+        part = frame.iloc[positions[start : start + CHUNK]]
+        columns = [_py_values(part[name]) for name in part.columns]
+        for values in zip(*columns, strict=True):
+            yield dict(zip(names, values, strict=True))
+
+
+class CatalogReader:
+    """A table file of DiaSource-like rows (CSV, Parquet, FITS, ECSV).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The catalog file; its format is taken from the suffix.
+    id_column : str or None
+        Id column after renaming (default ``diaSourceId``).
+    rename : mapping of str to str, optional
+        ``{old: new}`` column renames, applied first.
+    instrument : str or None
+        Instrument for rows without an ``instrument`` value.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, unknown format, missing columns, ids
+        that are empty or not exact integers.
+    """
+
+    kind = "catalog"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        id_column: str | None = None,
+        rename: Mapping[str, str] | None = None,
+        instrument: str | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.id_column = id_column or "diaSourceId"
+        self.rename = dict(rename or {})
+        self.instrument = instrument
+        frame = self._read()
+        unknown = [old for old in self.rename if old not in frame.columns]
+        if unknown:
+            raise unknown_column(
+                unknown[0], [str(c) for c in frame.columns], f"{self.path} (--rename)"
+            )
+        frame = frame.rename(columns=self.rename)
+        check_minimum_columns(
+            [str(c) for c in frame.columns], self.id_column, str(self.path)
+        )
+        ids = int64_ids(frame[self.id_column], self.id_column, str(self.path))
+        frame[self.id_column] = ids
+        if instrument is not None:
+            if "instrument" in frame.columns:
+                frame["instrument"] = (
+                    frame["instrument"]
+                    .astype(object)
+                    .where(frame["instrument"].notna(), instrument)
+                )
+            else:
+                frame["instrument"] = instrument
+        order = np.argsort(ids, kind="stable")
+        self.frame = frame.iloc[order].reset_index(drop=True)
+        self.ids = ids[order]
+        self._masks: dict[Expr, np.ndarray] = {}
+
+    def _read(self) -> Any:
+        """Read the file into a pandas DataFrame, ids kept exact."""
+        import pandas as pd
+
+        if not self.path.is_file():
+            raise InputError(f"--catalog: no file at {self.path}")
+        suffix = _suffix(self.path)
+        try:
+            if suffix in CSV_SUFFIXES:
+                file_id = next(
+                    (old for old, new in self.rename.items() if new == self.id_column),
+                    self.id_column,
+                )
+                sep = "\t" if suffix == ".tsv" else ","
+                return pd.read_csv(
+                    self.path,
+                    sep=sep,
+                    dtype={file_id: "string"},
+                    dtype_backend="numpy_nullable",
+                )
+            if suffix in PARQUET_SUFFIXES:
+                return pd.read_parquet(self.path, dtype_backend="numpy_nullable")
+            if suffix in FITS_SUFFIXES or suffix in ECSV_SUFFIXES:
+                from astropy.table import Table
+
+                fmt = "ascii.ecsv" if suffix in ECSV_SUFFIXES else "fits"
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    table = Table.read(self.path, format=fmt)
+                for w in caught:
+                    log.debug("%s: %s", self.path, w.message)
+                multi = [n for n in table.colnames if len(table[n].shape) > 1]
+                if multi:
+                    log.info("%s: skipping array columns %s", self.path, multi)
+                    table.remove_columns(multi)
+                return table.to_pandas()
+        except InputError:
+            raise
+        except Exception as exc:  # any parser's error is an unreadable file
+            raise InputError(
+                f"--catalog {self.path}: cannot read as {suffix.lstrip('.')} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            ) from None
+        raise InputError(
+            f"--catalog {self.path}: unknown format {suffix!r}; use CSV, Parquet, "
+            "FITS or ECSV"
+        )
+
+    # -- SourceReader -------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The file's path."""
+        return str(self.path)
+
+    @property
+    def failures(self) -> Sequence[ReadFailure]:
+        """A catalog is read whole or not at all."""
+        return ()
+
+    def columns(self) -> list[str]:
+        """The (renamed) columns."""
+        return [str(c) for c in self.frame.columns]
+
+    def _mask(self, where: Expr | None) -> np.ndarray:
+        """Rows kept by a filter (cached per filter)."""
+        if where is None:
+            return np.ones(len(self.ids), dtype=bool)
+        if where not in self._masks:
+            self._masks[where] = to_mask(where, self.frame)
+        return self._masks[where]
+
+    def scan(
+        self, where: Expr | None, column: str | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Yield ``(ids, values)`` of matching rows in ascending id order."""
+        mask = self._mask(where)
+        values = None
+        if column is not None:
+            if column not in self.frame.columns:
+                raise unknown_column(column, self.columns(), "--stratify")
+            values = np.array(_py_values(self.frame[column][mask]), dtype=object)
+        yield self.ids[mask], values
+
+    def rows(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield matching rows as dicts in ascending id order."""
+        positions = np.flatnonzero(self._mask(where))
+        if ids is not None:
+            wanted = np.asarray(sorted(int(i) for i in ids), dtype=np.int64)
+            positions = positions[np.isin(self.ids[positions], wanted)]
+        if limit is not None:
+            positions = positions[: int(limit)]
+        return frame_records(self.frame, positions)
+
+    def group(self, row: Mapping[str, Any]) -> str | None:
+        """``visit/detector``, or the ``image`` column."""
+        return image_group(row)
