@@ -213,6 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Reads a request, lets the stand-in answer it, writes the answer."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -758,7 +759,7 @@ class PanoptesStandin:
             return _fault_response(fault.status)
         if fault is not None and kind == "quota":
             with self.store.lock:
-                user = self._user_from_token(req, required=False)
+                user = self.store.users.get(self._token_user_id(req) or "")
                 count = self.store.uploaded_count(user.id) if user else 0
                 limit = user.subject_limit if user else self.store.default_subject_limit
             return _error_response(
@@ -773,6 +774,9 @@ class PanoptesStandin:
             response = self._route(req)
         except HttpError as exc:
             response = _error_response(exc.status, exc.message, exc.headers)
+        except Exception:  # a stand-in bug: answer 500 as Rails would, and say so
+            logger.exception("stand-in failed on %s %s", req.method, req.path)
+            response = _error_response(500, "Internal Server Error")
         if fault is not None and kind == "error_after":
             return _fault_response(fault.status)
         return response
@@ -886,6 +890,11 @@ class PanoptesStandin:
         if header.lower().startswith("bearer "):
             return header[7:].strip()
         return None
+
+    def _token_user_id(self, req: Request) -> str | None:
+        """The user id behind a request's bearer token, valid or not."""
+        tok = self.store.tokens.get(self._bearer(req) or "")
+        return tok.user_id if tok else None
 
     def _user_from_token(self, req: Request, *, required: bool) -> User | None:
         """The user a request acts as; 401 for a bad/expired token or none when required."""
@@ -1246,10 +1255,11 @@ class PanoptesStandin:
         self,
         req: Request,
         kind: str,
-        items: list[dict[str, Any]],
+        items: list[Any],
         filters: dict[str, str],
         links: dict[str, Any] | None = None,
         sort: str | None = None,
+        render: Callable[[Any], dict[str, Any]] | None = None,
     ) -> Response:
         """A JSON:API index answer with RestPack's meta and hrefs."""
         try:
@@ -1267,6 +1277,8 @@ class PanoptesStandin:
         count = len(items)
         page_count = math.ceil(count / page_size)
         chunk = items[(page - 1) * page_size : page * page_size]
+        if render is not None:
+            chunk = [render(item) for item in chunk]
         previous_page = page - 1 if page > 1 else None
         next_page = page + 1 if page < page_count else None
 
@@ -1660,9 +1672,14 @@ class PanoptesStandin:
                 "type": "subject_sets",
             },
         }
-        items = [self._subject_json(s, "get") for s in ordered]
         return self._page(
-            req, "subjects", items, filters, links, sort=req.params.get("sort", "id")
+            req,
+            "subjects",
+            ordered,
+            filters,
+            links,
+            sort=req.params.get("sort", "id"),
+            render=lambda subject: self._subject_json(subject, "get"),
         )
 
     def _get_subject(self, req: Request, subject_id: str) -> Response:
@@ -1752,7 +1769,7 @@ class PanoptesStandin:
             metadata=metadata,
             locations=locations,
         )
-        self.store.subjects[subject.id] = subject
+        self.store.add_subject(subject)
         for set_id in set_ids:
             s = self.store.subject_sets[set_id]
             s.subject_ids.setdefault(
@@ -1985,7 +2002,7 @@ class PanoptesStandin:
                 self.store.next_id("subjects"), s.project_id, imp.user_id, {}, []
             )
             existing.external_id = external_id
-            self.store.subjects[existing.id] = existing
+            self.store.add_subject(existing)
             s.subject_ids[existing.id] = self.store.next_id("set_member_subjects")
         existing.metadata = metadata
         existing.locations = locations

@@ -250,6 +250,7 @@ class Store:
         self.projects: dict[str, Project] = {}
         self.subject_sets: dict[str, SubjectSet] = {}
         self.subjects: dict[str, Subject] = {}
+        self.uploads: dict[str, int] = {}  # user id -> subjects ever created
         self.blobs: dict[str, tuple[str, bytes]] = {}  # key -> (content type, bytes)
         self.imports: dict[str, ImportRecord] = {}
         self.files: dict[str, bytes] = {}  # registered files served under /files/
@@ -261,7 +262,12 @@ class Store:
 
     def uploaded_count(self, user_id: str) -> int:
         """Subjects the user ever created, deleted ones included."""
-        return sum(1 for s in self.subjects.values() if s.uploader_id == user_id)
+        return self.uploads.get(user_id, 0)
+
+    def add_subject(self, subject: Subject) -> None:
+        """Store a new subject and count it against its uploader's quota."""
+        self.subjects[subject.id] = subject
+        self.uploads[subject.uploader_id] = self.uploads.get(subject.uploader_id, 0) + 1
 
     def subject_limit(self, user: User) -> int:
         """The user's subject quota."""
