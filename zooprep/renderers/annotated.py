@@ -215,8 +215,9 @@ def annotation_items(
     """
     items: list[TextItem] = []
 
-    def label(line: int, x: float, text: str, color: str = GREY) -> None:
-        items.append(TextItem(line, x, text, color, static=color == GREY))
+    def label(line: int, x: float, text: str, color: str | None = None) -> None:
+        # Labels whose colour never changes are static; flux labels are not.
+        items.append(TextItem(line, x, text, color or GREY, static=color is None))
 
     def value(line: int, x: float, text: str, **kw: Any) -> None:
         if text.strip():
@@ -246,7 +247,7 @@ def annotation_items(
 
     # Rows 3-5: fluxes with errors and S/N; labels red when flagged.
     for text, line, flux_col, err_col, flags in MEASUREMENT_RULES:
-        label(line, 0.0, text, "red" if _any_set(row, flags) else GREY)
+        label(line, 0.0, text, "red" if _any_set(row, flags) else "grey")
         flux, err = _number(row.get(flux_col)), _number(row.get(err_col))
         value(line, 0.25, _fmt(flux, "8.1f"), align="right")
         label(line, 0.252, "+/-")

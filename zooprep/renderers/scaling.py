@@ -240,12 +240,15 @@ def colormap_lut(name: str) -> np.ndarray:
     """
     import matplotlib
 
-    cmap = matplotlib.colormaps[name].resampled(256)
+    try:
+        cmap = matplotlib.colormaps[name].resampled(256)
+    except KeyError:
+        raise ValueError(f"unknown matplotlib colour map {name!r}") from None
     lut = cmap(np.arange(256), bytes=True)[:, :3]
     return np.ascontiguousarray(lut, dtype=np.uint8)
 
 
-def parse_color(color: str | tuple[float, ...]) -> tuple[int, int, int]:
+def parse_color(color: str) -> tuple[int, int, int]:
     """A matplotlib colour (name, ``#rrggbb``, RGB tuple) as 0-255 integers.
 
     Parameters
@@ -257,10 +260,18 @@ def parse_color(color: str | tuple[float, ...]) -> tuple[int, int, int]:
     -------
     tuple of int
         ``(r, g, b)``.
+
+    Raises
+    ------
+    ValueError
+        When matplotlib does not know the colour.
     """
     from matplotlib.colors import to_rgb
 
-    r, g, b = to_rgb(color)
+    try:
+        r, g, b = to_rgb(color)
+    except ValueError:
+        raise ValueError(f"not a colour: {color!r}") from None
     return round(r * 255), round(g * 255), round(b * 255)
 
 
