@@ -1393,7 +1393,7 @@ class PanoptesStandin:
         """GET /api/projects (filters id, slug)."""
         self._user_from_token(req, required=False)
         projects = list(self.store.projects.values())
-        filters = {}
+        filters: dict[str, str] = {}
         for key in ("id", "slug"):
             if key in req.params:
                 wanted = set(req.params[key].split(","))
@@ -1706,9 +1706,10 @@ class PanoptesStandin:
                 ).lstrip(".")
                 loc = Location(mime, f"subject_location/{uuid.uuid4()}.{ext}")
             elif isinstance(item, dict) and len(item) == 1:
-                ((mime, url),) = item.items()
-                mime = _NONSTANDARD_MIME.get(mime, mime)
-                loc = Location(mime, None, str(url))
+                ((given, url),) = item.items()
+                loc = Location(
+                    _NONSTANDARD_MIME.get(str(given), str(given)), None, str(url)
+                )
             else:
                 raise HttpError(
                     422, "The property '#/locations' contains an invalid location"
