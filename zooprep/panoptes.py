@@ -220,7 +220,7 @@ class _TimeoutSession(requests.Session):
         self.trust_env = True
         self.headers["User-Agent"] = "zooprep (panoptes-client)"
 
-    def request(self, method: str | bytes, url: str | bytes, **kw: Any) -> Any:  # type: ignore[override]
+    def request(self, method: Any, url: Any, **kw: Any) -> Any:  # type: ignore[override]
         """Send, with the session's timeout unless one is given."""
         kw.setdefault("timeout", self.timeout)
         return super().request(method, url, **kw)
@@ -389,10 +389,10 @@ class TokenManager:
             self.user_id = str(body["resource_owner_id"])
 
 
-def _sign_in_client(base: type, endpoint: str, creds: Credentials, session: Any) -> Any:
+def _sign_in_client(base: Any, endpoint: str, creds: Credentials, session: Any) -> Any:
     """A panoptes-client ``Panoptes`` set up without its constructor's side effects."""
 
-    class SignIn(base):  # type: ignore[misc, valid-type]
+    class SignIn(base):
         def __init__(self) -> None:
             self.session = session
             self.endpoint = endpoint
@@ -660,8 +660,8 @@ class PanoptesAPI:
         try:
             answer = self.request("POST", "/subjects", json=body, what=what)
         except _Transient as exc:
-            if exc.status == 409:
-                raise PanoptesError(str(exc), 409) from None
+            # 5xx, timeout, dropped connection, or 409 (a stale subject set:
+            # rolled back in Panoptes, but reconciling costs little and is safe).
             raise CreateUncertain(str(exc), exc.status) from None
         subject = answer.body["subjects"][0]
         urls = _put_urls(subject)

@@ -1,8 +1,892 @@
-"""Placeholder until its owner lands the upload stage."""
+"""The upload stage: the reviewed manifest's rows become linked Zooniverse subjects.
 
-from typing import Any
+Exactly once, whatever happens::
+
+    plan        read the reviewed manifest; skip rows already linked
+    reconcile   list the subject set; a source whose ``#zooprep_id`` is there
+                but not in the run state (killed after the create) is adopted,
+                extra copies are deleted
+    quota       stop before starting if the new subjects do not fit
+    per row     POST the subject (linked to the set in the same request)
+                -> record its id in the run state (committed)
+                -> PUT each PNG to its signed URL, check the 201
+                -> record status ``linked``
+    uncertain   a create that answered 5xx or timed out is never re-POSTed
+                blindly: the set is listed again and the row adopted or
+                created in a further round
+
+A subject whose PUT failed is repaired with fresh signed URLs (an update of
+its ``locations``) on this run or the next one; it is never left broken.  Only
+a subject created by this code can be in the set with our ``#zooprep_id``, and
+every one is recorded or adopted, so there are no orphans.
+
+Worker threads each own a `~zooprep.panoptes.PanoptesAPI`; they write the run
+state through one lock-guarded connection (commits are small and fast).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from zooprep.errors import (
+    AuthError,
+    InputError,
+    PanoptesError,
+    QuotaError,
+    SettingsMismatch,
+    UploadError,
+)
+from zooprep.options import UploadOptions
+from zooprep.panoptes import (
+    CreateUncertain,
+    Credentials,
+    PanoptesAPI,
+    RetryPolicy,
+    TokenManager,
+    check_endpoint,
+)
+from zooprep.progress import NullReporter, Reporter
+from zooprep.run import Run, atomic_write
+
+__all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest media file Zooniverse accepts (the web front end's limit).
+MAX_FILE_BYTES = 1_000_000
+
+#: Rows per server-side subject-set import (the Panoptes limit).
+IMPORT_ROWS = 10_000
+
+#: Hidden metadata key that ties a subject to its source.
+ID_KEY = "#zooprep_id"
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_ROUNDS = 3  # reconcile-and-retry rounds for creates without a clear answer
+_LINK_BATCH = 100
 
 
-def upload(*args: Any, **kwargs: Any) -> Any:
-    """Not built yet."""
-    raise NotImplementedError("upload")
+@dataclass
+class UploadResult:
+    """What `upload` did.
+
+    Attributes
+    ----------
+    created : int
+        Subjects created (with their media stored).
+    linked : int
+        Rows that ended linked to the subject set in this call.
+    repaired : int
+        Subjects whose media were (re-)uploaded, or adopted after a crash.
+    failed : int
+        Rows that failed (recorded in the run state with their reason).
+    skipped : int
+        Rows already linked before this call.
+    removed : int
+        Rows deleted from the reviewed manifest.
+    deleted : int
+        Duplicate subjects found in the set and deleted.
+    subject_set_id : str or None
+        The subject set used (None in a dry run that would create it).
+    dry_run : bool
+        Nothing was uploaded.
+    to_create : int
+        Subjects that need creating (what a dry run would do).
+    """
+
+    created: int = 0
+    linked: int = 0
+    repaired: int = 0
+    failed: int = 0
+    skipped: int = 0
+    removed: int = 0
+    deleted: int = 0
+    subject_set_id: str | None = None
+    dry_run: bool = False
+    to_create: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        where = f"subject set {self.subject_set_id or '(new)'}"
+        if self.dry_run:
+            return (
+                f"upload dry run: {self.to_create} subjects to create, "
+                f"{self.skipped} already linked, {self.failed} rows with "
+                f"problems, for {where}; nothing uploaded"
+            )
+        parts = [
+            f"{self.created} created",
+            f"{self.linked} linked",
+            f"{self.repaired} repaired",
+            f"{self.skipped} already linked",
+            f"{self.failed} failed",
+        ]
+        if self.removed:
+            parts.append(f"{self.removed} removed in review")
+        if self.deleted:
+            parts.append(f"{self.deleted} duplicates deleted")
+        return f"upload to {where}: {', '.join(parts)} in {self.seconds:.1f} s"
+
+
+@dataclass
+class _Item:
+    """One manifest row and what to do with it."""
+
+    id: int
+    files: list[Path]
+    urls: list[str]
+    metadata: dict[str, str]
+    action: Literal["create", "repair", "link"] = "create"
+    subject_id: str | None = None
+
+
+@dataclass
+class _Outcome:
+    """What a worker did with one item."""
+
+    item: _Item
+    kind: Literal["done", "uncertain", "failed", "quota", "unlinked"]
+    created: bool = False
+    repaired: bool = False
+    reason: str = ""
+
+
+class _State:
+    """The run state, written by several threads through one lock."""
+
+    def __init__(self, run: Run, set_id: str, project: str) -> None:
+        self.run = run
+        self.set_id = set_id
+        self.project = project
+        self.lock = threading.Lock()
+
+    def created(self, source_id: int, subject_id: str) -> None:
+        """Record a new subject before anything else happens to it."""
+        with self.lock:
+            self.run.update(
+                source_id,
+                subject_id=subject_id,
+                upload={
+                    "set": self.set_id,
+                    "media": "pending",
+                    "at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                },
+            )
+
+    def stored(self, source_id: int, subject_id: str, linked: bool) -> None:
+        """The subject's media are stored (and it is linked, or not yet)."""
+        with self.lock:
+            self.run.update(
+                source_id,
+                status="linked" if linked else "uploaded",
+                subject_id=subject_id,
+                upload={"set": self.set_id, "media": "stored", "linked": linked},
+            )
+
+    def linked(self, source_ids: list[int]) -> None:
+        """These rows are linked to the set."""
+        with self.lock, self.run.transaction():
+            for source_id in source_ids:
+                src = self.run.get(source_id)
+                upload = dict(src.upload) if src else {}
+                upload.update({"set": self.set_id, "linked": True})
+                self.run.update(source_id, status="linked", upload=upload)
+
+    def forget(self, source_id: int) -> None:
+        """The recorded subject is gone (deleted): the row starts afresh."""
+        with self.lock:
+            self.run.update(source_id, subject_id=None, upload=None)
+
+    def failed(self, source_id: int, reason: str) -> None:
+        """A row finally failed."""
+        with self.lock:
+            self.run.mark_failed(source_id, "upload", reason)
+
+
+# -- the stage ---------------------------------------------------------------
+
+
+def upload(
+    run: Run | str | os.PathLike[str],
+    options: UploadOptions,
+    *,
+    via: Literal["direct", "import"] = "direct",
+    reporter: Reporter | None = None,
+    publish: Callable[[str, bytes], str] | None = None,
+    retry: RetryPolicy | None = None,
+) -> UploadResult:
+    """Send the reviewed manifest's rows to a Zooniverse subject set, exactly once.
+
+    Credentials come from the environment only (``PANOPTES_USERNAME`` and
+    ``PANOPTES_PASSWORD``, or ``PANOPTES_CLIENT_ID`` and
+    ``PANOPTES_CLIENT_SECRET``).  Calling it again after a crash, a kill or
+    failed rows continues the upload without creating any subject twice.
+
+    Parameters
+    ----------
+    run : Run, str or os.PathLike
+        The run directory (opened and locked here when a path is given).
+    options : UploadOptions
+        Project, subject set, endpoint, workers, timeout, dry run.
+    via : {'direct', 'import'}
+        ``direct``: create subjects and PUT their PNGs.  ``import``: a
+        server-side subject-set import per 10,000 rows of a manifest written
+        with ``--url-root`` (the PNGs must already be on the web).
+    reporter : Reporter, optional
+        Progress reporting.
+    publish : callable, optional
+        For ``via='import'``: ``publish(name, csv_bytes) -> url`` makes one
+        import CSV reachable by Panoptes.  By default the CSVs are written to
+        ``RUN/imports/`` and expected at ``<url_root>/imports/<name>``.
+    retry : RetryPolicy, optional
+        Retries of safe requests (GET, media PUT, link, subject update).
+
+    Returns
+    -------
+    UploadResult
+        Counts of created, linked, repaired, failed and skipped rows.
+
+    Raises
+    ------
+    AuthError
+        No or refused credentials.
+    QuotaError
+        The new subjects do not fit in the user's subject quota.
+    InputError
+        Bad endpoint or options, or no manifest.
+    ManifestEditError
+        The reviewed manifest damaged ids or file names.
+    SettingsMismatch
+        The run was already uploaded to another project, set or endpoint.
+    """
+    if isinstance(run, Run):
+        return _upload(run, options, via, reporter, publish, retry)
+    with Run.open(run) as opened:
+        return _upload(opened, options, via, reporter, publish, retry)
+
+
+def _upload(
+    run: Run,
+    options: UploadOptions,
+    via: str,
+    reporter: Reporter | None,
+    publish: Callable[[str, bytes], str] | None,
+    retry: RetryPolicy | None,
+) -> UploadResult:
+    """`upload` on an open run."""
+    started = time.monotonic()
+    reporter = reporter or NullReporter()
+    endpoint = check_endpoint(options.endpoint)
+    if via not in ("direct", "import"):
+        raise InputError(f"via must be 'direct' or 'import', not {via!r}")
+    if options.workers < 1:
+        raise InputError(f"workers must be at least 1, not {options.workers}")
+    if options.timeout <= 0:
+        raise InputError(f"timeout must be positive, not {options.timeout}")
+    if bool(options.subject_set_id) == bool(options.subject_set):
+        raise InputError("give exactly one of subject_set_id and subject_set")
+
+    result = UploadResult(dry_run=options.dry_run)
+    items, problems = _plan(run, result, via, options.dry_run)
+    for source_id, reason in problems:
+        logger.warning("source %d: %s", source_id, reason)
+
+    creds = Credentials.from_env()
+    if creds is None:
+        if options.dry_run:
+            logger.warning(
+                "no Panoptes credentials in the environment: login, subject "
+                "set and quota not checked"
+            )
+            result.to_create = sum(1 for i in items if i.action == "create")
+            result.failed = len(problems)
+            result.subject_set_id = options.subject_set_id
+            return result
+        raise AuthError(
+            "no Panoptes credentials: set PANOPTES_USERNAME and "
+            "PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET)"
+        )
+
+    tokens = TokenManager(endpoint, creds, timeout=options.timeout)
+    tokens.login()
+    api = PanoptesAPI(tokens, timeout=options.timeout, retry=retry)
+    try:
+        set_id = _resolve_set(api, options)
+        result.subject_set_id = set_id
+        _check_settings(run, options, endpoint, set_id)
+        existing = (
+            _list_set(api, set_id, via) if set_id and items else {}
+        )  # zooprep id -> subject ids
+        deletions = _reconcile(items, existing)
+        to_create = sum(1 for i in items if i.action == "create")
+        result.to_create = to_create
+        _check_quota(api, to_create, options.dry_run)
+        if options.dry_run:
+            result.failed = len(problems)
+            return result
+        assert set_id is not None
+        run.save_settings(
+            "upload",
+            {
+                "project": str(options.project),
+                "subject_set_id": set_id,
+                "subject_set": options.subject_set,
+                "endpoint": endpoint,
+                "via": via,
+            },
+        )
+        state = _State(run, set_id, str(options.project))
+        for source_id, reason in problems:
+            state.failed(source_id, reason)
+        result.failed += len(problems)
+        for keep_id, extra in deletions:
+            for subject_id in extra:
+                logger.warning(
+                    "source %d has a duplicate subject %s in set %s; deleting it",
+                    keep_id,
+                    subject_id,
+                    set_id,
+                )
+                api.delete_subject(subject_id)
+                result.deleted += 1
+        for item in items:
+            if item.action != "create" and item.subject_id:
+                src = run.get(item.id)
+                if src is not None and src.subject_id != item.subject_id:
+                    state.created(item.id, item.subject_id)  # adopted
+        reporter.start("upload", len(items) + result.skipped + len(problems))
+        reporter.advance(result.skipped + len(problems), failed=len(problems))
+        if via == "import":
+            _run_imports(run, api, state, items, publish, result, reporter)
+        else:
+            _run_direct(api, tokens, state, items, options, retry, result, reporter)
+        reporter.finish()
+    finally:
+        api.close()
+    result.seconds = time.monotonic() - started
+    logger.info("%s", result)
+    return result
+
+
+# -- planning ------------------------------------------------------------------
+
+
+def _plan(
+    run: Run, result: UploadResult, via: str, dry_run: bool
+) -> tuple[list[_Item], list[tuple[int, str]]]:
+    """The rows still to upload, and rows with local problems (id, reason)."""
+    from zooprep.stages.manifest import mark_removed, read_reviewed
+
+    reviewed = read_reviewed(run)
+    if dry_run:
+        result.removed = sum(
+            1 for i in reviewed.removed if (s := run.get(i)) and s.status == "rendered"
+        )
+    else:
+        result.removed = mark_removed(run, reviewed).removed
+    items: list[_Item] = []
+    problems: list[tuple[int, str]] = []
+    for row in reviewed.rows:
+        src = run.get(row.source_id)
+        if src is None:
+            problems.append((row.source_id, "not in the run state"))
+            continue
+        if src.status == "linked" and src.subject_id:
+            result.skipped += 1
+            continue
+        item = _Item(
+            id=row.source_id,
+            files=[Path(f) for f in row.files],
+            urls=list(row.urls),
+            # '%' marks an index field: Panoptes wants the key without it.
+            metadata={
+                str(k).removeprefix("%"): str(v) for k, v in row.metadata.items()
+            },
+        )
+        item.metadata[ID_KEY] = str(row.source_id)
+        if via == "import":
+            if not item.urls:
+                raise InputError(
+                    f"manifest row {row.line} (source {row.source_id}) has no "
+                    "URL; write the manifest with --url-root to use --via import"
+                )
+        else:
+            reason = _check_files(item.files)
+            if reason:
+                problems.append((row.source_id, reason))
+                continue
+        if src.subject_id:
+            item.subject_id = src.subject_id
+            stored = src.upload.get("media") == "stored"
+            item.action = "link" if stored else "repair"
+        items.append(item)
+    return items, problems
+
+
+def _check_files(files: list[Path]) -> str:
+    """Why these PNGs cannot be uploaded ('' when they can)."""
+    if not files:
+        return "no image file in the manifest row"
+    for path in files:
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+        except OSError as exc:
+            return f"cannot read {path}: {exc.strerror}"
+        if size > MAX_FILE_BYTES:
+            return f"{path} is {size} bytes, over the {MAX_FILE_BYTES}-byte limit"
+        if head != _PNG:
+            return f"{path} is not a PNG file"
+    return ""
+
+
+def _resolve_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
+    """The subject set's id (created when named and absent, except in a dry run)."""
+    project = str(options.project)
+    if options.subject_set_id:
+        found = api.subject_set(str(options.subject_set_id))
+        owner = str(found.get("links", {}).get("project", ""))
+        if owner and owner != project:
+            raise InputError(
+                f"subject set {options.subject_set_id} belongs to project "
+                f"{owner}, not {project}"
+            )
+        return str(found["id"])
+    name = str(options.subject_set)
+    found_set = api.find_subject_set(project, name)
+    if found_set is not None:
+        return str(found_set["id"])
+    if options.dry_run:
+        logger.info("subject set %r would be created in project %s", name, project)
+        return None
+    created = api.create_subject_set(project, name)
+    logger.info("created subject set %s (%r)", created["id"], name)
+    return str(created["id"])
+
+
+def _check_settings(
+    run: Run, options: UploadOptions, endpoint: str, set_id: str | None
+) -> None:
+    """Refuse to send a run already uploaded elsewhere to another place."""
+    saved = run.settings.get("upload")
+    if not saved:
+        return
+    has_subjects = run.db.execute(
+        "SELECT 1 FROM sources WHERE subject_id IS NOT NULL LIMIT 1"
+    ).fetchone()
+    if not has_subjects:
+        return
+    for key, now in (
+        ("endpoint", endpoint),
+        ("project", str(options.project)),
+        ("subject_set_id", set_id),
+    ):
+        if now is not None and str(saved.get(key)) != str(now):
+            raise SettingsMismatch(
+                f"run {run.path} was uploaded with {key} {saved.get(key)}, not "
+                f"{now}; start a new run directory to upload elsewhere"
+            )
+
+
+def _list_set(api: PanoptesAPI, set_id: str, via: str) -> dict[str, list[str]]:
+    """``{zooprep id: [subject ids]}`` of the set's subjects."""
+    found: dict[str, list[str]] = {}
+    for subject in api.set_subjects(set_id):
+        key = (subject.get("metadata") or {}).get(ID_KEY)
+        if key is None and via == "import":
+            key = subject.get("external_id")
+        if key is not None:
+            found.setdefault(str(key), []).append(str(subject["id"]))
+    return found
+
+
+def _reconcile(
+    items: list[_Item], existing: dict[str, list[str]]
+) -> list[tuple[int, list[str]]]:
+    """Adopt subjects found in the set; return duplicates to delete."""
+    deletions = []
+    for item in items:
+        there = existing.get(str(item.id), [])
+        if not there:
+            continue  # a recorded subject missing here is checked by its repair
+        keep = item.subject_id if item.subject_id in there else min(there, key=int)
+        extra = [s for s in there if s != keep]
+        if extra:
+            deletions.append((item.id, extra))
+        if item.subject_id != keep:
+            item.subject_id = keep
+            item.action = "repair"  # created, but its media were never confirmed
+        elif item.action == "create":
+            item.action = "repair"
+    return deletions
+
+
+def _check_quota(api: PanoptesAPI, needed: int, dry_run: bool) -> None:
+    """Stop early if ``needed`` new subjects do not fit in the user's quota."""
+    me = api.me()
+    if me.get("upload_whitelist") or me.get("admin"):
+        return
+    limit = me.get("subject_limit")
+    used = me.get("uploaded_subjects_count")
+    if limit is None or used is None:
+        logger.info("the server did not say the subject quota; not checked")
+        return
+    left = int(limit) - int(used)
+    logger.info("subject quota: %s of %s used, %d needed", used, limit, needed)
+    if needed > left:
+        raise QuotaError(
+            f"this upload needs {needed} new subjects but user "
+            f"{me.get('login', me.get('id'))} has uploaded {used} of {limit} "
+            f"allowed ({max(left, 0)} left); ask the project or Zooniverse "
+            "for a larger quota or upload fewer rows"
+        )
+
+
+# -- direct upload -------------------------------------------------------------
+
+
+class _Workers:
+    """One PanoptesAPI per worker thread, closed at the end."""
+
+    def __init__(
+        self, tokens: TokenManager, timeout: float, retry: RetryPolicy | None
+    ) -> None:
+        self._tokens, self._timeout, self._retry = tokens, timeout, retry
+        self._local = threading.local()
+        self._all: list[PanoptesAPI] = []
+        self._lock = threading.Lock()
+
+    def api(self) -> PanoptesAPI:
+        """The calling thread's client."""
+        api: PanoptesAPI | None = getattr(self._local, "api", None)
+        if api is None:
+            api = PanoptesAPI(self._tokens, timeout=self._timeout, retry=self._retry)
+            self._local.api = api
+            with self._lock:
+                self._all.append(api)
+        return api
+
+    def close(self) -> None:
+        """Close every client's session."""
+        with self._lock:
+            for api in self._all:
+                api.close()
+
+
+def _run_direct(
+    api: PanoptesAPI,
+    tokens: TokenManager,
+    state: _State,
+    items: list[_Item],
+    options: UploadOptions,
+    retry: RetryPolicy | None,
+    result: UploadResult,
+    reporter: Reporter,
+) -> None:
+    """Create/repair with a thread pool, reconcile uncertain creates, link leftovers."""
+    workers = _Workers(tokens, options.timeout, retry)
+    stop = threading.Event()
+    to_link = [i for i in items if i.action == "link"]
+    pending = [i for i in items if i.action != "link"]
+    quota_reason = ""
+    try:
+        for round_ in range(1, _ROUNDS + 1):
+            uncertain: list[_Item] = []
+            for outcome in _pool(workers, state, pending, options.workers, stop):
+                item = outcome.item
+                if outcome.kind == "uncertain":
+                    uncertain.append(item)
+                    continue
+                if outcome.kind in ("failed", "quota"):
+                    if outcome.kind == "quota":
+                        stop.set()
+                        quota_reason = outcome.reason
+                    state.failed(item.id, outcome.reason)
+                    result.failed += 1
+                    reporter.advance(1, failed=1)
+                    continue
+                result.created += outcome.created
+                result.repaired += outcome.repaired
+                if outcome.kind == "unlinked":
+                    to_link.append(item)
+                else:
+                    result.linked += 1
+                    reporter.advance(1)
+            if not uncertain:
+                break
+            logger.info(
+                "%d creates got no clear answer; checking the subject set "
+                "before trying them again (round %d)",
+                len(uncertain),
+                round_,
+            )
+            existing = _list_set(api, state.set_id, "direct")
+            for extra_owner, extra in _reconcile(uncertain, existing):
+                for subject_id in extra:
+                    api.delete_subject(subject_id)
+                    result.deleted += 1
+                    logger.warning(
+                        "deleted duplicate subject %s of source %d",
+                        subject_id,
+                        extra_owner,
+                    )
+            for item in uncertain:
+                if item.subject_id:
+                    state.created(
+                        item.id, item.subject_id
+                    )  # adopt before anything else
+            pending = uncertain
+        else:
+            for item in uncertain:
+                reason = (
+                    "the create request never got a clear answer and the "
+                    "subject is not in the set; run again to retry"
+                )
+                state.failed(item.id, reason)
+                result.failed += 1
+                reporter.advance(1, failed=1)
+        _link_leftovers(api, state, to_link, result, reporter)
+    finally:
+        workers.close()
+    if quota_reason:
+        logger.error("stopped: %s", quota_reason)
+
+
+def _pool(
+    workers: _Workers,
+    state: _State,
+    items: list[_Item],
+    n_workers: int,
+    stop: threading.Event,
+) -> Iterator[_Outcome]:
+    """Run `_process` over items with at most a few in flight per worker."""
+    window = n_workers * 4
+    queue = iter(items)
+    with cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-upload") as ex:
+        running: set[cf.Future[_Outcome]] = set()
+
+        def fill() -> None:
+            while len(running) < window and not stop.is_set():
+                item = next(queue, None)
+                if item is None:
+                    return
+                running.add(ex.submit(_process, workers, state, item, stop))
+
+        fill()
+        while running:
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                running.discard(future)
+                yield future.result()
+            fill()
+    for item in queue:  # left over after a stop (quota)
+        yield _Outcome(item, "failed", reason="not attempted: subject quota reached")
+
+
+def _process(
+    workers: _Workers, state: _State, item: _Item, stop: threading.Event
+) -> _Outcome:
+    """Create or repair one subject; never raises for a per-row failure."""
+    if stop.is_set():
+        return _Outcome(item, "failed", reason="not attempted: subject quota reached")
+    api = workers.api()
+    label = f"source {item.id}"
+    try:
+        data = [path.read_bytes() for path in item.files]
+    except OSError as exc:
+        return _Outcome(item, "failed", reason=f"cannot read image: {exc.strerror}")
+    created = False
+    linked = True
+    try:
+        if item.action == "create":
+            subject_id, urls, linked = api.create_subject(
+                state.project,
+                state.set_id,
+                item.metadata,
+                len(data),
+                label=label,
+            )
+            state.created(item.id, subject_id)  # before anything else
+            item.subject_id = subject_id
+            created = True
+        else:
+            assert item.subject_id is not None
+            try:
+                urls = api.fresh_upload_urls(item.subject_id, len(data))
+            except PanoptesError as exc:
+                if exc.status != 404:
+                    raise
+                # The recorded subject is gone: start this row afresh.
+                state.forget(item.id)
+                item.subject_id, item.action = None, "create"
+                return _process(workers, state, item, stop)
+        _put_media(api, item, urls, data, label)
+        state.stored(item.id, item.subject_id, linked)
+        return _Outcome(
+            item,
+            "done" if linked else "unlinked",
+            created=created,
+            repaired=not created,
+        )
+    except CreateUncertain as exc:
+        logger.info("%s: %s", label, exc)
+        return _Outcome(item, "uncertain", reason=str(exc))
+    except QuotaError as exc:
+        return _Outcome(item, "quota", reason=str(exc))
+    except UploadError as exc:
+        if created:
+            item.action = "repair"
+        return _Outcome(item, "failed", reason=str(exc))
+
+
+def _put_media(
+    api: PanoptesAPI, item: _Item, urls: list[str], data: list[bytes], label: str
+) -> None:
+    """PUT every file; on a final failure, once more with fresh signed URLs."""
+    if len(urls) != len(data):
+        raise PanoptesError(
+            f"{label}: subject {item.subject_id} has {len(urls)} upload URLs "
+            f"for {len(data)} files"
+        )
+    try:
+        for url, blob in zip(urls, data, strict=True):
+            api.put_blob(url, blob, label=label)
+    except PanoptesError as exc:
+        assert item.subject_id is not None
+        logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
+        urls = api.fresh_upload_urls(item.subject_id, len(data))
+        for url, blob in zip(urls, data, strict=True):
+            api.put_blob(url, blob, label=label)
+
+
+def _link_leftovers(
+    api: PanoptesAPI,
+    state: _State,
+    items: list[_Item],
+    result: UploadResult,
+    reporter: Reporter,
+) -> None:
+    """Link subjects that were not linked at creation, in batches."""
+    for start in range(0, len(items), _LINK_BATCH):
+        batch = items[start : start + _LINK_BATCH]
+        ids = [i.subject_id for i in batch if i.subject_id]
+        try:
+            api.link(state.set_id, [str(i) for i in ids])
+        except UploadError as exc:
+            for item in batch:
+                state.failed(item.id, f"linking to set {state.set_id}: {exc}")
+            result.failed += len(batch)
+            reporter.advance(len(batch), failed=len(batch))
+            continue
+        state.linked([i.id for i in batch])
+        result.linked += len(batch)
+        reporter.advance(len(batch))
+
+
+# -- server-side import -----------------------------------------------------------
+
+
+def _run_imports(
+    run: Run,
+    api: PanoptesAPI,
+    state: _State,
+    items: list[_Item],
+    publish: Callable[[str, bytes], str] | None,
+    result: UploadResult,
+    reporter: Reporter,
+    poll: float = 0.5,
+) -> None:
+    """One subject-set import per 10,000 rows, polled to completion."""
+    if publish is None:
+        publish = _default_publisher(run)
+    for part, start in enumerate(range(0, len(items), IMPORT_ROWS), start=1):
+        batch = items[start : start + IMPORT_ROWS]
+        name = f"import-set{state.set_id}-part{part:03d}.csv"
+        url = publish(name, _import_csv(batch))
+        record = api.create_import(state.set_id, url)
+        logger.info(
+            "import %s of %d rows started from %s", record["id"], len(batch), url
+        )
+        done = 0
+        while True:
+            record = api.get_import(str(record["id"]))
+            finished = int(record.get("imported_count", 0))
+            reporter.advance(max(0, finished - done))
+            done = max(done, finished)
+            if (
+                finished + int(record.get("failed_count", 0)) >= len(batch)
+                or float(record.get("progress", 0)) >= 1.0
+            ):
+                break
+            time.sleep(poll)
+        failed_ids = {str(u) for u in record.get("failed_uuids") or []}
+        by_external = {}
+        for subject in api.set_subjects(state.set_id):
+            if subject.get("external_id") is not None:
+                by_external[str(subject["external_id"])] = str(subject["id"])
+        for item in batch:
+            subject_id = by_external.get(str(item.id))
+            if subject_id and str(item.id) not in failed_ids:
+                state.stored(item.id, subject_id, True)
+                result.created += 1
+                result.linked += 1
+            else:
+                state.failed(
+                    item.id, f"server-side import {record['id']} failed this row"
+                )
+                result.failed += 1
+
+
+def _import_csv(items: list[_Item]) -> bytes:
+    """The CSV of a subject-set import: external_id, location:N, metadata:KEY."""
+    n_loc = max(len(i.urls) for i in items)
+    keys: list[str] = []
+    for item in items:
+        for key in item.metadata:
+            if key not in keys:
+                keys.append(key)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["external_id"]
+        + [f"location:{n + 1}" for n in range(n_loc)]
+        + [f"metadata:{k}" for k in keys]
+    )
+    for item in items:
+        locs = item.urls + [""] * (n_loc - len(item.urls))
+        writer.writerow(
+            [str(item.id), *locs, *(item.metadata.get(k, "") for k in keys)]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def _default_publisher(run: Run) -> Callable[[str, bytes], str]:
+    """Write import CSVs to RUN/imports/ and expect them at <url_root>/imports/."""
+    url_root = str(run.settings.get("manifest", {}).get("url_root") or "").rstrip("/")
+    if not url_root:
+        raise InputError(
+            "--via import needs a manifest written with --url-root (no url_root "
+            f"in {run.path / Run.SETTINGS})"
+        )
+
+    def publish(name: str, data: bytes) -> str:
+        atomic_write(run.path / "imports" / name, data)
+        url = f"{url_root}/imports/{name}"
+        logger.info(
+            "wrote %s; it must be reachable at %s", run.path / "imports" / name, url
+        )
+        return url
+
+    return publish
