@@ -431,3 +431,17 @@ def test_results_command_and_status(tmp_path, apdb_sqlite):
     assert report["results"]["classifications"] == sum(
         e["n_classifications"] for e in expected.values()
     )
+
+
+def test_results_command_can_use_every_workflow_version(tmp_path, apdb_sqlite):
+    setup = make_setup(tmp_path, apdb_sqlite)
+    args = ["results", str(setup.run), "--classifications", str(setup.export)]
+    args += ["--workflow-id", "101", "--workflow-version", "all"]
+    res = CliRunner().invoke(cli, [*args, "--real-answer", "Real"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(setup.run / "results.csv")
+    assert "frac_yes" in table.columns
+    assert table["frac_yes"].sum() > 0
+    res = CliRunner().invoke(cli, [*args, "--workflow-version", "5", "--force"])
+    assert res.exit_code == 2
+    assert "versions found: 3.7, 4.1, 4.2" in res.output

@@ -655,6 +655,13 @@ def upload(run: Path, **kw: Any) -> None:
     "or 'yes').",
 )
 @click.option(
+    "--workflow-version",
+    default=None,
+    metavar="all|latest|MAJOR[.MINOR]",
+    help="Workflow versions to use (default: every minor version of the latest "
+    "major one; a major version change means the tasks changed).",
+)
+@click.option(
     "--download",
     is_flag=True,
     help="Fetch the export through the API (needs upload credentials).",
