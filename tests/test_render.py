@@ -88,7 +88,7 @@ def cut(images, y: int, x: int, n: int) -> Triplet:
 
 def decode(png: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(png)) as im:
-        assert im.mode == "RGB"
+        assert im.mode in ("RGB", "L")  # greyscale when the colour map is grey
         return np.asarray(im.convert("RGB"))
 
 
@@ -269,10 +269,7 @@ def test_multisize_pictures_stack_one_row_per_size_with_equal_panels(
                 (width, width)
             ] * 3
         # Titles once: text above the first row, only white between the rows.
-        (top, _, _, _), (bottom_of_first, _, _, _) = (
-            rows[0][0],
-            (rows[0][0][1], 0, 0, 0),
-        )
+        top, bottom_of_first = rows[0][0][:2]
         second_top = rows[1][0][0]
         assert (img[top - 25 : top - 2] != 255).any()
         assert (img[bottom_of_first:second_top] == 255).all()
@@ -340,6 +337,32 @@ def test_same_input_gives_byte_identical_png(decam, apdb):
         again = renderer.render(cutouts, rows[3])
         unpickled = pickle.loads(pickle.dumps(renderer)).render(cutouts, rows[3])
         assert first == again == unpickled
+
+
+def test_grey_colour_map_gives_a_greyscale_png_with_the_same_pixels(decam):
+    cutouts = Cutouts(1, [cut(decam, 142, 103, 30)])
+    grey = PlainRenderer().render(cutouts, {})
+    with Image.open(io.BytesIO(grey)) as im:
+        assert im.mode == "L"
+    # The same picture through a colour map that is grey but written as RGB
+    # (NaN in colour) has the same pixels where there is no NaN.
+    with_nan = Triplet(
+        *(
+            a.copy()
+            for a in (
+                cutouts.rows[0].template,
+                cutouts.rows[0].science,
+                cutouts.rows[0].difference,
+            )
+        )
+    )
+    with_nan.template[0, 0] = np.nan
+    rgb = PlainRenderer().render(Cutouts(1, [with_nan]), {})
+    with Image.open(io.BytesIO(rgb)) as im:
+        assert im.mode == "RGB"
+    a, b = decode(grey), decode(rgb)
+    [boxes] = panel_boxes(b)
+    assert (a[:, boxes[1][2] :] == b[:, boxes[1][2] :]).all()
 
 
 def test_png_has_no_metadata_and_stays_under_1mb():

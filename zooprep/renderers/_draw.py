@@ -364,22 +364,29 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
-def encode_png(canvas: np.ndarray, level: int = PNG_LEVEL) -> bytes:
+def encode_png(canvas: np.ndarray, level: int = PNG_LEVEL, grey: bool = False) -> bytes:
     """PNG bytes of an RGB canvas: IHDR, IDAT, IEND and nothing else.
 
     Every row uses PNG's "Up" filter (difference with the row above), which
     turns the repeated rows of nearest-neighbour upscaled panels into zeros
     that deflate compresses quickly and well; no timestamps or text chunks,
-    so the same canvas always gives the same bytes.
+    so the same canvas always gives the same bytes.  With ``grey`` (the
+    caller knows every pixel has r == g == b) the file is 8-bit greyscale,
+    a third of the data to compress.
     """
     height, width = canvas.shape[:2]
-    rows = np.ascontiguousarray(canvas).reshape(height, width * 3)
-    filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
+    if grey:
+        rows = np.ascontiguousarray(canvas[..., 0])
+        colour_type, channels = 0, 1
+    else:
+        rows = np.ascontiguousarray(canvas).reshape(height, width * 3)
+        colour_type, channels = 2, 3
+    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
     filtered[:, 0] = 2
     filtered[0, 0] = 0
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return b"".join(
         (
             b"\x89PNG\r\n\x1a\n",

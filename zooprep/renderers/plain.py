@@ -113,6 +113,18 @@ class PlainRenderer:
             self._lut_ = colormap_lut(self.cmap)
         return self._lut_
 
+    @property
+    def _grey_lut(self) -> bool:
+        """Whether every colour of the colour map is a grey (r == g == b)."""
+        lut = self._lut
+        return bool((lut == lut[:, :1]).all())
+
+    @property
+    def _grey_nan(self) -> bool:
+        """Whether the no-data colour is a grey."""
+        r, g, b = self._nan_rgb
+        return r == g == b
+
     def _base(
         self, key: Any, layout: _draw.Layout, titles: tuple[str, ...]
     ) -> np.ndarray:
@@ -147,13 +159,17 @@ class PlainRenderer:
 
     def _draw_panels(
         self, canvas: np.ndarray, layout: _draw.Layout, cutouts: Cutouts
-    ) -> None:
-        """Paste every row's three coloured panels onto ``canvas``."""
+    ) -> bool:
+        """Paste every row's three coloured panels; True if all pixels are grey."""
         lut = self._lut
+        grey = self._grey_lut
         for row, triplet in zip(layout.rows, cutouts.rows, strict=True):
             for x, normed in zip(layout.panel_x, self.normalize(triplet), strict=True):
                 rgb = colorize(normed, lut, self._nan_rgb)
+                if grey and not self._grey_nan and not np.isfinite(normed).all():
+                    grey = False
                 _draw.paste_panel(canvas, rgb, x, row, layout.panel_width)
+        return grey
 
     def render(self, cutouts: Cutouts, row: Mapping[str, Any]) -> bytes:
         """Draw one source's cutouts as PNG bytes.
@@ -179,5 +195,6 @@ class PlainRenderer:
         key = tuple(shapes)
         layout = _draw.make_layout(shapes, self.scale)
         canvas = self._base(key, layout, TITLES)
-        self._draw_panels(canvas, layout, cutouts)
-        return _draw.encode_png(canvas)
+        # Titles are black on white: a grey colour map gives a grey picture.
+        grey = self._draw_panels(canvas, layout, cutouts)
+        return _draw.encode_png(canvas, grey=grey)

@@ -169,13 +169,15 @@ def zscale_limits(
         good = ~badpix
         xg = x[good]
         yg = y[good]
-        xm = xg.mean()
-        ym = yg.mean()
+        xm = xg.sum() / xg.size
+        ym = yg.sum() / yg.size
         dx = xg - xm
         slope = np.float64(np.dot(dx, yg - ym) / np.dot(dx, dx))
         intercept = ym - slope * xm
         flat = samples - (slope * x + intercept)
-        threshold = krej * flat[good].std()
+        kept = flat[good]
+        dev = kept - kept.sum() / kept.size
+        threshold = krej * np.sqrt(np.dot(dev, dev) / kept.size)
         badpix[(flat < -threshold) | (flat > threshold)] = True
         badpix = np.convolve(badpix, kernel, mode="same")
         last_ngoodpix = ngoodpix
