@@ -46,8 +46,8 @@ def _catalog(path: Path, n: int = N, seed: int = 0) -> Path:
             "visit": 943296,
             "detector": 37,
             "band": "i",
-            "x": rng.uniform(10, 245, n),
-            "y": rng.uniform(10, 245, n),
+            "x": rng.uniform(20, 235, n),
+            "y": rng.uniform(20, 235, n),
             "reliability": rng.uniform(0, 1, n),
         }
     )
