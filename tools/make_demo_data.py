@@ -151,7 +151,9 @@ def smooth(image: np.ndarray, sigma: float) -> np.ndarray:
     return np.apply_along_axis(lambda c: np.convolve(c, k, mode="valid"), 0, rows)
 
 
-def local_peaks(snr_map: np.ndarray, threshold: float, half: int = 4) -> list[tuple[int, int]]:
+def local_peaks(
+    snr_map: np.ndarray, threshold: float, half: int = 4
+) -> list[tuple[int, int]]:
     """``(y, x)`` of pixels that are the maximum of |snr| in their window and above threshold."""
     mag = np.abs(snr_map)
     padded = np.pad(mag, half, mode="constant", constant_values=0)
@@ -175,7 +177,12 @@ def measure(
     ny, nx = diff.shape
     sign = 1.0 if smoothed_snr[y, x] > 0 else -1.0
     r = 6
-    y0, y1, x0, x1 = max(0, y - r), min(ny, y + r + 1), max(0, x - r), min(nx, x + r + 1)
+    y0, y1, x0, x1 = (
+        max(0, y - r),
+        min(ny, y + r + 1),
+        max(0, x - r),
+        min(nx, x + r + 1),
+    )
     yy, xx = np.mgrid[y0:y1, x0:x1]
     stamp = diff[y0:y1, x0:x1]
     weight = np.clip(sign * stamp, 0, None)
@@ -201,7 +208,12 @@ def measure(
     truncated = inside.sum() < 0.9 * full_area
     # Science-image flux above a local background (annulus 9-13 px).
     R = 13
-    sy0, sy1, sx0, sx1 = max(0, y - R), min(ny, y + R + 1), max(0, x - R), min(nx, x + R + 1)
+    sy0, sy1, sx0, sx1 = (
+        max(0, y - R),
+        min(ny, y + R + 1),
+        max(0, x - R),
+        min(nx, x + R + 1),
+    )
     syy, sxx = np.mgrid[sy0:sy1, sx0:sx1]
     sstamp = sci[sy0:sy1, sx0:sx1]
     rr = np.hypot(syy - cy, sxx - cx)
@@ -387,11 +399,14 @@ def write_apdb(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = columns()
     ddl = ",\n\t".join(
-        f'"{name}" {kind}' + (" NOT NULL" if not_null else "") for name, kind, not_null in cols
+        f'"{name}" {kind}' + (" NOT NULL" if not_null else "")
+        for name, kind, not_null in cols
     )
     db = sqlite3.connect(path)
     try:
-        db.execute(f'CREATE TABLE "DiaSource" (\n\t{ddl}, \n\tPRIMARY KEY ("diaSourceId")\n)')
+        db.execute(
+            f'CREATE TABLE "DiaSource" (\n\t{ddl}, \n\tPRIMARY KEY ("diaSourceId")\n)'
+        )
         db.execute(
             'CREATE INDEX "IDX_DiaSource_visitDetector" ON "DiaSource" (visit, detector)'
         )
@@ -419,7 +434,9 @@ def write_apdb(path: Path, rows: list[dict[str, Any]]) -> None:
                 elif isinstance(value, float) and not np.isfinite(value):
                     value = None
                 values.append(value)
-            db.execute(f'INSERT INTO "DiaSource" ({quoted}) VALUES ({placeholders})', values)
+            db.execute(
+                f'INSERT INTO "DiaSource" ({quoted}) VALUES ({placeholders})', values
+            )
         db.commit()
         db.execute("VACUUM")
     finally:
@@ -433,7 +450,15 @@ def write_decam(shared: Path, out: Path) -> None:
         with fits.open(shared / "decam_sfft" / name) as hdul:
             data = hdul[0].data.astype(np.float32)
             header = hdul[0].header.copy()
-        for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "FZQVALUE", "FZQMETHD"):
+        for key in (
+            "BITPIX",
+            "NAXIS",
+            "NAXIS1",
+            "NAXIS2",
+            "EXTEND",
+            "FZQVALUE",
+            "FZQMETHD",
+        ):
             header.remove(key, ignore_missing=True)
         header["ZPSOURCE"] = (f"decam_sfft/{name}", "zooprep demo: origin (sfft, MIT)")
         hdu = fits.CompImageHDU(
@@ -469,7 +494,7 @@ def main() -> None:
     write_apdb(args.out / "apdb" / "demo_apdb.sqlite3", rows)
     flagged = sum(bool(r["pixelFlags_edge"]) for r in rows)
     dipoles = sum(bool(r["isDipole"]) for r in rows)
-    print(
+    print(  # noqa: T201 - a command-line tool reports what it made
         f"{len(rows)} sources ({flagged} at an edge, {dipoles} dipoles); "
         f"difference noise {info['sigma']:.2f} ADU, FWHM {info['fwhm']:.2f} px"
     )
