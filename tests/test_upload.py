@@ -47,7 +47,7 @@ def _png(seed: int, size: int = 24) -> bytes:
     return out.getvalue()
 
 
-def make_run(path: Path, n: int, *, url_root: str | None = None) -> Path:
+def make_run(path: Path, n: int, **manifest_kw) -> Path:
     """A run of ``n`` rendered sources with real PNGs, and its manifest."""
     with Run.create(path) as run:
         run.add_sources(
@@ -61,10 +61,7 @@ def make_run(path: Path, n: int, *, url_root: str | None = None) -> Path:
             rel = run.cutout_path(src)
             atomic_write(run.path / rel, _png(src.seq))
             run.update(src.id, status="rendered", files=[rel])
-    if url_root:
-        zooprep.manifest(path, url_root=url_root)
-    else:
-        zooprep.manifest(path)
+    zooprep.manifest(path, **manifest_kw)
     return path
 
 
@@ -121,6 +118,19 @@ def test_upload_makes_one_linked_subject_per_source_with_its_png(
     again = zooprep.upload(run, options(panoptes_standin), retry=FAST)
     assert (again.created, again.skipped, again.failed) == (0, 24, 0)
     assert "24 already linked" in str(again)
+
+
+def test_index_fields_go_to_the_subject_set_without_their_prefix(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_run(tmp_path / "run", 3, index=["band"])
+    login_env(monkeypatch, panoptes_standin)
+    zooprep.upload(run, options(panoptes_standin), retry=FAST)
+    subject_set = panoptes_standin.subject_set(panoptes_standin.subject_set_id)
+    assert subject_set.metadata["indexFields"] == "band"
+    subjects = panoptes_standin.set_subjects(panoptes_standin.subject_set_id)
+    assert {s.metadata["band"] for s in subjects} == {"g", "r", "i"}
+    assert not any(k.startswith("%") for s in subjects for k in s.metadata)
 
 
 def test_upload_by_set_name_creates_the_set_once(

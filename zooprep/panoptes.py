@@ -618,6 +618,26 @@ class PanoptesAPI:
             raise PanoptesError(str(exc), exc.status) from None
         return dict(answer.body["subject_sets"][0])
 
+    def set_index_fields(self, set_id: str, names: list[str]) -> None:
+        """Make ``names`` the subject set's ``indexFields`` (as panoptes-cli does)."""
+        wanted = ",".join(names)
+
+        def attempt() -> None:
+            got = self.request("GET", f"/subject_sets/{set_id}")
+            metadata = dict(got.body["subject_sets"][0].get("metadata") or {})
+            if metadata.get("indexFields") == wanted:
+                return
+            metadata["indexFields"] = wanted
+            self.request(
+                "PUT",
+                f"/subject_sets/{set_id}",
+                json={"subject_sets": {"metadata": metadata}},
+                etag=got.etag,
+                what=f"set index fields of subject set {set_id}",
+            )
+
+        self._retrying(attempt, f"set index fields of subject set {set_id}")
+
     # -- subjects ------------------------------------------------------------
 
     def create_subject(

@@ -298,7 +298,7 @@ def _upload(
         raise InputError("give exactly one of subject_set_id and subject_set")
 
     result = UploadResult(dry_run=options.dry_run)
-    items, problems = _plan(run, result, via, options.dry_run)
+    items, problems, index_fields = _plan(run, result, via, options.dry_run)
     for source_id, reason in problems:
         logger.warning("source %d: %s", source_id, reason)
 
@@ -347,6 +347,8 @@ def _upload(
             },
         )
         state = _State(run, set_id, str(options.project))
+        if index_fields:
+            api.set_index_fields(set_id, index_fields)
         for source_id, reason in problems:
             state.failed(source_id, reason)
         result.failed += len(problems)
@@ -384,8 +386,8 @@ def _upload(
 
 def _plan(
     run: Run, result: UploadResult, via: str, dry_run: bool
-) -> tuple[list[_Item], list[tuple[int, str]]]:
-    """The rows still to upload, and rows with local problems (id, reason)."""
+) -> tuple[list[_Item], list[tuple[int, str]], list[str]]:
+    """The rows still to upload, rows with local problems (id, reason), index fields."""
     from zooprep.stages.manifest import mark_removed, read_reviewed
 
     reviewed = read_reviewed(run)
@@ -431,7 +433,7 @@ def _plan(
             stored = src.upload.get("media") == "stored"
             item.action = "link" if stored else "repair"
         items.append(item)
-    return items, problems
+    return items, problems, reviewed.index_fields
 
 
 def _check_files(files: list[Path]) -> str:
