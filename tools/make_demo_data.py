@@ -7,8 +7,8 @@ Run from the repository root::
 What it writes (see ``zooprep/data/README.md`` for provenance and licences):
 
 - ``decam/{science,template,difference}.fits``: the real DECam i-band triplet of
-  ``decam_sfft`` (MIT), as float32 tile-compressed FITS (lossless GZIP_2), with
-  their original headers (full TPV WCS; the three share one pixel grid);
+  ``decam_sfft`` (MIT), as float32 FITS with their original headers (full TPV
+  WCS; the three share one pixel grid);
 - ``alerts/ztf/*.avro``, ``alerts/rubin/*.avro``: unmodified copies of a few
   real alert packets from MIT / Apache-2.0 sources;
 - ``apdb/demo_apdb.sqlite3``: a small SQLite APDB made here: a ``DiaSource``
@@ -444,34 +444,22 @@ def write_apdb(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_decam(shared: Path, out: Path) -> None:
-    """The triplet as float32, losslessly tile-compressed, headers kept."""
+    """The triplet as float32 FITS, headers kept.
+
+    Plain (uncompressed) FITS: lossless tile compression barely shrinks these
+    noisy float images and its gzip stream carries a time stamp, which would
+    make the sample differ on every rebuild.
+    """
     out.mkdir(parents=True, exist_ok=True)
     for role, name in DECAM.items():
         with fits.open(shared / "decam_sfft" / name) as hdul:
             data = hdul[0].data.astype(np.float32)
             header = hdul[0].header.copy()
-        for key in (
-            "BITPIX",
-            "NAXIS",
-            "NAXIS1",
-            "NAXIS2",
-            "EXTEND",
-            "FZQVALUE",
-            "FZQMETHD",
-        ):
+        for key in ("FZQVALUE", "FZQMETHD", "CHECKSUM", "DATASUM"):
             header.remove(key, ignore_missing=True)
         header["ZPSOURCE"] = (f"decam_sfft/{name}", "zooprep demo: origin (sfft, MIT)")
-        hdu = fits.CompImageHDU(
-            data,
-            header=header,
-            compression_type="GZIP_2",
-            quantize_level=0.0,
-            name="IMAGE",
-        )
         target = out / f"{role}.fits"
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(target, overwrite=True)
-        back = fits.getdata(target, ext=1)
-        assert np.array_equal(back, data), f"{target}: compression was not lossless"
+        fits.PrimaryHDU(data, header=header).writeto(target, overwrite=True)
 
 
 def copy_alerts(shared: Path, out: Path) -> None:
