@@ -295,6 +295,11 @@ def select(run: Path, **kwargs: Any) -> None:
     """Choose the sources to show volunteers and start (or extend) RUN.
 
     Exactly one of --apdb, --catalog, --alerts (or --apdb-config) is needed.
+    Sources are taken in ascending id order; --sample draws a reproducible
+    random sample. A catalog needs an id (diaSourceId or --id-column), visit
+    and detector (or image), and x and y (or ra and dec), under DiaSource
+    names (map others with --rename). Re-running the same select continues
+    it; a different one on a run with sources needs --append.
 
     \b
     Example:

@@ -340,6 +340,12 @@ class AlertReader:
             self._masks[where] = to_mask(where, self._frame)
         return self._masks[where]
 
+    def check(self, where: Expr | None, column: str | None = None) -> None:
+        """Raise InputError now if the filter or ``column`` cannot be used."""
+        self._mask(where)
+        if column is not None and column not in self.columns():
+            raise unknown_column(column, self.columns(), "--stratify")
+
     def scan(
         self, where: Expr | None, column: str | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

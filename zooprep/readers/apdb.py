@@ -56,7 +56,10 @@ def safe_url(url: Any) -> str:
             scheme, rest = text.split("://", 1)
             return f"{scheme}://{rest.split('@', 1)[1]}"
         return text
-    return str(parsed.set(password=None).render_as_string(hide_password=False))
+    if "password" in parsed.query:
+        parsed = parsed.difference_update_query(["password"])
+    # URL.set(password=None) means "unchanged"; replace the field itself.
+    return str(parsed._replace(password=None).render_as_string(hide_password=False))
 
 
 def _first_line(exc: BaseException, secret: str | None) -> str:
@@ -305,6 +308,12 @@ class ApdbReader:
                 f"--apdb {self.describe()}: query failed: "
                 f"{_first_line(exc, self._secret)}"
             ) from None
+
+    def check(self, where: Expr | None, column: str | None = None) -> None:
+        """Raise InputError now if the filter or ``column`` cannot be used."""
+        self._clause(where)
+        if column is not None and column not in self.table.c:
+            raise unknown_column(column, self.columns(), "--stratify")
 
     def scan(
         self, where: Expr | None, column: str | None = None

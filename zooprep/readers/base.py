@@ -61,6 +61,10 @@ class SourceReader(Protocol):
         """Files that could not be read (empty for databases)."""
         ...
 
+    def check(self, where: Expr | None, column: str | None = None) -> None:
+        """Raise InputError now if the filter or ``column`` cannot be used."""
+        ...
+
     def scan(
         self, where: Expr | None, column: str | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

@@ -124,6 +124,20 @@ def int64_ids(series: Any, column: str, where: str) -> np.ndarray:
     return out
 
 
+def _decode_bytes(frame: Any) -> Any:
+    """Turn columns of bytes (FITS strings) into text, so filters compare text."""
+    for name in frame.columns:
+        col = frame[name]
+        if col.dtype == object:
+            sample = col.dropna().head(20).tolist()
+            if sample and all(isinstance(v, bytes) for v in sample):
+                frame[name] = [
+                    v.decode("utf-8", "replace").rstrip() if isinstance(v, bytes) else v
+                    for v in col.tolist()
+                ]
+    return frame
+
+
 def _py_values(series: Any) -> list[Any]:
     """A column as Python values, with None for missing ones and text for bytes."""
     import pandas as pd
@@ -242,7 +256,7 @@ class CatalogReader:
                 if multi:
                     log.info("%s: skipping array columns %s", self.path, multi)
                     table.remove_columns(multi)
-                return table.to_pandas()
+                return _decode_bytes(table.to_pandas())
         except InputError:
             raise
         except Exception as exc:  # any parser's error is an unreadable file
@@ -277,6 +291,12 @@ class CatalogReader:
         if where not in self._masks:
             self._masks[where] = to_mask(where, self.frame)
         return self._masks[where]
+
+    def check(self, where: Expr | None, column: str | None = None) -> None:
+        """Raise InputError now if the filter or ``column`` cannot be used."""
+        self._mask(where)
+        if column is not None and column not in self.columns():
+            raise unknown_column(column, self.columns(), "--stratify")
 
     def scan(
         self, where: Expr | None, column: str | None = None

@@ -516,6 +516,7 @@ def select(
         )
         if hasattr(reader, "open"):
             reader.open()
+        reader.check(expr, _parse_stratify(stratify)[0])
         settings: dict[str, Any] = {
             "kind": reader.kind,
             "source": reader.describe(),
