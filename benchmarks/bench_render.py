@@ -63,13 +63,30 @@ def load_sources(shared: Path, n: int, sizes: list[int], seed: int = 1):
     return out
 
 
-def rate(fn, sources) -> tuple[float, int]:
-    """Sources per second of ``fn`` over ``sources``, and the mean PNG size."""
-    start = time.perf_counter()
-    total = 0
-    for cutouts, row in sources:
-        total += len(fn(cutouts, row))
-    return len(sources) / (time.perf_counter() - start), total // len(sources)
+def rates(ours, ref, sources, n_ref: int, rounds: int = 5):
+    """Sources/s and mean PNG bytes of ``ours`` and ``ref``, timed interleaved.
+
+    The two are timed in alternating rounds so that a change of machine load
+    during the run affects both alike.
+    """
+    t_ours = t_ref = 0.0
+    n_ours = n_done = bytes_ours = bytes_ref = 0
+    chunk = max(1, len(sources) // rounds)
+    ref_chunk = max(1, n_ref // rounds)
+    for r in range(rounds):
+        batch = sources[r * chunk : (r + 1) * chunk]
+        start = time.perf_counter()
+        for cutouts, row in batch:
+            bytes_ours += len(ours(cutouts, row))
+        t_ours += time.perf_counter() - start
+        n_ours += len(batch)
+        batch = sources[r * ref_chunk : (r + 1) * ref_chunk]
+        start = time.perf_counter()
+        for cutouts, row in batch:
+            bytes_ref += len(ref(cutouts, row))
+        t_ref += time.perf_counter() - start
+        n_done += len(batch)
+    return n_ours / t_ours, bytes_ours // n_ours, n_done / t_ref, bytes_ref // n_done
 
 
 def main() -> None:
@@ -99,18 +116,18 @@ def main() -> None:
         ("plain", plain, False),
         ("annotated", annotated, True),
     ):
-        if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-        fast, size = rate(ours.render, sources)
-        if args.profile:
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
 
         def ref(c, r, annotate=annotate):
             return render_mpl(c, r, annotate=annotate, cmap=args.cmap)
 
-        slow, ref_size = rate(ref, sources[: args.n_mpl])
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for cutouts, row in sources:
+                ours.render(cutouts, row)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+        fast, size, slow, ref_size = rates(ours.render, ref, sources, args.n_mpl)
         print(
             f"{name:10} {fast:10.1f} {slow:8.2f} {fast / slow:7.1f} "
             f"{size / 1000:10.1f} {ref_size / 1000:7.1f}"
