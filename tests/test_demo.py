@@ -162,3 +162,29 @@ def test_zooprep_demo_command_stays_offline_even_with_credentials(
     assert "preview.html" in proc.stdout
     assert "not-a-real-password" not in proc.stdout + proc.stderr
     assert (tmp_path / "demo" / "apdb-run" / "preview.html").is_file()
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("rubin_apdb_butler.py", "rendered"),
+        ("ztf_alerts.py", "8 rendered"),
+        ("python_api.py", "nothing uploaded"),
+    ],
+)
+def test_examples_run_on_the_bundled_sample(
+    script: str, expected: str, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout
+    assert (tmp_path / "run" / "preview.html").is_file()
