@@ -108,8 +108,12 @@ def test_upload_makes_one_linked_subject_per_source_with_its_png(
     result = zooprep.upload(run, options(panoptes_standin), retry=FAST)
     assert (result.created, result.linked, result.failed) == (24, 24, 0)
     assert_exactly_once(panoptes_standin, run)
-    subject = panoptes_standin.set_subjects(panoptes_standin.subject_set_id)[0]
-    assert subject.metadata["#zooprep_id"] == str(FIRST_ID)
+    first = next(
+        s
+        for s in panoptes_standin.set_subjects(panoptes_standin.subject_set_id)
+        if s.metadata["#zooprep_id"] == str(FIRST_ID)
+    )
+    assert "1000" in first.metadata.values()  # the first source's visit
     with Run.open(run, lock=False) as opened:
         saved = opened.settings["upload"]
     assert saved["subject_set_id"] == panoptes_standin.subject_set_id
