@@ -82,13 +82,11 @@ def make_setup(tmp_path: Path, apdb: Path) -> Setup:
             retired_after=10 if sid % 2 else None,
             workflow_id=WORKFLOW,
         )
-    # Volunteers mostly call the higher-reliability half real.
+    # Volunteers call a source real more often the higher its reliability rank.
     by_rel = sorted(
         subject_to_source, key=lambda s: sources[subject_to_source[s]]["reliability"]
     )
-    p_real = {
-        s: (0.85 if k >= len(by_rel) // 2 else 0.15) for k, s in enumerate(by_rel)
-    }
+    p_real = {s: 0.1 + 0.8 * k / len(by_rel) for k, s in enumerate(by_rel)}
     simulate(b, p_real, volunteers=30, per_subject=(3, 9), version="4.2")
     first = by_rel[:6]
     # Minor version 4.1 (same major: used) and major version 3 (older: skipped).

@@ -243,32 +243,44 @@ def _load_aggregation() -> _Aggregation:
 # -- reading the export --------------------------------------------------------
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """Stream the export's rows as dicts, with their 1-based line numbers."""
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    try:
-        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
-        reader = csv.DictReader(fh)
+class _Export:
+    """The export's rows as lists of cells; ``ix`` maps column names to indices."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ix: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        """Yield ``(line number, cells)``; refuse files that are not an export."""
+        path = self.path
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
         try:
-            header = reader.fieldnames or []
-            missing = [c for c in EXPORT_COLUMNS if c not in header]
-            if missing:
+            fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        with fh:
+            reader = csv.reader(fh)
+            try:
+                header = next(reader, [])
+                missing = [c for c in EXPORT_COLUMNS if c not in header]
+                if missing:
+                    raise InputError(
+                        f"{path} is not a Zooniverse classification export: no "
+                        f"column {', '.join(missing)} (a classification export "
+                        f"has {', '.join(EXPORT_COLUMNS)})"
+                    )
+                self.ix = {name: i for i, name in enumerate(header)}
+                width = len(header)
+                for cells in reader:
+                    if len(cells) < width:
+                        cells += [""] * (width - len(cells))
+                    yield reader.line_num, cells
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path} is not UTF-8 text: {exc.reason}") from None
+            except csv.Error as exc:
                 raise InputError(
-                    f"{path} is not a Zooniverse classification export: no "
-                    f"column {', '.join(missing)} (a classification export has "
-                    f"{', '.join(EXPORT_COLUMNS)})"
-                )
-            for row in reader:
-                yield reader.line_num, {k: v or "" for k, v in row.items() if k}
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path} is not UTF-8 text: {exc.reason}") from None
-        except csv.Error as exc:
-            raise InputError(
-                f"{path} line {reader.line_num}: not readable as CSV: {exc}"
-            ) from None
+                    f"{path} line {reader.line_num}: not readable as CSV: {exc}"
+                ) from None
 
 
 def _version(text: str) -> tuple[int, int] | None:
@@ -320,14 +332,16 @@ class _Scan:
 def _scan(path: Path, subjects: dict[str, int]) -> _Scan:
     """Count rows per workflow and version, and rows of this run's subjects."""
     scan = _Scan()
-    for _, row in _rows(path):
+    export = _Export(path)
+    for _, cells in export:
+        ix = export.ix
         scan.rows += 1
-        wid = row["workflow_id"].strip()
+        wid = cells[ix["workflow_id"]].strip()
         scan.workflows[wid] += 1
-        scan.names.setdefault(wid, row["workflow_name"])
-        if row["subject_ids"].strip() in subjects:
+        scan.names.setdefault(wid, cells[ix["workflow_name"]])
+        if cells[ix["subject_ids"]].strip() in subjects:
             scan.in_run[wid] += 1
-        version = _version(row["workflow_version"])
+        version = _version(cells[ix["workflow_version"]])
         if version is not None:
             scan.versions.setdefault(wid, Counter())[version] += 1
     return scan
@@ -395,16 +409,14 @@ def _choose_versions(
     return pick
 
 
-def _volunteer(row: dict[str, str], metadata: dict[str, Any]) -> str:
-    """Who classified: user id, else the session, else the hashed IP."""
-    if row["user_id"].strip():
-        return "user:" + row["user_id"].strip()
+def _logged_out(metadata: Any, user_ip: str, user_name: str) -> str:
+    """Who classified, when not logged in: the session, else the hashed IP."""
     session = metadata.get("session") if isinstance(metadata, dict) else None
     if session:
         return f"session:{session}"
-    if row["user_ip"].strip():
-        return "ip:" + row["user_ip"].strip()
-    return "name:" + row["user_name"].strip()
+    if user_ip.strip():
+        return "ip:" + user_ip.strip()
+    return "name:" + user_name.strip()
 
 
 def _is_answer(value: Any) -> bool:
@@ -649,117 +661,136 @@ def _read_votes(
             known[source_id] = r.get(source_id) is not None
         return known[source_id]
 
-    def skip(reason: str, line: int, row: dict[str, str], why: str = "") -> None:
+    def skip(reason: str, line: int, cid: str, why: str = "") -> None:
         st.skipped[reason] += 1
         ex = st.examples.setdefault(reason, [])
         if len(ex) < EXAMPLES:
             ex.append(
-                f"line {line} (classification {row.get('classification_id', '?')})"
-                + (f": {why}" if why else "")
+                f"line {line} (classification {cid})" + (f": {why}" if why else "")
             )
             if reason in ("malformed_json", "bad_row"):
                 log.warning("%s line %d skipped: %s %s", export, line, reason, why)
 
+    # The extract depends only on the answer: extract each distinct one once.
+    extracts: dict[tuple[str, Any], dict[str, int]] = {}
+    not_in_run: set[str] = set()
+    rows = _Export(export)
     done = 0
-    for line, row in _rows(export):
+    for line, cells in rows:
+        ix = rows.ix
         done += 1
         if done % 5000 == 0:
             reporter.advance(5000)
-        if row["workflow_id"].strip() != workflow:
-            skip("other_workflow", line, row, f"workflow {row['workflow_id']}")
+        cid = cells[ix["classification_id"]].strip()
+        wid = cells[ix["workflow_id"]].strip()
+        if wid != workflow:
+            skip("other_workflow", line, cid, f"workflow {wid}")
             continue
-        version = _version(row["workflow_version"])
-        sid = _subject_id(row["subject_ids"])
-        cid = row["classification_id"].strip()
+        vtext = cells[ix["workflow_version"]]
+        version = _version(vtext)
+        sid = _subject_id(cells[ix["subject_ids"]])
         if version is None or sid is None or not cid.isdigit():
-            skip(
-                "bad_row",
-                line,
-                row,
-                f"version {row['workflow_version']!r}, subject ids "
-                f"{row['subject_ids']!r}",
-            )
+            ids = cells[ix["subject_ids"]]
+            skip("bad_row", line, cid, f"version {vtext!r}, subject ids {ids!r}")
             continue
         if not use_version(version):
             st.unused[version] += 1
-            skip("older_workflow_version", line, row, _vtext(version))
+            skip("older_workflow_version", line, cid, _vtext(version))
             continue
+        if sid in not_in_run:
+            st.unused[version] += 1
+            skip("subject_not_in_run", line, cid, f"subject {sid}")
+            continue
+        # JSON columns are parsed only when needed: annotations always,
+        # subject_data once per subject, metadata for logged-out volunteers.
+        subject = st.subjects.get(sid)
+        user_id = cells[ix["user_id"]].strip()
         try:
-            metadata = json.loads(row["metadata"] or "{}")
-            annotations = json.loads(row["annotations"])
-            subject_data = json.loads(row["subject_data"] or "{}")
-            if not isinstance(annotations, list) or not isinstance(subject_data, dict):
-                raise ValueError(
-                    "annotations is not a list or subject_data not an object"
-                )
+            annotations = json.loads(cells[ix["annotations"]])
+            if not isinstance(annotations, list):
+                raise ValueError("annotations is not a list")
+            subject_meta: Any = None
+            if subject is None:
+                subject_data = json.loads(cells[ix["subject_data"]] or "{}")
+                if not isinstance(subject_data, dict):
+                    raise ValueError("subject_data is not an object")
+                subject_meta = subject_data.get(sid)
+            metadata = None if user_id else json.loads(cells[ix["metadata"]] or "{}")
         except ValueError as exc:
             st.unused[version] += 1
-            skip("malformed_json", line, row, str(exc).split("\n")[0])
+            skip("malformed_json", line, cid, str(exc).split("\n")[0])
             continue
         st.tasks_seen.update(
             str(a.get("task")) for a in annotations if isinstance(a, dict)
         )
-        subject_meta = subject_data.get(sid) or {}
-        if not isinstance(subject_meta, dict):
-            subject_meta = {}
-        subject = st.subjects.get(sid)
         if subject is None:
+            meta = subject_meta if isinstance(subject_meta, dict) else {}
             source_id, mapped_by = by_subject.get(sid), "state"
             if source_id is None:
-                hidden = _as_source_id(subject_meta.get(HIDDEN_ID_KEY))
+                hidden = _as_source_id(meta.get(HIDDEN_ID_KEY))
                 if hidden is not None and in_run(hidden):
                     source_id, mapped_by = hidden, "zooprep_id"
             if source_id is None:
+                not_in_run.add(sid)
                 st.unused[version] += 1
-                skip("subject_not_in_run", line, row, f"subject {sid}")
+                skip("subject_not_in_run", line, cid, f"subject {sid}")
                 continue
             subject = st.subjects[sid] = _Subject(source_id, mapped_by)
-        retired = subject_meta.get("retired")
-        subject.retired = bool(retired)
-        if isinstance(retired, dict):
-            subject.retirement_reason = retired.get("retirement_reason")
+            retired = meta.get("retired")
+            subject.retired = bool(retired)
+            if isinstance(retired, dict):
+                subject.retirement_reason = retired.get("retirement_reason")
 
         mine = [
             a
             for a in annotations
             if isinstance(a, dict) and str(a.get("task", "")).split(".")[0] == task
         ]
-        gold = _truthy(row["gold_standard"])
+        gold = _truthy(cells[ix["gold_standard"]])
         if not mine:
             st.unused[version] += 1
-            skip("gold_standard" if gold else "task_missing", line, row)
+            skip("gold_standard" if gold else "task_missing", line, cid)
             continue
         value = mine[0].get("value")
         if _is_empty(value):
             st.unused[version] += 1
-            skip("gold_standard" if gold else "no_answer", line, row)
+            skip("gold_standard" if gold else "no_answer", line, cid)
             continue
         if not _is_answer(value):
             st.unused[version] += 1
-            skip("not_a_question", line, row, f"value {str(value)[:60]}")
+            skip("not_a_question", line, cid, f"value {str(value)[:60]}")
             continue
-        for label in value if isinstance(value, list) else [value]:
-            st.labels.setdefault(agg.slugify(label), str(label))
-        extract = agg.extract(
-            agg.annotation_by_task({"annotations": annotations}),
-            task=task,
-            no_version=True,
-        )
-        created = row["created_at"].strip()
+        key = (type(value).__name__, tuple(value) if isinstance(value, list) else value)
+        extract = extracts.get(key)
+        if extract is None:
+            for label in value if isinstance(value, list) else [value]:
+                st.labels.setdefault(agg.slugify(label), str(label))
+            extract = extracts[key] = dict(
+                agg.extract(
+                    agg.annotation_by_task({"annotations": [mine[0]]}),
+                    task=task,
+                    no_version=True,
+                )
+            )
+        created = cells[ix["created_at"]].strip()
         if gold:
             st.unused[version] += 1
             subject.gold.append((created, int(cid), "+".join(sorted(extract))))
-            skip("gold_standard", line, row)
+            skip("gold_standard", line, cid)
             continue
-        if row["expert"].strip():
+        expert = cells[ix["expert"]].strip()
+        if expert:
             st.unused[version] += 1
-            skip("expert", line, row, f"expert {row['expert']}")
+            skip("expert", line, cid, f"expert {expert}")
             continue
         st.used[version] += 1
         subject.versions.add(_vtext(version))
-        subject.votes.append(
-            _Vote(created, int(cid), _volunteer(row, metadata), dict(extract))
+        volunteer = (
+            f"user:{user_id}"
+            if user_id
+            else _logged_out(metadata, cells[ix["user_ip"]], cells[ix["user_name"]])
         )
+        subject.votes.append(_Vote(created, int(cid), volunteer, extract))
     reporter.advance(done % 5000)
     return st
 
