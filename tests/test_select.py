@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -331,20 +332,38 @@ def test_missing_id_column_names_it(apdb_sqlite, tmp_path):
         )
 
 
-def test_apdb_config_without_lsst_dax_apdb_says_what_is_needed(tmp_path):
+def test_apdb_config_without_the_extra_says_it_is_needed(
+    apdb_sqlite, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "lsst.dax.apdb", None)  # import now fails
     config = tmp_path / "apdb.yaml"
-    config.write_text("db_url: sqlite:///nowhere.sqlite3\n")
+    config.write_text(f"db_url: sqlite:///{apdb_sqlite}\nimplementation_type: sql\n")
+    with pytest.raises(InputError, match="needs the optional package lsst-dax-apdb"):
+        zooprep.select(tmp_path / "run", apdb_config=config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_apdb_config_reads_through_lsst_dax_apdb_or_says_it_is_needed(
+    apdb_sqlite, tmp_path
+):
+    config = tmp_path / "apdb.yaml"
+    config.write_text(f"db_url: sqlite:///{apdb_sqlite}\nimplementation_type: sql\n")
     try:
         import lsst.dax.apdb  # noqa: F401
-
-        installed = True
     except ImportError:
-        installed = False
-    with pytest.raises(InputError, match="--apdb-config"):
-        zooprep.select(tmp_path / "run", apdb_config=config)
-    if not installed:
-        with pytest.raises(InputError, match="lsst-dax-apdb"):
-            zooprep.select(tmp_path / "run2", apdb_config=config)
+        with pytest.raises(
+            InputError, match="needs the optional package lsst-dax-apdb"
+        ):
+            zooprep.select(tmp_path / "run", apdb_config=config)
+        return
+    result = zooprep.select(tmp_path / "run", apdb_config=config, where=WHERE)
+    direct = zooprep.select(
+        tmp_path / "direct", apdb=apdb_url(apdb_sqlite), where=WHERE
+    )
+    assert result.selected == direct.selected > 0
+    assert run_rows(tmp_path / "run") == run_rows(tmp_path / "direct")
+    with Run.open(tmp_path / "run", lock=False) as run:
+        assert run.settings["select"]["apdb_config"] == str(config)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -261,17 +262,21 @@ def sample_ids(
 # -- opening sources ----------------------------------------------------------------
 
 
-def _apdb_config(path: str | os.PathLike[str]) -> tuple[str, str | None]:
-    """(SQLAlchemy URL, schema) of an APDB config file, through lsst-dax-apdb."""
+def _apdb_config(path: str | os.PathLike[str]) -> tuple[str, str | None, str]:
+    """(SQLAlchemy URL, schema, table prefix) of an APDB config, via lsst-dax-apdb."""
     try:
-        from lsst.dax.apdb import ApdbConfig
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from lsst.dax.apdb import ApdbConfig
     except ImportError:
         raise InputError(
             f"--apdb-config {os.fspath(path)}: needs the optional package "
             "lsst-dax-apdb (pip install lsst-dax-apdb); or give --apdb URL"
         ) from None
     try:
-        config = ApdbConfig.from_uri(os.fspath(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = ApdbConfig.from_uri(os.fspath(path))
     except Exception as exc:  # the package raises many types for bad configs
         raise InputError(
             f"--apdb-config {os.fspath(path)}: cannot read the APDB config "
@@ -283,7 +288,11 @@ def _apdb_config(path: str | os.PathLike[str]) -> tuple[str, str | None]:
             f"--apdb-config {os.fspath(path)}: only SQL APDBs can be read "
             f"(this config is a {type(config).__name__})"
         )
-    return str(url), getattr(config, "namespace", None)
+    return (
+        str(url),
+        getattr(config, "namespace", None),
+        getattr(config, "prefix", "") or "",
+    )
 
 
 def _open_reader(
@@ -315,14 +324,19 @@ def _open_reader(
         )
     if rename and catalog is None:
         raise InputError("--rename applies to --catalog files only")
+    prefix = ""
     if apdb_config:
-        apdb, config_schema = _apdb_config(apdb_config)
+        apdb, config_schema, prefix = _apdb_config(apdb_config)
         schema = schema or config_schema
     if apdb:
         from zooprep.readers.apdb import ApdbReader
 
         return ApdbReader(
-            apdb, schema=schema, id_column=id_column, instrument=instrument
+            apdb,
+            schema=schema,
+            id_column=id_column,
+            instrument=instrument,
+            table=f"{prefix}DiaSource",
         )
     if schema:
         raise InputError("--schema applies to --apdb databases only")
