@@ -537,7 +537,8 @@ class Run:
         Pages through the state by ``seq``, so updates made while iterating
         are safe and memory stays flat.
         """
-        where, params = ["seq > ?"], [-1]
+        where: list[str] = ["seq > ?"]
+        params: list[Any] = [-1]
         if statuses is not None:
             wanted = list(statuses)
             clause = f"status IN ({', '.join('?' * len(wanted))})"

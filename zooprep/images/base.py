@@ -30,7 +30,8 @@ class Triplet:
     @property
     def shape(self) -> tuple[int, int]:
         """The ``(ny, nx)`` shape shared by the three cutouts."""
-        return self.science.shape  # type: ignore[return-value]
+        ny, nx = self.science.shape
+        return ny, nx
 
 
 @dataclass(frozen=True)

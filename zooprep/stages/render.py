@@ -105,7 +105,8 @@ def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
     if len(stacks) == 1:
         np.save(buf, stacks[0])
         return ".npy", buf.getvalue()
-    np.savez(buf, **{f"size{s.shape[-1]}": s for s in stacks})
+    arrays: dict[str, Any] = {f"size{s.shape[-1]}": s for s in stacks}
+    np.savez(buf, **arrays)
     return ".npz", buf.getvalue()
 
 
@@ -191,7 +192,10 @@ def _image_source(settings: Mapping[str, Any], kind: str | None) -> ImageSource:
             raise InputError("give all three of --science, --template and --difference")
         from zooprep.images.fits import FitsImages
 
-        return FitsImages(*paths, position=settings.get("position", "auto"))  # type: ignore[arg-type]
+        science, template, difference = (str(p) for p in paths)
+        return FitsImages(
+            science, template, difference, position=settings.get("position", "auto")
+        )
     if kind == "alerts":
         from zooprep.images.stamps import AlertStamps
 
@@ -238,9 +242,10 @@ def _resolve_options(
     if options is None:
         return base
     given = options.to_dict() if isinstance(options, RenderOptions) else dict(options)
-    merged = replace(
-        base, **{k: (tuple(v) if k == "sizes" else v) for k, v in given.items()}
-    )
+    changes: dict[str, Any] = {
+        k: (tuple(v) if k == "sizes" else v) for k, v in given.items()
+    }
+    merged = replace(base, **changes)
     if saved and not force:
         changed = [
             k for k in _PICTURE_OPTIONS if getattr(merged, k) != getattr(base, k)
