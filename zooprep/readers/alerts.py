@@ -40,6 +40,13 @@ DiaSource names:
 A file that cannot be read (damaged, not Avro, a raw Kafka payload in the
 Confluent wire format, which carries no schema) is reported in
 `AlertReader.failures` with a one-line reason, and the other files proceed.
+A file is taken whole or not at all: records before a damaged block are not
+used either.
+
+The rows (scalar fields only: no stamps, no ``prv_candidates`` /
+``prvDiaSources`` history) are held in memory and sorted by id, a few kB per
+alert, so a glob of a million alerts needs a few GB; split very large alert
+sets into several ``--append`` calls.
 """
 
 from __future__ import annotations
