@@ -22,7 +22,7 @@ from PIL import Image
 import zooprep
 from tests.exportgen import ExportBuilder, Row, simulate
 from zooprep.cli import cli
-from zooprep.errors import InputError, RunError
+from zooprep.errors import AuthError, InputError, RunError
 from zooprep.run import Run
 
 WORKFLOW = 101
@@ -388,8 +388,8 @@ def test_results_refuses_a_file_that_is_not_a_classification_export(
         zooprep.results(setup.run, bad)
     with pytest.raises(InputError, match="not found"):
         zooprep.results(setup.run, tmp_path / "missing.csv")
-    with pytest.raises(InputError, match="--download is not supported yet"):
-        zooprep.results(setup.run, download=True)
+    with pytest.raises(InputError, match="--classifications, or fetch it"):
+        zooprep.results(setup.run)
 
 
 def test_results_command_and_status(tmp_path, apdb_sqlite):
@@ -443,3 +443,33 @@ def test_results_command_can_use_every_workflow_version(tmp_path, apdb_sqlite):
     res = CliRunner().invoke(cli, [*args, "--workflow-version", "5", "--force"])
     assert res.exit_code == 2
     assert "versions found: 3.7, 4.1, 4.2" in res.output
+
+
+def test_results_download_fetches_the_project_export(
+    tmp_path, apdb_sqlite, panoptes_standin, monkeypatch
+):
+    setup = make_setup(tmp_path, apdb_sqlite)
+    standin = panoptes_standin
+    # No upload settings: which project's export?
+    with pytest.raises(InputError, match="no upload settings naming a project"):
+        zooprep.results(setup.run, download=True, endpoint=standin.url)
+    with Run.open(setup.run) as run:
+        run.save_settings("upload", {"project": standin.project_id})
+    with pytest.raises(AuthError, match="no Panoptes credentials"):
+        zooprep.results(setup.run, download=True, endpoint=standin.url)
+    monkeypatch.setenv("PANOPTES_USERNAME", standin.username)
+    monkeypatch.setenv("PANOPTES_PASSWORD", standin.password)
+    with pytest.raises(InputError, match="no classification export yet"):
+        zooprep.results(setup.run, download=True, endpoint=standin.url)
+
+    name = f"project-{standin.project_id}-classifications.csv"
+    standin.register_file(name, setup.export.read_bytes())
+    result = zooprep.results(
+        setup.run, download=True, endpoint=standin.url, workflow_id=WORKFLOW
+    )
+    saved = setup.run / "exports" / name
+    assert saved.read_bytes() == setup.export.read_bytes()
+    expected, skipped = independent(setup)
+    assert result.subjects == len(expected)
+    assert result.skipped == {k: v for k, v in skipped.items() if v}
+    assert standin.password not in (setup.run / "results.html").read_text()

@@ -61,6 +61,7 @@ import logging
 import os
 import re
 import sys
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -471,8 +472,14 @@ def results(
         ``"latest"`` (default: every minor version of the latest major),
         ``"all"``, a major (``"12"``) or an exact version (``"12.3"``).
     download : bool
-        Fetch the export through the Panoptes API (not supported yet: raises
-        `~zooprep.errors.InputError`).
+        Fetch the project's latest classification export through the Panoptes
+        API first (the project of the run's upload settings; credentials from
+        ``PANOPTES_USERNAME``/``PANOPTES_PASSWORD`` or
+        ``PANOPTES_CLIENT_ID``/``PANOPTES_CLIENT_SECRET``).  It is saved at
+        ``classifications`` when given, else at
+        ``RUN/exports/project-<id>-classifications.csv``.  The export itself
+        is made on the project's Data Exports page (that takes a while);
+        zooprep does not request a new one.
     endpoint : str
         Panoptes endpoint for ``download``.
     force : bool
@@ -492,6 +499,8 @@ def results(
         no row matching the run, or panoptes-aggregation missing.
     zooprep.errors.RunError
         Results exist already and ``force`` is false.
+    zooprep.errors.UploadError
+        ``download`` failed (`~zooprep.errors.AuthError` for credentials).
 
     Notes
     -----
@@ -506,16 +515,13 @@ def results(
     present in the sources (names containing ``flag``, and ``isDipole``).
     """
     reporter = reporter or NullReporter()
-    if download:
+    if classifications is None and not download:
         raise InputError(
-            "--download is not supported yet; download the classification export "
-            "from the project's Data Exports page (Lab > Data Exports) and pass it "
-            "with --classifications EXPORT.csv"
+            "give the classification export with --classifications, or fetch it "
+            "with --download"
         )
-    if classifications is None:
-        raise InputError("give the classification export with --classifications")
-    export = Path(classifications)
-    if not export.is_file():
+    export = Path(classifications) if classifications is not None else None
+    if not download and export is not None and not export.is_file():
         raise InputError(f"classification export {export} not found")
     agg = _load_aggregation()
 
@@ -527,6 +533,9 @@ def results(
                 f"{r.path} already has {', '.join(existing)}; pass --force to "
                 "replace them"
             )
+        if download:
+            export = _download(r, endpoint, export)
+        assert export is not None
         by_subject: dict[str, int] = {}
         for src in r.iter_sources():
             if src.subject_id:
@@ -616,6 +625,75 @@ def results(
         )
     log.info("%s", result)
     return result
+
+
+def _download(r: Run, endpoint: str, target: Path | None) -> Path:
+    """Fetch the project's latest classification export; return where it is."""
+    import requests
+
+    from zooprep.errors import AuthError, PanoptesError
+    from zooprep.panoptes import Credentials, PanoptesAPI, TokenManager, check_endpoint
+
+    project = str(r.settings.get("upload", {}).get("project") or "")
+    if not project:
+        raise InputError(
+            f"{r.path} has no upload settings naming a project, so --download "
+            "does not know which export to fetch; pass --classifications EXPORT.csv"
+        )
+    creds = Credentials.from_env()
+    if creds is None:
+        raise AuthError(
+            "no Panoptes credentials for --download: set PANOPTES_USERNAME and "
+            "PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET)"
+        )
+    tokens = TokenManager(endpoint, creds, timeout=60.0)
+    tokens.login()
+    api = PanoptesAPI(tokens, timeout=60.0)
+    try:
+        answer = api.get(f"/projects/{project}/classifications_export")
+    except PanoptesError as exc:
+        if exc.status == 404:
+            raise InputError(
+                f"project {project} has no classification export yet; request one "
+                "on the project's Lab > Data Exports page and run again when it "
+                "is ready"
+            ) from None
+        raise
+    finally:
+        api.close()
+    media = answer.body.get("media") or [{}]
+    src = str(media[0].get("src") or "")
+    if not src:
+        raise PanoptesError(f"project {project}: the export answer has no file URL")
+    parsed = urllib.parse.urlparse(src)
+    if parsed.scheme != "https":
+        check_endpoint(f"{parsed.scheme}://{parsed.netloc}")  # loopback only
+    target = target or r.path / "exports" / f"project-{project}-classifications.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # The file is a signed storage URL: no Authorization header goes there.
+    try:
+        with requests.get(src, stream=True, timeout=60.0) as got:
+            if got.status_code != 200:
+                raise PanoptesError(
+                    f"downloading the export of project {project}: HTTP "
+                    f"{got.status_code}",
+                    got.status_code,
+                )
+            with open(tmp, "wb") as fh:
+                for chunk in got.iter_content(1 << 20):
+                    fh.write(chunk)
+        os.replace(tmp, target)
+    except requests.RequestException as exc:
+        raise PanoptesError(
+            f"downloading the export of project {project} failed: {type(exc).__name__}"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info(
+        "downloaded the classification export of project %s to %s", project, target
+    )
+    return target
 
 
 def _skip_text(skipped: Counter[str]) -> str:
