@@ -30,6 +30,7 @@ failed row is retried when its stage runs again.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import math
@@ -50,6 +51,7 @@ __all__ = [
     "Run",
     "Source",
     "atomic_write",
+    "cutout_relpath",
     "decode_row",
     "encode_row",
 ]
@@ -256,6 +258,7 @@ class Run:
         self._lock_fh: Any = None
         self._db: sqlite3.Connection | None = None
         self._lock = lock
+        self._settings: dict[str, dict[str, Any]] | None = None
 
     # -- opening and closing --------------------------------------------------
 
@@ -402,14 +405,16 @@ class Run:
 
     @property
     def settings(self) -> dict[str, dict[str, Any]]:
-        """The contents of ``zooprep.toml`` (empty sections when absent)."""
-        path = self.path / self.SETTINGS
-        if not path.exists():
-            return {}
-        try:
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise RunError(f"{path} is not valid TOML: {exc}") from None
+        """The contents of ``zooprep.toml`` (empty when absent); read once, then cached."""
+        if self._settings is None:
+            path = self.path / self.SETTINGS
+            if not path.exists():
+                return {}
+            try:
+                self._settings = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise RunError(f"{path} is not valid TOML: {exc}") from None
+        return copy.deepcopy(self._settings)
 
     def save_settings(self, section: str, values: Mapping[str, Any]) -> None:
         """Replace one section of ``zooprep.toml`` (atomically)."""
@@ -418,6 +423,7 @@ class Run:
         atomic_write(
             self.path / self.SETTINGS, _dump_toml(settings).encode("utf-8"), fsync=True
         )
+        self._settings = settings
 
     # -- sources --------------------------------------------------------------
 
@@ -592,7 +598,14 @@ class Run:
         holds more than ``chunk_size`` sources.
         """
         chunk = int(self.settings.get("render", {}).get("chunk_size", 10_000))
-        return f"cutouts/{(source.seq // chunk) * chunk}/{source.id}{suffix}"
+        return cutout_relpath(source.seq, source.id, chunk, suffix)
+
+
+def cutout_relpath(
+    seq: int, source_id: int, chunk_size: int, suffix: str = ".png"
+) -> str:
+    """``cutouts/<(seq // chunk_size) * chunk_size>/<id><suffix>``."""
+    return f"cutouts/{(seq // chunk_size) * chunk_size}/{source_id}{suffix}"
 
 
 _COLUMNS = "seq, id, status, stage, reason, grp, row, files, padded, subject_id, upload"

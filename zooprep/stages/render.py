@@ -27,7 +27,7 @@ from zooprep.images.base import Cutouts, Failed, ImageSource
 from zooprep.options import RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
-from zooprep.run import Run, atomic_write, decode_row
+from zooprep.run import Run, atomic_write, cutout_relpath, decode_row
 
 __all__ = ["RenderResult", "render"]
 
@@ -88,11 +88,6 @@ class _Task:
     use_footprint: bool
     numpy: bool
     chunk_size: int
-
-
-def _relpath(seq: int, source_id: int, chunk: int, suffix: str) -> str:
-    """``cutouts/<first seq of chunk>/<id><suffix>``, as `Run.cutout_path`."""
-    return f"cutouts/{(seq // chunk) * chunk}/{source_id}{suffix}"
 
 
 def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
@@ -160,12 +155,12 @@ def _draw_rows(
                 )
             )
             continue
-        rel = _relpath(seq, item.source_id, task.chunk_size, ".png")
+        rel = cutout_relpath(seq, item.source_id, task.chunk_size, ".png")
         atomic_write(run / rel, png)
         files = [rel]
         if task.numpy:
             suffix, data = _npy_bytes(item)
-            rel_np = _relpath(seq, item.source_id, task.chunk_size, suffix)
+            rel_np = cutout_relpath(seq, item.source_id, task.chunk_size, suffix)
             atomic_write(run / rel_np, data)
             files.append(rel_np)
         out.append((item.source_id, "rendered", files, item.padded))
