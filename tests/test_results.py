@@ -137,7 +137,8 @@ def make_setup(tmp_path: Path, apdb: Path) -> Setup:
     b.classify(crowd[2], first[5], "")
     # A subject uploaded elsewhere: known by its hidden #zooprep_id only.
     elsewhere = ids[N_UPLOADED]
-    b.subject(95_000_001, {"#zooprep_id": str(elsewhere)}, retired_after=3)
+    # (panoptes-cli sent the manifest's "#zooprep_id" cell, "id:<digits>").
+    b.subject(95_000_001, {"#zooprep_id": f"id:{elsewhere}"}, retired_after=3)
     for v in crowd[:3]:
         b.classify(v, 95_000_001, "Real")
     subject_to_source[95_000_001] = elsewhere

@@ -28,7 +28,8 @@ Rules, in the order they are applied to each row of the export:
    ``malformed_json``), and logged with their line number.
 4. Subject to source: the subject id recorded in the run's upload state, or
    else the hidden ``#zooprep_id`` metadata of the subject (in
-   ``subject_data``) when it names a source of this run (subjects uploaded by
+   ``subject_data``; digits, or ``id:<digits>`` as in the manifest's
+   ``#zooprep_id`` column) when it names a source of this run (subjects uploaded by
    another tool or another run).  Others: ``subject_not_in_run``.
 5. Gold-standard classifications are made by project experts (Panoptes only
    accepts them from a logged-in expert): they are not volunteer votes.  Their
@@ -304,13 +305,20 @@ def _subject_id(text: str) -> str | None:
 
 
 def _as_source_id(value: Any) -> int | None:
-    """A hidden-metadata source id (int or digit string) as an exact int."""
+    """A hidden-metadata source id as an exact int.
+
+    ``zooprep upload`` writes the id as a digit string; a subject uploaded
+    from the manifest by another tool carries its ``#zooprep_id`` cell,
+    ``id:<digits>``.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(?:id:)?(-?\d+)\s*", value)
+        if m:
+            return int(m.group(1))
     return None
 
 
