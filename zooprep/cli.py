@@ -531,15 +531,20 @@ def render(run: Path, **kw: Any) -> None:
 @click.option(
     "--metadata",
     metavar="COL,...",
-    help="Catalog columns to include as subject metadata.",
+    help="Catalog columns to include as subject metadata ('id' is the source id; "
+    "default: id,visit,detector,band,ra,dec,reliability,snr).",
 )
 @click.option(
-    "--hidden", metavar="COL,...", help="Columns hidden from volunteers ('#' prefix)."
+    "--hidden",
+    metavar="COL,...",
+    help="Columns hidden from volunteers ('#' prefix; ids, reliability, S/N and "
+    "flags are hidden by default).",
 )
 @click.option(
     "--talk-only",
     metavar="COL,...",
-    help="Columns hidden in the classifier but shown in Talk ('!' prefix).",
+    help="Columns hidden in the classifier but shown in Talk ('!' prefix; "
+    "default: visit,detector,ra,dec).",
 )
 @click.option(
     "--index", metavar="COL,...", help="Index fields of the subject set ('%')."
@@ -564,7 +569,7 @@ def manifest(run: Path, **kw: Any) -> None:
     """
     for key in ("metadata", "hidden", "talk_only", "index"):
         kw[key] = _csv(kw[key])
-    result = zooprep.manifest(run, **kw)
+    result = zooprep.manifest(run, reporter=_reporter(), **kw)
     _finish(result)
 
 
