@@ -194,7 +194,7 @@ class _Aggregation:
     version: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _Vote:
     """One usable volunteer classification."""
 
