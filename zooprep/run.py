@@ -131,16 +131,27 @@ def _clean(value: Any) -> Any:
     return value
 
 
+_ENCODER = json.JSONEncoder(
+    default=_json_default, allow_nan=False, separators=(",", ":")
+)
+
+
 def encode_row(row: Mapping[str, Any]) -> str:
     """Serialise a source's columns to JSON, keeping 64-bit integers exact.
 
     NaN and missing values become ``null``; numpy scalars become Python ones;
     bytes (e.g. alert stamps) are dropped: they stay in their files.
     """
-    clean = {str(k): _clean(v) for k, v in row.items() if not isinstance(v, bytes)}
-    return json.dumps(
-        clean, default=_json_default, allow_nan=False, separators=(",", ":")
-    )
+    clean: dict[str, Any] = {}
+    for k, v in row.items():
+        kind = type(v)
+        if kind is str or kind is int or kind is bool or v is None:
+            clean[str(k)] = v  # the common case, as fast as possible
+        elif kind is float:
+            clean[str(k)] = None if v != v else v  # NaN is not equal to itself
+        elif not isinstance(v, bytes):
+            clean[str(k)] = _clean(v)
+    return _ENCODER.encode(clean)
 
 
 def decode_row(text: str) -> dict[str, Any]:
