@@ -1,0 +1,27 @@
+"""The code stays ruff-clean (lint and format), as the style guide asks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PATHS = ["zooprep", "tests", "benchmarks", "examples", "tools"]
+
+
+def test_ruff_check_and_format_are_clean() -> None:
+    check = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", *PATHS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *PATHS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert fmt.returncode == 0, fmt.stdout
