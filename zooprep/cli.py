@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,28 +32,40 @@ PRODUCTION = "https://www.zooniverse.org"
 
 
 class RichReporter:
-    """A rich progress bar on stderr, or a log line per stage when not a terminal."""
+    """Progress on stderr: a rich bar on a terminal, plain lines otherwise.
 
-    def __init__(self, quiet: bool = False) -> None:
+    When stderr is not a terminal (a batch job, a pipe, CI) the reporter
+    prints ``stage: N to do``, a line every `PLAIN_EVERY` seconds with counts,
+    rate and failures, and a last line when the stage ends.
+    """
+
+    PLAIN_EVERY = 10.0
+
+    def __init__(self, quiet: bool = False, console: Any = None) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.quiet = quiet
         self._progress: Any = None
         self._task: Any = None
         self._failed = 0
         self._done = 0
+        self._total: int | None = None
         self._stage = ""
+        self._t0 = self._last = 0.0
+
+    def _line(self, text: str) -> None:
+        """Print one plain progress line."""
+        self.console.print(f"zooprep: {text}", highlight=False, soft_wrap=True)
 
     def start(self, stage: str, total: int | None) -> None:
         """Begin a progress bar for ``stage``."""
-        self._stage, self._failed, self._done = stage, 0, 0
+        self._stage, self._failed, self._done, self._total = stage, 0, 0, total
+        self._t0 = self._last = time.monotonic()
         if self.quiet:
             return
         if not self.console.is_terminal:
-            logging.getLogger("zooprep").info(
-                "%s: %s to do", stage, "?" if total is None else total
-            )
+            self._line(f"{stage}: {'?' if total is None else total} to do")
             return
         from rich.progress import (
             BarColumn,
@@ -70,6 +83,7 @@ class RichReporter:
             TextColumn("{task.fields[rate]}/s"),
             TextColumn("[red]{task.fields[failed]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
@@ -77,11 +91,27 @@ class RichReporter:
         self._progress.start()
         self._task = self._progress.add_task(stage, total=total, failed="", rate="?")
 
+    def _summary(self) -> str:
+        """``done/total (pct), N failed, rate/s``."""
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        total = f"/{self._total}" if self._total else ""
+        pct = f" ({100 * self._done / self._total:.0f}%)" if self._total else ""
+        return (
+            f"{self._stage}: {self._done}{total} done{pct}, {self._failed} failed, "
+            f"{self._done / elapsed:.1f}/s"
+        )
+
     def advance(self, n: int = 1, *, failed: int = 0) -> None:
         """Move the bar on."""
         self._done += n
         self._failed += failed
+        if self.quiet:
+            return
         if self._progress is None:
+            now = time.monotonic()
+            if now - self._last >= self.PLAIN_EVERY:
+                self._last = now
+                self._line(self._summary())
             return
         task = self._progress.tasks[0]
         rate = f"{task.speed:.0f}" if task.speed else "?"
@@ -97,14 +127,12 @@ class RichReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        elif not self.quiet and not self.console.is_terminal:
-            logging.getLogger("zooprep").info(
-                "%s: %d done, %d failed", self._stage, self._done, self._failed
-            )
+        elif not self.quiet:
+            self._line(self._summary())
 
 
 def _setup_logging(verbose: bool, debug: bool, quiet: bool) -> None:
-    """Log to stderr: warnings by default, info with -v, debug with --debug."""
+    """Log to stderr: warnings by default, per-row info with -v, debug with --debug."""
     from rich.logging import RichHandler
 
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
@@ -119,14 +147,12 @@ def _setup_logging(verbose: bool, debug: bool, quiet: bool) -> None:
     root = logging.getLogger("zooprep")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    if not quiet and not verbose and not debug:
-        # Plain progress lines when not on a terminal.
-        root.setLevel(logging.INFO if not sys.stderr.isatty() else logging.WARNING)
 
 
 def _finish(result: Any) -> None:
     """Print a stage's one-line summary and exit 1 when rows failed."""
-    click.echo(str(result), err=True)
+    if not click.get_current_context().find_root().params.get("quiet", False):
+        click.echo(str(result), err=True)
     if getattr(result, "failed", 0):
         click.echo(
             "Some rows failed; see 'zooprep status RUN'. Run the same command "

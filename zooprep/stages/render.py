@@ -431,10 +431,14 @@ def _record(
     with r.transaction():
         for sid, status, payload, padded in outcome:
             if status == "rendered":
+                log.info(
+                    "%d rendered: %s%s", sid, payload[0], " (padded)" if padded else ""
+                )
                 r.update(sid, status="rendered", files=payload, padded=padded)
                 result.rendered += 1
                 result.padded += int(padded)
             else:
+                log.info("%d failed: %s", sid, payload)
                 r.mark_failed(sid, "render", payload)
                 result.failed += 1
                 failed += 1
