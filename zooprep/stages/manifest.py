@@ -353,7 +353,7 @@ def _write(
         url_root,
     )
     total = _count_listed(run)
-    base = path.parent.resolve()
+    prefix = _prefix(run, path.parent.resolve())
     result = ManifestResult(path=path, columns=layout.header)
     reporter.start("manifest", total)
     digest = hashlib.sha256()
@@ -368,7 +368,7 @@ def _write(
             writer.writerow(layout.header)
             line = 1
             for src in _listed(run):
-                cells = _cells(run, src, layout, base)
+                cells = _cells(run, src, layout, prefix)
                 if cells is None:
                     result.failed += 1
                     reporter.advance(1, failed=1)
@@ -518,21 +518,19 @@ def _count_listed(run: Run) -> int:
 
 def _max_locations(run: Run) -> int:
     """The largest number of uploadable files of one source (at least 1)."""
-    most = 1
-    sql = (
-        "SELECT files FROM sources WHERE files IS NOT NULL AND (status IN "
-        "('rendered','uploaded','linked') OR (status = 'failed' AND stage = 'upload'))"
-    )
-    import json
-
-    for (files,) in run.db.execute(sql):
-        most = max(most, len(_uploadable(json.loads(files))))
-    return most
+    like = " OR ".join(f"lower(j.value) LIKE '%{ext}'" for ext in UPLOADABLE)
+    found = run.db.execute(
+        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM sources AS s, "
+        f"json_each(s.files) AS j WHERE ({like}) AND (s.status IN "
+        "('rendered','uploaded','linked') OR (s.status = 'failed' AND "
+        "s.stage = 'upload')) GROUP BY s.id)"
+    ).fetchone()
+    return max(1, int(found[0] or 0))
 
 
 def _uploadable(files: Iterable[str]) -> list[str]:
     """The files Zooniverse can show, in order (``.npy`` and friends left out)."""
-    return [f for f in files if Path(f).suffix.lower() in UPLOADABLE]
+    return [f for f in files if os.path.splitext(f)[1].lower() in UPLOADABLE]
 
 
 def _id_column(run: Run, first: Source) -> str:
@@ -633,10 +631,11 @@ def _visibility_lists(layout: _Layout) -> dict[str, list[str]]:
     return out
 
 
-def _cells(run: Run, src: Source, layout: _Layout, base: Path) -> list[str] | None:
+def _cells(run: Run, src: Source, layout: _Layout, prefix: str) -> list[str] | None:
     """The CSV cells of one source, or None (recorded as failed) when its file is gone."""
     files = _uploadable(src.files)
-    missing = [f for f in files if not (run.path / f).is_file()]
+    root = str(run.path)
+    missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
     if not files or missing:
         if src.status == "rendered":
             what = missing[0] if missing else "no image file"
@@ -650,7 +649,7 @@ def _cells(run: Run, src: Source, layout: _Layout, base: Path) -> list[str] | No
     if layout.url_root:
         locations = [_join_url(layout.url_root, f) for f in files]
     else:
-        locations = [_relative(run.path / f, base) for f in files]
+        locations = [prefix + f for f in files]
     locations += [""] * (layout.locations - len(locations))
     values = []
     for col in layout.columns:
@@ -659,9 +658,10 @@ def _cells(run: Run, src: Source, layout: _Layout, base: Path) -> list[str] | No
     return [str(src.id), *locations, *values, f"{ID_TEXT_PREFIX}{src.id}"]
 
 
-def _relative(path: Path, base: Path) -> str:
-    """``path`` relative to ``base`` with forward slashes."""
-    return Path(os.path.relpath(path.resolve(), base)).as_posix()
+def _prefix(run: Run, base: Path) -> str:
+    """What to put before a run-relative path to make it relative to ``base``."""
+    rel = Path(os.path.relpath(run.path.resolve(), base)).as_posix()
+    return "" if rel == "." else rel + "/"
 
 
 def _join_url(root: str, relative: str) -> str:
@@ -858,7 +858,8 @@ def _read(
     run: Run, path: Path, encoding: str, url_root: str | None, id_column: str
 ) -> ReviewedManifest:
     """Read and check every row; raise once with all the bad rows."""
-    base = path.parent.resolve()
+    prefix = _prefix(run, path.parent.resolve())
+    root = run.path.resolve()
     problems: list[tuple[int, str]] = []
     seen: dict[int, int] = {}
     result = ReviewedManifest(path=path)
@@ -874,7 +875,7 @@ def _read(
                 continue  # blank rows that spreadsheets leave at the end
             cells += [""] * max(0, width - len(cells))
             row, problem = _check_row(
-                run, cells, header, line, base, url_root, id_column, seen
+                run, cells, header, line, (prefix, root), url_root, id_column, seen
             )
             if problem:
                 problems.append((line, problem))
@@ -905,7 +906,7 @@ def _check_row(
     cells: list[str],
     header: _Header,
     line: int,
-    base: Path,
+    where: tuple[str, Path],
     url_root: str | None,
     id_column: str,
     seen: dict[int, int],
@@ -934,7 +935,8 @@ def _check_row(
     given = [cells[i].strip() for i in header.locations]
     while given and not given[-1] and len(given) > len(files):
         given.pop()
-    expected_rel = [_relative(run.path / f, base) for f in files]
+    prefix, root = where
+    expected_rel = [prefix + f for f in files]
     expected_url = [_join_url(url_root, f) for f in files] if url_root else []
     # Relative to the manifest's folder, or to the run directory (a reviewed
     # copy saved elsewhere), or the URLs written with url_root.
@@ -949,8 +951,8 @@ def _check_row(
             f"id {source_id}: location {changed!r} was changed (zooprep wrote "
             f"{', '.join(wanted)})"
         )
-    local = [(run.path / f).resolve() for f in files]
-    gone = [p for p in local if not p.is_file()]
+    local = [root / f for f in files]
+    gone = [p for p in local if not os.path.isfile(p)]
     if gone:
         return None, f"id {source_id}: file {gone[0]} does not exist"
     meta: dict[str, str] = {}
