@@ -1,0 +1,140 @@
+"""kill -9 of select and manifest at random moments, then the same command again."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import zooprep
+from zooprep.run import Run
+from zooprep.stages.manifest import read_reviewed
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00"
+    b"\x00\x00\x00:~\x9bU\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+def _state(run: Path) -> list[tuple]:
+    with Run.open(run, lock=False) as r:
+        return [(s.seq, s.id, s.status, s.reason, s.row) for s in r.iter_sources()]
+
+
+def _kill_at_random(
+    cmd: list[str], seed: int, rounds: int, lo: float, hi: float, check=None
+) -> int:
+    """Start ``cmd`` ``rounds`` times, SIGKILL it after a random delay each time."""
+    rng = random.Random(seed)
+    kills = 0
+    for _ in range(rounds):
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(lo, hi))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if check is not None:
+            check()
+    return kills
+
+
+@pytest.fixture(scope="module")
+def big_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(11)
+    n = 60_000
+    path = tmp_path_factory.mktemp("catalog") / "diasources.csv"
+    pd.DataFrame(
+        {
+            "diaSourceId": 506428274000265570 + np.arange(n, dtype=np.int64) * 3,
+            "visit": rng.integers(900000, 900040, n),
+            "detector": rng.integers(0, 189, n),
+            "band": rng.choice(list("ugrizy"), n),
+            "x": rng.uniform(0, 4000, n),
+            "y": rng.uniform(0, 4000, n),
+            "reliability": rng.uniform(0, 1, n),
+            "snr": rng.uniform(5, 100, n),
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_select_killed_at_random_then_rerun_gives_the_uninterrupted_selection(
+    tmp_path: Path, big_catalog: Path, seed: int
+) -> None:
+    reference = tmp_path / "reference"
+    zooprep.select(reference, catalog=big_catalog, where="reliability > 0.3")
+    run = tmp_path / "victim"
+    cmd = [
+        sys.executable,
+        "-m",
+        "zooprep",
+        "-q",
+        "select",
+        str(run),
+        "--catalog",
+        str(big_catalog),
+        "--where",
+        "reliability > 0.3",
+    ]
+    kills = _kill_at_random(cmd, seed, rounds=5, lo=1.0, hi=4.0)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert kills > 0
+    assert _state(run) == _state(reference)
+
+
+def _rendered_run(path: Path, n: int) -> Path:
+    with Run.create(path) as run:
+        run.add_sources(
+            (
+                {
+                    "diaSourceId": 10**17 + i,
+                    "visit": i % 7,
+                    "band": "r",
+                    "reliability": (i % 100) / 100,
+                }
+                for i in range(n)
+            ),
+            "diaSourceId",
+        )
+        with run.transaction():
+            for src in run.iter_sources():
+                rel = run.cutout_path(src)
+                (path / rel).parent.mkdir(parents=True, exist_ok=True)
+                (path / rel).write_bytes(PNG)
+                run.update(src.id, status="rendered", files=[rel])
+    return path
+
+
+def test_manifest_killed_at_random_is_whole_or_absent_and_rerun_is_identical(
+    tmp_path: Path,
+) -> None:
+    n = 10_000
+    reference = _rendered_run(tmp_path / "reference", n)
+    zooprep.manifest(reference)
+    run = _rendered_run(tmp_path / "victim", n)
+    manifest = run / "manifest.csv"
+
+    def whole_or_absent() -> None:
+        if manifest.exists():
+            with Run.open(run, lock=False) as r:
+                assert len(read_reviewed(r, manifest).rows) == n
+
+    cmd = [sys.executable, "-m", "zooprep", "-q", "manifest", str(run)]
+    kills = _kill_at_random(cmd, 5, rounds=4, lo=0.8, hi=2.2, check=whole_or_absent)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert kills > 0
+    assert manifest.read_bytes() == (reference / "manifest.csv").read_bytes()
