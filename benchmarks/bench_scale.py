@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -53,16 +52,51 @@ def _quiet_disk() -> None:
     time.sleep(2)
 
 
+class _PeakWorkerRSS:
+    """Sample the resident memory of every child process while a render runs."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        import threading
+
+        self.peak_mb = 0.0
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    rss = child.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.peak_mb = max(self.peak_mb, rss)
+            self._stop.wait(self._every)
+
+    def __enter__(self) -> _PeakWorkerRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _run_render(work: Path, catalog: Path, name: str, n: int, **kw: object) -> float:
     run = work / "runs" / name
     shutil.rmtree(run, ignore_errors=True)
     zooprep.select(run, catalog=catalog, limit=n)
     _quiet_disk()
     t0 = time.perf_counter()
-    res = zooprep.render(run, images=_images(work), **kw)
+    with _PeakWorkerRSS() as rss:
+        res = zooprep.render(run, images=_images(work), **kw)
     dt = time.perf_counter() - t0
     print(
-        f"  {name}: {res.rendered} rendered in {dt:.1f} s ({res.rendered / dt:.0f}/s)",
+        f"  {name}: {res.rendered} rendered in {dt:.1f} s ({res.rendered / dt:.0f}/s),"
+        f" peak worker RSS {rss.peak_mb:.0f} MB",
         flush=True,
     )
     return dt
@@ -171,11 +205,6 @@ def bench_rss(work: Path, counts: list[int]) -> dict[str, float]:
         )
         out[f"driver_rss_mb_{n}"] = info["peak_rss_mb"]
         shutil.rmtree(run, ignore_errors=True)
-    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(
-        f"rss: largest child process so far (render workers included): {worker:.0f} MB "
-        "(target < 1536 MB)"
-    )
     return out
 
 

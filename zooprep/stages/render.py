@@ -254,6 +254,39 @@ def _resolve_options(
     return merged
 
 
+def _pending(
+    run: Run, statuses: Sequence[str], page: int = 2000
+) -> Iterator[tuple[int, int, str]]:
+    """Yield ``(seq, id, row JSON)`` of rows to render, in image-group order.
+
+    Pages through the ``(grp, seq)`` index: within the current group by
+    ``seq``, then on to the next groups, so each page is an index seek and
+    planning a million rows stays linear.
+    """
+    marks = ", ".join("?" * len(statuses))
+    todo = f"(status IN ({marks}) OR (status = 'failed' AND stage = 'render'))"
+    cols = "seq, id, row, COALESCE(grp, '')"
+    same = (
+        f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
+        f"COALESCE(grp, '') = ? AND seq > ? AND {todo} ORDER BY seq LIMIT {page}"
+    )
+    later = (
+        f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
+        f"COALESCE(grp, '') > ? AND {todo} ORDER BY COALESCE(grp, ''), seq "
+        f"LIMIT {page}"
+    )
+    grp, seq = "", -1
+    while True:
+        rows = run.db.execute(same, (grp, seq, *statuses)).fetchall()
+        if not rows:
+            rows = run.db.execute(later, (grp, *statuses)).fetchall()
+            if not rows:
+                return
+        for found in rows:
+            yield found[0], found[1], found[2]
+        seq, grp = rows[-1][0], rows[-1][3]
+
+
 def _tasks(
     run: Run,
     images: ImageSource,
@@ -262,39 +295,9 @@ def _tasks(
     statuses: Sequence[str],
 ) -> Iterator[_Task]:
     """Stream pending rows in image order and cut them into tasks."""
-    marks = ", ".join("?" * len(statuses))
-    sql = (
-        f"SELECT seq, id, row, COALESCE(grp, '') AS g FROM sources WHERE "
-        f"(status IN ({marks}) OR (status = 'failed' AND stage = 'render')) "
-        f"AND (g > ? OR (g = ? AND seq > ?)) ORDER BY g, seq LIMIT 2000"
-    )
-    last_grp, last_seq = "", -1
-    rows: list[tuple[int, int, dict[str, Any]]] = []
-    key: Any = None
-    while True:
-        page = run.db.execute(sql, (*statuses, last_grp, last_grp, last_seq)).fetchall()
-        if not page:
-            break
-        for seq, sid, text, grp in page:
-            row = decode_row(text)
-            k = images.group_key(row)
-            if rows and (k != key or len(rows) >= TASK_ROWS):
-                yield _Task(
-                    str(run.path),
-                    images,
-                    renderer,
-                    rows,
-                    opts.sizes,
-                    opts.use_footprint,
-                    opts.numpy,
-                    opts.chunk_size,
-                )
-                rows = []
-            key = k
-            rows.append((sid, seq, row))
-            last_grp, last_seq = grp, seq
-    if rows:
-        yield _Task(
+
+    def task(rows: list[tuple[int, int, dict[str, Any]]]) -> _Task:
+        return _Task(
             str(run.path),
             images,
             renderer,
@@ -304,6 +307,19 @@ def _tasks(
             opts.numpy,
             opts.chunk_size,
         )
+
+    rows: list[tuple[int, int, dict[str, Any]]] = []
+    key: Any = None
+    for seq, sid, text in _pending(run, statuses):
+        row = decode_row(text)
+        k = images.group_key(row)
+        if rows and (k != key or len(rows) >= TASK_ROWS):
+            yield task(rows)
+            rows = []
+        key = k
+        rows.append((sid, seq, row))
+    if rows:
+        yield task(rows)
 
 
 def render(
