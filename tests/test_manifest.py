@@ -18,6 +18,8 @@ from PIL import Image
 import zooprep
 from zooprep.cli import cli
 from zooprep.errors import InputError, ManifestEditError
+from zooprep.options import UploadOptions
+from zooprep.panoptes import RetryPolicy
 from zooprep.run import Run
 from zooprep.stages.manifest import (
     DEFAULT_METADATA,
@@ -273,6 +275,80 @@ def test_cli_writes_the_manifest(run_dir):
     assert len(_review(run_dir).rows) == N_SOURCES - 2  # read from where it was written
 
 
+CLI_KEYS = [
+    "#diaSourceId",
+    "!visit",
+    "!detector",
+    "%band",
+    "!ra",
+    "!dec",
+    "#reliability",
+    "#snr",
+    "#diaObjectId",
+]
+
+
+def test_panoptes_cli_layout_writes_the_metadata_keys_as_headers(run_dir):
+    result = zooprep.manifest(run_dir, layout="panoptes-cli", index=["band"], split=10)
+    assert result.layout == "panoptes-cli"
+    header = [ID_TEXT_COLUMN, "#location:1", *CLI_KEYS]
+    assert result.columns == header
+    lines = (run_dir / "manifest.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == ",".join(header)
+    rows = _read(run_dir / "manifest.csv")
+    rendered = _rendered(run_dir)
+    for src, row in zip(rendered, rows, strict=True):
+        assert row[ID_TEXT_COLUMN] == f"id:{src.id}"
+        assert row["#location:1"] == src.files[0]
+        assert row["#diaSourceId"] == str(src.id)
+        assert row["%band"] == src.row["band"]
+        assert float(row["#reliability"]) == src.row["reliability"]
+    # --split keeps working: each part has the same header, rows in order.
+    parts = [p.read_text().splitlines() for p in result.parts]
+    assert [len(p) - 1 for p in parts] == [10, 10, 3]
+    assert all(p[0] == lines[0] for p in parts)
+    assert [line for p in parts for line in p[1:]] == lines[1:]
+    with Run.open(run_dir, lock=False) as run:
+        assert run.settings["manifest"]["layout"] == "panoptes-cli"
+    assert _review(run_dir).layout == "panoptes-cli"
+
+    # Saved and reused; the import layout is one flag away.
+    assert zooprep.manifest(run_dir).columns == header
+    again = zooprep.manifest(run_dir, layout="import")
+    assert again.columns[:2] == ["external_id", "location:1"]
+    assert _review(run_dir).layout == "import"
+    with pytest.raises(InputError, match="--layout must be one of"):
+        zooprep.manifest(run_dir, layout="panoptes")
+
+
+def test_panoptes_cli_layout_refuses_a_column_that_would_clash_with_the_id_key(
+    run_dir,
+):
+    with Run.open(run_dir) as run:
+        src = next(run.iter_sources(["rendered"]))
+        run.update(src.id, row={**src.row, "zooprep_id": 7})
+    with pytest.raises(InputError, match="#zooprep_id"):
+        zooprep.manifest(run_dir, layout="panoptes-cli", metadata=["id", "zooprep_id"])
+    assert not (run_dir / "manifest.csv").exists()
+
+
+def test_cli_writes_the_panoptes_cli_layout(run_dir):
+    done = CliRunner().invoke(
+        cli, ["manifest", str(run_dir), "--layout", "panoptes-cli", "--split", "20"]
+    )
+    assert done.exit_code == 0, done.output
+    assert list(_read(run_dir / "manifest.csv")[0])[:3] == [
+        ID_TEXT_COLUMN,
+        "#location:1",
+        "#diaSourceId",
+    ]
+    part_header = (run_dir / "manifest-002.csv").read_text().splitlines()[0]
+    assert part_header.startswith(f"{ID_TEXT_COLUMN},#location:1,")
+    bad = CliRunner().invoke(cli, ["manifest", str(run_dir), "--layout", "x"])
+    assert bad.exit_code == 2
+    assert "panoptes-cli" in CliRunner().invoke(cli, ["manifest", "--help"]).output
+
+
 # -- reading back -----------------------------------------------------------------
 
 
@@ -294,13 +370,15 @@ def _rewrite(src: Path, dst: Path, *, encoding="utf-8", **fmt) -> None:
     ],
     ids=["quote-all", "crlf", "bom-crlf", "semicolons", "tabs", "excel-ansi"],
 )
-def test_spreadsheet_rewrites_that_keep_ids_are_accepted(run_dir, fmt):
-    zooprep.manifest(run_dir)
+@pytest.mark.parametrize("layout", ["import", "panoptes-cli"])
+def test_spreadsheet_rewrites_that_keep_ids_are_accepted(run_dir, fmt, layout):
+    zooprep.manifest(run_dir, layout=layout)
     original = _review(run_dir).rows
     edited = run_dir / "edited.csv"
     _rewrite(run_dir / "manifest.csv", edited, **fmt)
     assert edited.read_bytes() != (run_dir / "manifest.csv").read_bytes()
     back = _review(run_dir, edited)
+    assert back.layout == layout
     assert [(r.source_id, r.files, r.metadata) for r in back.rows] == [
         (r.source_id, r.files, r.metadata) for r in original
     ]
@@ -353,6 +431,94 @@ def _edit_cell(path: Path, line: int, column: str, value: str) -> None:
     rows[line - 1][rows[0].index(column)] = value
     with path.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows(rows)
+
+
+def test_damaged_rows_of_the_panoptes_cli_layout_are_refused_naming_rows(run_dir):
+    zooprep.manifest(run_dir, layout="panoptes-cli")
+    path = run_dir / "manifest.csv"
+    rendered = _rendered(run_dir)
+    _edit_cell(path, 3, ID_TEXT_COLUMN, str(rendered[1].id))  # lost its 'id:'
+    _edit_cell(path, 5, ID_TEXT_COLUMN, "")
+    _edit_cell(path, 7, "#location:1", "cutouts/0/renamed.png")
+    _edit_cell(path, 9, ID_TEXT_COLUMN, "id:123456789")
+    _edit_cell(path, 11, "#diaObjectId", "5.06428274000266E+17")
+    with pytest.raises(ManifestEditError) as info:
+        _review(run_dir)
+    assert info.value.rows == [3, 5, 7, 9, 11]
+    message = str(info.value)
+    assert f"line 3: #zooprep_id '{rendered[1].id}' is not id:<digits>" in message
+    assert "line 5: #zooprep_id is empty" in message
+    assert (
+        f"line 7: id {rendered[5].id}: location 'cutouts/0/renamed.png' was changed"
+    ) in message
+    assert "line 9: id 123456789 matches no source of this run" in message
+    assert (
+        f"line 11: id {rendered[9].id}: #diaObjectId 5.06428274000266E+17 is in "
+        "scientific notation"
+    ) in message
+
+
+def test_panoptes_cli_layout_without_its_file_column_is_refused(run_dir):
+    zooprep.manifest(run_dir, layout="panoptes-cli")
+    table = pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
+    table.drop(columns=["#location:1"]).to_csv(run_dir / "manifest.csv", index=False)
+    with pytest.raises(ManifestEditError, match="no #location:1 column") as info:
+        _review(run_dir)
+    assert info.value.rows == [1]
+
+
+def _login(monkeypatch, standin) -> UploadOptions:
+    """Credentials in the environment, and upload options for the stand-in's set."""
+    for key, value in standin.client_env("password").items():
+        monkeypatch.setenv(key, value)
+    return UploadOptions(
+        project=standin.project_id,
+        endpoint=standin.url,
+        subject_set_id=standin.subject_set_id,
+        workers=4,
+        timeout=2.0,
+    )
+
+
+def test_reviewed_panoptes_cli_layout_manifest_drives_zooprep_upload(
+    run_dir, panoptes_standin, monkeypatch
+):
+    zooprep.manifest(run_dir, layout="panoptes-cli", index=["band"])
+    rendered = _rendered(run_dir)
+    # Reviewed with pandas: rows deleted, sorted the other way, metadata edited.
+    table = pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
+    deleted = [rendered[2].id, rendered[7].id, rendered[20].id]
+    table = table[~table[ID_TEXT_COLUMN].isin([f"id:{i}" for i in deleted])]
+    table = table.iloc[::-1]
+    first = table.index[0]
+    table.loc[first, "%band"] = "g, said the reviewer"
+    table.loc[first, "#reliability"] = "0.5"
+    table.to_csv(run_dir / "manifest.csv", index=False)
+
+    result = zooprep.upload(
+        run_dir,
+        _login(monkeypatch, panoptes_standin),
+        retry=RetryPolicy(attempts=4, initial=0.05, maximum=0.3),
+    )
+    kept = [s for s in rendered if s.id not in deleted]
+    assert (result.created, result.linked, result.failed) == (len(kept), len(kept), 0)
+    assert result.removed == 3
+    assert zooprep.status(run_dir)["counts"]["removed"] == 3
+    subjects = panoptes_standin.set_subjects(panoptes_standin.subject_set_id)
+    by_id = {s.metadata["#zooprep_id"]: s for s in subjects}
+    assert sorted(by_id) == sorted(str(s.id) for s in kept)
+    keys = {k.lstrip("%") for k in CLI_KEYS} | {"#zooprep_id"}
+    for src in kept:
+        subject = by_id[str(src.id)]
+        assert set(subject.metadata) == keys
+        assert subject.blobs == ((run_dir / src.files[0]).read_bytes(),)
+        assert subject.metadata["#diaSourceId"] == str(src.id)
+    edited = by_id[str(rendered[-1].id)].metadata  # the last source: now row 1
+    assert (edited["band"], edited["#reliability"]) == ("g, said the reviewer", "0.5")
+    assert by_id[str(kept[0].id)].metadata["band"] == kept[0].row["band"]
+    subject_set = panoptes_standin.subject_set(panoptes_standin.subject_set_id)
+    assert subject_set.metadata["indexFields"] == "band"
+    assert panoptes_standin.broken() == []
 
 
 def test_damaged_ids_unknown_ids_and_duplicates_are_refused_naming_rows(run_dir):
@@ -476,30 +642,37 @@ def _soffice(tmp_path: Path, src: Path, outdir: Path, infilter: str | None = Non
 
 
 @pytest.mark.libreoffice
-def test_libreoffice_round_trip(run_dir, tmp_path):
+@pytest.mark.parametrize("layout", ["import", "panoptes-cli"])
+def test_libreoffice_round_trip(run_dir, tmp_path, layout):
     with Run.open(run_dir) as run:
         src = next(run.iter_sources(["rendered"]))
         run.update(src.id, row={**src.row, "instrument": "=1+1"})
-        zooprep.manifest(run, metadata=[*DEFAULT_METADATA[:8], "instrument"])
+        zooprep.manifest(
+            run, metadata=[*DEFAULT_METADATA[:8], "instrument"], layout=layout
+        )
     original = _review(run_dir).rows
-    ncols = len(_read(run_dir / "manifest.csv")[0])
+    header = list(_read(run_dir / "manifest.csv")[0])
 
     # Opened and saved as it comes: LibreOffice turns the ids into 5.06428274000265E+017.
     plain = _soffice(tmp_path, run_dir / "manifest.csv", tmp_path / "plain")
     assert "E+017" in plain.read_text()
-    assert ",'=1+1," in plain.read_text()  # the escaped formula stayed text
+    assert ",'=1+1" in plain.read_text()  # the escaped formula stayed text
     with pytest.raises(ManifestEditError) as info:
         _review(run_dir, plain)
     assert info.value.rows == [r.line for r in original]
     assert "scientific notation" in str(info.value)
-    assert f"(it was {original[0].source_id}, as #zooprep_id still says)" in str(
-        info.value
-    )
+    first = original[0].source_id
+    if layout == "import":
+        assert f"(it was {first}, as #zooprep_id still says)" in str(info.value)
+    else:  # the row is known by its #zooprep_id; the damaged id column is named
+        assert f"line 2: id {first}: #diaSourceId 5.06" in str(info.value)
+        assert f"is in scientific notation (it was {first})" in str(info.value)
 
     # Opened with the id columns set to Text (as manifests/README.md says): accepted,
     # and numbers LibreOffice shortened to 15 digits come back exact.
+    text = {"external_id", "metadata:#diaSourceId", "#diaSourceId", ID_TEXT_COLUMN}
     columns = "/".join(
-        f"{i}/{2 if i in (1, 3, 12) else 1}" for i in range(1, ncols + 1)
+        f"{i}/{2 if name in text else 1}" for i, name in enumerate(header, 1)
     )
     careful = _soffice(
         tmp_path,
@@ -580,6 +753,47 @@ def test_panoptes_cli_uploads_the_manifest(run_dir, panoptes_subprocess):
         # documented caveat of route (b): prefixes inside 'metadata:' do not act).
         assert subject.metadata["metadata:%band"] == "r"
         assert subject.metadata["metadata:#diaSourceId"] == str(src.id)
+    assert standin.broken() == []
+
+
+def test_panoptes_cli_uploads_the_panoptes_cli_layout_with_the_intended_keys(
+    run_dir, panoptes_subprocess
+):
+    standin = panoptes_subprocess.standin
+    panoptes_subprocess.write_cli_config()
+    result = zooprep.manifest(run_dir, layout="panoptes-cli", index=["band"], split=10)
+    rendered = _rendered(run_dir)
+    done = panoptes_subprocess.run(
+        [
+            "panoptes",
+            "subject-set",
+            "upload-subjects",
+            standin.subject_set_id,
+            *(str(p) for p in result.parts),  # the split parts, in one call
+        ],
+        credentials="none",
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    linked = standin.set_subjects(standin.subject_set_id)
+    assert len(linked) == len(rendered)
+    # The keys Zooniverse gets are the intended ones: prefixes act ('#' hides,
+    # '!' is Talk-only, '%' made an index field and was stripped).
+    keys = {"#zooprep_id", "#location:1", *(k.lstrip("%") for k in CLI_KEYS)}
+    by_id = {s.metadata["#zooprep_id"]: s for s in linked}
+    for src in rendered:
+        subject = by_id[f"id:{src.id}"]
+        assert set(subject.metadata) == keys
+        assert subject.blobs == ((run_dir / src.files[0]).read_bytes(),)
+        assert subject.mimes == ("image/png",)
+        assert subject.metadata["#location:1"] == src.files[0]
+        assert subject.metadata["#diaSourceId"] == str(src.id)
+        assert subject.metadata["band"] == src.row["band"]
+        assert float(subject.metadata["#reliability"]) == src.row["reliability"]
+        assert subject.metadata["!visit"] == str(src.row["visit"])
+    assert not any(k.startswith("metadata:") for s in linked for k in s.metadata)
+    subject_set = standin.subject_set(standin.subject_set_id)
+    assert subject_set.metadata["indexFields"] == "band"
     assert standin.broken() == []
 
 

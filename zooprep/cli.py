@@ -582,6 +582,12 @@ def render(run: Path, **kw: Any) -> None:
     help="Also write numbered parts of at most N rows (10000 for "
     "Zooniverse's server-side import).",
 )
+@click.option(
+    "--layout",
+    type=click.Choice(["import", "panoptes-cli"]),
+    help="Column layout: import (default) or panoptes-cli (for 'panoptes "
+    "subject-set upload-subjects').",
+)
 @command
 def manifest(run: Path, **kw: Any) -> None:
     """Write RUN/manifest.csv: one row per rendered source, for review and upload.
@@ -589,9 +595,17 @@ def manifest(run: Path, **kw: Any) -> None:
     Open it in a spreadsheet, delete rows or fix metadata, save as CSV: upload
     sends what is left, and refuses ids a spreadsheet has mangled.
 
+    Two layouts; 'zooprep upload' reads both. --layout import (the default):
+    external_id, location:N, metadata:KEY columns, for zooprep upload and
+    Zooniverse's server-side import (with --url-root and --split 10000).
+    --layout panoptes-cli: #zooprep_id, #location:N and bare KEY columns, so
+    that 'panoptes subject-set upload-subjects SET RUN/manifest.csv' gives the
+    subjects the intended metadata keys (#reliability stays hidden).
+
     \b
     Example:
       zooprep manifest run1 --metadata diaSourceId,visit,band,reliability --hidden reliability
+      zooprep manifest run1 --layout panoptes-cli
     """
     for key in ("metadata", "hidden", "talk_only", "index"):
         kw[key] = _csv(kw[key])

@@ -1,7 +1,8 @@
 """The manifest stage: a CSV that people review in a spreadsheet and Zooniverse accepts.
 
-`manifest` writes ``RUN/manifest.csv``, one row per rendered source, in the
-column layout of Zooniverse's server-side subject-set import::
+`manifest` writes ``RUN/manifest.csv``, one row per rendered source, by
+default in the column layout of Zooniverse's server-side subject-set import
+(``layout="import"``)::
 
     external_id,location:1,metadata:#diaSourceId,metadata:!visit,...,#zooprep_id
     506428274000265570,cutouts/0/506428274000265570.png,506428274000265570,...,id:506428274000265570
@@ -15,6 +16,17 @@ column layout of Zooniverse's server-side subject-set import::
   64-bit integers into ``5.06428E+17`` or round them to 15 digits; text with
   a letter in front survives, so `read_reviewed` can tell which id a damaged
   row had and name it.
+
+With ``layout="panoptes-cli"`` the headers are the metadata keys themselves,
+as ``panoptes subject-set upload-subjects`` keeps every header verbatim as a
+key (and strips only a leading ``%``)::
+
+    #zooprep_id,#location:1,#diaSourceId,!visit,...
+    id:506428274000265570,cutouts/0/506428274000265570.png,506428274000265570,...
+
+``#zooprep_id`` (the id as text) is then the row's id, ``#location:N`` the
+files (panoptes-cli finds them because they exist), every other column a
+metadata key.  `read_reviewed` tells the layouts apart by the header.
 
 `read_reviewed` reads the file back after a person edited it: it accepts
 deleted and reordered rows, edited metadata, other quoting, CRLF, a UTF-8 BOM
@@ -50,6 +62,7 @@ from zooprep.run import Run, Source
 __all__ = [
     "DEFAULT_METADATA",
     "ID_TEXT_COLUMN",
+    "LAYOUTS",
     "MAX_IMPORT_ROWS",
     "ManifestResult",
     "ManifestRow",
@@ -79,6 +92,8 @@ DEFAULT_METADATA = (
 ID_TEXT_COLUMN = "#zooprep_id"
 #: What comes before the digits in `ID_TEXT_COLUMN`.
 ID_TEXT_PREFIX = "id:"
+#: Column layouts: Zooniverse's server-side import (default), or panoptes-cli's.
+LAYOUTS = ("import", "panoptes-cli")
 #: Rows per file that Zooniverse's server-side subject-set import accepts.
 MAX_IMPORT_ROWS = 10_000
 #: File types Zooniverse shows; other files of a source (``.npy``) are not uploaded.
@@ -92,6 +107,7 @@ LISTED = ("rendered", "uploaded", "linked", "failed")
 _EXTERNAL_ID = "external_id"
 _LOCATION = "location:"
 _METADATA = "metadata:"
+_CLI_LOCATION = "#location:"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -125,6 +141,8 @@ class ManifestResult:
     failed : int
         Rendered sources left out because their file is missing (they are
         marked failed in the render stage, so ``zooprep render`` redoes them).
+    layout : str
+        The column layout written, one of `LAYOUTS`.
     """
 
     path: Path
@@ -132,6 +150,7 @@ class ManifestResult:
     columns: list[str] = field(default_factory=list)
     parts: list[Path] = field(default_factory=list)
     failed: int = 0
+    layout: str = "import"
 
     def __str__(self) -> str:
         text = f"manifest: {self.rows} rows written to {self.path}"
@@ -184,11 +203,14 @@ class ReviewedManifest:
     removed : list of int
         Ids of sources that were in the manifest as zooprep wrote it but are
         no longer in the file (deleted in review), in selection order.
+    layout : str
+        The column layout found in the header, one of `LAYOUTS`.
     """
 
     path: Path
     rows: list[ManifestRow] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
+    layout: str = "import"
 
     @property
     def index_fields(self) -> list[str]:
@@ -228,10 +250,17 @@ class _Layout:
     keys: tuple[str, ...]  # Zooniverse metadata keys, with prefixes
     locations: int
     url_root: str | None
+    kind: str = "import"  # one of LAYOUTS
 
     @property
     def header(self) -> list[str]:
         """The CSV header row."""
+        if self.kind == "panoptes-cli":
+            return [
+                ID_TEXT_COLUMN,
+                *(f"{_CLI_LOCATION}{n}" for n in range(1, self.locations + 1)),
+                *self.keys,
+            ]
         return [
             _EXTERNAL_ID,
             *(f"{_LOCATION}{n}" for n in range(1, self.locations + 1)),
@@ -250,6 +279,7 @@ def manifest(
     talk_only: Sequence[str] | None = None,
     index: Sequence[str] | None = None,
     split: int | None = None,
+    layout: str | None = None,
     reporter: Reporter | None = None,
 ) -> ManifestResult:
     """Write the run's manifest: one CSV row per rendered source.
@@ -285,6 +315,13 @@ def manifest(
         Also write numbered parts of at most ``split`` rows beside the
         manifest (``manifest-001.csv``, ...), e.g. 10000 for Zooniverse's
         server-side import.
+    layout : {"import", "panoptes-cli"}, optional
+        The columns.  ``"import"`` (default): ``external_id``,
+        ``location:N``, ``metadata:<key>``, ``#zooprep_id``, for Zooniverse's
+        server-side import and ``zooprep upload``.  ``"panoptes-cli"``:
+        ``#zooprep_id``, ``#location:N`` and bare ``<key>`` headers, so that
+        ``panoptes subject-set upload-subjects`` gives subjects the intended
+        metadata keys (``zooprep upload`` reads it too).
     reporter : Reporter, optional
         Progress callbacks.
 
@@ -297,17 +334,15 @@ def manifest(
     ------
     zooprep.errors.InputError
         A named column is not a catalog column, a column is given two
-        visibilities, the run has no rendered source, or the existing
+        visibilities, the layout is unknown, the run has no rendered source,
+        or the existing
         manifest was edited since zooprep wrote it (it is never overwritten).
     """
+    choices = (url_root, output, metadata, hidden, talk_only, index, split, layout)
     if isinstance(run, Run):
-        return _write(
-            run, url_root, output, metadata, hidden, talk_only, index, split, reporter
-        )
+        return _write(run, *choices, reporter)
     with Run.open(run) as r:
-        return _write(
-            r, url_root, output, metadata, hidden, talk_only, index, split, reporter
-        )
+        return _write(r, *choices, reporter)
 
 
 def _write(
@@ -319,11 +354,15 @@ def _write(
     talk_only: Sequence[str] | None,
     index: Sequence[str] | None,
     split: int | None,
+    kind: str | None,
     reporter: Reporter | None,
 ) -> ManifestResult:
     """Body of `manifest` on an open run."""
     reporter = reporter or NullReporter()
     saved = run.settings.get("manifest", {})
+    kind = kind if kind is not None else saved.get("layout") or "import"
+    if kind not in LAYOUTS:
+        raise InputError(f"--layout must be one of {', '.join(LAYOUTS)}, not {kind!r}")
     url_root = url_root if url_root is not None else saved.get("url_root")
     split = split if split is not None else saved.get("split")
     if split is not None and int(split) < 1:
@@ -351,10 +390,11 @@ def _write(
         index if index is not None else saved.get("index"),
         _max_locations(run),
         url_root,
+        kind,
     )
     total = _count_listed(run)
     prefix = _prefix(run, path.parent.resolve())
-    result = ManifestResult(path=path, columns=layout.header)
+    result = ManifestResult(path=path, columns=layout.header, layout=kind)
     reporter.start("manifest", total)
     digest = hashlib.sha256()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -397,6 +437,7 @@ def _write(
             "keys": list(layout.keys),
             "id_column": id_column,
             "url_root": url_root,
+            "layout": kind,
             "output": str(path) if path != run.path / "manifest.csv" else None,
             "split": split,
             "rows": result.rows,
@@ -557,6 +598,7 @@ def _layout(
     index: Sequence[str] | None,
     locations: int,
     url_root: str | None,
+    kind: str = "import",
 ) -> _Layout:
     """Resolve the metadata columns and their prefixes."""
     available = [k for k in first.row if not str(k).startswith("_")]
@@ -613,7 +655,13 @@ def _layout(
             keys.append("!" + col)
         else:
             keys.append(col)
-    return _Layout(id_column, tuple(columns), tuple(keys), locations, url_root)
+    if kind == "panoptes-cli" and ID_TEXT_COLUMN in keys:
+        raise InputError(
+            f"metadata column {ID_TEXT_COLUMN[1:]} would give the key "
+            f"{ID_TEXT_COLUMN}, which the panoptes-cli layout uses for the "
+            "source id; leave it out of --metadata or do not hide it"
+        )
+    return _Layout(id_column, tuple(columns), tuple(keys), locations, url_root, kind)
 
 
 def _is_id(col: str) -> bool:
@@ -655,6 +703,8 @@ def _cells(run: Run, src: Source, layout: _Layout, prefix: str) -> list[str] | N
     for col in layout.columns:
         value = src.id if col == layout.id_column else src.row.get(col)
         values.append(_escape(_text(value)))
+    if layout.kind == "panoptes-cli":
+        return [f"{ID_TEXT_PREFIX}{src.id}", *locations, *values]
     return [str(src.id), *locations, *values, f"{ID_TEXT_PREFIX}{src.id}"]
 
 
@@ -733,6 +783,11 @@ def read_reviewed(
 ) -> ReviewedManifest:
     """Read a manifest after review, refusing rows a spreadsheet damaged.
 
+    Both layouts are read (`LAYOUTS`, told apart by the header): ``import``
+    (``external_id``, ``location:N``, ``metadata:<key>``; other columns are
+    ignored) and ``panoptes-cli`` (``#zooprep_id``, ``#location:N``; every
+    other column is a metadata key, as panoptes-cli would send it).
+
     Parameters
     ----------
     run : Run
@@ -785,10 +840,26 @@ def _encodings(path: Path) -> list[str]:
 class _Header:
     """Where the columns of a reviewed manifest are."""
 
-    external_id: int
+    external_id: int | None  # None in the panoptes-cli layout
     locations: list[int]
     metadata: list[tuple[int, str]]
     id_text: int | None
+    layout: str = "import"
+
+    def label(self, key: str) -> str:
+        """The header of the metadata column ``key``, for messages."""
+        return key if self.layout == "panoptes-cli" else f"{_METADATA}{key}"
+
+
+def _layout_of(names: list[str]) -> str:
+    """The layout of a header: `LAYOUTS` item, from the id and location names."""
+    if _EXTERNAL_ID in names or any(
+        n.startswith((_LOCATION, _METADATA)) for n in names
+    ):
+        return "import"
+    if ID_TEXT_COLUMN in names or any(n.startswith(_CLI_LOCATION) for n in names):
+        return "panoptes-cli"
+    return "import"
 
 
 def _parse_header(cells: list[str], path: Path) -> _Header:
@@ -799,22 +870,37 @@ def _parse_header(cells: list[str], path: Path) -> _Header:
         raise ManifestEditError(
             f"{path}: line 1: column {dupes[0]} appears twice", rows=[1]
         )
-    if _EXTERNAL_ID not in names:
-        raise ManifestEditError(f"{path}: line 1: no external_id column", rows=[1])
+    layout = _layout_of(names)
+    if layout == "panoptes-cli":
+        id_name, location = ID_TEXT_COLUMN, _CLI_LOCATION
+    else:
+        id_name, location = _EXTERNAL_ID, _LOCATION
+    if id_name not in names:
+        raise ManifestEditError(f"{path}: line 1: no {id_name} column", rows=[1])
     locations = sorted(
-        (int(n[len(_LOCATION) :]), i)
+        (int(n[len(location) :]), i)
         for i, n in enumerate(names)
-        if n.startswith(_LOCATION) and n[len(_LOCATION) :].isdigit()
+        if n.startswith(location) and n[len(location) :].isdigit()
     )
     if not locations:
         raise ManifestEditError(
-            f"{path}: line 1: no location:1 column (the file column was renamed "
+            f"{path}: line 1: no {location}1 column (the file column was renamed "
             "or deleted)",
             rows=[1],
         )
     if [n for n, _ in locations] != list(range(1, len(locations) + 1)):
         raise ManifestEditError(
-            f"{path}: line 1: location columns must be location:1..N", rows=[1]
+            f"{path}: line 1: location columns must be {location}1..N", rows=[1]
+        )
+    if layout == "panoptes-cli":
+        # Every other column is a metadata key, as panoptes-cli reads it.
+        taken = {names.index(ID_TEXT_COLUMN), *(i for _, i in locations)}
+        return _Header(
+            external_id=None,
+            locations=[i for _, i in locations],
+            metadata=[(i, n) for i, n in enumerate(names) if n and i not in taken],
+            id_text=names.index(ID_TEXT_COLUMN),
+            layout=layout,
         )
     metadata = [
         (i, n[len(_METADATA) :]) for i, n in enumerate(names) if n.startswith(_METADATA)
@@ -842,14 +928,14 @@ def _parse_header(cells: list[str], path: Path) -> _Header:
 
 
 def _sniff_delimiter(first_line: str, path: Path) -> str:
-    """The separator a spreadsheet saved with: the one that yields ``external_id``."""
+    """The separator a spreadsheet saved with: the one that yields an id column."""
     for delimiter in (",", ";", "\t", "|"):
         cells = next(csv.reader([first_line], delimiter=delimiter), [])
-        if _EXTERNAL_ID in (c.strip() for c in cells):
+        if {_EXTERNAL_ID, ID_TEXT_COLUMN} & {c.strip() for c in cells}:
             return delimiter
     raise ManifestEditError(
-        f"{path}: line 1: no external_id column (not a zooprep manifest, "
-        "or its header was changed)",
+        f"{path}: line 1: no external_id or {ID_TEXT_COLUMN} column (not a zooprep "
+        "manifest, or its header was changed)",
         rows=[1],
     )
 
@@ -868,6 +954,7 @@ def _read(
     with open(path, encoding=encoding, newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         header = _parse_header(next(reader), path)
+        result.layout = header.layout
         width = _width(header)
         for cells in reader:
             line = reader.line_num
@@ -895,9 +982,8 @@ def _read(
 
 def _width(header: _Header) -> int:
     """Number of cells a full row has (up to the last column zooprep reads)."""
-    idx = [header.external_id, *header.locations, *(i for i, _ in header.metadata)]
-    if header.id_text is not None:
-        idx.append(header.id_text)
+    idx = [*header.locations, *(i for i, _ in header.metadata)]
+    idx += [i for i in (header.external_id, header.id_text) if i is not None]
     return max(idx) + 1
 
 
@@ -912,9 +998,19 @@ def _check_row(
     seen: dict[int, int],
 ) -> tuple[ManifestRow | None, str | None]:
     """One reviewed row as a `ManifestRow`, or why it is refused."""
-    raw = cells[header.external_id].strip()
     text_id = _text_id(cells[header.id_text]) if header.id_text is not None else None
-    source_id, why = _parse_id(raw, text_id)
+    if header.external_id is None:  # panoptes-cli layout: the text id is the id
+        raw = cells[header.id_text].strip() if header.id_text is not None else ""
+        source_id, why = text_id, None
+        if text_id is None:
+            why = (
+                f"{ID_TEXT_COLUMN} {raw!r} is not {ID_TEXT_PREFIX}<digits>"
+                if raw
+                else f"{ID_TEXT_COLUMN} is empty"
+            )
+    else:
+        raw = cells[header.external_id].strip()
+        source_id, why = _parse_id(raw, text_id)
     if source_id is None:
         return None, why
     if source_id in seen:
@@ -923,7 +1019,7 @@ def _check_row(
     src = run.get(source_id)
     if src is None:
         near = _near_id(run, source_id)
-        if near is not None:
+        if near is not None and header.external_id is not None:
             return None, (
                 f"external_id {raw} looks rounded by a spreadsheet (source {near} "
                 "exists)"
@@ -962,7 +1058,7 @@ def _check_row(
         original = src.id if column == id_column else src.row.get(column)
         damaged = _damaged(value, original)
         if damaged:
-            return None, f"id {source_id}: metadata:{key} {damaged}"
+            return None, f"id {source_id}: {header.label(key)} {damaged}"
         meta[key] = _restore(value, original)
     return (
         ManifestRow(
