@@ -89,8 +89,12 @@ class LocalExecutor:
     """
 
     #: Modules imported once by the fork server that starts the workers.
-    preload = ("zooprep.stages.render", "zooprep.renderers", "zooprep.images.fits",
-               "zooprep.images.stamps")
+    preload = (
+        "zooprep.stages.render",
+        "zooprep.renderers",
+        "zooprep.images.fits",
+        "zooprep.images.stamps",
+    )
 
     def __init__(self, jobs: int | None = None, retries: int = 2) -> None:
         self.jobs = jobs or len(os.sched_getaffinity(0))
