@@ -275,3 +275,40 @@ def test_dask_local_cluster_matches_local_processes_and_survives_a_dead_worker(
     assert (tmp_path / "died").exists()
     assert _pngs(local) == _pngs(dask)
     assert _state(local) == _state(dask)
+
+
+def test_a_picture_over_zooniverse_1mb_limit_fails_its_row_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    from astropy.io import fits
+
+    rng = np.random.default_rng(1)
+    noise = {}
+    for role in ("science", "template", "difference"):
+        noise[role] = str(tmp_path / f"{role}.fits")
+        fits.writeto(noise[role], rng.normal(size=(300, 300)).astype(np.float32))
+    pd.DataFrame(
+        {
+            "diaSourceId": [1, 2],
+            "visit": 1,
+            "detector": 1,
+            "x": [150.0, 149.0],
+            "y": [150.0, 151.0],
+        }
+    ).to_csv(tmp_path / "cat.csv", index=False)
+    run = tmp_path / "run"
+    zooprep.select(run, catalog=tmp_path / "cat.csv")
+    result = zooprep.render(
+        run,
+        images=noise,
+        options={"sizes": (250, 250, 250), "scale": 2, "cmap": "bone"},
+        jobs=1,
+    )
+    assert (result.rendered, result.failed) == (0, 2)
+    with Run.open(run, lock=False) as r:
+        reasons = [s.reason for s in r.iter_sources(["failed"])]
+    assert all(
+        "over Zooniverse's 1000000-byte limit; use smaller --sizes or --scale" in why
+        for why in reasons
+    ), reasons
+    assert not list(run.rglob("*.png"))

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["RenderOptions", "UploadOptions"]
+__all__ = ["MAX_FILE_BYTES", "RenderOptions", "UploadOptions"]
+
+#: The largest media file Zooniverse accepts (its web front end refuses more).
+MAX_FILE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)

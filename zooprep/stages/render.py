@@ -24,7 +24,7 @@ import numpy as np
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
 from zooprep.images.base import Cutouts, Failed, ImageSource
-from zooprep.options import RenderOptions
+from zooprep.options import MAX_FILE_BYTES, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import Run, atomic_write, cutout_relpath, decode_row
@@ -151,6 +151,17 @@ def _draw_rows(
                     item.source_id,
                     "failed",
                     f"drawing failed: {type(exc).__name__}: {exc}",
+                    False,
+                )
+            )
+            continue
+        if len(png) > MAX_FILE_BYTES:
+            out.append(
+                (
+                    item.source_id,
+                    "failed",
+                    f"PNG is {len(png)} bytes, over Zooniverse's {MAX_FILE_BYTES}-byte "
+                    "limit; use smaller --sizes or --scale",
                     False,
                 )
             )

@@ -47,7 +47,7 @@ from zooprep.errors import (
     SettingsMismatch,
     UploadError,
 )
-from zooprep.options import UploadOptions
+from zooprep.options import MAX_FILE_BYTES, UploadOptions
 from zooprep.panoptes import (
     CreateUncertain,
     Credentials,
@@ -63,8 +63,6 @@ __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
 
 logger = logging.getLogger(__name__)
 
-#: Largest media file Zooniverse accepts (the web front end's limit).
-MAX_FILE_BYTES = 1_000_000
 
 #: Rows per server-side subject-set import (the Panoptes limit).
 IMPORT_ROWS = 10_000
