@@ -43,6 +43,7 @@ def write_exposure(
     xy0: tuple[int, int] = (0, 0),
     compress: bool = False,
     order: tuple[str, ...] = ("IMAGE", "MASK", "VARIANCE"),
+    instrument: str | None = "LSSTCam",
 ) -> Path:
     """Write an LSST-style exposure (optionally RICE tile-compressed) to ``path``."""
     image = np.asarray(image, dtype=np.float32)
@@ -71,7 +72,10 @@ def write_exposure(
             )
         else:
             hdus.append(fits.ImageHDU(data, header=h, name=name))
-    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(path, overwrite=True)
+    primary = fits.PrimaryHDU()
+    if instrument is not None:
+        primary.header["INSTRUME"] = instrument  # as lsst.afw writes it: in PRIMARY
+    fits.HDUList([primary, *hdus]).writeto(path, overwrite=True)
     return path
 
 

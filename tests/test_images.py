@@ -196,6 +196,8 @@ def test_lsst_exposure_image_found_by_extname(tmp_path: Path):
     assert res.pixel_scale == pytest.approx(0.2)
     # uncompressed pixels are memory-mapped, not loaded whole
     assert isinstance(source.cache.get(str(sci)).pixels, np.memmap)
+    # the instrument, written by lsst.afw in the PRIMARY header, reaches the picture
+    assert res.notes["instrument"] == "LSSTCam"
 
 
 def test_lsst_exposure_with_xy0_offsets_catalogue_xy(tmp_path: Path):

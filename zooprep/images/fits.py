@@ -238,6 +238,9 @@ def open_image(path: str | os.PathLike[str]) -> FitsImage:
                 index = _find_image_hdu(hdul, path)
                 hdu = hdul[index]
                 header = hdu.header.copy()
+                primary = hdul[0].header
+                if "INSTRUME" not in header and "INSTRUME" in primary:
+                    header["INSTRUME"] = primary["INSTRUME"]  # LSST MEF: in PRIMARY
                 if isinstance(hdu, fits.CompImageHDU) or gzipped:
                     pixels = np.asarray(hdu.data, dtype=np.float32)
                     image = FitsImage(path, index, header, pixels)
@@ -576,7 +579,10 @@ def _cut_row(
             padded |= pad
             cut[role] = array
         triplets.append(Triplet(cut["template"], cut["science"], cut["difference"]))
-    return Cutouts(source_id, triplets, pixel_scale=scale, padded=padded)
+    science = images[ROLES.index("science")]
+    instrument = str(science.header.get("INSTRUME", "")).strip()
+    notes = {"instrument": instrument} if instrument else {}
+    return Cutouts(source_id, triplets, pixel_scale=scale, padded=padded, notes=notes)
 
 
 class FitsImages:
