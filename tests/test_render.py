@@ -452,8 +452,11 @@ def test_ids_are_written_as_exact_integers():
     big = 2**62 + 1  # not representable as a float64
     items = _items({"diaSourceId": big, "visit": np.int64(2**40 + 3), "detector": "12"})
     assert items[(0, 0.145)].text == "4611686018427387905"
-    assert items[(0, 0.85)].text == "1099511627779"
-    assert items[(0, 0.74)].text == "12"
+    top = {i.text: i for i in annotation_items({"visit": np.int64(2**40 + 3)})}
+    assert "1099511627779" in top  # a 13-digit visit, moved left to fit
+    six = _items({"visit": np.int64(943296), "detector": "12"})
+    assert six[(0, 0.85)].text == "943296"
+    assert six[(0, 0.74)].text == "12"
 
 
 FLAG_COLUMNS = {
@@ -585,6 +588,8 @@ def test_missing_or_null_columns_leave_their_fields_blank(decam):
         "PSF (nJy):",
         "ap (nJy):",
         "total (nJy):",
+        "detector:",  # these two move left for long visit numbers
+        "visit:",
     }
     # Rendering an empty row works and differs from a full one only in text.
     png = AnnotatedRenderer().render(Cutouts(1, [cut(decam, 128, 128, 30)]), {})
@@ -654,3 +659,39 @@ def test_make_renderer_follows_the_render_options():
     assert annotated.difference_stretch == "asinh-central"
     with pytest.raises(ValueError, match="viridiss"):
         make_renderer(RenderOptions(cmap="viridiss"))
+
+
+def test_long_rubin_visit_numbers_do_not_run_into_the_band_or_instrument() -> None:
+    from pathlib import Path as _Path
+
+    import matplotlib
+    from PIL import ImageFont
+
+    from zooprep.renderers.annotated import annotation_items
+
+    fonts = _Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    regular = ImageFont.truetype(str(fonts / "DejaVuSans.ttf"), 14)
+    bold = ImageFont.truetype(str(fonts / "DejaVuSans-Bold.ttf"), 14)
+    width = 640  # the text block of a 30 px picture
+    row = {
+        "diaSourceId": 170094456272322680,
+        "instrument": "LSSTCam",
+        "detector": 94,
+        "visit": 2026030500055,
+        "band": "r",
+    }
+    top = {item.text: item for item in annotation_items(row) if item.line == 0}
+
+    def span(text: str) -> tuple[float, float]:
+        item = top[text]
+        font = bold if item.bold else regular
+        left = item.x * width
+        return left, left + font.getlength(text)
+
+    assert span("2026030500055")[1] + 4 < span("r")[0]
+    assert span("LSSTCam")[1] + 4 < span("detector:")[0]
+    assert span("detector:")[1] <= span("94")[0]
+    assert span("visit:")[1] <= span("2026030500055")[0]
+    # six-digit visits keep the seed's positions
+    seed = {item.text: item.x for item in annotation_items({**row, "visit": 943296})}
+    assert (seed["detector:"], seed["visit:"], seed["943296"]) == (0.64, 0.795, 0.85)

@@ -37,6 +37,11 @@ RB_BAD = "#e41a1c"
 TEXT_LINES = 5
 
 
+#: Width of one digit as a fraction of the text block (DejaVu Sans digits are
+#: 0.636 em; 14 px text in a 640 px block).
+DIGIT_WIDTH = 0.014
+
+
 @dataclass(frozen=True)
 class TextItem:
     """One piece of text of the annotation.
@@ -215,9 +220,13 @@ def annotation_items(
     """
     items: list[TextItem] = []
 
-    def label(line: int, x: float, text: str, color: str | None = None) -> None:
-        # Labels whose colour never changes are static; flux labels are not.
-        items.append(TextItem(line, x, text, color or GREY, static=color is None))
+    def label(
+        line: int, x: float, text: str, color: str | None = None, moves: bool = False
+    ) -> None:
+        # Labels whose colour and place never change are static (drawn once
+        # into a cached background); flux labels and moving labels are not.
+        static = color is None and not moves
+        items.append(TextItem(line, x, text, color or GREY, static=static))
 
     def value(line: int, x: float, text: str, **kw: Any) -> None:
         if text.strip():
@@ -228,10 +237,16 @@ def annotation_items(
     value(0, 0.145, _integer_text(row.get("diaSourceId")))
     name = _text(row.get("instrument")) or _text(instrument)
     value(0, 0.43, name, bold=True)
-    label(0, 0.64, "detector:")
-    value(0, 0.74, _integer_text(row.get("detector")))
-    label(0, 0.795, "visit:")
-    value(0, 0.85, _integer_text(row.get("visit")))
+    # The seed leaves room for 6-digit visits; longer ones (Rubin's have 13
+    # digits) move the detector and visit fields left so the band stays clear.
+    visit = _integer_text(row.get("visit"))
+    shift = max(0, len(visit) - 6) * DIGIT_WIDTH
+    # the detector field gives up some of its spare room before it moves
+    near = max(0.0, shift - 0.01)
+    label(0, 0.64 - near, "detector:", moves=True)
+    value(0, 0.74 - near, _integer_text(row.get("detector")))
+    label(0, 0.795 - shift, "visit:", moves=True)
+    value(0, 0.85 - shift, visit)
     value(0, 0.95, _text(row.get("band")) or _text(row.get("filterName")))
 
     # Row 2: position, detection S/N, reduced PSF chi2.
