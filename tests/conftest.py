@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared real test data (``../shared/data`` beside the checkout)."""
-    path = Path(os.environ.get("ZOOPREP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    path = Path(
+        os.environ.get("ZOOPREP_SHARED_DATA", ROOT.parent / "shared" / "data")
+    ).resolve()  # readers resolve links; compare like with like
     if not (path / "INVENTORY.md").is_file():
         pytest.fail(f"shared test data not found at {path} (set ZOOPREP_SHARED_DATA)")
     return path
