@@ -10,7 +10,7 @@ them in one fixed colour.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -96,3 +96,26 @@ class ImageSource(Protocol):
         packets): each stamp is then returned whole at its native size.
         """
         ...
+
+
+def column_listing(columns: Sequence[str]) -> str:
+    """The columns, sorted and comma-separated, for an error message."""
+    return ", ".join(sorted(map(str, columns))) or "(none)"
+
+
+def consecutive_groups(
+    rows: Iterable[tuple[int, Mapping[str, Any]]],
+    key: Callable[[Mapping[str, Any]], Hashable],
+) -> Iterator[tuple[Hashable, list[tuple[int, Mapping[str, Any]]]]]:
+    """Yield ``(key, batch)`` for each run of consecutive rows sharing a key."""
+    batch: list[tuple[int, Mapping[str, Any]]] = []
+    current: Hashable = None
+    for source_id, row in rows:
+        k = key(row)
+        if batch and k != current:
+            yield current, batch
+            batch = []
+        current = k
+        batch.append((source_id, row))
+    if batch:
+        yield current, batch

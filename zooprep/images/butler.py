@@ -39,12 +39,18 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from zooprep.errors import InputError
-from zooprep.images.base import Cutouts, Failed
+from zooprep.images.base import (
+    Cutouts,
+    Failed,
+    column_listing,
+    consecutive_groups,
+)
 from zooprep.images.fits import (
     DEFAULT_CACHE_BYTES,
     POSITIONS,
     ImageCache,
     Position,
+    check_position_columns,
     cut_group,
 )
 
@@ -161,25 +167,13 @@ class ButlerImages:
         InputError
             Naming the missing column and listing the available ones.
         """
-        have = set(columns)
-        listing = ", ".join(sorted(map(str, columns))) or "(none)"
         for name in ("visit", "detector"):
-            if name not in have:
+            if name not in columns:
                 raise InputError(
                     f"Butler images need column {name!r} for the data id;"
-                    f" available columns: {listing}"
+                    f" available columns: {column_listing(columns)}"
                 )
-        need = {
-            "xy": [("x", "y")],
-            "radec": [("ra", "dec")],
-            "auto": [("x", "y"), ("ra", "dec")],
-        }[self.position]
-        if not any(all(c in have for c in pair) for pair in need):
-            wanted = " or ".join("/".join(pair) for pair in need)
-            raise InputError(
-                f"position {self.position!r} needs columns {wanted}; available"
-                f" columns: {listing}"
-            )
+        check_position_columns(self.position, columns)
 
     def _default_instrument(self) -> str:
         """Return the instrument to use for rows without one."""
@@ -219,13 +213,7 @@ class ButlerImages:
         ------
         Cutouts or Failed
         """
-        batch: list[tuple[int, Mapping[str, Any]]] = []
-        for source_id, row in rows:
-            if batch and self.group_key(row) != self.group_key(batch[0][1]):
-                yield from self._cut(batch, sizes, use_footprint)
-                batch = []
-            batch.append((source_id, row))
-        if batch:
+        for _, batch in consecutive_groups(rows, self.group_key):
             yield from self._cut(batch, sizes, use_footprint)
 
     def _data_id(self, row: Mapping[str, Any]) -> dict[str, Any]:

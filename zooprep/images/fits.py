@@ -72,7 +72,13 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from zooprep.errors import InputError
-from zooprep.images.base import Cutouts, Failed, Triplet
+from zooprep.images.base import (
+    Cutouts,
+    Failed,
+    Triplet,
+    column_listing,
+    consecutive_groups,
+)
 from zooprep.images.cutout import cut_around, pixel_index
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
@@ -377,6 +383,22 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+def check_position_columns(position: Position, columns: Sequence[str]) -> None:
+    """Raise InputError when ``columns`` lack what ``position`` places sources by."""
+    have = set(columns)
+    need = {
+        "xy": [("x", "y")],
+        "radec": [("ra", "dec")],
+        "auto": [("x", "y"), ("ra", "dec")],
+    }[position]
+    if not any(all(c in have for c in pair) for pair in need):
+        wanted = " or ".join("/".join(pair) for pair in need)
+        raise InputError(
+            f"position {position!r} needs columns {wanted}; available"
+            f" columns: {column_listing(columns)}"
+        )
+
+
 def _finite(row: Mapping[str, Any], *names: str) -> bool:
     """Whether the row has finite numbers in all these columns."""
     for name in names:
@@ -657,7 +679,7 @@ class FitsImages:
             Naming the missing column and listing the available ones.
         """
         have = set(columns)
-        listing = ", ".join(sorted(map(str, columns))) or "(none)"
+        listing = column_listing(columns)
         for role, t in zip(ROLES, self._templates, strict=True):
             for name in template_fields(t):
                 if name not in have:
@@ -665,17 +687,7 @@ class FitsImages:
                         f"--{role} template {t!r} names column {name!r}, which the"
                         f" sources lack; available columns: {listing}"
                     )
-        need = {
-            "xy": [("x", "y")],
-            "radec": [("ra", "dec")],
-            "auto": [("x", "y"), ("ra", "dec")],
-        }[self.position]
-        if not any(all(c in have for c in pair) for pair in need):
-            wanted = " or ".join("/".join(pair) for pair in need)
-            raise InputError(
-                f"position {self.position!r} needs columns {wanted}; available"
-                f" columns: {listing}"
-            )
+        check_position_columns(self.position, columns)
 
     def paths(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
         """Return the science, template and difference paths of a row.
@@ -726,16 +738,7 @@ class FitsImages:
         ------
         Cutouts or Failed
         """
-        batch: list[tuple[int, Mapping[str, Any]]] = []
-        key: Hashable = None
-        for source_id, row in rows:
-            k = self.group_key(row)
-            if batch and k != key:
-                yield from self._cut(key, batch, sizes, use_footprint)
-                batch = []
-            key = k
-            batch.append((source_id, row))
-        if batch:
+        for key, batch in consecutive_groups(rows, self.group_key):
             yield from self._cut(key, batch, sizes, use_footprint)
 
     def _cut(

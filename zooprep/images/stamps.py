@@ -47,7 +47,13 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from zooprep.errors import InputError
-from zooprep.images.base import Cutouts, Failed, Triplet
+from zooprep.images.base import (
+    Cutouts,
+    Failed,
+    Triplet,
+    column_listing,
+    consecutive_groups,
+)
 from zooprep.images.cutout import crop_or_pad, pad_to_shape
 
 __all__ = ["AlertStamps", "read_alert_records"]
@@ -234,10 +240,9 @@ class AlertStamps:
         """
         for name in REQUIRED:
             if name not in columns:
-                listing = ", ".join(sorted(map(str, columns))) or "(none)"
                 raise InputError(
                     f"alert stamps need column {name!r} (rows selected with --alerts);"
-                    f" available columns: {listing}"
+                    f" available columns: {column_listing(columns)}"
                 )
 
     def group_key(self, row: Mapping[str, Any]) -> str:
@@ -265,13 +270,7 @@ class AlertStamps:
         ------
         Cutouts or Failed
         """
-        batch: list[tuple[int, Mapping[str, Any]]] = []
-        for source_id, row in rows:
-            if batch and self.group_key(row) != self.group_key(batch[0][1]):
-                yield from self._cut_file(batch, sizes, use_footprint)
-                batch = []
-            batch.append((source_id, row))
-        if batch:
+        for _, batch in consecutive_groups(rows, self.group_key):
             yield from self._cut_file(batch, sizes, use_footprint)
 
     def _cut_file(
