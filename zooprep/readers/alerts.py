@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from zooprep.errors import InputError
-from zooprep.readers.base import ReadFailure
+from zooprep.readers.base import ReadFailure, kept_positions
 from zooprep.readers.where import Expr, to_mask, unknown_column
 
 __all__ = ["AlertReader", "alert_rows", "ztf_row"]
@@ -380,12 +380,7 @@ class AlertReader:
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield matching rows as dicts in ascending id order."""
-        positions = np.flatnonzero(self._mask(where))
-        if ids is not None:
-            wanted = np.asarray(sorted(int(i) for i in ids), dtype=np.int64)
-            positions = positions[np.isin(self.ids[positions], wanted)]
-        if limit is not None:
-            positions = positions[: int(limit)]
+        positions = kept_positions(self._mask(where), self.ids, ids, limit)
         for p in positions:
             yield self._rows[int(p)]
 

@@ -27,7 +27,13 @@ import numpy as np
 
 from zooprep.readers.where import Expr
 
-__all__ = ["ReadFailure", "SourceReader", "failure_id", "image_group"]
+__all__ = [
+    "ReadFailure",
+    "SourceReader",
+    "failure_id",
+    "image_group",
+    "kept_positions",
+]
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,26 @@ def image_group(row: Mapping[str, Any]) -> str | None:
         return f"{visit}/{detector}"
     image = row.get("image")
     return None if image is None else str(image)
+
+
+def kept_positions(
+    mask: np.ndarray,
+    row_ids: np.ndarray,
+    ids: Sequence[int] | None,
+    limit: int | None,
+) -> np.ndarray:
+    """Positions of the rows ``mask`` keeps, only those in ``ids``, at most ``limit``.
+
+    For readers that hold all rows in memory, with ``row_ids`` (``int64``,
+    ascending) the id of each row.
+    """
+    positions = np.flatnonzero(mask)
+    if ids is not None:
+        wanted = np.asarray(sorted(int(i) for i in ids), dtype=np.int64)
+        positions = positions[np.isin(row_ids[positions], wanted)]
+    if limit is not None:
+        positions = positions[: int(limit)]
+    return positions
 
 
 def failure_id(path: str) -> int:

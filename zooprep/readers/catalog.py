@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from zooprep.errors import InputError
-from zooprep.readers.base import ReadFailure, image_group
+from zooprep.readers.base import ReadFailure, image_group, kept_positions
 from zooprep.readers.where import Expr, to_mask, unknown_column
 
 __all__ = ["CatalogReader", "check_minimum_columns", "frame_records", "int64_ids"]
@@ -318,12 +318,7 @@ class CatalogReader:
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield matching rows as dicts in ascending id order."""
-        positions = np.flatnonzero(self._mask(where))
-        if ids is not None:
-            wanted = np.asarray(sorted(int(i) for i in ids), dtype=np.int64)
-            positions = positions[np.isin(self.ids[positions], wanted)]
-        if limit is not None:
-            positions = positions[: int(limit)]
+        positions = kept_positions(self._mask(where), self.ids, ids, limit)
         return frame_records(self.frame, positions)
 
     def group(self, row: Mapping[str, Any]) -> str | None:
