@@ -519,12 +519,8 @@ class PanoptesAPI:
                 answer = self.session.request(
                     method, url, params=params, json=json, headers=headers
                 )
-            except requests.Timeout:
-                raise _Transient(f"{what}: no answer in time", None) from None
-            except requests.ConnectionError as exc:
-                raise _Transient(
-                    f"{what}: connection failed ({type(exc).__name__})", None
-                ) from None
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                raise _no_answer(exc, what) from None
             if answer.status_code == 401 and attempt == 1:
                 self.tokens.rejected(token)
                 continue
@@ -554,6 +550,14 @@ class PanoptesAPI:
             raise PanoptesError(
                 f"{exc} (gave up after {policy.attempts} tries)", exc.status
             ) from None
+
+    def _create(self, kind: str, resource: dict[str, Any], what: str) -> dict[str, Any]:
+        """POST one resource to ``/kind`` once (not retried) and return it."""
+        try:
+            answer = self.request("POST", f"/{kind}", json={kind: resource}, what=what)
+        except _Transient as exc:
+            raise PanoptesError(str(exc), exc.status) from None
+        return dict(answer.body[kind][0])
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Answer:
         """GET with retries."""
@@ -602,21 +606,11 @@ class PanoptesAPI:
 
     def create_subject_set(self, project: str, name: str) -> dict[str, Any]:
         """Create a subject set (not retried: check `find_subject_set` first)."""
-        try:
-            answer = self.request(
-                "POST",
-                "/subject_sets",
-                json={
-                    "subject_sets": {
-                        "display_name": name,
-                        "links": {"project": str(project)},
-                    }
-                },
-                what=f"create subject set {name!r}",
-            )
-        except _Transient as exc:
-            raise PanoptesError(str(exc), exc.status) from None
-        return dict(answer.body["subject_sets"][0])
+        return self._create(
+            "subject_sets",
+            {"display_name": name, "links": {"project": str(project)}},
+            f"create subject set {name!r}",
+        )
 
     def set_index_fields(self, set_id: str, names: list[str]) -> None:
         """Make ``names`` the subject set's ``indexFields`` (as panoptes-cli does)."""
@@ -738,12 +732,8 @@ class PanoptesAPI:
                         "x-ms-blob-type": "BlockBlob",
                     },
                 )
-            except requests.Timeout:
-                raise _Transient(f"{what}: no answer in time", None) from None
-            except requests.ConnectionError as exc:
-                raise _Transient(
-                    f"{what}: connection failed ({type(exc).__name__})", None
-                ) from None
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                raise _no_answer(exc, what) from None
             if answer.status_code == 201:
                 return
             if answer.status_code >= 500:
@@ -782,26 +772,23 @@ class PanoptesAPI:
 
     def create_import(self, subject_set: str, source_url: str) -> dict[str, Any]:
         """Start a server-side subject-set import of a CSV at ``source_url``."""
-        try:
-            answer = self.request(
-                "POST",
-                "/subject_set_imports",
-                json={
-                    "subject_set_imports": {
-                        "source_url": source_url,
-                        "links": {"subject_set": str(subject_set)},
-                    }
-                },
-                what=f"import {source_url} into set {subject_set}",
-            )
-        except _Transient as exc:
-            raise PanoptesError(str(exc), exc.status) from None
-        return dict(answer.body["subject_set_imports"][0])
+        return self._create(
+            "subject_set_imports",
+            {"source_url": source_url, "links": {"subject_set": str(subject_set)}},
+            f"import {source_url} into set {subject_set}",
+        )
 
     def get_import(self, import_id: str) -> dict[str, Any]:
         """One subject-set import, with its progress."""
         body = self.get(f"/subject_set_imports/{import_id}").body
         return dict(body["subject_set_imports"][0])
+
+
+def _no_answer(exc: requests.RequestException, what: str) -> _Transient:
+    """The retryable failure of a request that timed out or lost its connection."""
+    if isinstance(exc, requests.Timeout):
+        return _Transient(f"{what}: no answer in time", None)
+    return _Transient(f"{what}: connection failed ({type(exc).__name__})", None)
 
 
 def _put_urls(subject: Mapping[str, Any]) -> list[str]:
