@@ -364,20 +364,18 @@ class AnnotatedRenderer(PlainRenderer):
         self, shapes: list[tuple[int, int]], note: str
     ) -> tuple[_draw.Layout, np.ndarray]:
         """Layout and a copy of the cached background: titles and static labels."""
-        key = (tuple(shapes), note)
         layout = _draw.make_layout(shapes, self.scale, text_lines=TEXT_LINES)
-        base = self._bases.get(key)
-        if base is None:
-            diff_title = f"{TITLES[2]} ({note})" if note else TITLES[2]
-            titles = (TITLES[0], TITLES[1], diff_title)
-            base = _draw.base_canvas(layout, titles, self._typesetter)
-            for item in annotation_items({}):
-                if item.static:
-                    self._draw_item(base, layout, item)
-            if len(self._bases) >= 64:
-                self._bases.clear()
-            self._bases[key] = base
-        return layout, base.copy()
+        diff_title = f"{TITLES[2]} ({note})" if note else TITLES[2]
+        titles = (TITLES[0], TITLES[1], diff_title)
+        return layout, self._base((tuple(shapes), note), layout, titles)
+
+    def _new_base(self, layout: _draw.Layout, titles: tuple[str, ...]) -> np.ndarray:
+        """A new background: white, the panel titles and the static labels."""
+        base = super()._new_base(layout, titles)
+        for item in annotation_items({}):
+            if item.static:
+                self._draw_item(base, layout, item)
+        return base
 
     def render(self, cutouts: Cutouts, row: Mapping[str, Any]) -> bytes:
         """Draw one source's cutouts and metadata as PNG bytes.

@@ -133,9 +133,13 @@ class PlainRenderer:
         if base is None:
             if len(self._bases) >= _MAX_BASES:
                 self._bases.clear()
-            base = _draw.base_canvas(layout, titles, self._typesetter)
+            base = self._new_base(layout, titles)
             self._bases[key] = base
         return base.copy()
+
+    def _new_base(self, layout: _draw.Layout, titles: tuple[str, ...]) -> np.ndarray:
+        """A new background: white with the panel titles."""
+        return _draw.base_canvas(layout, titles, self._typesetter)
 
     def normalize(self, triplet: Triplet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The three normalised panels (values in [0, 1], NaN = no data).
