@@ -21,7 +21,7 @@ import click
 
 import zooprep
 from zooprep.errors import ZooprepError
-from zooprep.options import UploadOptions
+from zooprep.options import PICTURE_OPTIONS, UploadOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -422,7 +422,6 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--numpy",
-    "numpy_",
     is_flag=True,
     default=None,
     help="Also save the float32 cutouts as .npy beside each PNG.",
@@ -510,22 +509,7 @@ def render(run: Path, **kw: Any) -> None:
         }.items()
         if v is not None
     }
-    option_names = (
-        "sizes",
-        "annotate",
-        "use_footprint",
-        "chunk_size",
-        "cmap",
-        "scale",
-        "nan_color",
-        "difference_stretch",
-        "pixel_scale",
-        "instrument",
-    )
-    options = {k: kw.pop(k) for k in option_names if kw.get(k) is not None}
-    if kw.get("numpy_") is not None:
-        options["numpy"] = kw.pop("numpy_")
-    kw.pop("numpy_", None)
+    options = {k: kw.pop(k) for k in PICTURE_OPTIONS if kw.get(k) is not None}
     result = zooprep.render(
         run,
         images=images or None,

@@ -9,10 +9,27 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["MAX_FILE_BYTES", "RenderOptions", "UploadOptions"]
+__all__ = ["MAX_FILE_BYTES", "PICTURE_OPTIONS", "RenderOptions", "UploadOptions"]
 
 #: The largest media file Zooniverse accepts (its web front end refuses more).
 MAX_FILE_BYTES = 1_000_000
+
+
+#: The `RenderOptions` fields that change the pictures (all but ``position``):
+#: changing them on a rendered run needs ``force``.
+PICTURE_OPTIONS = (
+    "sizes",
+    "annotate",
+    "use_footprint",
+    "numpy",
+    "chunk_size",
+    "cmap",
+    "scale",
+    "nan_color",
+    "difference_stretch",
+    "pixel_scale",
+    "instrument",
+)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
 from zooprep.images.base import Cutouts, Failed, ImageSource
-from zooprep.options import MAX_FILE_BYTES, RenderOptions
+from zooprep.options import MAX_FILE_BYTES, PICTURE_OPTIONS, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import Run, atomic_write, cutout_relpath, decode_row
@@ -36,21 +36,6 @@ log = logging.getLogger(__name__)
 #: Most rows per task sent to a worker (all from the same images); larger
 #: image groups are split so that every core gets work.
 TASK_ROWS = 2000
-
-#: Options that change the pictures; changing them needs ``force``.
-_PICTURE_OPTIONS = (
-    "sizes",
-    "annotate",
-    "use_footprint",
-    "numpy",
-    "chunk_size",
-    "cmap",
-    "scale",
-    "nan_color",
-    "difference_stretch",
-    "pixel_scale",
-    "instrument",
-)
 
 
 @dataclass
@@ -253,9 +238,7 @@ def _resolve_options(
     }
     merged = replace(base, **changes)
     if saved and not force:
-        changed = [
-            k for k in _PICTURE_OPTIONS if getattr(merged, k) != getattr(base, k)
-        ]
+        changed = [k for k in PICTURE_OPTIONS if getattr(merged, k) != getattr(base, k)]
         done = run.counts()["rendered"]
         if changed and done:
             raise SettingsMismatch(
