@@ -397,9 +397,10 @@ def render(
         )
         statuses = ["selected", "rendered"] if force else ["selected"]
         counts = r.counts()
-        total = sum(counts[s] for s in statuses) + sum(
-            1 for s in r.failures() if s.stage == "render"
-        )
+        failed_here = r.db.execute(
+            "SELECT COUNT(*) FROM sources WHERE status = 'failed' AND stage = 'render'"
+        ).fetchone()[0]
+        total = sum(counts[s] for s in statuses) + failed_here
         result.skipped = counts["rendered"] if not force else 0
         reporter.start("render", total)
         ex = (
