@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 from PIL import Image
 
 import zooprep
+from tests.killing import kill_at_random, timed_run
 from zooprep.errors import SettingsMismatch
 from zooprep.images.base import Cutouts, Failed
 from zooprep.images.fits import FitsImages
@@ -148,39 +147,21 @@ def test_cli_render_resumes_after_kill_9_and_never_redraws_recorded_rows(
     tmp_path: Path, decam: dict[str, str]
 ) -> None:
     n = 300
+
+    def cmd(path: Path) -> list[str]:
+        return [
+            *(sys.executable, "-m", "zooprep", "-q", "render", str(path)),
+            *("--jobs", "1", "--science", decam["science"]),
+            *("--template", decam["template"], "--difference", decam["difference"]),
+        ]
+
     ref = _select(tmp_path, "reference", n)
-    zooprep.render(ref, images=decam, jobs=1)
+    duration = timed_run(cmd(ref), ok=(1,))  # the off-image row fails
     run = _select(tmp_path, "victim", n)
-    cmd = [
-        sys.executable,
-        "-m",
-        "zooprep",
-        "-q",
-        "render",
-        str(run),
-        "--jobs",
-        "1",
-        "--science",
-        decam["science"],
-        "--template",
-        decam["template"],
-        "--difference",
-        decam["difference"],
-    ]
-    rng = random.Random(7)
-    kills = 0
-    for _ in range(6):
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.8, 2.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    kills = kill_at_random(cmd(run), 7, rounds=6, duration=duration)
     recorded = {s[0]: s for s in _state(run) if s[1] == "rendered"}
     stamps = {i: (run / s[4][0]).stat().st_mtime_ns for i, s in recorded.items()}
-    final = subprocess.run(cmd, capture_output=True, text=True)
+    final = subprocess.run(cmd(run), capture_output=True, text=True)
     assert final.returncode == 1  # the off-image row failed
     assert kills > 0
     assert _state(run) == _state(ref)

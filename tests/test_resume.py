@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import zooprep
+from tests.killing import kill_at_random, timed_run
 from zooprep.run import Run
 from zooprep.stages.manifest import read_reviewed
 
@@ -27,26 +24,6 @@ PNG = (
 def _state(run: Path) -> list[tuple]:
     with Run.open(run, lock=False) as r:
         return [(s.seq, s.id, s.status, s.reason, s.row) for s in r.iter_sources()]
-
-
-def _kill_at_random(
-    cmd: list[str], seed: int, rounds: int, lo: float, hi: float, check=None
-) -> int:
-    """Start ``cmd`` ``rounds`` times, SIGKILL it after a random delay each time."""
-    rng = random.Random(seed)
-    kills = 0
-    for _ in range(rounds):
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(lo, hi))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        if check is not None:
-            check()
-    return kills
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +50,16 @@ def big_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_select_killed_at_random_then_rerun_gives_the_uninterrupted_selection(
     tmp_path: Path, big_catalog: Path, seed: int
 ) -> None:
-    reference = tmp_path / "reference"
-    zooprep.select(reference, catalog=big_catalog, where="reliability > 0.3")
-    run = tmp_path / "victim"
-    cmd = [
-        sys.executable,
-        "-m",
-        "zooprep",
-        "-q",
-        "select",
-        str(run),
-        "--catalog",
-        str(big_catalog),
-        "--where",
-        "reliability > 0.3",
-    ]
-    kills = _kill_at_random(cmd, seed, rounds=5, lo=1.0, hi=4.0)
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    def cmd(run: Path) -> list[str]:
+        return [
+            *(sys.executable, "-m", "zooprep", "-q", "select", str(run)),
+            *("--catalog", str(big_catalog), "--where", "reliability > 0.3"),
+        ]
+
+    reference, run = tmp_path / "reference", tmp_path / "victim"
+    duration = timed_run(cmd(reference))
+    kills = kill_at_random(cmd(run), seed, rounds=5, duration=duration)
+    done = subprocess.run(cmd(run), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert kills > 0
     assert _state(run) == _state(reference)
@@ -123,7 +93,6 @@ def test_manifest_killed_at_random_is_whole_or_absent_and_rerun_is_identical(
 ) -> None:
     n = 10_000
     reference = _rendered_run(tmp_path / "reference", n)
-    zooprep.manifest(reference)
     run = _rendered_run(tmp_path / "victim", n)
     manifest = run / "manifest.csv"
 
@@ -132,9 +101,14 @@ def test_manifest_killed_at_random_is_whole_or_absent_and_rerun_is_identical(
             with Run.open(run, lock=False) as r:
                 assert len(read_reviewed(r, manifest).rows) == n
 
-    cmd = [sys.executable, "-m", "zooprep", "-q", "manifest", str(run)]
-    kills = _kill_at_random(cmd, 5, rounds=4, lo=0.8, hi=2.2, check=whole_or_absent)
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    def cmd(path: Path) -> list[str]:
+        return [sys.executable, "-m", "zooprep", "-q", "manifest", str(path)]
+
+    duration = timed_run(cmd(reference))
+    kills = kill_at_random(
+        cmd(run), 5, rounds=4, duration=duration, check=whole_or_absent
+    )
+    done = subprocess.run(cmd(run), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert kills > 0
     assert manifest.read_bytes() == (reference / "manifest.csv").read_bytes()

@@ -5,17 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.killing import kill_at_random, timed_run
 from zooprep.errors import InputError, RunError, RunLocked
 from zooprep.run import FORMAT_VERSION, Run
 
@@ -239,29 +237,20 @@ def test_kill_9_at_random_moments_then_rerun_reaches_the_same_state(
     n = 400
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    reference = tmp_path / "reference"
-    subprocess.run(
-        [sys.executable, str(script), str(reference), str(n)],
-        check=True,
-        capture_output=True,
-    )
+    reference, victim = tmp_path / "reference", tmp_path / "victim"
+    duration = timed_run([sys.executable, str(script), str(reference), str(n)])
 
-    rng = random.Random(seed)
-    victim = tmp_path / "victim"
-    kills = 0
-    for _ in range(12):
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(victim), str(n)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.05, 0.6))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        if victim.exists() and (victim / "state.sqlite").exists():
-            _files_whole(victim)  # nothing half-written at any kill point
+    def nothing_half_written() -> None:
+        if (victim / "state.sqlite").exists():
+            _files_whole(victim)
+
+    kills = kill_at_random(
+        [sys.executable, str(script), str(victim), str(n)],
+        seed,
+        rounds=12,
+        duration=duration,
+        check=nothing_half_written,
+    )
     out = subprocess.run(
         [sys.executable, str(script), str(victim), str(n)],
         capture_output=True,
