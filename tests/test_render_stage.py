@@ -258,6 +258,30 @@ def test_dask_local_cluster_matches_local_processes_and_survives_a_dead_worker(
     assert _state(local) == _state(dask)
 
 
+def _worker_settings(_: int) -> tuple[str | None, bool, float]:
+    import dask
+    from dask.utils import parse_timedelta
+
+    return (
+        os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        dask.config.get("distributed.worker.profile.enabled"),
+        parse_timedelta(dask.config.get("distributed.admin.tick.interval")),
+    )
+
+
+def test_dask_workers_started_by_zooprep_skip_the_settings_that_slow_rendering() -> (
+    None
+):
+    from zooprep.executors import DaskExecutor
+
+    ex = DaskExecutor(jobs=2)
+    try:
+        results = [r for _, r in ex.run(_worker_settings, [0, 1, 2, 3])]
+    finally:
+        ex.close()
+    assert results == [(None, False, 1.0)] * 4
+
+
 def test_a_picture_over_zooniverse_1mb_limit_fails_its_row_with_the_reason(
     tmp_path: Path,
 ) -> None:

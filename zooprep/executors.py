@@ -170,6 +170,24 @@ class LocalExecutor:
             self._pool = None
 
 
+#: Dask settings for the LocalCluster that `DaskExecutor` starts itself.
+#: Dask starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns
+#: off glibc's adaptive mmap threshold: every canvas and PNG buffer over
+#: 128 KiB is then mmapped, page-faulted and unmapped again (measured: twice
+#: the system time of a pool worker).  The statistical profiler samples every
+#: worker thread 100 times a second for a dashboard that we do not start, and
+#: the event-loop tick (20 ms) and system monitor (0.5 s) wake every server's
+#: loop thread, which then competes for the GIL with the rendering thread.
+#: With Dask's defaults a render took 56-86% longer than with the process
+#: pool on 2 cores; without them, 8% (benchmarks/README.md).
+_LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
+
 class DaskExecutor:
     """Tasks on a Dask distributed cluster (optional extra ``zooprep[dask]``).
 
@@ -205,12 +223,15 @@ class DaskExecutor:
                     f"cannot reach Dask scheduler {scheduler}: {exc}"
                 ) from None
         else:
-            self._cluster = LocalCluster(
-                n_workers=jobs or len(os.sched_getaffinity(0)),
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            )
+            import dask
+
+            with dask.config.set(_LOCAL_CLUSTER_CONFIG):
+                self._cluster = LocalCluster(
+                    n_workers=jobs or len(os.sched_getaffinity(0)),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
             self._client = Client(self._cluster)
         threads = sum(self._client.nthreads().values()) or 1
         self.in_flight = in_flight or 2 * threads
