@@ -48,6 +48,7 @@ from zooprep.images.base import (
 from zooprep.images.fits import (
     DEFAULT_CACHE_BYTES,
     POSITIONS,
+    CachedImages,
     ImageCache,
     Position,
     check_position_columns,
@@ -73,7 +74,7 @@ def _butler_class() -> Any:
     return Butler
 
 
-class ButlerImages:
+class ButlerImages(CachedImages):
     """Science, template and difference images of a Butler repository.
 
     Parameters
@@ -127,9 +128,8 @@ class ButlerImages:
         self._cache: ImageCache | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_butler"] = None  # each process opens its own Butler and cache
-        state["_cache"] = None
+        state = super().__getstate__()
+        state["_butler"] = None  # each process opens its own Butler
         return state
 
     @property
@@ -146,13 +146,6 @@ class ButlerImages:
                     f"cannot open Butler repository {self.repo}: {exc}"
                 ) from exc
         return self._butler
-
-    @property
-    def cache(self) -> ImageCache:
-        """The cache of opened images of this process (created on first use)."""
-        if self._cache is None:
-            self._cache = ImageCache(self.cache_bytes)
-        return self._cache
 
     def check(self, columns: Sequence[str]) -> None:
         """Raise InputError when rows lack the data id or position columns.

@@ -607,7 +607,29 @@ def _cut_row(
     return Cutouts(source_id, triplets, pixel_scale=scale, padded=padded, notes=notes)
 
 
-class FitsImages:
+class CachedImages:
+    """Mixin: a per-process `ImageCache` of ``cache_bytes``, dropped when pickled.
+
+    Every worker process that unpickles an image source starts its own cache.
+    """
+
+    cache_bytes: int
+    _cache: ImageCache | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None  # each process keeps its own cache
+        return state
+
+    @property
+    def cache(self) -> ImageCache:
+        """The cache of opened images of this process (created on first use)."""
+        if self._cache is None:
+            self._cache = ImageCache(self.cache_bytes)
+        return self._cache
+
+
+class FitsImages(CachedImages):
     """Science, template and difference images named by path templates.
 
     Parameters
@@ -652,18 +674,6 @@ class FitsImages:
         for t in self._templates:
             template_fields(t)
         self._cache: ImageCache | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = None  # each process keeps its own cache
-        return state
-
-    @property
-    def cache(self) -> ImageCache:
-        """The cache of opened images of this process (created on first use)."""
-        if self._cache is None:
-            self._cache = ImageCache(self.cache_bytes)
-        return self._cache
 
     def check(self, columns: Sequence[str]) -> None:
         """Raise InputError when the rows lack a column the templates or position need.
