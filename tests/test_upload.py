@@ -384,33 +384,39 @@ def test_upload_killed_at_random_then_resumed_has_each_source_once(
 ):
     from tests.plugins.panoptes import StandinSubprocess
 
+    def upload_args(standin, run: Path) -> list[str]:
+        return [
+            *("zooprep", "upload", str(run), "--project", standin.project_id),
+            *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
+            *("--workers", "4", "--timeout", "2"),
+        ]
+
+    # How long the whole upload takes here, against a stand-in of its own.
+    (tmp_path / "home-ref").mkdir()
+    other = panoptes_standin_factory(latency=0.01)
+    started = time.perf_counter()
+    reference = StandinSubprocess(other, tmp_path / "home-ref").run(
+        upload_args(other, make_run(tmp_path / "reference", 40)), timeout=120
+    )
+    duration = time.perf_counter() - started
+    assert reference.returncode == 0, reference.stderr
+
     standin = panoptes_standin_factory(latency=0.01)
-    home = tmp_path / "home"
-    home.mkdir()
-    proc_runner = StandinSubprocess(standin, home)
+    (tmp_path / "home").mkdir()
+    proc_runner = StandinSubprocess(standin, tmp_path / "home")
     run = make_run(tmp_path / "run", 40)
+    args = upload_args(standin, run)
     rng = random.Random(seed)
-    args = [
-        "zooprep",
-        "upload",
-        str(run),
-        "--project",
-        standin.project_id,
-        "--subject-set-id",
-        standin.subject_set_id,
-        "--endpoint",
-        standin.url,
-        "--workers",
-        "4",
-        "--timeout",
-        "2",
-    ]
-    for _ in range(2):
-        # Kill once early (during sign-in or the first creates), once later.
+    kills = 0
+    # Kill once early (sign-in or the first creates), once later.
+    for lo, hi in ((0.15, 0.5), (0.5, 0.85)):
         proc = proc_runner.popen(args)
-        time.sleep(rng.uniform(0.3, 1.2))
-        proc.send_signal(signal.SIGKILL)
+        time.sleep(rng.uniform(lo, hi) * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
         proc.communicate(timeout=30)
+    assert kills > 0
     done = proc_runner.run(args, timeout=120)
     assert done.returncode == 0, done.stderr
     assert_exactly_once(standin, run)
