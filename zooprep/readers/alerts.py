@@ -63,8 +63,8 @@ from typing import Any
 import numpy as np
 
 from zooprep.errors import InputError
-from zooprep.readers.base import ReadFailure, kept_positions
-from zooprep.readers.where import Expr, to_mask, unknown_column
+from zooprep.readers.base import InMemoryFilter, ReadFailure, kept_positions
+from zooprep.readers.where import Expr, unknown_column
 
 __all__ = ["AlertReader", "alert_rows", "ztf_row"]
 
@@ -225,7 +225,7 @@ def _typed_series(values: list[Any]) -> Any:
     return np.array(values, dtype=object)
 
 
-class AlertReader:
+class AlertReader(InMemoryFilter):
     """ZTF and Rubin alert packets matched by a glob pattern.
 
     Parameters
@@ -329,29 +329,19 @@ class AlertReader:
         """Every column that any row has."""
         return list(self._columns)
 
-    def _mask(self, where: Expr | None) -> np.ndarray:
-        """Rows kept by a filter (cached per filter)."""
+    def _filter_frame(self) -> Any:
+        """The rows as a typed DataFrame, built on the first filter."""
         import pandas as pd
 
-        if where is None:
-            return np.ones(len(self._rows), dtype=bool)
-        if where not in self._masks:
-            if self._frame is None:
-                self._frame = pd.DataFrame(
-                    {
-                        name: _typed_series([r.get(name) for r in self._rows])
-                        for name in self._columns
-                    },
-                    index=pd.RangeIndex(len(self._rows)),
-                )
-            self._masks[where] = to_mask(where, self._frame)
-        return self._masks[where]
-
-    def check(self, where: Expr | None, column: str | None = None) -> None:
-        """Raise InputError now if the filter or ``column`` cannot be used."""
-        self._mask(where)
-        if column is not None and column not in self.columns():
-            raise unknown_column(column, self.columns(), "--stratify")
+        if self._frame is None:
+            self._frame = pd.DataFrame(
+                {
+                    name: _typed_series([r.get(name) for r in self._rows])
+                    for name in self._columns
+                },
+                index=pd.RangeIndex(len(self._rows)),
+            )
+        return self._frame
 
     def scan(
         self, where: Expr | None, column: str | None = None

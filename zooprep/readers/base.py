@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from zooprep.readers.where import Expr
+from zooprep.readers.where import Expr, to_mask, unknown_column
 
 __all__ = [
     "ReadFailure",
@@ -133,6 +133,40 @@ def kept_positions(
     if limit is not None:
         positions = positions[: int(limit)]
     return positions
+
+
+class InMemoryFilter:
+    """Filtering shared by readers that hold every row in memory.
+
+    A subclass sets ``ids`` (the id of each row), an empty ``_masks`` dict
+    and gives `columns` and `_filter_frame`; `_mask` then evaluates and caches
+    each ``--where`` filter once, and `check` validates it up front.
+    """
+
+    ids: np.ndarray
+    _masks: dict[Expr, np.ndarray]
+
+    def columns(self) -> list[str]:
+        """Every column the rows have."""
+        raise NotImplementedError
+
+    def _filter_frame(self) -> Any:
+        """The rows as a pandas DataFrame aligned with ``ids``."""
+        raise NotImplementedError
+
+    def _mask(self, where: Expr | None) -> np.ndarray:
+        """Rows kept by a filter (cached per filter)."""
+        if where is None:
+            return np.ones(len(self.ids), dtype=bool)
+        if where not in self._masks:
+            self._masks[where] = to_mask(where, self._filter_frame())
+        return self._masks[where]
+
+    def check(self, where: Expr | None, column: str | None = None) -> None:
+        """Raise InputError now if the filter or ``column`` cannot be used."""
+        self._mask(where)
+        if column is not None and column not in self.columns():
+            raise unknown_column(column, self.columns(), "--stratify")
 
 
 def failure_id(path: str) -> int:

@@ -30,8 +30,13 @@ from typing import Any
 import numpy as np
 
 from zooprep.errors import InputError
-from zooprep.readers.base import ReadFailure, image_group, kept_positions
-from zooprep.readers.where import Expr, to_mask, unknown_column
+from zooprep.readers.base import (
+    InMemoryFilter,
+    ReadFailure,
+    image_group,
+    kept_positions,
+)
+from zooprep.readers.where import Expr, unknown_column
 
 __all__ = ["CatalogReader", "check_minimum_columns", "frame_records", "int64_ids"]
 
@@ -160,7 +165,7 @@ def frame_records(frame: Any, positions: np.ndarray) -> Iterator[dict[str, Any]]
             yield dict(zip(names, values, strict=True))
 
 
-class CatalogReader:
+class CatalogReader(InMemoryFilter):
     """A table file of DiaSource-like rows (CSV, Parquet, FITS, ECSV).
 
     Parameters
@@ -284,19 +289,9 @@ class CatalogReader:
         """The (renamed) columns."""
         return [str(c) for c in self.frame.columns]
 
-    def _mask(self, where: Expr | None) -> np.ndarray:
-        """Rows kept by a filter (cached per filter)."""
-        if where is None:
-            return np.ones(len(self.ids), dtype=bool)
-        if where not in self._masks:
-            self._masks[where] = to_mask(where, self.frame)
-        return self._masks[where]
-
-    def check(self, where: Expr | None, column: str | None = None) -> None:
-        """Raise InputError now if the filter or ``column`` cannot be used."""
-        self._mask(where)
-        if column is not None and column not in self.columns():
-            raise unknown_column(column, self.columns(), "--stratify")
+    def _filter_frame(self) -> Any:
+        """The (renamed, id-sorted) catalog itself."""
+        return self.frame
 
     def scan(
         self, where: Expr | None, column: str | None = None
