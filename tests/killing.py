@@ -12,13 +12,17 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 
-def timed_run(cmd: Sequence[str], ok: tuple[int, ...] = (0,)) -> float:
-    """Run ``cmd`` to the end and return its wall time in seconds."""
+def timed_run(
+    cmd: Sequence[str],
+    ok: tuple[int, ...] = (0,),
+    env: Mapping[str, str] | None = None,
+) -> float:
+    """Run ``cmd`` (in ``env``, if given) to the end; return its wall time in s."""
     start = time.perf_counter()
-    done = subprocess.run(list(cmd), capture_output=True, text=True)
+    done = subprocess.run(list(cmd), capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     assert done.returncode in ok, done.stderr
     return elapsed
@@ -32,18 +36,20 @@ def kill_at_random(
     lo: float = 0.15,
     hi: float = 0.85,
     check: Callable[[], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Start ``cmd`` ``rounds`` times and SIGKILL it after a random delay.
 
     The delays are uniform in ``[lo, hi] * duration``, where ``duration`` is
     what an uninterrupted run took (see `timed_run`). ``check`` runs after each
-    round. Returns how many rounds were killed (rather than finishing first).
+    round; ``env`` is the command's environment. Returns how many rounds were
+    killed (rather than finishing first).
     """
     rng = random.Random(seed)
     kills = 0
     for _ in range(rounds):
         proc = subprocess.Popen(
-            list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
         time.sleep(rng.uniform(lo, hi) * duration)
         if proc.poll() is None:

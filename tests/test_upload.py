@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-import random
-import signal
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from PIL import Image
 
 import zooprep
+from tests.killing import kill_at_random, timed_run
 from zooprep.errors import AuthError, InputError, QuotaError, SettingsMismatch
 from zooprep.options import UploadOptions
 from zooprep.panoptes import (
@@ -386,7 +386,8 @@ def test_upload_killed_at_random_then_resumed_has_each_source_once(
 
     def upload_args(standin, run: Path) -> list[str]:
         return [
-            *("zooprep", "upload", str(run), "--project", standin.project_id),
+            *(sys.executable, "-m", "zooprep", "upload", str(run)),
+            *("--project", standin.project_id),
             *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
             *("--workers", "4", "--timeout", "2"),
         ]
@@ -394,28 +395,21 @@ def test_upload_killed_at_random_then_resumed_has_each_source_once(
     # How long the whole upload takes here, against a stand-in of its own.
     (tmp_path / "home-ref").mkdir()
     other = panoptes_standin_factory(latency=0.01)
-    started = time.perf_counter()
-    reference = StandinSubprocess(other, tmp_path / "home-ref").run(
-        upload_args(other, make_run(tmp_path / "reference", 40)), timeout=120
+    duration = timed_run(
+        upload_args(other, make_run(tmp_path / "reference", 40)),
+        env=StandinSubprocess(other, tmp_path / "home-ref").env(),
     )
-    duration = time.perf_counter() - started
-    assert reference.returncode == 0, reference.stderr
 
     standin = panoptes_standin_factory(latency=0.01)
     (tmp_path / "home").mkdir()
     proc_runner = StandinSubprocess(standin, tmp_path / "home")
     run = make_run(tmp_path / "run", 40)
     args = upload_args(standin, run)
-    rng = random.Random(seed)
-    kills = 0
     # Kill once early (sign-in or the first creates), once later.
-    for lo, hi in ((0.15, 0.5), (0.5, 0.85)):
-        proc = proc_runner.popen(args)
-        time.sleep(rng.uniform(lo, hi) * duration)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.communicate(timeout=30)
+    kills = sum(
+        kill_at_random(args, seed * 10 + k, 1, duration, lo, hi, env=proc_runner.env())
+        for k, (lo, hi) in enumerate(((0.15, 0.5), (0.5, 0.85)))
+    )
     assert kills > 0
     done = proc_runner.run(args, timeout=120)
     assert done.returncode == 0, done.stderr
