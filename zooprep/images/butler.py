@@ -49,7 +49,6 @@ from zooprep.images.fits import (
     DEFAULT_CACHE_BYTES,
     POSITIONS,
     CachedImages,
-    ImageCache,
     Position,
     check_position_columns,
     cut_group,
@@ -125,7 +124,6 @@ class ButlerImages(CachedImages):
         self.position: Position = position
         self.cache_bytes = int(cache_bytes)
         self._butler: Any = None
-        self._cache: ImageCache | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -673,7 +673,6 @@ class FitsImages(CachedImages):
         self._templates = (science, template, difference)
         for t in self._templates:
             template_fields(t)
-        self._cache: ImageCache | None = None
 
     def check(self, columns: Sequence[str]) -> None:
         """Raise InputError when the rows lack a column the templates or position need.
