@@ -1,13 +1,13 @@
 """Time zooprep's renderers against one-matplotlib-figure-per-source, in one run.
 
-Cutouts are cut from the real DECam triplet in the shared data around
+Cutouts are cut from the real DECam triplet in ``tests/data`` around
 deterministic random positions; rows are real DiaSources from the ci_dc2 APDB
 (so the annotation text varies from source to source).  Both implementations
 draw the same sources in the same process, one core; the ratio of their
 sources per second is printed.
 
     python benchmarks/bench_render.py [--n 400] [--n-mpl 20] [--sizes 30]
-        [--shared ../shared/data] [--profile]
+        [--data tests/data] [--profile]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--n-mpl", type=int, default=20, help="sources for matplotlib")
     parser.add_argument("--sizes", default="30")
     parser.add_argument("--cmap", default="gray")
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", dest="shared", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--profile", action="store_true", help="cProfile zooprep")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]

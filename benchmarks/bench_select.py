@@ -33,11 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APDB = (
-    Path(os.environ.get("ZOOPREP_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    / "apdb"
-    / "ci_dc2_apdb.sqlite3"
-)
+APDB = ROOT / "tests" / "data" / "apdb" / "ci_dc2_apdb.sqlite3"
 
 
 def build_apdb(path: Path, rows: int) -> None:

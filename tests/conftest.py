@@ -21,20 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The shared real test data (``../shared/data`` beside the checkout)."""
-    path = Path(
-        os.environ.get("ZOOPREP_SHARED_DATA", ROOT.parent / "shared" / "data")
-    ).resolve()  # readers resolve links; compare like with like
-    if not (path / "INVENTORY.md").is_file():
-        pytest.fail(f"shared test data not found at {path} (set ZOOPREP_SHARED_DATA)")
-    return path
+def test_data() -> Path:
+    """The real test data kept in the repository (``tests/data``).
+
+    Each folder's README gives the files' origin and licence.
+    """
+    # readers resolve links; compare like with like
+    return (Path(__file__).parent / "data").resolve()
 
 
 @pytest.fixture(scope="session")
-def apdb_sqlite(shared_data: Path) -> Path:
+def apdb_sqlite(test_data: Path) -> Path:
     """The real ci_dc2 Rubin APDB (SQLite, 290 DiaSources)."""
-    return shared_data / "apdb" / "ci_dc2_apdb.sqlite3"
+    return test_data / "apdb" / "ci_dc2_apdb.sqlite3"
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ ANSI = re.compile(r"\x1b\[")
 
 
 @pytest.fixture
-def selected_run(tmp_path: Path, shared_data: Path) -> tuple[Path, list[str]]:
+def selected_run(tmp_path: Path, test_data: Path) -> tuple[Path, list[str]]:
     rng = np.random.default_rng(3)
     n = 30
     pd.DataFrame(
@@ -35,7 +35,7 @@ def selected_run(tmp_path: Path, shared_data: Path) -> tuple[Path, list[str]]:
     )
     run = tmp_path / "run"
     zooprep.select(run, catalog=tmp_path / "cat.csv")
-    base = shared_data / "decam_sfft"
+    base = test_data / "decam_sfft"
     flags = [
         "--science",
         str(base / "Stack-DEC-OBS04.fits"),

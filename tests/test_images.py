@@ -33,8 +33,8 @@ SCI, TPL, DIF = "Stack-DEC-OBS04.fits", "Stack-DEC-OBS18.fits", "FinalDifference
 
 
 @pytest.fixture(scope="module")
-def decam(shared_data: Path) -> Path:
-    return shared_data / "decam_sfft"
+def decam(test_data: Path) -> Path:
+    return test_data / "decam_sfft"
 
 
 @pytest.fixture
@@ -411,8 +411,8 @@ def alert_rows(path: Path, fmt: str, n: int) -> list[tuple[int, dict]]:
     ]
 
 
-def test_ztf_stamps_come_whole_at_native_size(shared_data: Path):
-    path = shared_data / "ztf_alerts/fink-client/avro_multi_alerts_other.avro"
+def test_ztf_stamps_come_whole_at_native_size(test_data: Path):
+    path = test_data / "ztf_alerts/fink-client/avro_multi_alerts_other.avro"
     records = list(read_alert_records(path))
     assert len(records) == 3
     source = AlertStamps()
@@ -434,8 +434,8 @@ def test_ztf_stamps_come_whole_at_native_size(shared_data: Path):
         assert (res.notes.get("difference_sign") == "reference - science") == negative
 
 
-def test_ztf_stamp_cut_to_explicit_sizes(shared_data: Path):
-    path = shared_data / "ztf_alerts/boom/2695378462115010012.avro"
+def test_ztf_stamp_cut_to_explicit_sizes(test_data: Path):
+    path = test_data / "ztf_alerts/boom/2695378462115010012.avro"
     (record,) = read_alert_records(path)
     (res,) = AlertStamps().cutouts(alert_rows(path, "ztf", 1), (31, 64))
     sci = ztf_stamp(record, "cutoutScience")
@@ -446,8 +446,8 @@ def test_ztf_stamp_cut_to_explicit_sizes(shared_data: Path):
     assert np.isnan(res.rows[1].science[0]).all()
 
 
-def test_rubin_stamps_come_whole_with_pixel_scale(shared_data: Path):
-    path = shared_data / "rubin_alerts/fink-client/part-2-918301.avro"
+def test_rubin_stamps_come_whole_with_pixel_scale(test_data: Path):
+    path = test_data / "rubin_alerts/fink-client/part-2-918301.avro"
     records = list(read_alert_records(path))
     assert len(records) == 7
     results = list(AlertStamps().cutouts(alert_rows(path, "rubin", 7), ()))
@@ -464,8 +464,8 @@ def test_rubin_stamps_come_whole_with_pixel_scale(shared_data: Path):
                 np.testing.assert_array_equal(got, hdul[0].data)
 
 
-def test_alert_rows_of_many_files_each_read_once(shared_data: Path):
-    folder = shared_data / "rubin_alerts/fink-filters-repacked"
+def test_alert_rows_of_many_files_each_read_once(test_data: Path):
+    folder = test_data / "rubin_alerts/fink-filters-repacked"
     files = sorted(folder.glob("*.avro"))
     rows = [
         (i, {"_alert_path": str(p), "_alert_index": 0}) for i, p in enumerate(files)
@@ -475,8 +475,8 @@ def test_alert_rows_of_many_files_each_read_once(shared_data: Path):
     assert len(results) == 10
 
 
-def test_confluent_payload_without_schema_fails_clearly(shared_data: Path):
-    path = shared_data / "rubin_alerts/boom/7912941781254298.avro"
+def test_confluent_payload_without_schema_fails_clearly(test_data: Path):
+    path = test_data / "rubin_alerts/boom/7912941781254298.avro"
     (res,) = AlertStamps().cutouts(alert_rows(path, "rubin", 1), ())
     assert isinstance(res, Failed)
     assert "Confluent wire-format payload without an embedded schema" in res.reason
@@ -485,11 +485,11 @@ def test_confluent_payload_without_schema_fails_clearly(shared_data: Path):
 
 
 def test_confluent_payload_decodes_with_a_given_schema(
-    shared_data: Path, tmp_path: Path
+    test_data: Path, tmp_path: Path
 ):
     # our own small writer schema (not Rubin's): stamps as raw FITS bytes
     (record,) = read_alert_records(
-        shared_data / "rubin_alerts/fink-filters-repacked/169813006111211559.avro"
+        test_data / "rubin_alerts/fink-filters-repacked/169813006111211559.avro"
     )
     schema = {
         "type": "record",
@@ -529,8 +529,8 @@ def test_confluent_payload_decodes_with_a_given_schema(
         np.testing.assert_array_equal(res.rows[0].difference, hdul[0].data)
 
 
-def test_alert_problems_fail_per_row(shared_data: Path, tmp_path: Path):
-    good = shared_data / "ztf_alerts/fink-client/ZTF19acihgng.avro"
+def test_alert_problems_fail_per_row(test_data: Path, tmp_path: Path):
+    good = test_data / "ztf_alerts/fink-client/ZTF19acihgng.avro"
     shutil.copy(good, tmp_path / "copy.avro")
     (tmp_path / "broken.avro").write_bytes(good.read_bytes()[:3000])
     rows = [

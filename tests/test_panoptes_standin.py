@@ -27,10 +27,10 @@ API = {
 
 
 @pytest.fixture
-def seed_pngs(shared_data: Path) -> list[Path]:
+def seed_pngs(test_data: Path) -> list[Path]:
     """The real cutout PNGs of the seed (19-80 kB each)."""
-    pngs = sorted((shared_data.parent / "seed").glob("*.png"))
-    assert len(pngs) >= 3, "seed PNGs missing beside the shared data"
+    pngs = sorted((test_data / "seed").glob("*.png"))
+    assert len(pngs) >= 3, "seed PNGs missing from tests/data/seed"
     return pngs
 
 

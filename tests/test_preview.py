@@ -68,11 +68,11 @@ def _triplet_png(path: Path, decam: Path, x: int, y: int, size: int = 24) -> Non
 
 @pytest.fixture(scope="module")
 def gallery_run(
-    tmp_path_factory: pytest.TempPathFactory, apdb_sqlite: Path, shared_data: Path
+    tmp_path_factory: pytest.TempPathFactory, apdb_sqlite: Path, test_data: Path
 ) -> Path:
     """A run of the 290 real APDB sources: some rendered (real PNGs), some failed."""
     path = tmp_path_factory.mktemp("preview") / "run"
-    decam = shared_data / "decam_sfft"
+    decam = test_data / "decam_sfft"
     with Run.create(path) as run:
         run.add_sources(_apdb_rows(apdb_sqlite), "diaSourceId")
         with run.transaction():

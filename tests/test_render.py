@@ -52,8 +52,8 @@ WHITE = (255, 255, 255)
 
 
 @pytest.fixture(scope="module")
-def decam(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    d = shared_data / "decam_sfft"
+def decam(test_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    d = test_data / "decam_sfft"
     return tuple(  # type: ignore[return-value]
         fits.getdata(d / name).astype(np.float32)
         for name in (
@@ -190,17 +190,17 @@ def test_asinh_central_difference_uses_the_central_15_pixels(decam):
     )
 
 
-def test_zscale_limits_equal_astropy_on_real_images(shared_data, decam):
+def test_zscale_limits_equal_astropy_on_real_images(test_data, decam):
     images = [decam[2], decam[2].astype(np.float64)]
     images += [
         decam[2][y : y + 30, x : x + 30]
         for y in range(0, 220, 37)
         for x in range(0, 220, 23)
     ]
-    for path in sorted((shared_data / "ztf_alerts" / "ampel").glob("*.avro")):
+    for path in sorted((test_data / "ztf_alerts" / "ampel").glob("*.avro")):
         images += stamp_images(path, "cutoutDifference")
     for path in sorted(
-        (shared_data / "rubin_alerts" / "fink-filters-repacked").glob("*.avro")
+        (test_data / "rubin_alerts" / "fink-filters-repacked").glob("*.avro")
     ):
         images += stamp_images(path, "cutoutDifference")
     assert len(images) > 60
@@ -382,8 +382,8 @@ def test_png_has_no_metadata_and_stays_under_1mb():
     assert set(chunks) == {b"IHDR", b"IDAT", b"IEND"}
 
 
-def test_real_alert_stamps_render_at_native_size(shared_data):
-    path = shared_data / "ztf_alerts" / "ampel" / "516171791415015025.avro"
+def test_real_alert_stamps_render_at_native_size(test_data):
+    path = test_data / "ztf_alerts" / "ampel" / "516171791415015025.avro"
     stamps = [
         stamp_images(path, f)[0]
         for f in ("cutoutTemplate", "cutoutScience", "cutoutDifference")

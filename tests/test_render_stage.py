@@ -26,8 +26,8 @@ N = 40
 
 
 @pytest.fixture
-def decam(shared_data: Path) -> dict[str, str]:
-    base = shared_data / "decam_sfft"
+def decam(test_data: Path) -> dict[str, str]:
+    base = test_data / "decam_sfft"
     return {
         "science": str(base / "Stack-DEC-OBS04.fits"),
         "template": str(base / "Stack-DEC-OBS18.fits"),

@@ -176,10 +176,10 @@ def test_even_quotas_give_small_bins_all_they_have():
     assert _even_quotas([3, 4], 40) == [3, 4]
 
 
-def test_stratify_on_a_text_column_uses_its_values(tmp_path, shared_data):
+def test_stratify_on_a_text_column_uses_its_values(tmp_path, test_data):
     zooprep.select(
         tmp_path / "run",
-        alerts=str(shared_data / "ztf_alerts" / "**" / "*.avro"),
+        alerts=str(test_data / "ztf_alerts" / "**" / "*.avro"),
         sample=6,
         seed=1,
         stratify="band",
@@ -589,10 +589,10 @@ def test_unknown_catalog_format_and_missing_file(tmp_path):
 # -- alerts --------------------------------------------------------------------------------
 
 
-def inventory_records(shared_data: Path) -> dict[str, int]:
+def inventory_records(test_data: Path) -> dict[str, int]:
     """Records per .avro file as listed in INVENTORY.md (0 for Confluent payloads)."""
     counts = {}
-    for line in (shared_data / "INVENTORY.md").read_text().splitlines():
+    for line in (test_data / "INVENTORY.md").read_text().splitlines():
         m = re.match(r"\| `([^`]+\.avro)` \| ([^|]+)\|", line)
         if not m:
             continue
@@ -601,15 +601,15 @@ def inventory_records(shared_data: Path) -> dict[str, int]:
     return counts
 
 
-def test_every_shared_alert_file_gives_its_records(shared_data, tmp_path):
-    expected = inventory_records(shared_data)
-    assert len(expected) == len(list(shared_data.rglob("*.avro"))) == 30
-    result = zooprep.select(tmp_path / "run", alerts=str(shared_data / "**" / "*.avro"))
+def test_every_shared_alert_file_gives_its_records(test_data, tmp_path):
+    expected = inventory_records(test_data)
+    assert len(expected) == len(list(test_data.rglob("*.avro"))) == 30
+    result = zooprep.select(tmp_path / "run", alerts=str(test_data / "**" / "*.avro"))
     rows = run_rows(tmp_path / "run")
     good = [(i, row) for i, _, row in rows if i > 0]
     per_file: dict[str, int] = {}
     for _, row in good:
-        rel = str(Path(row["_alert_path"]).relative_to(shared_data))
+        rel = str(Path(row["_alert_path"]).relative_to(test_data))
         per_file[rel] = per_file.get(rel, 0) + 1
     assert per_file == {k: v for k, v in expected.items() if v}
     assert result.selected == sum(expected.values())
@@ -619,7 +619,7 @@ def test_every_shared_alert_file_gives_its_records(shared_data, tmp_path):
     report = zooprep.status(tmp_path / "run")
     (failure,) = report["failures"]["select"]
     assert failure["count"] == 1
-    assert failure["examples"] == [failure_id(str(shared_data / confluent))]
+    assert failure["examples"] == [failure_id(str(test_data / confluent))]
     with Run.open(tmp_path / "run", lock=False) as run:
         (bad,) = run.failures()
     assert "Confluent wire-format" in (bad.reason or "")
@@ -629,9 +629,9 @@ def test_every_shared_alert_file_gives_its_records(shared_data, tmp_path):
     assert {170094456272322680, 169813007334899715, 2695378462115010012} <= ids
 
 
-def test_ztf_alert_fields_are_mapped_to_diasource_names(shared_data):
+def test_ztf_alert_fields_are_mapped_to_diasource_names(test_data):
     reader = AlertReader(
-        shared_data / "ztf_alerts" / "ampel" / "516171791415015025.avro"
+        test_data / "ztf_alerts" / "ampel" / "516171791415015025.avro"
     )
     (row,) = list(reader.rows(None))
     assert row["diaSourceId"] == row["candid"] == 516171791415015025
@@ -646,16 +646,16 @@ def test_ztf_alert_fields_are_mapped_to_diasource_names(shared_data):
     assert row["instrument"] == "ZTF"
     assert (row["_alert_index"], row["_alert_format"]) == (0, "ztf")
     multi = AlertReader(
-        shared_data / "ztf_alerts" / "fink-client" / "avro_multi_alerts_other.avro"
+        test_data / "ztf_alerts" / "fink-client" / "avro_multi_alerts_other.avro"
     )
     rows = list(multi.rows(None))
     assert sorted(r["_alert_index"] for r in rows) == [0, 1, 2]
     assert {r["reliability"] for r in rows} == {r["drb"] for r in rows}
 
 
-def test_rubin_alert_rows_are_the_diasource_record(shared_data):
+def test_rubin_alert_rows_are_the_diasource_record(test_data):
     reader = AlertReader(
-        shared_data / "rubin_alerts" / "fink-client" / "part-2-918301.avro"
+        test_data / "rubin_alerts" / "fink-client" / "part-2-918301.avro"
     )
     rows = list(reader.rows(None))
     assert len(rows) == 7
@@ -670,10 +670,10 @@ def test_rubin_alert_rows_are_the_diasource_record(shared_data):
     assert first["_alert_format"] == "rubin"
 
 
-def test_alert_where_filter_and_limit(shared_data, tmp_path):
+def test_alert_where_filter_and_limit(test_data, tmp_path):
     zooprep.select(
         tmp_path / "run",
-        alerts=str(shared_data / "ztf_alerts" / "**" / "*.avro"),
+        alerts=str(test_data / "ztf_alerts" / "**" / "*.avro"),
         where='reliability < 0.6 and isdiffpos == "t"',
     )
     rows = run_rows(tmp_path / "run")
@@ -683,11 +683,11 @@ def test_alert_where_filter_and_limit(shared_data, tmp_path):
 
 
 def test_corrupt_avro_among_good_ones_is_recorded_and_the_rest_proceed(
-    shared_data, tmp_path
+    test_data, tmp_path
 ):
     folder = tmp_path / "alerts"
     folder.mkdir()
-    sources = sorted((shared_data / "ztf_alerts" / "fink-client").glob("ZTF19*.avro"))
+    sources = sorted((test_data / "ztf_alerts" / "fink-client").glob("ZTF19*.avro"))
     for path in sources:
         shutil.copy(path, folder)
     data = sources[0].read_bytes()
@@ -720,7 +720,7 @@ def test_alert_glob_matching_nothing(tmp_path):
 # -- CLI -------------------------------------------------------------------------------------
 
 
-def test_cli_select_exit_codes_and_one_line_errors(apdb_sqlite, shared_data, tmp_path):
+def test_cli_select_exit_codes_and_one_line_errors(apdb_sqlite, test_data, tmp_path):
     runner = CliRunner()
     url = apdb_url(apdb_sqlite)
     ok = runner.invoke(
@@ -793,7 +793,7 @@ def test_cli_select_exit_codes_and_one_line_errors(apdb_sqlite, shared_data, tmp
             "select",
             str(tmp_path / "d"),
             "--alerts",
-            str(shared_data / "rubin_alerts" / "**" / "*.avro"),
+            str(test_data / "rubin_alerts" / "**" / "*.avro"),
         ],
     )
     assert alerts.exit_code == 1  # the Confluent payload failed; the rest were selected

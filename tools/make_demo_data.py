@@ -1,8 +1,8 @@
-"""Build the demo sample bundled in ``zooprep/data/`` from ``../shared/data``.
+"""Build the demo sample bundled in ``zooprep/data/`` from ``tests/data``.
 
 Run from the repository root::
 
-    python tools/make_demo_data.py [--shared ../shared/data] [--out zooprep/data]
+    python tools/make_demo_data.py [--data tests/data] [--out zooprep/data]
 
 What it writes (see ``zooprep/data/README.md`` for provenance and licences):
 
@@ -473,7 +473,7 @@ def copy_alerts(shared: Path, out: Path) -> None:
 def main() -> None:
     """Build the sample."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", dest="shared", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "zooprep" / "data")
     args = parser.parse_args()
     write_decam(args.shared, args.out / "decam")
