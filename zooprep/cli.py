@@ -3,7 +3,9 @@
 Each command parses its flags, calls the function of the same name in
 `zooprep`, shows progress on stderr, and turns a `~zooprep.errors.ZooprepError`
 into a one-line message.  Exit status: 0 all done, 1 some rows failed (run the
-same command again to resume), 2 usage or input error.
+same command again to resume), 2 usage or input error (a full or read-only
+run directory included), 128 + N after signal N (SIGTERM 143, SIGINT 130,
+SIGHUP 129) stopped the command cleanly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any, TypeVar
 import click
 
 import zooprep
-from zooprep.errors import ZooprepError
+from zooprep import interrupt
+from zooprep.errors import Interrupted, ZooprepError
 from zooprep.options import PICTURE_OPTIONS, UploadOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,16 +172,21 @@ def command(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
-        try:
-            return fn(*args, **kwargs)
-        except ZooprepError as exc:
-            if debug:
-                raise
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; run the same command again to continue.", err=True)
-            sys.exit(130)
+        # SIGTERM, SIGINT and SIGHUP ask the stage to stop at a safe point.
+        with interrupt.handle_signals():
+            try:
+                return fn(*args, **kwargs)
+            except Interrupted as exc:
+                click.echo(str(exc), err=True)
+                sys.exit(exc.exit_code)
+            except ZooprepError as exc:
+                if debug:
+                    raise
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(exc.exit_code)
+            except KeyboardInterrupt:
+                click.echo("interrupted; run the same command to continue", err=True)
+                sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 
@@ -235,6 +243,9 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
       zooprep manifest RUN
       zooprep upload   RUN --project 1234 --subject-set 'batch 1'
     Interrupt any of them and run it again: it continues where it stopped.
+    SIGTERM, Ctrl-C or SIGHUP stop a command cleanly (exit 128 + signal; a
+    second Ctrl-C stops at once); a full or read-only disk stops it with one
+    line (exit 2): free space and run the same command again.
     Try 'zooprep demo /tmp/zp' for the whole pipeline on bundled data.
     """
     _setup_logging(verbose, debug, quiet)
@@ -633,6 +644,14 @@ def manifest(run: Path, **kw: Any) -> None:
     "--dry-run",
     is_flag=True,
     help="Check manifest, files, login and quota; upload nothing.",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Read each file back from the subject's public location after its PUT "
+    "(size, and MD5 where the store gives one) before the subject counts as "
+    "uploaded; a missing file is PUT again. --no-verify trusts the store's 201.",
 )
 @click.option(
     "--via",

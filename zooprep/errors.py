@@ -7,7 +7,11 @@
     │   └── ManifestEditError    a reviewed manifest damaged ids or file names
     ├── RunError                 the run directory cannot be used as asked (exit 2)
     │   ├── RunLocked            another process holds the run directory
-    │   └── SettingsMismatch     a stage re-run with settings that contradict the run
+    │   ├── SettingsMismatch     a stage re-run with settings that contradict the run
+    │   └── StorageError         the run directory cannot be written: disk full,
+    │                            quota, read-only (what is saved stays consistent)
+    ├── Interrupted              SIGTERM, SIGINT or SIGHUP stopped a stage cleanly
+    │                            (exit 128 + the signal's number)
     └── UploadError              talking to Zooniverse failed (exit 1)
         ├── AuthError            no or bad credentials, expired session
         ├── QuotaError           the upload would exceed the user's subject quota
@@ -24,12 +28,14 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "InputError",
+    "Interrupted",
     "ManifestEditError",
     "PanoptesError",
     "QuotaError",
     "RunError",
     "RunLocked",
     "SettingsMismatch",
+    "StorageError",
     "UploadError",
     "ZooprepError",
 ]
@@ -75,6 +81,50 @@ class RunLocked(RunError):
 
 class SettingsMismatch(RunError):
     """A stage was re-run with settings that contradict those of the run."""
+
+
+class StorageError(RunError):
+    """The run directory (or an output file) cannot be written.
+
+    A full disk, an exhausted quota, a read-only file system.  Everything
+    recorded before the error is kept and consistent: free space (or make the
+    directory writable) and run the same command again.
+
+    Parameters
+    ----------
+    message : str
+        What failed, naming the path, what was saved and what to do.
+    path : str
+        The file or directory that could not be written.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class Interrupted(ZooprepError):
+    """A stage stopped after SIGTERM, SIGINT or SIGHUP, with its work recorded.
+
+    Parameters
+    ----------
+    signum : int
+        The signal received; ``exit_code`` is ``128 + signum`` as a shell
+        reports a process ended by that signal.
+    done : int
+        Rows finished (and recorded) by this call before it stopped.
+    what : str
+        Optional note after the count, e.g. ``(manifest not written)``.
+    """
+
+    def __init__(self, signum: int, done: int, what: str = "") -> None:
+        note = f" {what}" if what else ""
+        super().__init__(
+            f"interrupted: {done} done{note}; run the same command to continue"
+        )
+        self.signum = signum
+        self.done = done
+        self.exit_code = 128 + signum
 
 
 class UploadError(ZooprepError):

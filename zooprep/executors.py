@@ -9,6 +9,12 @@ state: they return small results and the driver records them.
 A worker that dies (killed, out of memory) loses only its in-flight tasks:
 the local pool is restarted and those tasks are tried again, up to
 ``retries`` times; Dask reschedules them by itself.
+
+When a stop is asked for (`zooprep.interrupt`: SIGTERM, SIGINT, SIGHUP),
+``run`` hands out no more tasks, yields what has already finished, abandons
+the tasks still in flight (their rows are simply not recorded, so the next run
+does them) and returns; ``close`` then stops the workers within seconds.
+Worker processes die with the driver even when it is killed outright.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
+from zooprep import interrupt
 from zooprep.errors import InputError
 
 __all__ = [
@@ -68,6 +76,8 @@ class InlineExecutor:
     ) -> Iterator[tuple[T, R | BaseException]]:
         """Apply ``fn`` to every task, in order."""
         for task in tasks:
+            if interrupt.requested():
+                return
             try:
                 yield task, fn(task)
             except Exception as exc:  # reported per task by the caller
@@ -108,7 +118,9 @@ class LocalExecutor:
         # Import the heavy modules (numpy, astropy, the renderers) once in the
         # fork server, so each worker starts in milliseconds, not seconds.
         ctx.set_forkserver_preload(list(self.preload))
-        return cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+        return cf.ProcessPoolExecutor(
+            max_workers=self.jobs, mp_context=ctx, initializer=interrupt.worker_init
+        )
 
     def run(
         self, fn: Callable[[T], R], tasks: Iterable[T]
@@ -134,7 +146,12 @@ class LocalExecutor:
                 pending[self._pool.submit(fn, task)] = (task, tries)
             if not pending:
                 return
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            # Wake up now and then to notice a stop request.
+            done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            if interrupt.requested():
+                yield from self._finished(done, pending)
+                self._terminate()
+                return
             broken = False
             for fut in done:
                 task, tries = pending.pop(fut)
@@ -163,9 +180,42 @@ class LocalExecutor:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
 
+    @staticmethod
+    def _finished(
+        done: set[cf.Future[R]], pending: dict[cf.Future[R], tuple[T, int]]
+    ) -> Iterator[tuple[T, R | BaseException]]:
+        """Results of the tasks that completed normally (for a stop)."""
+        for fut in done:
+            task, _ = pending.pop(fut)
+            exc = fut.exception()
+            if exc is None:
+                yield task, fut.result()
+            elif not isinstance(exc, BrokenProcessPool):
+                yield task, exc
+
+    def _terminate(self) -> None:
+        """Stop the workers now, abandoning their tasks (SIGTERM, then SIGKILL)."""
+        if self._pool is None:
+            return
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + 3.0
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
     def close(self) -> None:
         """Stop the worker processes."""
         if self._pool is not None:
+            if interrupt.requested():
+                self._terminate()
+                return
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
@@ -249,7 +299,15 @@ class DaskExecutor:
             if len(futures) >= self.in_flight:
                 break
         queue = as_completed(list(futures))
-        for fut in queue:
+        while not queue.is_empty():
+            if interrupt.requested():
+                for left in futures:
+                    left.cancel()
+                return
+            if not queue.has_ready():
+                time.sleep(0.05)  # wake up now and then to notice a stop request
+                continue
+            fut = next(queue)
             task = futures.pop(fut)
             try:
                 yield task, fut.result()

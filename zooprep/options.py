@@ -122,6 +122,10 @@ class UploadOptions:
         Validate everything, upload nothing.
     timeout : float
         Seconds before any one HTTP request is abandoned.
+    verify : bool
+        Read every file back from the subject's public location after its
+        PUT (size, and MD5 where the store gives one) before the subject
+        counts as uploaded (default).  False trusts the store's 201.
     """
 
     project: str
@@ -131,3 +135,4 @@ class UploadOptions:
     workers: int = 8
     dry_run: bool = False
     timeout: float = 60.0
+    verify: bool = True

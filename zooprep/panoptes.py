@@ -24,10 +24,17 @@ Where zooprep works around panoptes-client (see ``docs/panoptes-api.md``):
   reports failed media PUTs; no request has a timeout.  `PanoptesAPI` never
   retries a create: it raises `CreateUncertain` so that the caller reconciles
   with the subject set first.  Blob PUTs are checked for 201 and retried.
+* A 201 from the store does not prove the file is kept (a proxy, a
+  misconfigured bucket, a CDN that has not got it).  `PanoptesAPI.check_media`
+  reads each file back from the subject's public location (HEAD: size, and
+  the content MD5 where the store gives one).
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import ipaddress
 import logging
 import os
@@ -749,6 +756,91 @@ class PanoptesAPI:
 
         self._retrying(attempt, what)
 
+    def media_locations(self, subject_id: str) -> list[str]:
+        """The public URLs of a subject's media files, in order."""
+        subjects = self.get(f"/subjects/{subject_id}").body.get("subjects") or [{}]
+        return _put_urls(subjects[0])
+
+    def check_media(self, subject_id: str, data: list[bytes]) -> list[str]:
+        """Read a subject's stored files back; return what is wrong (empty: all good).
+
+        Each file's public location is asked (HEAD, or a one-byte ranged GET
+        where HEAD is refused) for its size, which must equal the uploaded
+        file's, and for its MD5 where the store reports one (``Content-MD5``,
+        or an ``ETag`` that is an MD5, as S3 gives).
+
+        Parameters
+        ----------
+        subject_id : str
+            The subject whose media were just PUT.
+        data : list of bytes
+            The files' contents, in the subject's location order.
+
+        Returns
+        -------
+        list of str
+            One line per file that is missing or differs, e.g.
+            ``file 1 of 1 not found at https://...png (HTTP 404)``.
+        """
+        urls = self.media_locations(subject_id)
+        if len(urls) != len(data):
+            return [f"subject {subject_id} has {len(urls)} files, not {len(data)}"]
+        problems = []
+        for n, (url, blob) in enumerate(zip(urls, data, strict=True), start=1):
+            why = self._retrying(
+                functools.partial(self._check_one, url, blob), f"read back {url}"
+            )
+            if why:
+                problems.append(f"file {n} of {len(data)} {why}")
+        return problems
+
+    def _check_one(self, url: str, blob: bytes) -> str:
+        """Why the file at ``url`` is not ``blob`` ('' when it is)."""
+        try:
+            answer = self.session.head(url, allow_redirects=True)
+            if answer.status_code in (403, 405, 501):  # no HEAD here: ask for 1 byte
+                answer = self.session.get(
+                    url, headers={"Range": "bytes=0-0"}, allow_redirects=True
+                )
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise _no_answer(exc, f"read back {url}") from None
+        status = answer.status_code
+        if status >= 500 or status == 429:
+            raise _Transient(f"read back {url}: HTTP {status}", status)
+        if status not in (200, 206):
+            return f"not found at {url} (HTTP {status})"
+        size = _stored_size(answer)
+        if size is not None and size != len(blob):
+            return f"at {url} has {size} bytes, not {len(blob)}"
+        digest = hashlib.md5(blob, usedforsecurity=False)
+        md5 = answer.headers.get("Content-MD5")
+        if md5 and status == 200 and md5 != base64.b64encode(digest.digest()).decode():
+            return f"at {url} has other content (Content-MD5 differs)"
+        etag = (answer.headers.get("ETag") or "").removeprefix("W/").strip('"')
+        is_md5 = len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+        if is_md5 and etag.lower() != digest.hexdigest():
+            return f"at {url} has other content (ETag differs)"
+        return ""
+
+    def unlink(self, subject_set: str, subject_ids: list[str]) -> None:
+        """Remove subjects from a set (they stay in the project; retried)."""
+        ids = ",".join(dict.fromkeys(str(i) for i in subject_ids))
+        if not ids:
+            return
+
+        def attempt() -> None:
+            try:
+                self.request(
+                    "DELETE",
+                    f"/subject_sets/{subject_set}/links/subjects/{ids}",
+                    what=f"unlink subjects {ids} from set {subject_set}",
+                )
+            except PanoptesError as exc:
+                if exc.status != 404:
+                    raise
+
+        self._retrying(attempt, f"unlink from set {subject_set}")
+
     def link(self, subject_set: str, subject_ids: list[str]) -> None:
         """Link subjects to a set (idempotent; retried on 409 and 5xx)."""
         ids = list(dict.fromkeys(str(i) for i in subject_ids))  # no duplicate ids
@@ -789,6 +881,17 @@ def _no_answer(exc: requests.RequestException, what: str) -> _Transient:
     if isinstance(exc, requests.Timeout):
         return _Transient(f"{what}: no answer in time", None)
     return _Transient(f"{what}: connection failed ({type(exc).__name__})", None)
+
+
+def _stored_size(answer: requests.Response) -> int | None:
+    """Size of the stored file from a HEAD or ranged GET answer (None if unsaid)."""
+    total = answer.headers.get("Content-Range", "").rpartition("/")[2]
+    if answer.status_code == 206 and total.isdigit():
+        return int(total)
+    length = answer.headers.get("Content-Length")
+    if answer.status_code == 200 and length and length.isdigit():
+        return int(length)
+    return None
 
 
 def _put_urls(subject: Mapping[str, Any]) -> list[str]:

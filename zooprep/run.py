@@ -31,19 +31,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import fcntl
 import json
 import math
 import os
+import re
 import sqlite3
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from zooprep.errors import InputError, RunError, RunLocked
+from zooprep.errors import InputError, RunError, RunLocked, StorageError, ZooprepError
 
 __all__ = [
     "STATUSES",
@@ -54,6 +56,9 @@ __all__ = [
     "cutout_relpath",
     "decode_row",
     "encode_row",
+    "remove_temporary",
+    "storage_error",
+    "storage_guard",
 ]
 
 #: Version of the run directory layout; a newer one is refused.
@@ -169,12 +174,140 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = False) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if fsync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep the half file
+        raise
+
+
+#: Names `atomic_write` gives its temporary files: ``.<name>.<pid>.tmp``.
+TEMPORARY = re.compile(r"\..+\.\d+\.tmp")
+
+
+def remove_temporary(folder: Path, *, recursive: bool = False) -> int:
+    """Delete the temporary files `atomic_write` left in ``folder``; return how many.
+
+    A process killed while writing (or stopped by a full disk) can leave
+    ``.<name>.<pid>.tmp`` files.  Only call this on a folder that no other
+    process is writing to (the run's lock guarantees that for the run).
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                removed += remove_temporary(Path(entry.path), recursive=True)
+        elif TEMPORARY.fullmatch(entry.name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+#: OSError numbers that mean "this cannot be written", with what to say.
+_WRITE_ERRORS = {
+    errno.ENOSPC: ("no space left on", "free space"),
+    errno.EDQUOT: ("disk quota exceeded on", "free space or raise the quota"),
+    errno.EFBIG: ("file size limit reached on", "raise the limit"),
+    errno.EROFS: ("read-only file system at", "make it writable"),
+    errno.EIO: ("input/output error writing", "check the disk"),
+}
+_PERMISSION = (errno.EACCES, errno.EPERM)
+#: SQLite primary result codes that mean the same.
+_SQLITE_CODES = {13: errno.ENOSPC, 8: errno.EROFS, 10: errno.EIO}
+
+
+def storage_error(
+    exc: BaseException, where: str | os.PathLike[str], saved: str
+) -> StorageError | None:
+    """The `StorageError` for a failed write, or None if ``exc`` is something else.
+
+    Parameters
+    ----------
+    exc : BaseException
+        An `OSError` or `sqlite3.DatabaseError`.
+    where : path-like
+        The run directory (or output file): errors about permissions count
+        only for paths inside it; SQLite errors are reported as its state file.
+    saved : str
+        What is kept, e.g. ``"1200 sources saved"``.
+    """
+    base = Path(where)
+    code: int | None = None
+    path = str(base)
+    inside = True
+    if isinstance(exc, sqlite3.DatabaseError):
+        primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        code = _SQLITE_CODES.get(primary)
+        if code is None and "disk is full" in str(exc):
+            code = errno.ENOSPC
+        if code is None and "readonly database" in str(exc):
+            code = errno.EROFS
+        path = str(base / Run.STATE) if base.is_dir() else str(base)
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        code = exc.errno
+        path = str(exc.filename) if exc.filename else str(base)
+        root = os.path.abspath(base)
+        full = os.path.abspath(path)
+        inside = full == root or full.startswith(root + os.sep)
+        if code in _PERMISSION and not inside:
+            return None  # e.g. an unreadable input file: not ours to report
+    if code in _PERMISSION:
+        return StorageError(
+            f"no permission to write {path}: {saved}; make it writable and run "
+            "the same command again",
+            path,
+        )
+    if code not in _WRITE_ERRORS:
+        return None
+    what, todo = _WRITE_ERRORS[code]
+    if code in (errno.ENOSPC, errno.EDQUOT) and inside:
+        path = str(base)  # the full file system, named by the run directory
+    return StorageError(
+        f"{what} {path}: {saved}; {todo} and run the same command again", path
+    )
+
+
+@contextlib.contextmanager
+def storage_guard(
+    where: str | os.PathLike[str], saved: Callable[[], str]
+) -> Iterator[None]:
+    """Turn a failed write under ``where`` into one `StorageError` line.
+
+    ``saved()`` says what is kept (it is called only after an error, once
+    the run is closed, and may open it read-only).
+    """
+    try:
+        yield
+    except (OSError, sqlite3.DatabaseError) as exc:
+        try:
+            kept = saved()
+        except (OSError, sqlite3.Error, ZooprepError):
+            kept = "everything recorded before is kept"
+        err = storage_error(exc, where, kept)
+        if err is None:
+            raise
+        raise err from exc
+
+
+def saved_count(run: str | os.PathLike[str], statuses: Iterable[str]) -> int:
+    """Sources of a closed run in ``statuses`` (read-only; for error messages)."""
+    wanted = list(statuses)
+    with Run.open(run, lock=False) as r:
+        marks = ", ".join("?" * len(wanted))
+        row = r.db.execute(
+            f"SELECT COUNT(*) FROM sources WHERE status IN ({marks})", wanted
+        ).fetchone()
+    return int(row[0])
 
 
 def _toml_value(value: Any) -> str:
@@ -367,6 +500,9 @@ class Run:
             ).fetchone()
         except sqlite3.DatabaseError as exc:
             self.close()
+            full = storage_error(exc, self.path, "nothing was changed")
+            if full is not None:
+                raise full from None
             raise RunError(
                 f"run state {state} is unreadable ({exc}); it is not a "
                 "zooprep state file or it is damaged"
@@ -669,7 +805,11 @@ def _tx(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # SQLite ends the transaction by itself after some errors (a full
+        # disk, an I/O error); a ROLLBACK then would raise "no transaction is
+        # active" and hide the real error.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")

@@ -26,6 +26,7 @@ is inspected through the methods of `PanoptesStandin`.
 from __future__ import annotations
 
 import csv
+import base64
 import hashlib
 import hmac
 import io
@@ -1860,7 +1861,9 @@ class PanoptesStandin:
             return _azure_error(
                 404, "BlobNotFound", "The specified blob does not exist."
             )
-        return Response(200, stored[1], {"Content-Type": stored[0]})
+        md5 = base64.b64encode(hashlib.md5(stored[1]).digest()).decode()
+        # Azure computes Content-MD5 for a blob stored by one PUT.
+        return Response(200, stored[1], {"Content-Type": stored[0], "Content-MD5": md5})
 
     def _get_file(self, req: Request, name: str) -> Response:
         """GET a file a test registered (manifests, exports)."""

@@ -55,9 +55,10 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from zooprep import interrupt
 from zooprep.errors import InputError, ManifestEditError
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import Run, Source
+from zooprep.run import Run, Source, remove_temporary, storage_guard
 
 __all__ = [
     "DEFAULT_METADATA",
@@ -339,10 +340,12 @@ def manifest(
         manifest was edited since zooprep wrote it (it is never overwritten).
     """
     choices = (url_root, output, metadata, hidden, talk_only, index, split, layout)
-    if isinstance(run, Run):
-        return _write(run, *choices, reporter)
-    with Run.open(run) as r:
-        return _write(r, *choices, reporter)
+    where = run.path if isinstance(run, Run) else Path(run)
+    with storage_guard(where, lambda: "manifest not written"):
+        if isinstance(run, Run):
+            return _write(run, *choices, reporter)
+        with Run.open(run) as r:
+            return _write(r, *choices, reporter)
 
 
 def _write(
@@ -399,6 +402,9 @@ def _write(
     digest = hashlib.sha256()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_temporary(run.path)  # left by a killed manifest (or settings write)
+    if path.parent != run.path:
+        _remove_own_temporary(path)
     parts = _Parts(path, int(split), total, layout.header) if split else None
     written: list[tuple[int, int]] = []
     try:
@@ -408,6 +414,8 @@ def _write(
             writer.writerow(layout.header)
             line = 1
             for src in _listed(run):
+                # Stopped (SIGTERM, Ctrl-C): abandon; the old manifest stays.
+                interrupt.check(0, "(manifest not written)")
                 cells = _cells(run, src, layout, prefix)
                 if cells is None:
                     result.failed += 1
@@ -452,6 +460,15 @@ def _write(
     )
     logger.info("%s", result)
     return result
+
+
+def _remove_own_temporary(path: Path) -> None:
+    """Remove temporary copies of ``path`` (and its parts) left by a killed run."""
+    stem = re.escape(path.stem)
+    pattern = re.compile(rf"\.{stem}(-\d{{3,}})?{re.escape(path.suffix)}\.\d+\.tmp")
+    for old in path.parent.glob(".*.tmp"):
+        if pattern.fullmatch(old.name):
+            old.unlink(missing_ok=True)
 
 
 class _HashingWriter:

@@ -21,13 +21,22 @@ from typing import Any
 
 import numpy as np
 
+from zooprep import interrupt
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
 from zooprep.images.base import Cutouts, Failed, ImageSource
 from zooprep.options import MAX_FILE_BYTES, PICTURE_OPTIONS, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
-from zooprep.run import Run, atomic_write, cutout_relpath, decode_row
+from zooprep.run import (
+    Run,
+    atomic_write,
+    cutout_relpath,
+    decode_row,
+    remove_temporary,
+    saved_count,
+    storage_guard,
+)
 
 __all__ = ["RenderResult", "render"]
 
@@ -75,6 +84,21 @@ class _Task:
     chunk_size: int
 
 
+class WriteFailed(OSError):
+    """A worker could not write a cutout file (disk full, read-only, quota).
+
+    Not a failure of the row: the driver stops the stage and reports it.
+    """
+
+
+def _write(path: Path, data: bytes) -> None:
+    """`atomic_write`, with write errors marked as `WriteFailed`."""
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise WriteFailed(exc.errno, exc.strerror, str(path)) from None
+
+
 def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
     """The float32 cutouts as ``.npy`` (one size: shape (3, n, n)) or ``.npz``."""
     buf = io.BytesIO()
@@ -100,6 +124,8 @@ def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
     out: list[tuple[int, str, Any, bool]] = []
     try:
         _draw_rows(task, task.rows, out)
+    except WriteFailed:
+        raise  # the disk, not the row: the driver stops the stage
     except Exception:
         log.debug("task failed; retrying its rows one by one", exc_info=True)
         done = {o[0] for o in out}
@@ -108,6 +134,8 @@ def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
                 continue
             try:
                 _draw_rows(task, [item], out)
+            except WriteFailed:
+                raise
             except Exception as exc:  # this row's own error, recorded as its failure
                 out.append((item[0], "failed", f"{type(exc).__name__}: {exc}", False))
     return out
@@ -123,6 +151,8 @@ def _draw_rows(
     by_id = {sid: (seq, row) for sid, seq, row in rows}
     items = [(sid, row) for sid, _, row in rows]
     for item in task.images.cutouts(items, task.sizes, task.use_footprint):
+        if interrupt.requested():
+            return  # rendering in this process (--jobs 1): stop between rows
         if isinstance(item, Failed):
             out.append((item.source_id, "failed", item.reason, False))
             continue
@@ -152,12 +182,12 @@ def _draw_rows(
             )
             continue
         rel = cutout_relpath(seq, item.source_id, task.chunk_size, ".png")
-        atomic_write(run / rel, png)
+        _write(run / rel, png)
         files = [rel]
         if task.numpy:
             suffix, data = _npy_bytes(item)
             rel_np = cutout_relpath(seq, item.source_id, task.chunk_size, suffix)
-            atomic_write(run / rel_np, data)
+            _write(run / rel_np, data)
             files.append(rel_np)
         out.append((item.source_id, "rendered", files, item.padded))
 
@@ -368,9 +398,37 @@ def render(
     zooprep.errors.SettingsMismatch
         Picture settings differ from those of already-rendered sources.
     """
+    with storage_guard(
+        run, lambda: f"{saved_count(run, _DONE)} sources rendered and saved"
+    ):
+        return _render(
+            run, images, options, jobs, executor, scheduler, force, renderer, reporter
+        )
+
+
+#: Statuses of rows whose rendering is done.
+_DONE = ("rendered", "uploaded", "linked")
+
+
+def _render(
+    run: str | os.PathLike[str],
+    images: ImageSource | Mapping[str, Any] | None,
+    options: RenderOptions | Mapping[str, Any] | None,
+    jobs: int | None,
+    executor: str | Executor,
+    scheduler: str | None,
+    force: bool,
+    renderer: Renderer | None,
+    reporter: Reporter | None,
+) -> RenderResult:
+    """Body of `render` (inside the storage guard)."""
     reporter = reporter or NullReporter()
     result = RenderResult()
     with Run.open(run) as r:
+        # Files a killed or stopped render was writing; the lock says nobody
+        # else is writing them now.
+        remove_temporary(r.path)
+        remove_temporary(r.path / "cutouts", recursive=True)
         kind = r.settings.get("select", {}).get("kind")
         saved = r.settings.get("render", {})
         image_settings = dict(saved.get("images", {}))
@@ -412,6 +470,10 @@ def render(
             for task, outcome in ex.run(
                 _render_task, _tasks(r, source, renderer, opts, statuses)
             ):
+                if isinstance(outcome, WriteFailed):
+                    raise outcome
+                if isinstance(outcome, KeyboardInterrupt):
+                    continue  # a Ctrl-C reached a worker: not the rows' fault
                 if isinstance(outcome, BaseException):
                     why = (
                         str(outcome)
@@ -420,6 +482,8 @@ def render(
                     )
                     outcome = [(sid, "failed", why, False) for sid, _, _ in task.rows]
                 answered = {o[0] for o in outcome}
+                if interrupt.requested():
+                    answered.update(sid for sid, _, _ in task.rows)  # left for later
                 outcome += [
                     (sid, "failed", "the image source gave no cutouts for it", False)
                     for sid, _, _ in task.rows
@@ -431,6 +495,9 @@ def render(
             if isinstance(executor, str):
                 ex.close()
             reporter.finish()
+            # Workers stopped mid-write (a signal, a full disk) leave these.
+            remove_temporary(r.path / "cutouts", recursive=True)
+        interrupt.check(result.rendered)
     return result
 
 

@@ -31,6 +31,7 @@ the file successfully.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -43,11 +44,12 @@ from typing import Any
 
 import numpy as np
 
+from zooprep import interrupt
 from zooprep.errors import InputError, RunError
 from zooprep.progress import NullReporter, Reporter
 from zooprep.readers.base import ReadFailure, SourceReader, failure_id
 from zooprep.readers.where import Expr, combine, parse_where, sugar
-from zooprep.run import Run
+from zooprep.run import STATUSES, Run, saved_count, storage_guard
 
 __all__ = ["SelectResult", "sample_ids", "select"]
 
@@ -376,9 +378,15 @@ def _request(settings: Mapping[str, Any]) -> dict[str, Any]:
 def _counted(
     rows: Iterable[dict[str, Any]], reporter: Reporter
 ) -> Iterator[dict[str, Any]]:
-    """Pass rows through, advancing the reporter every 1000 rows."""
+    """Pass rows through, advancing the reporter every 1000 rows.
+
+    Stops early (the rows read so far are still added) when a stop was asked
+    for: select checks that right after adding them.
+    """
     n = 0
     for row in rows:
+        if interrupt.requested():
+            break
         yield row
         n += 1
         if n == 1000:
@@ -497,6 +505,65 @@ def select(
     >>> select("run1", apdb="sqlite:///apdb.sqlite3",  # doctest: +SKIP
     ...        where="reliability > 0.5", sample=100, seed=1)
     """
+    kept = functools.partial(_saved, Path(run))
+    with storage_guard(run, kept):
+        return _select(
+            Path(run),
+            apdb=apdb,
+            catalog=catalog,
+            alerts=alerts,
+            apdb_config=apdb_config,
+            schema=schema,
+            where=where,
+            visit=visit,
+            detector=detector,
+            band=band,
+            reliability_min=reliability_min,
+            reliability_max=reliability_max,
+            limit=limit,
+            sample=sample,
+            seed=seed,
+            stratify=stratify,
+            id_column=id_column,
+            rename=rename,
+            instrument=instrument,
+            append=append,
+            reporter=reporter,
+        )
+
+
+def _saved(path: Path) -> str:
+    """``N sources saved`` (for the message after a failed write)."""
+    if not (path / Run.STATE).is_file():
+        return "no source saved"
+    return f"{saved_count(path, STATUSES)} sources saved"
+
+
+def _select(
+    run: Path,
+    *,
+    apdb: str | None,
+    catalog: str | os.PathLike[str] | None,
+    alerts: str | os.PathLike[str] | None,
+    apdb_config: str | os.PathLike[str] | None,
+    schema: str | None,
+    where: str | None,
+    visit: Sequence[int] | None,
+    detector: Sequence[int] | None,
+    band: Sequence[str] | None,
+    reliability_min: float | None,
+    reliability_max: float | None,
+    limit: int | None,
+    sample: int | None,
+    seed: int | None,
+    stratify: str | None,
+    id_column: str | None,
+    rename: Mapping[str, str] | None,
+    instrument: str | None,
+    append: bool,
+    reporter: Reporter | None,
+) -> SelectResult:
+    """Body of `select` (inside the storage guard)."""
     reporter = reporter or NullReporter()
     if stratify and not sample:
         raise InputError("--stratify needs --sample N")
@@ -585,6 +652,7 @@ def select(
         if sample:
             assert seed is not None
             ids = sample_ids(reader, expr, int(sample), int(seed), stratify)
+            interrupt.check(0)
             total: int | None = len(ids) if limit is None else min(len(ids), limit)
         else:
             total = limit
@@ -593,6 +661,7 @@ def select(
         added = handle.add_sources(
             _counted(rows, reporter), reader.id_column, group=reader.group
         )
+        interrupt.check(added.added)
         failures = list(reader.failures)
         _record_failures(handle, reader, failures)
         if failures:

@@ -9,7 +9,12 @@ Exactly once, whatever happens::
     quota       stop before starting if the new subjects do not fit
     per row     POST the subject (linked to the set in the same request)
                 -> record its id in the run state (committed)
-                -> PUT each PNG to its signed URL, check the 201
+                -> PUT each file to its signed URL, check the 201
+                -> read each file back from the subject's public location
+                   (size, and MD5 where the store says it); a missing one is
+                   PUT again with fresh signed URLs, and if it is still
+                   missing the subject is taken out of the set and the row
+                   fails (repaired, and linked again, by the next run)
                 -> record status ``linked``
     uncertain   a create that answered 5xx or timed out is never re-POSTed
                 blindly: the set is listed again and the row adopted or
@@ -22,6 +27,11 @@ every one is recorded or adopted, so there are no orphans.
 
 Worker threads each own a `~zooprep.panoptes.PanoptesAPI`; they write the run
 state through one lock-guarded connection (commits are small and fast).
+
+On SIGTERM, SIGINT or SIGHUP (`zooprep.interrupt`) no new row is started and
+each worker stops at its next safe point: before a create, or after the
+create is recorded and before its files are PUT (the row is then repaired by
+the next run).  Nothing is half recorded.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from zooprep import interrupt
 from zooprep.errors import (
     AuthError,
     InputError,
@@ -57,7 +68,7 @@ from zooprep.panoptes import (
     check_endpoint,
 )
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import Run, atomic_write
+from zooprep.run import Run, atomic_write, saved_count, storage_guard
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
 
@@ -147,6 +158,7 @@ class _Item:
     metadata: dict[str, str]
     action: Literal["create", "repair", "link"] = "create"
     subject_id: str | None = None
+    in_set: bool = True  # False once taken out of the set for missing media
 
 
 @dataclass
@@ -154,7 +166,7 @@ class _Outcome:
     """What a worker did with one item."""
 
     item: _Item
-    kind: Literal["done", "uncertain", "failed", "quota", "unlinked"]
+    kind: Literal["done", "uncertain", "failed", "quota", "unlinked", "abandoned"]
     created: bool = False
     repaired: bool = False
     reason: str = ""
@@ -200,6 +212,15 @@ class _State:
                 upload = dict(src.upload) if src else {}
                 upload.update({"set": self.set_id, "linked": True})
                 self.run.update(source_id, status="linked", upload=upload)
+
+    def out_of_set(self, source_id: int, subject_id: str) -> None:
+        """The subject was taken out of the set: its media are missing."""
+        with self.lock:
+            self.run.update(
+                source_id,
+                subject_id=subject_id,
+                upload={"set": self.set_id, "media": "missing", "linked": False},
+            )
 
     def forget(self, source_id: int) -> None:
         """The recorded subject is gone (deleted): the row starts afresh."""
@@ -268,10 +289,13 @@ def upload(
     SettingsMismatch
         The run was already uploaded to another project, set or endpoint.
     """
-    if isinstance(run, Run):
-        return _upload(run, options, via, reporter, publish, retry)
-    with Run.open(run) as opened:
-        return _upload(opened, options, via, reporter, publish, retry)
+    where = run.path if isinstance(run, Run) else Path(run)
+    kept = lambda: f"{saved_count(where, ('linked',))} sources uploaded"  # noqa: E731
+    with storage_guard(where, kept):
+        if isinstance(run, Run):
+            return _upload(run, options, via, reporter, publish, retry)
+        with Run.open(run) as opened:
+            return _upload(opened, options, via, reporter, publish, retry)
 
 
 def _upload(
@@ -374,6 +398,7 @@ def _upload(
         reporter.finish()
     finally:
         api.close()
+    interrupt.check(result.linked)
     result.seconds = time.monotonic() - started
     logger.info("%s", result)
     return result
@@ -430,6 +455,7 @@ def _plan(
             item.subject_id = src.subject_id
             stored = src.upload.get("media") == "stored"
             item.action = "link" if stored else "repair"
+            item.in_set = src.upload.get("linked") is not False
         items.append(item)
     return items, problems, reviewed.index_fields
 
@@ -525,6 +551,7 @@ def _reconcile(
         extra = [s for s in there if s != keep]
         if extra:
             deletions.append((item.id, extra))
+        item.in_set = True  # found in the set
         if item.subject_id != keep:
             item.subject_id = keep
             item.action = "repair"  # created, but its media were never confirmed
@@ -561,9 +588,14 @@ class _Workers:
     """One PanoptesAPI per worker thread, closed at the end."""
 
     def __init__(
-        self, tokens: TokenManager, timeout: float, retry: RetryPolicy | None
+        self,
+        tokens: TokenManager,
+        timeout: float,
+        retry: RetryPolicy | None,
+        verify: bool = True,
     ) -> None:
         self._tokens, self._timeout, self._retry = tokens, timeout, retry
+        self.verify = verify
         self._local = threading.local()
         self._all: list[PanoptesAPI] = []
         self._lock = threading.Lock()
@@ -596,7 +628,7 @@ def _run_direct(
     reporter: Reporter,
 ) -> None:
     """Create/repair with a thread pool, reconcile uncertain creates, link leftovers."""
-    workers = _Workers(tokens, options.timeout, retry)
+    workers = _Workers(tokens, options.timeout, retry, options.verify)
     stop = threading.Event()
     to_link = [i for i in items if i.action == "link"]
     pending = [i for i in items if i.action != "link"]
@@ -606,6 +638,8 @@ def _run_direct(
             uncertain: list[_Item] = []
             for outcome in _pool(workers, state, pending, options.workers, stop):
                 item = outcome.item
+                if outcome.kind == "abandoned":
+                    continue  # stopped by a signal: the next run does it
                 if outcome.kind == "uncertain":
                     uncertain.append(item)
                     continue
@@ -624,7 +658,7 @@ def _run_direct(
                 else:
                     result.linked += 1
                     reporter.advance(1)
-            if not uncertain:
+            if not uncertain or interrupt.requested():
                 break
             logger.info(
                 "%d creates got no clear answer; checking the subject set "
@@ -657,7 +691,8 @@ def _run_direct(
                 state.failed(item.id, reason)
                 result.failed += 1
                 reporter.advance(1, failed=1)
-        _link_leftovers(api, state, to_link, result, reporter)
+        if not interrupt.requested():
+            _link_leftovers(api, state, to_link, result, reporter)
     finally:
         workers.close()
     if quota_reason:
@@ -678,7 +713,11 @@ def _pool(
         running: set[cf.Future[_Outcome]] = set()
 
         def fill() -> None:
-            while len(running) < window and not stop.is_set():
+            while (
+                len(running) < window
+                and not stop.is_set()
+                and not interrupt.requested()
+            ):
                 item = next(queue, None)
                 if item is None:
                     return
@@ -686,11 +725,14 @@ def _pool(
 
         fill()
         while running:
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            # Wake up now and then so that a stop request is seen promptly.
+            done, _ = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 running.discard(future)
                 yield future.result()
             fill()
+    if interrupt.requested():
+        return  # rows not started stay as they are, for the next run
     for item in queue:  # left over after a stop (quota)
         yield _Outcome(item, "failed", reason="not attempted: subject quota reached")
 
@@ -701,6 +743,8 @@ def _process(
     """Create or repair one subject; never raises for a per-row failure."""
     if stop.is_set():
         return _Outcome(item, "failed", reason="not attempted: subject quota reached")
+    if interrupt.requested():
+        return _Outcome(item, "abandoned")
     api = workers.api()
     label = f"source {item.id}"
     try:
@@ -708,7 +752,7 @@ def _process(
     except OSError as exc:
         return _Outcome(item, "failed", reason=f"cannot read image: {exc.strerror}")
     created = False
-    linked = True
+    linked = item.in_set
     try:
         if item.action == "create":
             subject_id, urls, linked = api.create_subject(
@@ -732,7 +776,24 @@ def _process(
                 state.forget(item.id)
                 item.subject_id, item.action = None, "create"
                 return _process(workers, state, item, stop)
-        _put_media(api, item, urls, data, label)
+        if interrupt.requested():
+            # A safe point: the subject is recorded with its media pending,
+            # so the next run repairs it.
+            return _Outcome(item, "abandoned")
+        try:
+            _put_media(api, item, urls, data, label, workers.verify)
+        except MediaMissing as exc:
+            assert item.subject_id is not None
+            if linked:
+                api.unlink(state.set_id, [item.subject_id])
+            state.out_of_set(item.id, item.subject_id)
+            item.action, item.in_set = "repair", False
+            return _Outcome(
+                item,
+                "failed",
+                reason=f"{exc}; taken out of subject set {state.set_id} until "
+                "the next run stores it",
+            )
         state.stored(item.id, item.subject_id, linked)
         return _Outcome(
             item,
@@ -751,24 +812,55 @@ def _process(
         return _Outcome(item, "failed", reason=str(exc))
 
 
+class MediaMissing(PanoptesError):
+    """The store accepted a file (201) but does not have it when read back."""
+
+
 def _put_media(
-    api: PanoptesAPI, item: _Item, urls: list[str], data: list[bytes], label: str
+    api: PanoptesAPI,
+    item: _Item,
+    urls: list[str],
+    data: list[bytes],
+    label: str,
+    verify: bool = True,
 ) -> None:
-    """PUT every file; on a final failure, once more with fresh signed URLs."""
+    """PUT every file and read each one back; on a failure, once more with fresh URLs.
+
+    Raises
+    ------
+    MediaMissing
+        A file is still not stored after the second try.
+    PanoptesError
+        The PUTs themselves failed twice.
+    """
     if len(urls) != len(data):
         raise PanoptesError(
             f"{label}: subject {item.subject_id} has {len(urls)} upload URLs "
             f"for {len(data)} files"
         )
+    assert item.subject_id is not None
     try:
         for url, blob in zip(urls, data, strict=True):
             api.put_blob(url, blob, label=label)
+        problems = api.check_media(item.subject_id, data) if verify else []
+        if not problems:
+            return
+        logger.warning(
+            "%s: the store answered 201 but %s; uploading again with fresh URLs",
+            label,
+            "; ".join(problems),
+        )
     except PanoptesError as exc:
-        assert item.subject_id is not None
         logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
-        urls = api.fresh_upload_urls(item.subject_id, len(data))
-        for url, blob in zip(urls, data, strict=True):
-            api.put_blob(url, blob, label=label)
+    urls = api.fresh_upload_urls(item.subject_id, len(data))
+    for url, blob in zip(urls, data, strict=True):
+        api.put_blob(url, blob, label=label)
+    problems = api.check_media(item.subject_id, data) if verify else []
+    if problems:
+        raise MediaMissing(
+            f"{label}: subject {item.subject_id}: the store answered 201 twice "
+            f"but {'; '.join(problems)}"
+        )
 
 
 def _link_leftovers(
