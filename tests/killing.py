@@ -1,4 +1,4 @@
-"""kill -9 a command at random moments, scaled to how long the same work takes here.
+"""Kill (or signal) a command at random moments, scaled to how long the work takes here.
 
 Fixed delays make these tests depend on the machine: on a fast one the command
 finishes before the first kill and nothing is tested. So each test first times
@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 
 def timed_run(
@@ -59,3 +60,66 @@ def kill_at_random(
         if check is not None:
             check()
     return kills
+
+
+@dataclass
+class Stopped:
+    """What became of a command sent a signal by `signal_at_random`."""
+
+    returncode: int
+    landed: bool  # the command was still running when the signal was sent
+    stderr: str
+    survivors: list[str]  # descendants still alive a few seconds after it ended
+
+
+def signal_at_random(
+    cmd: Sequence[str],
+    signum: int,
+    seed: int,
+    duration: float,
+    lo: float = 0.3,
+    hi: float = 0.8,
+    env: Mapping[str, str] | None = None,
+    grace: float = 5.0,
+) -> Stopped:
+    """Start ``cmd``, send it ``signum`` after a random delay, and watch it end.
+
+    The delay is uniform in ``[lo, hi] * duration`` (see `timed_run`).  Every
+    descendant process seen while the command ran (pool workers, the fork
+    server, Dask workers) is remembered: those still alive ``grace`` seconds
+    after the command ended are reported (and then killed, so that a failing
+    test leaves nothing behind).
+    """
+    import psutil
+
+    rng = random.Random(seed)
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    watched = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + rng.uniform(lo, hi) * duration
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            for child in watched.children(recursive=True):
+                seen.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    landed = proc.poll() is None
+    if landed:
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    _, alive = psutil.wait_procs(list(seen.values()), timeout=grace)
+    survivors = []
+    for p in alive:
+        try:
+            survivors.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+            p.kill()
+        except psutil.NoSuchProcess:
+            continue
+    return Stopped(proc.returncode, landed, stderr, survivors)

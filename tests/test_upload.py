@@ -536,3 +536,66 @@ def test_import_route_creates_each_subject_once(
     )
     with Run.open(run, lock=False) as opened:
         assert opened.counts()["linked"] == 7
+
+
+# -- storage that answers 201 and keeps nothing ----------------------------------
+
+
+def test_store_that_keeps_nothing_never_leaves_a_subject_in_the_set_without_its_file(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_run(tmp_path / "run", 30)
+    login_env(monkeypatch, panoptes_standin)
+    lost = panoptes_standin.faults.add(
+        "not_stored", method="PUT", path=r"^/blob/", times=None, probability=0.4
+    )
+    first = zooprep.upload(run, options(panoptes_standin), retry=FAST)
+    assert lost.fired > 0
+    # Every subject volunteers can see has its file; the rows whose file was
+    # lost twice failed with the reason and their subject left the set.
+    set_id = panoptes_standin.subject_set_id
+    assert [s for s in panoptes_standin.set_subjects(set_id) if s.broken] == []
+    with Run.open(run, lock=False) as opened:
+        linked = {s.subject_id for s in opened.iter_sources(["linked"])}
+        failed = opened.failures()
+    assert {s.id for s in panoptes_standin.set_subjects(set_id)} == linked
+    assert first.failed == len(failed)
+    assert all(
+        "answered 201 twice but file 1 of 1 not found" in f.reason for f in failed
+    )
+    assert first.linked == 30 - len(failed)
+    # Once the store keeps files again, the same command repairs and relinks.
+    panoptes_standin.faults.clear()
+    second = zooprep.upload(run, options(panoptes_standin), retry=FAST)
+    assert (second.created, second.failed) == (0, 0)
+    assert_exactly_once(panoptes_standin, run)
+
+
+def test_a_lost_file_is_put_again_with_fresh_urls_before_the_subject_counts(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_run(tmp_path / "run", 5)
+    login_env(monkeypatch, panoptes_standin)
+    lost = panoptes_standin.faults.add("not_stored", method="PUT", path=r"^/blob/")
+    result = zooprep.upload(run, options(panoptes_standin, workers=1), retry=FAST)
+    assert lost.fired == 1
+    assert (result.created, result.linked, result.failed) == (5, 5, 0)
+    assert panoptes_standin.count_requests("PUT", r"^/api/subjects/\d+$") == 1
+    assert panoptes_standin.count_requests("HEAD", r"^/media/") == 6
+    assert_exactly_once(panoptes_standin, run)
+
+
+def test_no_verify_trusts_the_stores_201(panoptes_subprocess, tmp_path):
+    standin = panoptes_subprocess.standin
+    run = make_run(tmp_path / "run", 4)
+    standin.faults.add("not_stored", method="PUT", path=r"^/blob/", times=None)
+    done = panoptes_subprocess.run(
+        [
+            *("zooprep", "-q", "upload", str(run), "--project", standin.project_id),
+            *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
+            "--no-verify",
+        ]
+    )
+    assert done.returncode == 0, done.stderr
+    assert standin.count_requests("HEAD") == 0
+    assert len(standin.broken()) == 4  # what the read-back protects against

@@ -173,7 +173,7 @@ def command(fn: F) -> F:
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
         # SIGTERM, SIGINT and SIGHUP ask the stage to stop at a safe point.
-        with interrupt.handle_signals():
+        with interrupt.handle_signals(restore=False):
             try:
                 return fn(*args, **kwargs)
             except Interrupted as exc:

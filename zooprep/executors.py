@@ -106,6 +106,9 @@ class LocalExecutor:
         "zooprep.images.stamps",
     )
 
+    #: Seconds the workers get to finish their current row after a stop.
+    DRAIN_SECONDS = 5.0
+
     def __init__(self, jobs: int | None = None, retries: int = 2) -> None:
         self.jobs = jobs or len(os.sched_getaffinity(0))
         self.retries = retries
@@ -119,7 +122,10 @@ class LocalExecutor:
         # fork server, so each worker starts in milliseconds, not seconds.
         ctx.set_forkserver_preload(list(self.preload))
         return cf.ProcessPoolExecutor(
-            max_workers=self.jobs, mp_context=ctx, initializer=interrupt.worker_init
+            max_workers=self.jobs,
+            mp_context=ctx,
+            initializer=interrupt.worker_init,
+            initargs=(os.getpid(),),
         )
 
     def run(
@@ -150,7 +156,7 @@ class LocalExecutor:
             done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
             if interrupt.requested():
                 yield from self._finished(done, pending)
-                self._terminate()
+                yield from self._drain(pending)
                 return
             broken = False
             for fut in done:
@@ -182,40 +188,54 @@ class LocalExecutor:
 
     @staticmethod
     def _finished(
-        done: set[cf.Future[R]], pending: dict[cf.Future[R], tuple[T, int]]
+        done: Iterable[cf.Future[R]], pending: dict[cf.Future[R], tuple[T, int]]
     ) -> Iterator[tuple[T, R | BaseException]]:
-        """Results of the tasks that completed normally (for a stop)."""
+        """Results of the completed tasks among ``done`` (for a stop)."""
         for fut in done:
             task, _ = pending.pop(fut)
+            if fut.cancelled():
+                continue
             exc = fut.exception()
             if exc is None:
                 yield task, fut.result()
             elif not isinstance(exc, BrokenProcessPool):
                 yield task, exc
 
-    def _terminate(self) -> None:
-        """Stop the workers now, abandoning their tasks (SIGTERM, then SIGKILL)."""
-        if self._pool is None:
-            return
-        procs = list((getattr(self._pool, "_processes", None) or {}).values())
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        deadline = time.monotonic() + 3.0
-        for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
+    def _workers(self) -> list[Any]:
+        """The pool's live worker processes."""
+        procs = (getattr(self._pool, "_processes", None) or {}).values()
+        return [p for p in procs if p.is_alive()]
+
+    def _drain(
+        self, pending: dict[cf.Future[R], tuple[T, int]]
+    ) -> Iterator[tuple[T, R | BaseException]]:
+        """After a stop: let each worker finish its current row, then stop them.
+
+        SIGTERM makes a worker (see `interrupt.worker_init`) finish the row it
+        is drawing and return the rows it has done; tasks not started are
+        dropped.  Workers still busy after `DRAIN_SECONDS` are killed and
+        their rows left for the next run.
+        """
+        for proc in self._workers():
+            proc.terminate()
+        for fut in list(pending):
+            fut.cancel()
+        deadline = time.monotonic() + self.DRAIN_SECONDS
+        while pending and time.monotonic() < deadline:
+            done, _ = cf.wait(
+                pending,
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=cf.FIRST_COMPLETED,
+            )
+            yield from self._finished(done, pending)
+        if pending:
+            log.warning("%d task(s) did not stop in time; abandoned", len(pending))
+            for proc in self._workers():
                 proc.kill()
-                proc.join(1.0)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = None
 
     def close(self) -> None:
         """Stop the worker processes."""
         if self._pool is not None:
-            if interrupt.requested():
-                self._terminate()
-                return
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
@@ -251,6 +271,9 @@ class DaskExecutor:
     in_flight : int or None
         Tasks submitted at once; defaults to twice the cluster's threads.
     """
+
+    #: Seconds the tasks in flight get to finish after a stop.
+    DRAIN_SECONDS = 5.0
 
     def __init__(
         self,
@@ -299,11 +322,15 @@ class DaskExecutor:
             if len(futures) >= self.in_flight:
                 break
         queue = as_completed(list(futures))
+        deadline: float | None = None
         while not queue.is_empty():
             if interrupt.requested():
-                for left in futures:
-                    left.cancel()
-                return
+                # Let the tasks in flight finish for a few seconds, then drop them.
+                deadline = deadline or time.monotonic() + self.DRAIN_SECONDS
+                if time.monotonic() > deadline:
+                    for left in futures:
+                        left.cancel()
+                    return
             if not queue.has_ready():
                 time.sleep(0.05)  # wake up now and then to notice a stop request
                 continue
@@ -314,17 +341,32 @@ class DaskExecutor:
             except Exception as exc:  # a task's own error, reported by the caller
                 yield task, exc
             fut.release()
-            nxt = next(it, None)
+            nxt = None if interrupt.requested() else next(it, None)
             if nxt is not None:
                 new = self._client.submit(fn, nxt, pure=False, retries=2)
                 futures[new] = nxt
                 queue.add(new)
 
     def close(self) -> None:
-        """Disconnect (and stop the LocalCluster we started)."""
+        """Disconnect (and stop the LocalCluster we started).
+
+        The LocalCluster's workers and scheduler log every connection that
+        their shutdown breaks, with tracebacks; that noise is silenced first.
+        """
+        if self._cluster is not None:
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            try:
+                self._client.run(_quiet_dask_logs)
+            except Exception as exc:  # a dead worker must not stop the shutdown
+                log.debug("could not quiet the Dask workers' logs: %s", exc)
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def _quiet_dask_logs() -> None:
+    """In a Dask worker: no more log lines from distributed (we are closing)."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def make_executor(

@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -104,11 +106,13 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def handle_signals() -> Iterator[None]:
+def handle_signals(*, restore: bool = True) -> Iterator[None]:
     """Turn SIGTERM, SIGINT and SIGHUP into a stop request while inside.
 
     Only the main thread can install handlers; elsewhere this does nothing.
-    The previous handlers are put back on exit.
+    The previous handlers are put back on exit unless ``restore`` is False
+    (the command line keeps them while the process exits, so that a second
+    signal still ends it at once).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -118,8 +122,9 @@ def handle_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
+        if restore:
+            for s, old in previous.items():
+                signal.signal(s, old)
 
 
 def die_with_parent() -> None:
@@ -140,14 +145,50 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def worker_init() -> None:
+def worker_init(driver: int | None = None) -> None:
     """Initializer of zooprep's worker processes.
 
-    Workers die with their parent (`die_with_parent`) and ignore SIGINT and
-    SIGHUP: a Ctrl-C or a closed terminal reaches the whole process group,
-    and it is the driver that decides what to finish and then stops the
-    workers (with SIGTERM).
+    Workers end when the ``driver`` process (the one that started the pool)
+    ends, however it ends: a fork-server worker's parent is the fork server,
+    which itself lives as long as any worker holds its "alive" pipe, so
+    without this a killed driver leaves both running for ever.  Workers also
+    die with their parent (`die_with_parent`) and ignore SIGINT and SIGHUP:
+    a Ctrl-C or a closed terminal reaches the whole process group, and it is
+    the driver that decides what to stop.  SIGTERM (sent by the driver when it
+    stops) makes a worker finish the row it is drawing and return the rows it
+    has done.
     """
     die_with_parent()
+    if driver is not None:
+        threading.Thread(
+            target=_exit_with, args=(driver,), name="zooprep-watch", daemon=True
+        ).start()
+    reset()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_term)
+
+
+def _worker_term(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a worker: stop after the current row (a second one: exit)."""
+    if _stop.is_set():
+        os._exit(128 + signum)
+    request_stop(signum)
+
+
+def _exit_with(pid: int) -> None:
+    """Block until process ``pid`` ends, then end this process at once."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):  # old kernel or not Linux: poll instead
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    else:
+        select.select([fd], [], [])  # readable once the process has ended
+    os._exit(1)

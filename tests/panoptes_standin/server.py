@@ -25,8 +25,8 @@ is inspected through the methods of `PanoptesStandin`.
 
 from __future__ import annotations
 
-import csv
 import base64
+import csv
 import hashlib
 import hmac
 import io

@@ -114,6 +114,10 @@ def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
     return ".npz", buf.getvalue()
 
 
+#: Id of the marker a worker adds to a task's results when it stopped early.
+_STOPPED = -1
+
+
 def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
     """Worker: cut, draw and write every row of a task.
 
@@ -138,6 +142,10 @@ def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
                 raise
             except Exception as exc:  # this row's own error, recorded as its failure
                 out.append((item[0], "failed", f"{type(exc).__name__}: {exc}", False))
+    if interrupt.requested():
+        # Told to stop (SIGTERM from the driver): the rows not in ``out`` are
+        # left for the next run, not failed.
+        out.append((_STOPPED, "stopped", None, False))
     return out
 
 
@@ -481,8 +489,10 @@ def _render(
                         else f"{type(outcome).__name__}: {outcome}"
                     )
                     outcome = [(sid, "failed", why, False) for sid, _, _ in task.rows]
+                stopped = any(o[1] == "stopped" for o in outcome)
+                outcome = [o for o in outcome if o[1] != "stopped"]
                 answered = {o[0] for o in outcome}
-                if interrupt.requested():
+                if stopped or interrupt.requested():
                     answered.update(sid for sid, _, _ in task.rows)  # left for later
                 outcome += [
                     (sid, "failed", "the image source gave no cutouts for it", False)
