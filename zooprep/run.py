@@ -252,6 +252,8 @@ def storage_error(
             code = errno.ENOSPC
         if code is None and "readonly database" in str(exc):
             code = errno.EROFS
+        if code == errno.EIO and _nearly_full(base):
+            code = errno.ENOSPC  # SQLite says "disk I/O error" for some full disks
         path = str(base / Run.STATE) if base.is_dir() else str(base)
     elif isinstance(exc, OSError) and exc.errno is not None:
         code = exc.errno
@@ -275,6 +277,15 @@ def storage_error(
     return StorageError(
         f"{what} {path}: {saved}; {todo} and run the same command again", path
     )
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has less than 1 MiB free."""
+    try:
+        stat = os.statvfs(path if path.exists() else path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 1 << 20
 
 
 @contextlib.contextmanager
