@@ -275,7 +275,11 @@ def test_where_parser_refuses_anything_but_comparisons(text):
 
 @pytest.mark.parametrize(
     ("text", "name"),
-    [("band == r", "r"), ("band in (g, r)", "g"), ("visit == 943296 and band != i", "i")],
+    [
+        ("band == r", "r"),
+        ("band in (g, r)", "g"),
+        ("visit == 943296 and band != i", "i"),
+    ],
 )
 def test_a_text_value_without_quotes_is_answered_with_the_quoted_form(
     tmp_path, text, name
@@ -287,7 +291,8 @@ def test_a_text_value_without_quotes_is_answered_with_the_quoted_form(
     catalog = tmp_path / "c.csv"
     catalog.write_text("diaSourceId,visit,detector,x,y,band\n1,943296,1,2,3,r\n")
     result = CliRunner().invoke(
-        cli, ["select", str(tmp_path / "run"), "--catalog", str(catalog), "--where", text]
+        cli,
+        ["select", str(tmp_path / "run"), "--catalog", str(catalog), "--where", text],
     )
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
@@ -653,9 +658,7 @@ def test_every_shared_alert_file_gives_its_records(test_data, tmp_path):
 
 
 def test_ztf_alert_fields_are_mapped_to_diasource_names(test_data):
-    reader = AlertReader(
-        test_data / "ztf_alerts" / "ampel" / "516171791415015025.avro"
-    )
+    reader = AlertReader(test_data / "ztf_alerts" / "ampel" / "516171791415015025.avro")
     (row,) = list(reader.rows(None))
     assert row["diaSourceId"] == row["candid"] == 516171791415015025
     assert row["objectId"] == "ZTF18aaxlzgi"

@@ -707,13 +707,15 @@ def _unfinished(db: sqlite3.Connection) -> bool:
     That is: no format version recorded, and no source in it.
     """
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-    if "meta" in tables and db.execute(
-        "SELECT 1 FROM meta WHERE key='format_version'"
-    ).fetchone():
+    if (
+        "meta" in tables
+        and db.execute("SELECT 1 FROM meta WHERE key='format_version'").fetchone()
+    ):
         return False
-    return "sources" not in tables or not db.execute(
-        "SELECT 1 FROM sources LIMIT 1"
-    ).fetchone()
+    return (
+        "sources" not in tables
+        or not db.execute("SELECT 1 FROM sources LIMIT 1").fetchone()
+    )
 
 
 @contextlib.contextmanager
