@@ -19,12 +19,14 @@ from zooprep.demo import demo
 from zooprep.errors import (
     AuthError,
     InputError,
+    Interrupted,
     ManifestEditError,
     PanoptesError,
     QuotaError,
     RunError,
     RunLocked,
     SettingsMismatch,
+    StorageError,
     UploadError,
     ZooprepError,
 )
@@ -43,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthError",
     "InputError",
+    "Interrupted",
     "ManifestEditError",
     "PanoptesError",
     "QuotaError",
@@ -51,6 +54,7 @@ __all__ = [
     "RunError",
     "RunLocked",
     "SettingsMismatch",
+    "StorageError",
     "UploadError",
     "UploadOptions",
     "ZooprepError",

@@ -338,6 +338,11 @@ def manifest(
         visibilities, the layout is unknown, the run has no rendered source,
         or the existing
         manifest was edited since zooprep wrote it (it is never overwritten).
+    zooprep.errors.StorageError
+        The disk is full or read-only; the old manifest (if any) is kept and
+        no temporary file is left.
+    zooprep.errors.Interrupted
+        A stop was asked for; the manifest was not written.
     """
     choices = (url_root, output, metadata, hidden, talk_only, index, split, layout)
     where = run.path if isinstance(run, Run) else Path(run)

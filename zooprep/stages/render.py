@@ -405,6 +405,12 @@ def render(
         No images given, or the path templates name columns the sources lack.
     zooprep.errors.SettingsMismatch
         Picture settings differ from those of already-rendered sources.
+    zooprep.errors.StorageError
+        The run directory is full, over quota or read-only; what was recorded
+        is kept: free space (or make it writable) and call again.
+    zooprep.errors.Interrupted
+        A stop was asked for (SIGTERM, SIGINT, SIGHUP on the command line, or
+        `zooprep.interrupt.request_stop`); finished rows are recorded.
     """
     with storage_guard(
         run, lambda: f"{saved_count(run, _DONE)} sources rendered and saved"

@@ -71,7 +71,7 @@ from typing import Any
 
 from zooprep.errors import InputError, RunError
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import Run, atomic_write
+from zooprep.run import Run, atomic_write, storage_guard
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -509,6 +509,8 @@ def results(
         Results exist already and ``force`` is false.
     zooprep.errors.UploadError
         ``download`` failed (`~zooprep.errors.AuthError` for credentials).
+    zooprep.errors.StorageError
+        The run directory is full or cannot be written.
 
     Notes
     -----
@@ -533,7 +535,7 @@ def results(
         raise InputError(f"classification export {export} not found")
     agg = _load_aggregation()
 
-    with Run.open(run) as r:
+    with storage_guard(run, lambda: "results not written"), Run.open(run) as r:
         outputs = [r.path / n for n in (RESULTS_CSV, RESULTS_PARQUET, RESULTS_HTML)]
         existing = [p.name for p in outputs if p.exists()]
         if existing and not force:

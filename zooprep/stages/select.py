@@ -499,6 +499,12 @@ def select(
         Bad flags, unreachable or unreadable source, unknown columns.
     RunError
         The run already holds sources and ``append`` is False.
+    StorageError
+        The run directory is full, over quota or read-only; what was recorded
+        is kept: free space (or make it writable) and call again.
+    Interrupted
+        A stop was asked for (SIGTERM, SIGINT, SIGHUP on the command line, or
+        `zooprep.interrupt.request_stop`); finished rows are recorded.
 
     Examples
     --------

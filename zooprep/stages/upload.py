@@ -299,6 +299,12 @@ def upload(
         The reviewed manifest damaged ids or file names.
     SettingsMismatch
         The run was already uploaded to another project, set or endpoint.
+    StorageError
+        The run directory is full, over quota or read-only; what was recorded
+        is kept: free space (or make it writable) and call again.
+    Interrupted
+        A stop was asked for (SIGTERM, SIGINT, SIGHUP on the command line, or
+        `zooprep.interrupt.request_stop`); finished rows are recorded.
     """
     where = run.path if isinstance(run, Run) else Path(run)
     kept = lambda: f"{saved_count(where, ('linked',))} sources uploaded"  # noqa: E731
