@@ -253,6 +253,7 @@ def test_manifest_on_a_full_disk_keeps_the_old_one_and_leaves_no_temporary_file(
     run = _rendered_run(small_disk.path / "run", 2000)
     manifest = [*ZOOPREP, "manifest"]
     assert small_disk.run([*manifest, str(reference)]).returncode == 0
+    (run / ".manifest.csv.4242.tmp").write_text("left by a killed manifest")
     small_disk.fill(leave=40_000)  # the manifest needs about 160 kB
     done = small_disk.run([*manifest, str(run)])
     _one_line(done, run, "manifest not written")

@@ -43,8 +43,7 @@ def _stopped_cleanly(stopped: Stopped, signum: int) -> bool:
     """
     assert stopped.survivors == [], stopped.survivors
     if stopped.returncode == 128 + signum:
-        assert LINE.search(stopped.stderr.splitlines()[-1]), stopped.stderr
-        assert "Traceback" not in stopped.stderr
+        assert LINE.fullmatch(stopped.stderr.strip()), stopped.stderr  # one line
         return True
     assert stopped.returncode in (0, 1, -signum), stopped.stderr
     return False
@@ -203,8 +202,12 @@ def test_manifest_stopped_by_each_signal_is_whole_or_absent_and_rerun_is_identic
 
     duration = timed_run(cmd(reference))
     landed = 0
-    for n_, signum in enumerate(SIGNALS):
-        stopped = signal_at_random(cmd(run), signum, 30 + n_, duration, 0.3, 0.9)
+    # Most of a manifest's time is start-up and the writing is short, so a
+    # round whose signal missed the writing is tried again (at most twice).
+    for n_, signum in enumerate(SIGNALS * 3):
+        if landed == len(SIGNALS) or (n_ >= len(SIGNALS) and landed):
+            break
+        stopped = signal_at_random(cmd(run), signum, 30 + n_, duration, 0.4, 0.95)
         if _stopped_cleanly(stopped, signum):
             landed += 1
             assert not (run / "manifest.csv").exists()
@@ -229,7 +232,7 @@ def test_upload_stopped_by_each_signal_then_resumed_has_each_source_once(
 
     def cmd(standin, run: Path) -> list[str]:
         return [
-            *(sys.executable, "-m", "zooprep", "upload", str(run)),
+            *(sys.executable, "-m", "zooprep", "-q", "upload", str(run)),
             *("--project", standin.project_id),
             *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
             *("--workers", "4", "--timeout", "2"),

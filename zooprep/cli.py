@@ -10,6 +10,7 @@ SIGHUP 129) stopped the command cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -167,6 +168,10 @@ def _finish(result: Any) -> None:
         sys.exit(1)
 
 
+#: Commands that stop cleanly on SIGTERM, SIGINT and SIGHUP (`zooprep.interrupt`).
+_STOPPABLE = {"select", "render", "manifest", "upload", "demo"}
+
+
 def command(fn: F) -> F:
     """Turn zooprep errors into one-line messages and the documented exit codes."""
 
@@ -174,8 +179,14 @@ def command(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
-        # SIGTERM, SIGINT and SIGHUP ask the stage to stop at a safe point.
-        with interrupt.handle_signals(restore=False):
+        # SIGTERM, SIGINT and SIGHUP ask a stage to stop at a safe point; the
+        # other commands write nothing half-done and keep the default handling.
+        stoppable = ctx.command.name in _STOPPABLE
+        with (
+            interrupt.handle_signals(restore=False)
+            if stoppable
+            else contextlib.nullcontext()
+        ):
             try:
                 return fn(*args, **kwargs)
             except Interrupted as exc:

@@ -97,11 +97,12 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _stop.is_set():
         os.write(2, b"zooprep: second signal; stopping now\n")
         os._exit(128 + signum)
-    os.write(
-        2,
-        f"zooprep: {signal.Signals(signum).name} received; finishing the rows "
-        "in progress (send it again to stop at once)\n".encode(),
-    )
+    if os.isatty(2):  # someone is watching: say why it does not stop at once
+        os.write(
+            2,
+            f"zooprep: {signal.Signals(signum).name} received; finishing the "
+            "rows in progress (send it again to stop at once)\n".encode(),
+        )
     request_stop(signum)
 
 

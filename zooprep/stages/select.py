@@ -49,7 +49,7 @@ from zooprep.errors import InputError, RunError
 from zooprep.progress import NullReporter, Reporter
 from zooprep.readers.base import ReadFailure, SourceReader, failure_id
 from zooprep.readers.where import Expr, combine, parse_where, sugar
-from zooprep.run import STATUSES, Run, saved_count, storage_guard
+from zooprep.run import STATUSES, Run, remove_temporary, saved_count, storage_guard
 
 __all__ = ["SelectResult", "sample_ids", "select"]
 
@@ -639,6 +639,7 @@ def _select(
             log.info("--sample without --seed: using seed %d", seed)
         if handle is None:
             handle = Run.create(path)
+        remove_temporary(path)  # a settings file a killed select was writing
         previous = handle.settings.get("select", {})
         history = list(previous.get("history", [])) if append else []
         settings["instrument"] = getattr(reader, "instrument", None)

@@ -68,7 +68,13 @@ from zooprep.panoptes import (
     check_endpoint,
 )
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import Run, atomic_write, saved_count, storage_guard
+from zooprep.run import (
+    Run,
+    atomic_write,
+    remove_temporary,
+    saved_count,
+    storage_guard,
+)
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
 
@@ -337,6 +343,9 @@ def _upload(
         raise InputError("give exactly one of subject_set_id and subject_set")
 
     result = UploadResult(dry_run=options.dry_run, subject_set=options.subject_set)
+    if not options.dry_run:  # files a killed upload was writing
+        remove_temporary(run.path)
+        remove_temporary(run.path / "imports")
     items, problems, index_fields = _plan(run, result, via, options.dry_run)
     for source_id, reason in problems:
         logger.warning("source %d: %s", source_id, reason)
