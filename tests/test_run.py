@@ -375,3 +375,49 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "give sizes in pixels" in proc.stderr
+
+
+def test_a_full_state_database_raises_its_own_error_and_keeps_earlier_rows(
+    tmp_path: Path,
+) -> None:
+    # SQLite's page limit makes the database "full" without a small disk.
+    with Run.create(tmp_path / "run") as run:
+        first = run.add_sources(
+            ({"diaSourceId": i, "visit": 1} for i in range(100)), "diaSourceId"
+        )
+        pages = run.db.execute("PRAGMA page_count").fetchone()[0]
+        run.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            run.add_sources(
+                (
+                    {"diaSourceId": 1000 + i, "visit": 1, "pad": "x" * 200}
+                    for i in range(5000)
+                ),
+                "diaSourceId",
+                batch=1000,
+            )
+        assert not run.db.in_transaction
+        assert first.added == 100
+    with Run.open(tmp_path / "run") as run:
+        assert len(run) == 100  # the failed batch was rolled back whole
+
+
+def test_storage_errors_name_the_run_and_what_to_do(tmp_path: Path) -> None:
+    import errno
+
+    from zooprep.run import storage_error
+
+    full = storage_error(
+        OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "a.png")),
+        tmp_path,
+        "3 sources saved",
+    )
+    assert full is not None
+    assert str(full) == (
+        f"no space left on {tmp_path}: 3 sources saved; free space and run the "
+        "same command again"
+    )
+    # An unreadable input file elsewhere is not a problem of the run directory.
+    elsewhere = OSError(errno.EACCES, "Permission denied", "/etc/shadow")
+    assert storage_error(elsewhere, tmp_path, "") is None
+    assert storage_error(ValueError("x"), tmp_path, "") is None
