@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -152,12 +153,10 @@ def test_render_on_a_dask_local_cluster_stops_cleanly_and_leaves_no_worker(
     assert _pngs(run) == _pngs(reference)
 
 
-def test_a_second_ctrl_c_ends_render_at_once_and_leaves_no_worker(
-    tmp_path: Path, decam_args: list[str]
-) -> None:
+def _render_with_pool(run: Path, decam_args: list[str]) -> tuple[Any, list[Any]]:
+    """Start a render with 2 worker processes; return it and its descendants."""
     import psutil
 
-    run = _selected(tmp_path, "victim")
     proc = subprocess.Popen(
         [*ZOOPREP, "render", str(run), "--jobs", "2", *decam_args],
         stderr=subprocess.PIPE,
@@ -166,10 +165,36 @@ def test_a_second_ctrl_c_ends_render_at_once_and_leaves_no_worker(
     watched = psutil.Process(proc.pid)
     children: list[psutil.Process] = []
     deadline = time.monotonic() + 60
-    while len(children) < 3 and time.monotonic() < deadline:  # fork server + 2
+    # resource tracker, fork server and a worker (all 300 rows are one task)
+    while len(children) < 3 and time.monotonic() < deadline and proc.poll() is None:
         children = watched.children(recursive=True)
         time.sleep(0.05)
-    assert len(children) >= 3, "the pool never started"
+    if len(children) < 3:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the pool never started: {children}")
+    return proc, children
+
+
+def test_kill_9_of_render_leaves_no_worker_or_fork_server_behind(
+    tmp_path: Path, decam_args: list[str]
+) -> None:
+    import psutil
+
+    proc, children = _render_with_pool(_selected(tmp_path, "victim"), decam_args)
+    proc.kill()
+    proc.communicate(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
+
+
+def test_a_second_ctrl_c_ends_render_at_once_and_leaves_no_worker(
+    tmp_path: Path, decam_args: list[str]
+) -> None:
+    import psutil
+
+    run = _selected(tmp_path, "victim")
+    proc, children = _render_with_pool(run, decam_args)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)  # the first one is handled (by the main thread) first
     proc.send_signal(signal.SIGINT)
