@@ -459,6 +459,31 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option("--instrument", default=None, help="Instrument name for the annotation.")
 @click.option(
+    "--layout",
+    type=click.Choice(["triplet", "frames", "both"]),
+    default=None,
+    help="triplet: one PNG of the three panels [default]; frames: one PNG per "
+    "panel (template, science, difference per size) for a flipbook; both: "
+    "the triplet, then the frames.",
+)
+@click.option(
+    "--lightcurve",
+    type=click.Choice(["flux", "mag"]),
+    is_flag=False,
+    flag_value="flux",
+    default=None,
+    help="Also draw each source's light curve from its object's history "
+    "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
+    "DiaForcedSource): flux in nJy [flux] or AB magnitude (mag).",
+)
+@click.option(
+    "--lightcurve-json",
+    is_flag=True,
+    default=None,
+    help="Also write the light curve as JSON for Zooniverse's scatter-plot / "
+    "light-curve viewer, after its PNG (needs --lightcurve).",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=None,

@@ -416,3 +416,46 @@ class AnnotatedRenderer(PlainRenderer):
             if not item.static:
                 self._draw_item(canvas, layout, item)
         return _draw.encode_png(canvas)
+
+    def render_frames(self, cutouts: Cutouts, row: Mapping[str, Any]) -> list[bytes]:
+        """The frames of `PlainRenderer.render_frames` with a title and a scale bar.
+
+        Each frame gets a small title above its panel (``Template``,
+        ``Science``, ``Difference``, with the size when there are several) and
+        the panel's scale bar; the text block stays on the triplet.
+        """
+        layout = self.frame_layout(cutouts)
+        title_px = max(8, min(_draw.TITLE_PX, layout.panel_width // 10))
+        top = title_px + 8
+        note = difference_note(cutouts.notes)
+        titles = (TITLES[0], TITLES[1], f"{TITLES[2]} ({note})" if note else TITLES[2])
+        pixel_scale = cutouts.pixel_scale or self.pixel_scale
+        several = len(cutouts.rows) > 1
+        out = []
+        for n, (canvas, frame_row) in enumerate(
+            self._frame_canvases(cutouts, layout, top)
+        ):
+            title = titles[n % 3]
+            if several:
+                title += f" {frame_row.nx}px"
+            size = title_px
+            while (
+                size > 8
+                and self._typesetter.width(title, size=size) > layout.panel_width
+            ):
+                size -= 1
+            self._typesetter.draw(
+                canvas,
+                layout.panel_width / 2,
+                top - 5,
+                title,
+                (0, 0, 0),
+                size=size,
+                align="center",
+            )
+            if pixel_scale:
+                _draw.draw_scale_bar(
+                    canvas, 0, frame_row, layout.panel_width, pixel_scale
+                )
+            out.append(_draw.encode_png(canvas))
+        return out
