@@ -660,6 +660,12 @@ def manifest(run: Path, **kw: Any) -> None:
     help="Check manifest, files, login and quota; upload nothing.",
 )
 @click.option(
+    "--workflow",
+    metavar="ID",
+    help="Link the subject set to this workflow of the project (once; a "
+    "missing workflow or one of another project is refused before uploading).",
+)
+@click.option(
     "--via",
     type=click.Choice(["direct", "import"]),
     default="direct",

@@ -146,6 +146,10 @@ class UploadOptions:
         Validate everything, upload nothing.
     timeout : float
         Seconds before any one HTTP request is abandoned.
+    workflow : str or None
+        A workflow of the project to link the subject set to (once; a
+        workflow that does not exist or belongs to another project is
+        refused before anything is uploaded).
     """
 
     project: str
@@ -155,3 +159,4 @@ class UploadOptions:
     workers: int = 8
     dry_run: bool = False
     timeout: float = 60.0
+    workflow: str | None = None

@@ -595,6 +595,40 @@ class PanoptesAPI:
             raise
         return dict(sets[0])
 
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        """One workflow, by id (`PanoptesError` with status 404 when there is none)."""
+        try:
+            flows = self.get(f"/workflows/{workflow_id}").body.get("workflows") or []
+        except PanoptesError as exc:
+            if exc.status == 404:
+                raise PanoptesError(f"workflow {workflow_id} not found", 404) from None
+            raise
+        if not flows:
+            raise PanoptesError(f"workflow {workflow_id} not found", 404)
+        return dict(flows[0])
+
+    def link_workflow(self, workflow_id: str, subject_set: str) -> bool:
+        """Link a subject set to a workflow unless it already is; True if linked now.
+
+        The workflow's links are read first, so a resumed upload (or a link
+        made by hand) never sends a second link request.
+        """
+        what = f"link subject set {subject_set} to workflow {workflow_id}"
+
+        def attempt() -> bool:
+            links = self.workflow(workflow_id).get("links") or {}
+            if str(subject_set) in {str(s) for s in links.get("subject_sets") or []}:
+                return False
+            self.request(
+                "POST",
+                f"/workflows/{workflow_id}/links/subject_sets",
+                json={"subject_sets": [str(subject_set)]},
+                what=what,
+            )
+            return True
+
+        return self._retrying(attempt, what)
+
     def find_subject_set(self, project: str, name: str) -> dict[str, Any] | None:
         """The project's subject set with this display name, or None."""
         for found in self.paginate(

@@ -109,6 +109,9 @@ class UploadResult:
         Duplicate subjects found in the set and deleted.
     subject_set_id : str or None
         The subject set used (None in a dry run that would create it).
+    workflow_linked : bool
+        The subject set was linked to ``options.workflow`` by this call
+        (False when it already was, or no workflow was given).
     dry_run : bool
         Nothing was uploaded.
     to_create : int
@@ -126,6 +129,7 @@ class UploadResult:
     dry_run: bool = False
     to_create: int = 0
     seconds: float = 0.0
+    workflow_linked: bool = False
 
     def __str__(self) -> str:
         where = f"subject set {self.subject_set_id or '(new)'}"
@@ -146,6 +150,8 @@ class UploadResult:
             parts.append(f"{self.removed} removed in review")
         if self.deleted:
             parts.append(f"{self.deleted} duplicates deleted")
+        if self.workflow_linked:
+            parts.append("set linked to the workflow")
         return f"upload to {where}: {', '.join(parts)} in {self.seconds:.1f} s"
 
 
@@ -342,6 +348,7 @@ def _upload(
     tokens.login()
     api = PanoptesAPI(tokens, timeout=options.timeout, retry=retry)
     try:
+        _check_workflow(api, options)
         set_id = _resolve_set(api, options)
         result.subject_set_id = set_id
         _check_settings(run, options, endpoint, set_id)
@@ -394,6 +401,12 @@ def _upload(
         else:
             _run_direct(api, tokens, state, items, options, retry, result, reporter)
         reporter.finish()
+        if options.workflow:
+            result.workflow_linked = api.link_workflow(str(options.workflow), set_id)
+            if result.workflow_linked:
+                logger.info(
+                    "linked subject set %s to workflow %s", set_id, options.workflow
+                )
     finally:
         api.close()
     result.seconds = time.monotonic() - started
@@ -488,6 +501,30 @@ def _check_files(files: list[Path]) -> str:
             except ValueError as exc:
                 return f"{path} is not valid JSON ({exc})"
     return ""
+
+
+def _check_workflow(api: PanoptesAPI, options: UploadOptions) -> None:
+    """Refuse a workflow that does not exist or belongs to another project."""
+    if not options.workflow:
+        return
+    wanted = str(options.workflow)
+    if not wanted.isdigit():
+        raise InputError(f"--workflow {wanted!r} is not a workflow id (digits)")
+    try:
+        found = api.workflow(wanted)
+    except PanoptesError as exc:
+        if exc.status in (403, 404):
+            raise InputError(
+                f"workflow {wanted} does not exist (or you cannot see it); nothing "
+                "was uploaded"
+            ) from None
+        raise
+    owner = str((found.get("links") or {}).get("project", ""))
+    if owner != str(options.project):
+        raise InputError(
+            f"workflow {wanted} belongs to project {owner or '?'}, not "
+            f"{options.project}; nothing was uploaded"
+        )
 
 
 def _resolve_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
