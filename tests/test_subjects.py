@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,31 @@ def test_make_renderer_frames_match_plain_render_for_one_size() -> None:
         np.testing.assert_array_equal(
             _rgb(frame), triplet[row.top : row.top + row.height, x : x + row.height]
         )
+
+
+# -- preview and results of multi-location subjects --------------------------------
+
+
+def test_preview_shows_every_location_of_a_subject_in_chromium(
+    decam_run: tuple[Path, dict[str, str]], chromium: Any
+) -> None:
+    run, images = decam_run
+    zooprep.render(
+        run,
+        images=images,
+        options={"layout": "both", "lightcurve": "flux", "lightcurve_json": True},
+        jobs=1,
+    )
+    page = zooprep.preview(run)
+    dom = chromium.dump_dom(page, "status=rendered")
+    cards = re.findall(r'<figure class="card" data-id="(\d+)"[^>]*>', dom)
+    assert len(cards) == 6
+    tags = re.findall(r'<figure class="card" data-id="\d+"[^>]*>', dom)
+    for tag in tags:
+        assert 'data-img="loaded"' in tag
+        # Three frames and the light curve loaded beside the triplet.
+        assert 'data-locs="4"' in tag
+        assert "data-locs-broken" not in tag
+    for sid in cards:
+        assert f"{sid}_1_difference.png" in dom
+        assert f'href="cutouts/0/{sid}_lightcurve.json"' in dom
