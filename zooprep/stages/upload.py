@@ -109,11 +109,16 @@ class UploadResult:
         Duplicate subjects found in the set and deleted.
     subject_set_id : str or None
         The subject set used (None in a dry run that would create it).
+    subject_set : str or None
+        The subject set's name, when it was given by name.
     workflow_linked : bool
         The subject set was linked to ``options.workflow`` by this call
         (False when it already was, or no workflow was given).
     dry_run : bool
         Nothing was uploaded.
+    offline : bool
+        A dry run without credentials: login, subject set and quota were not
+        checked.
     to_create : int
         Subjects that need creating (what a dry run would do).
     """
@@ -126,13 +131,19 @@ class UploadResult:
     removed: int = 0
     deleted: int = 0
     subject_set_id: str | None = None
+    subject_set: str | None = None
     dry_run: bool = False
+    offline: bool = False
     to_create: int = 0
     seconds: float = 0.0
     workflow_linked: bool = False
 
     def __str__(self) -> str:
-        where = f"subject set {self.subject_set_id or '(new)'}"
+        name = f"'{self.subject_set}' " if self.subject_set else ""
+        if self.offline:
+            where = f"subject set {name}(not looked up: no credentials)"
+        else:
+            where = f"subject set {name}({self.subject_set_id or 'new'})"
         if self.dry_run:
             return (
                 f"upload dry run: {self.to_create} subjects to create, "
@@ -323,7 +334,7 @@ def _upload(
     if bool(options.subject_set_id) == bool(options.subject_set):
         raise InputError("give exactly one of subject_set_id and subject_set")
 
-    result = UploadResult(dry_run=options.dry_run)
+    result = UploadResult(dry_run=options.dry_run, subject_set=options.subject_set)
     items, problems, index_fields = _plan(run, result, via, options.dry_run)
     for source_id, reason in problems:
         logger.warning("source %d: %s", source_id, reason)
@@ -331,10 +342,7 @@ def _upload(
     creds = Credentials.from_env()
     if creds is None:
         if options.dry_run:
-            logger.warning(
-                "no Panoptes credentials in the environment: login, subject "
-                "set and quota not checked"
-            )
+            result.offline = True
             result.to_create = sum(1 for i in items if i.action == "create")
             result.failed = len(problems)
             result.subject_set_id = options.subject_set_id
