@@ -409,3 +409,31 @@ def test_preview_shows_every_location_of_a_subject_in_chromium(
     for sid in cards:
         assert f"{sid}_1_difference.png" in dom
         assert f'href="cutouts/0/{sid}_lightcurve.json"' in dom
+
+
+def test_cli_renders_an_alert_run_as_frames_and_light_curves_for_the_manifest(
+    tmp_path: Path, test_data: Path
+) -> None:
+    run = tmp_path / "run"
+    alerts = str(test_data / "rubin_alerts" / "fink-filters-repacked" / "*.avro")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["select", str(run), "--alerts", alerts]).exit_code == 0
+    out = runner.invoke(
+        cli,
+        ["render", str(run), "--layout", "both", "--lightcurve", "--lightcurve-json"],
+    )
+    assert out.exit_code == 0, out.output
+    with Run.open(run, lock=False) as r:
+        options = r.settings["render"]["options"]
+    assert options["layout"] == "both"
+    assert options["lightcurve"] == "flux"
+    assert options["lightcurve_json"] is True
+    assert runner.invoke(cli, ["manifest", str(run)]).exit_code == 0
+    with open(run / "manifest.csv", newline="") as fh:
+        header = next(iter(fh)).strip().split(",")
+    assert [c for c in header if c.startswith("location:")] == [
+        f"location:{n}" for n in range(1, 7)
+    ]
+    out = runner.invoke(cli, ["render", "--help"])
+    for flag in ("--layout", "--lightcurve", "--lightcurve-json"):
+        assert flag in out.output

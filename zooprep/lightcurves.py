@@ -321,6 +321,11 @@ def _ztf_flux(entry: Mapping[str, Any]) -> tuple[float | None, float | None]:
     return flux, err
 
 
+def _ztf_band(fid: Any) -> Any:
+    """The band of a ZTF filter id (g, r, i), or the id itself."""
+    return _ZTF_BANDS.get(fid, fid) if isinstance(fid, int) else fid
+
+
 def ztf_light_curve(source_id: int, record: Mapping[str, Any]) -> LightCurve:
     """The light curve of one ZTF alert: candidate, prior detections and limits."""
     b = _Builder(source_id)
@@ -331,7 +336,7 @@ def ztf_light_curve(source_id: int, record: Mapping[str, Any]) -> LightCurve:
         None if jd is None else jd - _MJD0,
         flux,
         err,
-        _ZTF_BANDS.get(cand.get("fid"), cand.get("fid")),
+        _ztf_band(cand.get("fid")),
         DETECTION,
         current=True,
     )
@@ -341,7 +346,7 @@ def ztf_light_curve(source_id: int, record: Mapping[str, Any]) -> LightCurve:
             continue
         jd = _number(entry.get("jd"))
         mjd = None if jd is None else jd - _MJD0
-        band = _ZTF_BANDS.get(entry.get("fid"), entry.get("fid"))
+        band = _ztf_band(entry.get("fid"))
         flux, err = _ztf_flux(entry)
         if flux is not None:
             b.add(mjd, flux, err, band, DETECTION)
