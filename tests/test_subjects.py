@@ -437,3 +437,30 @@ def test_cli_renders_an_alert_run_as_frames_and_light_curves_for_the_manifest(
     out = runner.invoke(cli, ["render", "--help"])
     for flag in ("--layout", "--lightcurve", "--lightcurve-json"):
         assert flag in out.output
+
+
+def test_results_galleries_show_the_first_picture_of_multi_file_subjects(
+    tmp_path: Path, apdb_sqlite: Path
+) -> None:
+    import base64
+
+    from tests.test_results import WORKFLOW, make_setup
+
+    setup = make_setup(tmp_path, apdb_sqlite)
+    first: dict[int, bytes] = {}
+    with Run.open(setup.run) as r:
+        for src in r.iter_sources(["linked", "rendered"]):
+            extra = [r.cutout_path(src, "_1_template.png")]
+            extra.append(r.cutout_path(src, "_lightcurve.json"))
+            (setup.run / extra[0]).write_bytes((setup.run / src.files[0]).read_bytes())
+            (setup.run / extra[1]).write_text('{"data": []}')
+            r.update(src.id, files=[*src.files, *extra])
+            first[src.id] = (setup.run / src.files[0]).read_bytes()
+    zooprep.results(setup.run, setup.export, workflow_id=str(WORKFLOW))
+    page = (setup.run / "results.html").read_text()
+    cards = re.findall(
+        r"data-source-id='(\d+)'><img src='data:image/png;base64,([^']+)'", page
+    )
+    assert cards
+    for sid, data in cards:
+        assert base64.b64decode(data) == first[int(sid)]
