@@ -200,7 +200,14 @@ def _expected_series(count: dict[tuple[str, int], int]) -> dict[str, int]:
 
 @pytest.mark.parametrize(
     ("folder", "counter"),
-    [("ztf_alerts/ampel", _ztf_count), ("rubin_alerts/fink-client", _rubin_count)],
+    [
+        ("ztf_alerts/ampel", _ztf_count),
+        ("ztf_alerts/boom", _ztf_count),
+        ("ztf_alerts/fink-client", _ztf_count),
+        ("ztf_alerts/pittgoogle", _ztf_count),
+        ("rubin_alerts/fink-client", _rubin_count),
+        ("rubin_alerts/fink-filters-repacked", _rubin_count),
+    ],
 )
 def test_alert_light_curves_hold_every_point_of_the_packets_per_band(
     tmp_path: Path, test_data: Path, folder: str, counter: Any

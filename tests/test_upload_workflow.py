@@ -111,3 +111,20 @@ def test_killed_after_the_upload_the_link_is_made_on_resume(
 def test_help_documents_the_workflow_flag() -> None:
     out = CliRunner().invoke(cli, ["upload", "--help"])
     assert "--workflow ID" in out.output
+
+
+def test_panoptes_client_links_a_set_to_a_workflow_on_the_standin(panoptes_standin):
+    from panoptes_client import Panoptes, SubjectSet, Workflow
+
+    standin = panoptes_standin
+    workflow_id = standin.add_workflow(standin.project_id, "Real or bogus")
+    with Panoptes(
+        endpoint=standin.url, username=standin.username, password=standin.password
+    ):
+        workflow = Workflow.find(workflow_id)
+        assert workflow.display_name == "Real or bogus"
+        workflow.links.subject_sets.add(SubjectSet.find(standin.subject_set_id))
+        again = Workflow.find(workflow_id)
+        linked = [s.id for s in again.links.subject_sets]
+    assert linked == [standin.subject_set_id]
+    assert standin.workflow_sets(workflow_id) == (standin.subject_set_id,)

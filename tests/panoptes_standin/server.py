@@ -11,8 +11,10 @@ Rails server ``zooniverse/panoptes`` uses:
 * the JSON:API under ``/api`` (``Accept: application/vnd.api+json;
   version=1`` required, else 404): ``/me``, ``/users``, ``/projects``,
   ``/subject_sets`` (+ ``/links/subjects``), ``/subjects``,
-  ``/set_member_subjects``, ``/subject_set_imports`` and
-  ``/projects/<id>/classifications_export``;
+  ``/set_member_subjects``, ``/subject_set_imports``, ``/workflows`` (+
+  ``/links/subject_sets``) and ``/projects/<id>/classifications_export``;
+* subjects of several locations, each with its content type (``image/png``,
+  ``application/json`` ...) and its own signed PUT URL;
 * signed blob PUT URLs (``/blob/...``, Azure-like: ``x-ms-blob-type:
   BlockBlob``, 201, 1 MiB limit) and public media GETs (``/media/...``);
 * ``/files/<name>`` for CSVs a test registers for subject-set imports;
