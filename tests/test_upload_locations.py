@@ -217,3 +217,21 @@ def test_multi_file_upload_killed_at_random_then_resumed_has_every_file_once(
     done = runner.run(args, timeout=120)
     assert done.returncode == 0, done.stderr
     assert_every_location_once(standin, run)
+
+
+def test_an_emptied_location_cell_names_the_location_and_its_file(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_multi_run(tmp_path / "run", 3)
+    with open(run / "manifest.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    col = rows[0].index("location:5")
+    rows[2][col] = ""
+    with open(run / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    login_env(monkeypatch, panoptes_standin)
+    with pytest.raises(
+        ManifestEditError, match=r"line 3: id \d+: location 5 \(.*_lightcurve.json\)"
+    ):
+        zooprep.upload(run, options(panoptes_standin), retry=FAST)
+    assert panoptes_standin.subjects() == []
