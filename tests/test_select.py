@@ -833,3 +833,19 @@ def test_select_help_documents_minimum_catalog_columns():
     assert "--where" in out
     assert "--stratify" in out
     assert "--append" in out
+
+
+def test_an_apdb_given_as_a_bare_path_is_answered_with_its_url(apdb_sqlite, tmp_path):
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["select", str(tmp_path / "run"), "--apdb", str(apdb_sqlite)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: --apdb {str(apdb_sqlite)!r} is a file, not a database URL; for an "
+        f"SQLite APDB write sqlite:///{apdb_sqlite}"
+    ]
+    assert not (tmp_path / "run").exists()

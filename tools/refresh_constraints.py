@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,11 @@ OUT = ROOT / "requirements" / "test-constraints.txt"
 #: The extras of the README's test command (tests/test_docs.py checks they agree).
 EXTRAS = "test,dask,results,butler"
 CANDIDATES = ("python3.11", "python3.12", "python3.13", "python3.14")
+
+
+def _normalized(name: str) -> str:
+    """A project name in its PEP 503 form (``Panoptes_Aggregation``: ``panoptes-aggregation``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _version(python: str) -> str:
@@ -70,9 +76,9 @@ def resolve(python: str) -> tuple[str, dict[str, str]]:
         )
         installs = json.loads(report.read_text())["install"]
     pins = {
-        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        _normalized(item["metadata"]["name"]): item["metadata"]["version"]
         for item in installs
-        if item["metadata"]["name"].lower() != "zooprep"
+        if _normalized(item["metadata"]["name"]) != "zooprep"
     }
     return version, pins
 
