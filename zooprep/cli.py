@@ -520,6 +520,11 @@ def render(run: Path, **kw: Any) -> None:
       zooprep render run1 --science 'img/{visit}/{detector}/sci.fits' \\
           --template 'img/{visit}/{detector}/tmpl.fits' \\
           --difference 'img/{visit}/{detector}/diff.fits' --sizes 30,64 --annotate
+      zooprep render alerts1 --layout both --lightcurve mag --lightcurve-json
+
+    Files per source, in this order (the subject's locations): <id>.png (the
+    triplet), <id>_<n>_template|science|difference.png (frames, size n),
+    <id>_lightcurve.png, <id>_lightcurve.json.
     """
     images = {
         k: v
