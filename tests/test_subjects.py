@@ -272,20 +272,33 @@ def test_apdb_light_curves_count_the_objects_diasources_and_forced_sources(
         assert curve.current >= 0
 
 
-def test_apdb_run_renders_light_curves_in_magnitudes(
+def test_apdb_run_renders_light_curves_with_every_point_of_the_object(
     tmp_path: Path, apdb_sqlite: Path
 ) -> None:
     run = tmp_path / "run"
-    zooprep.select(run, apdb=f"sqlite:///{apdb_sqlite}", limit=5)
+    zooprep.select(run, apdb=f"sqlite:///{apdb_sqlite}")
     with Run.open(run) as r:
-        ids = [s.id for s in r.iter_sources()]
+        objects = {s.id: s.row["diaObjectId"] for s in r.iter_sources()}
     # The APDB run has no images here: draw from a stand-in image source.
     result = zooprep.render(
-        run, images=FlatImages(), options={"lightcurve": "mag"}, jobs=1
+        run,
+        images=FlatImages(),
+        options={"lightcurve": "flux", "lightcurve_json": True},
+        jobs=1,
     )
-    assert result.rendered == len(ids)
+    assert result.rendered == len(objects) == 290
+    db = sqlite3.connect(apdb_sqlite)
     for sid, files in _files(run).items():
         assert Path(files[1]).name == f"{sid}_lightcurve.png"
+        expected: dict[str, int] = {}
+        for table, suffix in (("DiaSource", ""), ("DiaForcedSource", " forced")):
+            for band, n in db.execute(
+                f"SELECT band, COUNT(*) FROM {table} WHERE diaObjectId = ? "
+                "AND psfFlux IS NOT NULL GROUP BY band",
+                (objects[sid],),
+            ):
+                expected[band + suffix] = n
+        assert _series_counts((run / files[2]).read_bytes()) == expected
 
 
 def test_a_source_without_history_gets_a_light_curve_of_its_one_point(
