@@ -519,16 +519,15 @@ class ApdbHistory:
         """One query (per table) for a chunk of objects."""
         import sqlalchemy as sa
 
-        cols = ["diaObjectId", "midpointMjdTai", "psfFlux", "psfFluxErr", "band"]
         found: dict[int, list[tuple[Any, ...]]] = {i: [] for i in ids}
-        stmt = sa.select(source.c.diaSourceId, *(source.c[c] for c in cols)).where(
+        stmt = sa.select(source.c.diaSourceId, *_history_columns(source)).where(
             source.c.diaObjectId.in_(ids)
         )
         self.queries += 1
         for r in conn.execute(stmt):
             found[int(r[1])].append((DETECTION, int(r[0]), *r[2:]))
         if forced is not None:
-            stmt = sa.select(*(forced.c[c] for c in cols)).where(
+            stmt = sa.select(*_history_columns(forced)).where(
                 forced.c.diaObjectId.in_(ids)
             )
             self.queries += 1
@@ -552,6 +551,29 @@ class ApdbHistory:
                         current=True,
                     )
                 yield sid, b.build(oid)
+
+
+def _history_columns(table: Any) -> list[Any]:
+    """diaObjectId, time, flux, error and band columns of an APDB table.
+
+    Older APDB schemas name the time ``midPointTai`` and the band
+    ``filterName``; a table without a band column gives NULL bands.
+    """
+    import sqlalchemy as sa
+
+    def first(*names: str) -> Any:
+        for name in names:
+            if name in table.c:
+                return table.c[name]
+        return sa.null()
+
+    return [
+        table.c.diaObjectId,
+        first("midpointMjdTai", "midPointTai"),
+        first("psfFlux"),
+        first("psfFluxErr"),
+        first("band", "filterName"),
+    ]
 
 
 class RowHistory:
