@@ -235,3 +235,36 @@ def test_an_emptied_location_cell_names_the_location_and_its_file(
     ):
         zooprep.upload(run, options(panoptes_standin), retry=FAST)
     assert panoptes_standin.subjects() == []
+
+
+def test_a_failed_put_of_the_json_gets_fresh_urls_for_every_typed_location(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_multi_run(tmp_path / "run", 3)
+    login_env(monkeypatch, panoptes_standin)
+    # More failures than one URL's retries on the JSON files: fresh signed
+    # URLs (a locations update with the same content types) and again.
+    fault = panoptes_standin.faults.add(
+        "error", method="PUT", path=r"^/blob/.*\.json", times=5, status=503
+    )
+    result = zooprep.upload(run, options(panoptes_standin, workers=1), retry=FAST)
+    assert fault.fired == 5
+    assert result.failed == 0
+    assert panoptes_standin.count_requests("PUT", r"^/api/subjects/\d+$") >= 1
+    assert_every_location_once(panoptes_standin, run)
+
+
+def test_json_never_stored_is_repaired_on_the_next_run(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_multi_run(tmp_path / "run", 3)
+    login_env(monkeypatch, panoptes_standin)
+    panoptes_standin.faults.add(
+        "error", method="PUT", path=r"^/blob/.*\.json", times=None
+    )
+    first = zooprep.upload(run, options(panoptes_standin), retry=FAST)
+    assert first.failed == 3
+    panoptes_standin.faults.clear()
+    second = zooprep.upload(run, options(panoptes_standin), retry=FAST)
+    assert (second.created, second.repaired, second.failed) == (0, 3, 0)
+    assert_every_location_once(panoptes_standin, run)
