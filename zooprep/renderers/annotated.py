@@ -446,7 +446,7 @@ class AnnotatedRenderer(PlainRenderer):
         pixel_scale = cutouts.pixel_scale or self.pixel_scale
         several = len(cutouts.rows) > 1
         out = []
-        for n, (canvas, frame_row) in enumerate(
+        for n, (canvas, frame_row, _) in enumerate(
             self._frame_canvases(cutouts, layout, top)
         ):
             title = titles[n % 3]

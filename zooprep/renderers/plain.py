@@ -211,14 +211,15 @@ class PlainRenderer:
 
     def _frame_canvases(
         self, cutouts: Cutouts, layout: _draw.Layout, top: int
-    ) -> list[tuple[np.ndarray, _draw.PanelRow]]:
+    ) -> list[tuple[np.ndarray, _draw.PanelRow, bool]]:
         """One white canvas per frame with its coloured panel pasted at ``top``.
 
         Every frame of a source has the same pixel size: the panel width by
         the tallest row's height (plus ``top``); a shorter panel sits at the
-        top, white below.
+        top, white below.  The flag says whether the frame is all grey.
         """
         lut = self._lut
+        grey_lut = self._grey_lut
         height = top + max(r.height for r in layout.rows)
         out = []
         for row, triplet in zip(layout.rows, cutouts.rows, strict=True):
@@ -227,7 +228,8 @@ class PlainRenderer:
                 canvas = np.full((height, layout.panel_width, 3), 255, dtype=np.uint8)
                 rgb = colorize(normed, lut, self._nan_rgb)
                 _draw.paste_panel(canvas, rgb, 0, frame_row, layout.panel_width)
-                out.append((canvas, frame_row))
+                grey = grey_lut and (self._grey_nan or bool(np.isfinite(normed).all()))
+                out.append((canvas, frame_row, grey))
         return out
 
     def render_frames(self, cutouts: Cutouts, row: Mapping[str, Any]) -> list[bytes]:
@@ -252,14 +254,6 @@ class PlainRenderer:
         """
         layout = self.frame_layout(cutouts)
         return [
-            _draw.encode_png(canvas, grey=self._is_grey(canvas))
-            for canvas, _ in self._frame_canvases(cutouts, layout, 0)
+            _draw.encode_png(canvas, grey=grey)
+            for canvas, _, grey in self._frame_canvases(cutouts, layout, 0)
         ]
-
-    @staticmethod
-    def _is_grey(canvas: np.ndarray) -> bool:
-        """Whether every pixel of ``canvas`` has r == g == b."""
-        return bool(
-            (canvas[..., 0] == canvas[..., 1]).all()
-            and (canvas[..., 1] == canvas[..., 2]).all()
-        )
