@@ -62,7 +62,7 @@ def render_mpl(curve: LightCurve, mode: str) -> bytes:
     fig = Figure(figsize=(6.0, 3.6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.12, 0.14, 0.68, 0.78))
-    days, y, err = curve._mode_values(mode)
+    days, y, err = curve.values(mode)
     kinds = curve.mag_kinds() if mode == "mag" else curve.kind
     ok = np.isfinite(y)
     for n, band in enumerate(curve.bands()):

@@ -146,7 +146,8 @@ class LightCurve:
 
         Days count from the first detection (or the first point).  In
         magnitude mode a non-positive detected flux becomes a limit at its
-        error's 3-sigma flux when that is positive, else NaN (left out).
+        error's 3-sigma flux when that is positive, else NaN (left out); see
+        `mag_kinds` for the kinds of point to draw.
         """
         det = self.kind != LIMIT
         if not len(self.mjd):
@@ -158,9 +159,10 @@ class LightCurve:
         days = self.mjd - t0
         if mode == "flux":
             return days, self.flux.copy(), self.flux_err.copy()
+        flux = self.mag_limits()
         with np.errstate(divide="ignore", invalid="ignore"):
-            mag = NJY_ZEROPOINT - 2.5 * np.log10(self.flux)
-            err = 2.5 / np.log(10) * self.flux_err / np.abs(self.flux)
+            mag = NJY_ZEROPOINT - 2.5 * np.log10(flux)
+            err = 2.5 / np.log(10) * self.flux_err / np.abs(flux)
         return days, mag, err
 
     def mag_kinds(self) -> np.ndarray:
@@ -186,7 +188,7 @@ class LightCurve:
         detection, ``y`` flux in nJy or AB magnitude, ``y_error`` the error
         when known.
         """
-        days, y, err = self._mode_values(mode)
+        days, y, err = self.values(mode)
         kinds = self.mag_kinds() if mode == "mag" else self.kind
         series = []
         for n, band in enumerate(self.bands()):
@@ -226,18 +228,6 @@ class LightCurve:
             },
         }
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
-
-    def _mode_values(self, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`values`, with magnitude-mode limits for non-positive fluxes."""
-        if mode != "mag":
-            return self.values("flux")
-        saved = self.flux
-        self.flux = self.mag_limits()
-        try:
-            days, mag, err = self.values("mag")
-        finally:
-            self.flux = saved
-        return days, mag, err
 
 
 def style(band: str, n: int) -> tuple[str, str]:
@@ -680,7 +670,7 @@ class LightCurveRenderer:
         draw = ImageDraw.Draw(img)
         small = self._font(12)
         left, right, top, bottom = 70, self.width - 110, 28, self.height - 42
-        days, y, err = lc._mode_values(self.mode)
+        days, y, err = lc.values(self.mode)
         kinds = lc.mag_kinds() if self.mode == "mag" else lc.kind
         ok = np.isfinite(y)
         if ok.any():
