@@ -128,3 +128,21 @@ def test_panoptes_client_links_a_set_to_a_workflow_on_the_standin(panoptes_stand
         linked = [s.id for s in again.links.subject_sets]
     assert linked == [standin.subject_set_id]
     assert standin.workflow_sets(workflow_id) == (standin.subject_set_id,)
+
+
+def test_a_dry_run_checks_the_workflow_and_links_nothing(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    workflow = panoptes_standin.add_workflow(panoptes_standin.project_id)
+    run = make_run(tmp_path / "run", 2)
+    login_env(monkeypatch, panoptes_standin)
+    result = zooprep.upload(
+        run, options(panoptes_standin, workflow=workflow, dry_run=True), retry=FAST
+    )
+    assert result.to_create == 2
+    assert not result.workflow_linked
+    assert panoptes_standin.workflow_sets(workflow) == ()
+    with pytest.raises(InputError, match="workflow 4242 does not exist"):
+        zooprep.upload(
+            run, options(panoptes_standin, workflow="4242", dry_run=True), retry=FAST
+        )
