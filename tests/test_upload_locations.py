@@ -268,3 +268,20 @@ def test_json_never_stored_is_repaired_on_the_next_run(
     second = zooprep.upload(run, options(panoptes_standin), retry=FAST)
     assert (second.created, second.repaired, second.failed) == (0, 3, 0)
     assert_every_location_once(panoptes_standin, run)
+
+
+def test_a_lost_json_of_a_subject_is_read_back_missing_and_put_again(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_multi_run(tmp_path / "run", 3)
+    login_env(monkeypatch, panoptes_standin)
+    # The store answers 201 to the first subject's fifth file (its JSON) and
+    # keeps nothing: only reading every file back notices.
+    lost = panoptes_standin.faults.add(
+        "not_stored", method="PUT", path=r"^/blob/", skip=4, times=1
+    )
+    result = zooprep.upload(run, options(panoptes_standin, workers=1), retry=FAST)
+    assert lost.fired == 1
+    assert (result.created, result.linked, result.failed) == (3, 3, 0)
+    assert panoptes_standin.count_requests("PUT", r"^/api/subjects/\d+$") == 1
+    assert_every_location_once(panoptes_standin, run)
