@@ -44,19 +44,31 @@ class SmallDisk:
         Mount point (created).
     size : str
         tmpfs size, e.g. ``"8m"``.
+    mount : bool
+        False uses the file-size limit even where a tmpfs could be mounted.
     """
 
-    def __init__(self, path: Path, size: str) -> None:
+    def __init__(self, path: Path, size: str, *, mount: bool = True) -> None:
         self.path = path
         path.mkdir(parents=True)
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "zooprep-test", str(path)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        self.mounted = done.returncode == 0
-        self.why_not = done.stderr.strip()
+        self.mounted, self.why_not = False, "no mount asked for"
+        if mount:
+            done = subprocess.run(
+                [
+                    "mount",
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    f"size={size}",
+                    "zooprep-test",
+                    str(path),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            self.mounted = done.returncode == 0
+            self.why_not = done.stderr.strip()
         self.limit: int | None = None  # RLIMIT_FSIZE of children (fallback)
         self._filler = path / f"filler-{uuid.uuid4().hex}"
 
@@ -104,9 +116,9 @@ class SmallDisk:
                 subprocess.run(["umount", "-l", str(self.path)], check=False)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    disk = SmallDisk(tmp_path / "disk", "16m")
+@pytest.fixture(params=["tmpfs"])
+def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmallDisk]:
+    disk = SmallDisk(tmp_path / "disk", "16m", mount=request.param == "tmpfs")
     try:
         yield disk
     finally:
@@ -121,15 +133,21 @@ def _needs_mount(disk: SmallDisk) -> None:
         )
 
 
-def _one_line(done: subprocess.CompletedProcess[str], run: Path, what: str) -> None:
+def _one_line(
+    done: subprocess.CompletedProcess[str],
+    run: Path,
+    what: str,
+    start: str = "no space left on {run}: ",
+    advice: str = ADVICE,
+) -> None:
     """Exit 2 with one line naming the run directory, what is kept and what to do."""
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert "Traceback" not in done.stderr
-    assert lines[0].startswith(f"Error: no space left on {run}: "), lines[0]
+    assert lines[0].startswith("Error: " + start.format(run=run)), lines[0]
     assert what in lines[0], lines[0]
-    assert lines[0].endswith(ADVICE), lines[0]
+    assert lines[0].endswith(advice), lines[0]
 
 
 def _no_temporary_files(run: Path) -> None:
@@ -139,6 +157,7 @@ def _no_temporary_files(run: Path) -> None:
 # -- select -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("small_disk", ["tmpfs", "file-size-limit"], indirect=True)
 def test_select_on_a_full_disk_stops_with_one_line_and_resumes_once_freed(
     tmp_path: Path, small_disk: SmallDisk
 ) -> None:
@@ -167,7 +186,16 @@ def test_select_on_a_full_disk_stops_with_one_line_and_resumes_once_freed(
     else:
         small_disk.limit = 3_000_000  # no file of the run may grow past 3 MB
     done = small_disk.run(cmd(run))
-    _one_line(done, run, "sources saved")
+    if small_disk.mounted:
+        _one_line(done, run, "sources saved")
+    else:
+        _one_line(
+            done,
+            run,
+            "sources saved",
+            "file size limit reached on {run}/state.sqlite: ",
+            "raise the limit and run the same command again",
+        )
     saved = int(done.stderr.split(": ")[2].split()[0])
     assert 0 < saved < n
     _no_temporary_files(run)

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import re
+import resource
 import sqlite3
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -252,9 +253,11 @@ def storage_error(
             code = errno.ENOSPC
         if code is None and "readonly database" in str(exc):
             code = errno.EROFS
+        path = str(base / Run.STATE) if base.is_dir() else str(base)
         if code == errno.EIO and _nearly_full(base):
             code = errno.ENOSPC  # SQLite says "disk I/O error" for some full disks
-        path = str(base / Run.STATE) if base.is_dir() else str(base)
+        elif code == errno.EIO and _file_limit():
+            code = errno.EFBIG  # ... and for a file (or its log) past RLIMIT_FSIZE
     elif isinstance(exc, OSError) and exc.errno is not None:
         code = exc.errno
         path = str(exc.filename) if exc.filename else str(base)
@@ -286,6 +289,12 @@ def _nearly_full(path: Path) -> bool:
     except OSError:
         return False
     return stat.f_bavail * stat.f_frsize < 1 << 20
+
+
+def _file_limit() -> bool:
+    """Whether this process may not write files past a size (RLIMIT_FSIZE)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return soft != resource.RLIM_INFINITY
 
 
 @contextlib.contextmanager
