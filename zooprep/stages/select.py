@@ -237,6 +237,8 @@ def sample_ids(
     kept = [np.empty(0, dtype=np.int64) for _ in range(nstrata)]
     counts = [0] * nstrata
     for ids, values in reader.scan(where, column):
+        if interrupt.requested():
+            break  # the caller raises Interrupted (nothing was added yet)
         draws = rng.random(len(ids))
         if strata is not None:
             assert values is not None
