@@ -1,0 +1,757 @@
+"""FITS images in object stores and on HTTP servers, read by byte ranges.
+
+Path templates (and the URIs a Butler gives) may be URLs: ``s3://``,
+``gs://``, ``https://`` (signed URLs included), or anything else
+`fsspec <https://filesystem-spec.readthedocs.io>`_ knows.  They need the
+optional ``cloud`` extra (``pip install 'zooprep[cloud]'``: fsspec, s3fs,
+aiohttp); ``gs://`` also needs ``gcsfs``.
+
+What is read
+------------
+The headers are read with astropy through an fsspec file (small blocks), so
+the image HDU is found as for local files (`zooprep.images.fits`).  Pixels are
+then fetched by exact byte ranges:
+
+* uncompressed images: for each row of a cutout, the chunks of
+  `CHUNK_BYTES` that hold its columns;
+* tile-compressed images (RICE, GZIP, ...): the binary-table rows of the
+  needed tiles, then those tiles' compressed bytes from the heap; tiles are
+  decompressed with astropy's own tile decoder, so the pixels are identical
+  to decompressing the whole file.
+
+Each image keeps its header and WCS and a bounded cache of recently read
+chunks or tiles (`BLOCK_CACHE_BYTES`), never the whole file.  The ranges a
+group of sources needs are fetched concurrently by a pool of threads
+(`FETCH_THREADS`), so the latency of an object store is paid once per group
+rather than once per source.
+
+Credentials come from each store's standard places (``AWS_*`` variables and
+``~/.aws`` for S3, ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS, ...), never
+from zooprep's flags or run directory.  An S3-compatible endpoint is taken
+from ``AWS_ENDPOINT_URL`` (botocore) or ``S3_ENDPOINT_URL`` (lsst.resources).
+
+Failures
+--------
+Transient errors (timeouts, dropped connections, HTTP 429/5xx) are retried
+with exponential backoff (tenacity), `ATTEMPTS` times in all, each request
+with a timeout of `TIMEOUT` seconds.  A missing object, a refusal (403: no
+permission, or a signed URL that has expired) or a truncated file fail the
+rows of that image with a one-line reason naming the URL *without* its query
+string, as signed URLs carry their signature there.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import gzip
+import io
+import logging
+import os
+import re
+import threading
+import urllib.parse
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from zooprep.errors import InputError
+
+__all__ = [
+    "ATTEMPTS",
+    "BLOCK_CACHE_BYTES",
+    "TIMEOUT",
+    "is_url",
+    "open_remote",
+    "redact",
+    "redact_text",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds allowed for one request (connect and read).
+TIMEOUT = 30.0
+#: Attempts per request, the first one included.
+ATTEMPTS = 4
+#: First wait between attempts in seconds (doubling, at most 10 s).
+BACKOFF = 0.5
+#: Uncompressed rows are read in chunks of this many bytes.
+CHUNK_BYTES = 2048
+#: Ranges closer than this are fetched in one request (a round trip costs
+#: more than this many bytes on most links).
+MERGE_GAP = 256 << 10
+#: Bytes of chunks or tiles each open remote image keeps.
+BLOCK_CACHE_BYTES = 32 << 20
+#: fsspec block size used while reading headers.
+HEADER_BLOCK = 16 << 10
+#: Threads fetching ranges concurrently in one process.
+FETCH_THREADS = 16
+
+INSTALL_HINT = (
+    "reading images from URLs needs the optional 'cloud' extra:"
+    " pip install 'zooprep[cloud]' (fsspec, s3fs, aiohttp)"
+)
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_QUERY = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s?#'\"]*)[?#][^\s'\"]*")
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is a URL (``scheme://...``) rather than a local path."""
+    return bool(_URL.match(path))
+
+
+def redact(url: str) -> str:
+    """Return ``url`` without user info, query string and fragment.
+
+    Examples
+    --------
+    >>> redact("https://user:pw@host/a/b.fits?X-Amz-Signature=abc#x")
+    'https://host/a/b.fits'
+    """
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact_text(text: str) -> str:
+    """Strip the query strings of every URL in ``text``."""
+    return _QUERY.sub(r"\1", text)
+
+
+# -- file systems -------------------------------------------------------------
+
+
+def _fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError as exc:
+        raise InputError(f"{INSTALL_HINT}; import failed: {exc}") from exc
+    return fsspec
+
+
+def _storage_options(protocol: str) -> dict[str, Any]:
+    """Timeouts (and an S3 endpoint from the environment) for one protocol."""
+    if protocol in ("http", "https"):
+        import aiohttp
+
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=TIMEOUT)}}
+    if protocol in ("s3", "s3a"):
+        opts: dict[str, Any] = {
+            "config_kwargs": {
+                "connect_timeout": TIMEOUT,
+                "read_timeout": TIMEOUT,
+                "retries": {"max_attempts": 1},  # tenacity retries
+            }
+        }
+        # passed explicitly so that fsspec's cached instances follow the variable
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get(
+            "S3_ENDPOINT_URL"
+        )
+        if endpoint:
+            opts["endpoint_url"] = endpoint
+        return opts
+    return {}
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """Return the fsspec file system of ``url`` and the path inside it.
+
+    Raises
+    ------
+    InputError
+        When fsspec or the protocol's package is missing, or the protocol is
+        unknown.
+    """
+    fsspec = _fsspec()
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        return fsspec.core.url_to_fs(url, **_storage_options(protocol))
+    except ImportError as exc:
+        raise InputError(
+            f"{redact(url)}: the {protocol}:// protocol needs a package fsspec"
+            f" names: {redact_text(str(exc))} ({INSTALL_HINT})"
+        ) from exc
+    except ValueError as exc:
+        raise InputError(
+            f"{redact(url)}: unknown protocol {protocol!r} ({redact_text(str(exc))})"
+        ) from exc
+
+
+# -- errors and retries ---------------------------------------------------------
+
+
+class _Truncated(Exception):
+    """A range came back shorter than asked: the object is shorter than its HDUs."""
+
+
+def _status(exc: BaseException | None) -> int | None:
+    """The HTTP status of an aiohttp or botocore error or its causes, if any.
+
+    (fsspec's HTTP file system reports a 403 on its first request as
+    FileNotFoundError raised from the aiohttp error.)
+    """
+    seen = 0
+    while exc is not None and seen < 5:
+        status = getattr(exc, "status", None)
+        if isinstance(status, int):
+            return status
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(code, int):
+                return code
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed request is worth retrying."""
+    status = _status(exc)
+    if isinstance(exc, FileNotFoundError | PermissionError | _Truncated | InputError):
+        return status is not None and (status == 429 or status >= 500)
+    if status is not None:
+        return status == 429 or status >= 500
+    return isinstance(exc, OSError | TimeoutError | ConnectionError) or (
+        type(exc).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore")
+    )
+
+
+def _reason(url: str, exc: BaseException) -> str:
+    """One line saying why ``url`` could not be read, without secrets."""
+    where = redact(url)
+    status = _status(exc)
+    if isinstance(exc, PermissionError) or status in (401, 403):
+        return (
+            f"{where}: access denied (HTTP 403): no permission with the"
+            " credentials found, or the signed URL has expired"
+        )
+    if isinstance(exc, FileNotFoundError) or status == 404:
+        return f"{where}: no such object"
+    if isinstance(exc, _Truncated):
+        return f"{where}: truncated file ({exc})"
+    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        return f"{where}: timed out after {ATTEMPTS} attempts of {TIMEOUT:g} s"
+    if status is not None:
+        return f"{where}: HTTP {status} after {ATTEMPTS} attempts"
+    text = redact_text(str(exc).splitlines()[0] if str(exc) else "")
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{where}: read failed after {ATTEMPTS} attempts ({detail})"
+
+
+def _with_retries(url: str, call: Callable[[], Any]) -> Any:
+    """Run ``call`` with tenacity's retries; raise InputError with a clean reason."""
+    import tenacity
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=BACKOFF, max=10.0),
+        retry=tenacity.retry_if_exception(_transient),
+        reraise=True,
+    )
+    try:
+        return retrying(call)
+    except InputError:
+        raise
+    except Exception as exc:  # classified into one clean line
+        reason = _reason(url, exc)
+        log.debug("%s", reason)
+        raise InputError(reason) from None
+
+
+_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def pool(name: str = "fetch") -> concurrent.futures.ThreadPoolExecutor:
+    """Return the thread pool ``name`` of this process (``fetch``: ranges, ``open``)."""
+    with _pools_lock:
+        if name not in _pools:
+            _pools[name] = concurrent.futures.ThreadPoolExecutor(
+                FETCH_THREADS, thread_name_prefix=f"zooprep-{name}"
+            )
+        return _pools[name]
+
+
+class RangeReader:
+    """Concurrent, retried byte-range reads of one object.
+
+    Parameters
+    ----------
+    url : str
+        The object (kept whole for requests, shown redacted).
+    fs : fsspec.AbstractFileSystem
+        Its file system.
+    path : str
+        Its path in ``fs``.
+    size : int
+        Its size in bytes.
+    """
+
+    def __init__(self, url: str, fs: Any, path: str, size: int) -> None:
+        self.url = url
+        self.fs = fs
+        self.path = path
+        self.size = size
+
+    def _one(self, start: int, end: int) -> bytes:
+        def call() -> bytes:
+            data = bytes(self.fs.cat_file(self.path, start=start, end=end))
+            if len(data) != end - start:
+                raise _Truncated(
+                    f"bytes {start}-{end} gave {len(data)} of {end - start}"
+                )
+            return data
+
+        if end > self.size:
+            raise InputError(
+                _reason(
+                    self.url,
+                    _Truncated(f"{self.size} bytes, the image needs {end}"),
+                )
+            )
+        return _with_retries(self.url, call)
+
+    def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Return the bytes of each ``(start, end)`` range, fetched concurrently.
+
+        Raises
+        ------
+        InputError
+            When a range cannot be read (after retries), naming the URL.
+        """
+        merged = _merge(ranges)
+        if len(merged) == 1:
+            blobs = [self._one(*merged[0])]
+        else:
+            futures = [pool("fetch").submit(self._one, a, b) for a, b in merged]
+            blobs = [f.result() for f in futures]
+        out = []
+        k = 0
+        for a, b in ranges:
+            while not (merged[k][0] <= a and b <= merged[k][1]):
+                k += 1
+            base = merged[k][0]
+            out.append(blobs[k][a - base : b - base])
+        return out
+
+
+def _merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges, those closer than `MERGE_GAP` joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a - out[-1][1] <= MERGE_GAP:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+# -- pixels -------------------------------------------------------------------
+
+
+class _Blocks:
+    """A least-recently-used store of blocks bounded by bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        self._bytes = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self.lock:
+            value = self._d.get(key)
+            if value is not None:
+                self._d.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any, cost: int) -> None:
+        with self.lock:
+            if key in self._d:
+                return
+            while self._d and self._bytes + cost > self.max_bytes:
+                _, (old) = self._d.popitem(last=False)
+                self._bytes -= old[1]
+            self._d[key] = (value, cost)
+            self._bytes += cost
+
+    def value(self, key: Any) -> Any:
+        entry = self.get(key)
+        return None if entry is None else entry[0]
+
+
+Section = tuple[slice, slice]
+
+
+class RangedPixels:
+    """An uncompressed image HDU read by byte ranges, indexable as ``[ys, xs]``.
+
+    Returns raw (big-endian, unscaled) values, like a memory map of the file.
+    """
+
+    def __init__(
+        self,
+        reader: RangeReader,
+        shape: tuple[int, int],
+        dtype: np.dtype[Any],
+        offset: int,
+        max_bytes: int = BLOCK_CACHE_BYTES,
+    ) -> None:
+        self.reader = reader
+        self.shape = shape
+        self.dtype = dtype
+        self.offset = offset
+        self.ndim = 2
+        self.nbytes = max_bytes
+        self.chunk = max(CHUNK_BYTES // dtype.itemsize, 1)
+        self._blocks = _Blocks(max_bytes)
+
+    def _keys(self, ys: slice, xs: slice) -> list[tuple[int, int]]:
+        c0, c1 = xs.start // self.chunk, (xs.stop - 1) // self.chunk
+        return [(y, c) for y in range(ys.start, ys.stop) for c in range(c0, c1 + 1)]
+
+    def _range(self, key: tuple[int, int]) -> tuple[int, int]:
+        y, c = key
+        nx = self.shape[1]
+        item = self.dtype.itemsize
+        a = self.offset + (y * nx + c * self.chunk) * item
+        return a, a + (min((c + 1) * self.chunk, nx) - c * self.chunk) * item
+
+    def prefetch(self, sections: Iterable[Section]) -> None:
+        """Fetch, concurrently, every chunk of these sections not cached yet."""
+        keys = sorted(
+            {k for ys, xs in sections for k in self._keys(ys, xs)}
+            - {k for k in self._blocks._d}
+        )
+        if not keys:
+            return
+        for key, data in zip(
+            keys, self.reader.fetch([self._range(k) for k in keys]), strict=True
+        ):
+            self._blocks.put(key, np.frombuffer(data, dtype=self.dtype), len(data))
+
+    def __getitem__(self, index: Section) -> np.ndarray:
+        ys, xs = index
+        out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=self.dtype)
+        for _ in range(2):
+            missing = False
+            for y in range(ys.start, ys.stop):
+                for c in range(xs.start // self.chunk, (xs.stop - 1) // self.chunk + 1):
+                    block = self._blocks.value((y, c))
+                    if block is None:
+                        missing = True
+                        break
+                    x0 = c * self.chunk
+                    a, b = max(xs.start, x0), min(xs.stop, x0 + len(block))
+                    out[y - ys.start, a - xs.start : b - xs.start] = block[
+                        a - x0 : b - x0
+                    ]
+                if missing:
+                    break
+            if not missing:
+                return out
+            self.prefetch([index])
+        raise InputError(
+            f"{redact(self.reader.url)}: block cache too small for a cutout"
+        )
+
+
+class TiledPixels:
+    """A tile-compressed image HDU read tile by tile, indexable as ``[ys, xs]``.
+
+    Returns ``float32`` values (scaled, blanks as NaN), like astropy's
+    ``CompImageHDU.data``.
+    """
+
+    def __init__(
+        self,
+        reader: RangeReader,
+        hdu: fits.CompImageHDU,
+        data_offset: int,
+        max_bytes: int = BLOCK_CACHE_BYTES,
+    ) -> None:
+        bintable = hdu._bintable
+        self.reader = reader
+        self.header = bintable.header.copy()
+        self.image_header = hdu.header.copy()
+        self.columns = bintable.columns
+        self.compression_type = hdu.compression_type
+        self.shape = (int(hdu.shape[0]), int(hdu.shape[1]))
+        self.tile_shape = (int(hdu.tile_shape[0]), int(hdu.tile_shape[1]))
+        self.ntiles = tuple(
+            -(-n // t) for n, t in zip(self.shape, self.tile_shape, strict=True)
+        )
+        self.ndim = 2
+        self.nbytes = max_bytes
+        self.data_offset = data_offset
+        self.row_bytes = int(self.header["NAXIS1"])
+        nrows = int(self.header["NAXIS2"])
+        self.heap_offset = data_offset + int(
+            self.header.get("THEAP", self.row_bytes * nrows)
+        )
+        fields = self.columns.dtype.fields
+        assert fields is not None
+        self.row_dtype = np.dtype(
+            {
+                "names": list(fields),
+                "formats": [
+                    np.dtype((f[0].base.newbyteorder(">"), f[0].shape))
+                    for f in fields.values()
+                ],
+                "offsets": [f[1] for f in fields.values()],
+                "itemsize": self.row_bytes,
+            }
+        )
+        self.heap_columns = [
+            n
+            for n in fields
+            if "P" in self.columns[n].format.upper()[:2]
+            or "Q" in self.columns[n].format.upper()[:2]
+        ]
+        scale = not hdu._do_not_scale_image_data and (
+            "BSCALE" in hdu.header or "BZERO" in hdu.header
+        )
+        self._scale: Callable[[np.ndarray], np.ndarray] | None = (
+            hdu._scale_data if scale else None
+        )
+        self._blocks = _Blocks(max_bytes)
+
+    def _tiles(self, ys: slice, xs: slice) -> list[tuple[int, int]]:
+        ty, tx = self.tile_shape
+        return [
+            (r, c)
+            for r in range(ys.start // ty, (ys.stop - 1) // ty + 1)
+            for c in range(xs.start // tx, (xs.stop - 1) // tx + 1)
+        ]
+
+    def prefetch(self, sections: Iterable[Section]) -> None:
+        """Fetch and decompress, concurrently, every tile of these sections not cached."""
+        tiles = sorted(
+            {t for ys, xs in sections for t in self._tiles(ys, xs)}
+            - {k for k in self._blocks._d}
+        )
+        if not tiles:
+            return
+        index = [r * self.ntiles[1] + c for r, c in tiles]
+        rows = self.reader.fetch(
+            [
+                (
+                    self.data_offset + i * self.row_bytes,
+                    self.data_offset + (i + 1) * self.row_bytes,
+                )
+                for i in index
+            ]
+        )
+        records = [np.frombuffer(b, dtype=self.row_dtype)[0] for b in rows]
+        wanted: list[tuple[int, int]] = []
+        for rec in records:
+            for name in self.heap_columns:
+                count, off = (int(v) for v in rec[name])
+                if count:
+                    size = count * _heap_itemsize(self.columns[name].format)
+                    wanted.append(
+                        (self.heap_offset + off, self.heap_offset + off + size)
+                    )
+        heap = dict(zip(wanted, self.reader.fetch(wanted), strict=True))
+        for tile, i, rec in zip(tiles, index, records, strict=True):
+            data = self._decode(i, rec, heap)
+            self._blocks.put(tile, data, data.nbytes)
+
+    def _decode(
+        self, row: int, rec: np.void, heap: dict[tuple[int, int], bytes]
+    ) -> np.ndarray:
+        """Decompress tile ``row`` with astropy's tile decoder."""
+        from astropy.io.fits.hdu.compressed._tiled_compression import (
+            decompress_image_data_section,
+        )
+
+        table = _OneRowTable(self.columns, self.row_dtype, row, rec)
+        blobs = _Heap(self.heap_offset, heap)
+        r, c = divmod(row, self.ntiles[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = decompress_image_data_section(
+                table,
+                self.compression_type,
+                self.header,
+                blobs,
+                self.image_header,
+                np.array([r, c]),
+                np.array([r, c]),
+            )
+        if self._scale is not None:
+            data = self._scale(data)
+        return np.asarray(data, dtype=np.float32)
+
+    def __getitem__(self, index: Section) -> np.ndarray:
+        ys, xs = index
+        ty, tx = self.tile_shape
+        out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=np.float32)
+        for _ in range(2):
+            tiles = self._tiles(ys, xs)
+            got = [self._blocks.value(t) for t in tiles]
+            if any(g is None for g in got):
+                self.prefetch([index])
+                continue
+            for (r, c), tile in zip(tiles, got, strict=True):
+                y0, x0 = r * ty, c * tx
+                ya, yb = max(ys.start, y0), min(ys.stop, y0 + tile.shape[0])
+                xa, xb = max(xs.start, x0), min(xs.stop, x0 + tile.shape[1])
+                out[ya - ys.start : yb - ys.start, xa - xs.start : xb - xs.start] = (
+                    tile[ya - y0 : yb - y0, xa - x0 : xb - x0]
+                )
+            return out
+        raise InputError(
+            f"{redact(self.reader.url)}: block cache too small for a cutout"
+        )
+
+
+def _heap_itemsize(tform: str) -> int:
+    """Bytes per element of a variable-length column (``1PB(n)``, ``1QI``...)."""
+    code = tform.upper().lstrip("0123456789")[1]
+    return {"B": 1, "I": 2, "J": 4, "K": 8, "E": 4, "D": 8}[code]
+
+
+class _OneRowTable:
+    """What astropy's tile decoder reads of the table: the columns at one row."""
+
+    def __init__(
+        self, columns: Any, row_dtype: np.dtype[Any], row: int, rec: np.void
+    ) -> None:
+        self._coldefs = columns
+        self.dtype = row_dtype
+        self._row = row
+        self._rec = rec
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = np.asarray(self._rec[name])
+        out = np.zeros(
+            (self._row + 1, *value.shape), dtype=value.dtype.newbyteorder("=")
+        )
+        out[self._row] = value
+        return out
+
+
+class _Heap:
+    """What astropy's tile decoder reads of the heap: the prefetched blobs."""
+
+    _data_offset = 0
+    _theap = 0
+
+    def __init__(self, heap_offset: int, blobs: dict[tuple[int, int], bytes]) -> None:
+        self._blobs = {a - heap_offset: b for (a, _), b in blobs.items()}
+
+    def _get_raw_data(self, size: int, dtype: Any, offset: int) -> np.ndarray:
+        return np.frombuffer(self._blobs[offset], dtype=dtype, count=size)
+
+
+# -- opening ------------------------------------------------------------------
+
+
+def open_remote(url: str) -> Any:
+    """Open the image HDU of a FITS object at ``url`` for ranged reading.
+
+    Parameters
+    ----------
+    url : str
+        An fsspec URL (``s3://``, ``https://``, ``gs://``, ...).
+
+    Returns
+    -------
+    zooprep.images.fits.FitsImage
+        The image: header and WCS in memory, pixels read by ranges on use.
+        Its ``path`` is the URL without query string.
+
+    Raises
+    ------
+    InputError
+        When the object is missing, refused, truncated, not FITS or has no
+        image, naming the URL without its query string.
+    """
+    from zooprep.images.fits import FitsImage, _find_image_hdu, _log_warnings
+
+    fs, path = filesystem(url)
+    where = redact(url)
+
+    def read_headers() -> FitsImage:
+        with fs.open(path, "rb", block_size=HEADER_BLOCK, cache_type="blockcache") as f:
+            size = int(f.size)
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            if gzipped:  # no ranged reads into a gzip stream: read it whole
+                return _open_bytes(url, f.read())
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    hdul = fits.open(f, memmap=False, lazy_load_hdus=True)
+                except (ValueError, TypeError, KeyError, IndexError, EOFError) as exc:
+                    raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
+                with hdul:
+                    index = _find_image_hdu(hdul, where)
+                    hdu = hdul[index]
+                    header = hdu.header.copy()
+                    primary = hdul[0].header
+                    if "INSTRUME" not in header and "INSTRUME" in primary:
+                        header["INSTRUME"] = primary["INSTRUME"]
+                    # not hdul.fileinfo(): it reads every header of the file
+                    table = getattr(hdu, "_bintable", None)
+                    data_offset = int((table or hdu)._data_offset)
+                    reader = RangeReader(url, fs, path, size)
+                    if isinstance(hdu, fits.CompImageHDU):
+                        if hdu.header.get("NAXIS", 0) != 2:
+                            raise InputError(f"{where}: HDU {index} is not a 2-D image")
+                        pixels: Any = TiledPixels(reader, hdu, data_offset)
+                        return FitsImage(where, index, header, pixels)
+            _log_warnings(caught, where)
+            return _ranged(reader, index, header, data_offset)
+
+    return _with_retries(url, read_headers)
+
+
+def _ranged(reader: RangeReader, index: int, header: fits.Header, offset: int) -> Any:
+    """A FitsImage of an uncompressed HDU whose pixels are read by ranges."""
+    from zooprep.images.fits import FitsImage
+
+    where = redact(reader.url)
+    bitpix = int(header["BITPIX"])
+    dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+    if bitpix not in dtypes or int(header.get("NAXIS", 0)) != 2:
+        raise InputError(f"{where}: HDU {index} is not a 2-D image (BITPIX={bitpix})")
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    dtype = np.dtype(dtypes[bitpix])
+    need = offset + dtype.itemsize * shape[0] * shape[1]
+    if reader.size < need:
+        raise InputError(
+            f"{where}: truncated FITS file ({reader.size} bytes, HDU {index}"
+            f" needs {need})"
+        )
+    scaled = (
+        "BSCALE" in header or "BZERO" in header or ("BLANK" in header and bitpix > 0)
+    )
+    pixels = RangedPixels(reader, shape, dtype, offset)
+    return FitsImage(where, index, header, pixels, scaled=scaled)
+
+
+def _open_bytes(url: str, data: bytes) -> Any:
+    """Open a whole (gzipped) FITS object from memory."""
+    from zooprep.images.fits import FitsImage, _find_image_hdu
+
+    where = redact(url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = gzip.decompress(data)
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                index = _find_image_hdu(hdul, where)
+                header = hdul[index].header.copy()
+                pixels = np.asarray(hdul[index].data, dtype=np.float32)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError) as exc:
+        raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
+    if pixels.ndim != 2:
+        raise InputError(f"{where}: HDU {index} is not a 2-D image")
+    return FitsImage(where, index, header, pixels)
