@@ -269,3 +269,49 @@ def test_credentials_come_from_the_environment_not_the_run(
     got = next(iter(source.cutouts([(1, {"visit": 101, "x": 9.0, "y": 9.0})], (5,))))
     assert isinstance(got, Cutouts)
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in repr(source.__getstate__())
+
+
+@pytest.mark.slow
+def test_butler_with_an_s3_datastore_reads_ranges_and_matches_a_local_repository(
+    tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+):
+    pytest.importorskip("lsst.daf.butler")
+    from tests.butlerrepo import RUN, make_repo
+    from zooprep.images import ButlerImages
+
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3.url)  # what lsst.resources reads
+    s3.client().create_bucket(Bucket="repo")
+    types = ("preliminary_visit_image", "template_matched", "difference_image")
+    rng = np.random.default_rng(2)
+    files = {}
+    for visit in (11, 12):
+        for k, name in enumerate(types):
+            image = rng.normal(k * 50, 4, size=(1024, 1024)).astype(np.float32)
+            path = tmp_path / "in" / f"{name}_{visit}.fits"
+            path.parent.mkdir(exist_ok=True)
+            write_exposure(
+                path, image, tan_wcs(1024, 1024), compress=(name == types[0])
+            )
+            files[(name, visit, 3)] = path
+    local_repo = make_repo(tmp_path / "local", files, types)
+    s3_repo = make_repo(
+        tmp_path / "s3repo", files, types, datastore_root="s3://repo/butler/"
+    )
+    stored = sum(
+        o["Size"] for o in s3.client().list_objects_v2(Bucket="repo")["Contents"]
+    )
+    rows = [
+        (i, {"visit": (11, 12)[i % 2], "detector": 3, "x": 40.0 * i, "y": 30.0 * i})
+        for i in range(10)
+    ]
+    rows.sort(key=lambda r: r[1]["visit"])
+    local = list(ButlerImages(local_repo, [RUN]).cutouts(rows, (30,)))
+    s3.stats.reset()
+    source = ButlerImages(s3_repo, [RUN])
+    remote = list(source.cutouts(rows, (30,)))
+    _same(remote, local, "s3://repo")
+    assert all(isinstance(r, Cutouts) for r in remote)
+    # ranges only: far less than the six objects, each read once
+    assert s3.stats.bytes < 0.1 * stored, (s3.stats.bytes, stored)
+    assert sorted(source.cache.opens.values()) == [1] * 6
+    assert all(url.startswith("s3://repo/butler/") for url in source.cache.opens)
