@@ -53,9 +53,12 @@ class RangeServer:
     ``"/a/b.fits"``) that answer 403 or lose their connection mid-body.
     """
 
-    def __init__(self, root: Path, latency: float = 0.0) -> None:
+    def __init__(
+        self, root: Path, latency: float = 0.0, bandwidth: float | None = None
+    ) -> None:
         self.root = Path(root)
         self.latency = latency
+        self.bandwidth = bandwidth  # bytes per second per connection, or None
         self.stats = _Stats()
         self.forbidden: set[str] = set()
         self.drop: set[str] = set()
@@ -122,6 +125,8 @@ class RangeServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if server.bandwidth:
+                    time.sleep(len(data) / server.bandwidth)
                 self.wfile.write(data)
                 server.stats.add(len(data))
 

@@ -530,14 +530,34 @@ class TiledPixels:
         ]
 
     def prefetch(self, sections: Iterable[Section]) -> None:
-        """Fetch and decompress, concurrently, every tile of these sections not cached."""
-        tiles = sorted(
-            {t for ys, xs in sections for t in self._tiles(ys, xs)}
-            - {k for k in self._blocks._d}
-        )
-        if not tiles:
+        """Fetch and decompress, concurrently, the tiles of these sections not cached.
+
+        Each section's tiles are decoded in one call (astropy checks the
+        header once per call, which would dominate tile by tile).
+        """
+        ty, tx = self.tile_shape
+        blocks = set()
+        for ys, xs in sections:
+            tiles = self._tiles(ys, xs)
+            if any(self._blocks.get(t) is None for t in tiles):
+                blocks.add(
+                    (
+                        ys.start // ty,
+                        (ys.stop - 1) // ty,
+                        xs.start // tx,
+                        (xs.stop - 1) // tx,
+                    )
+                )
+        if not blocks:
             return
-        index = [r * self.ntiles[1] + c for r, c in tiles]
+        index = sorted(
+            {
+                r * self.ntiles[1] + c
+                for r0, r1, c0, c1 in blocks
+                for r in range(r0, r1 + 1)
+                for c in range(c0, c1 + 1)
+            }
+        )
         rows = self.reader.fetch(
             [
                 (
@@ -547,42 +567,56 @@ class TiledPixels:
                 for i in index
             ]
         )
-        records = [np.frombuffer(b, dtype=self.row_dtype)[0] for b in rows]
+        records = {
+            i: np.frombuffer(b, dtype=self.row_dtype)[0]
+            for i, b in zip(index, rows, strict=True)
+        }
         wanted: list[tuple[int, int]] = []
-        for rec in records:
+        for rec in records.values():
             for name in self.heap_columns:
                 count, off = (int(v) for v in rec[name])
                 if count:
                     size = count * _heap_itemsize(self.columns[name].format)
-                    wanted.append(
-                        (self.heap_offset + off, self.heap_offset + off + size)
+                    start = self.heap_offset + off
+                    wanted.append((start, start + size))
+        blobs = _Heap(
+            self.heap_offset, dict(zip(wanted, self.reader.fetch(wanted), strict=True))
+        )
+        table = _Rows(self.columns, self.row_dtype, records)
+        for r0, r1, c0, c1 in sorted(blocks):
+            data = self._decode(table, blobs, (r0, c0), (r1, c1))
+            for r in range(r0, r1 + 1):
+                for c in range(c0, c1 + 1):
+                    tile = np.ascontiguousarray(
+                        data[
+                            (r - r0) * ty : (r - r0 + 1) * ty,
+                            (c - c0) * tx : (c - c0 + 1) * tx,
+                        ]
                     )
-        heap = dict(zip(wanted, self.reader.fetch(wanted), strict=True))
-        for tile, i, rec in zip(tiles, index, records, strict=True):
-            data = self._decode(i, rec, heap)
-            self._blocks.put(tile, data, data.nbytes)
+                    self._blocks.put((r, c), tile, tile.nbytes)
 
     def _decode(
-        self, row: int, rec: np.void, heap: dict[tuple[int, int], bytes]
+        self,
+        table: _Rows,
+        heap: _Heap,
+        first: tuple[int, int],
+        last: tuple[int, int],
     ) -> np.ndarray:
-        """Decompress tile ``row`` with astropy's tile decoder."""
+        """Decompress the tiles ``first`` to ``last`` with astropy's tile decoder."""
         from astropy.io.fits.hdu.compressed._tiled_compression import (
             decompress_image_data_section,
         )
 
-        table = _OneRowTable(self.columns, self.row_dtype, row, rec)
-        blobs = _Heap(self.heap_offset, heap)
-        r, c = divmod(row, self.ntiles[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = decompress_image_data_section(
                 table,
                 self.compression_type,
                 self.header,
-                blobs,
+                heap,
                 self.image_header,
-                np.array([r, c]),
-                np.array([r, c]),
+                np.array(first),
+                np.array(last),
             )
         if self._scale is not None:
             data = self._scale(data)
@@ -617,24 +651,26 @@ def _heap_itemsize(tform: str) -> int:
     return {"B": 1, "I": 2, "J": 4, "K": 8, "E": 4, "D": 8}[code]
 
 
-class _OneRowTable:
-    """What astropy's tile decoder reads of the table: the columns at one row."""
+class _Rows:
+    """What astropy's tile decoder reads of the table: the fetched rows' columns."""
 
     def __init__(
-        self, columns: Any, row_dtype: np.dtype[Any], row: int, rec: np.void
+        self, columns: Any, row_dtype: np.dtype[Any], records: dict[int, np.void]
     ) -> None:
         self._coldefs = columns
         self.dtype = row_dtype
-        self._row = row
-        self._rec = rec
+        self._records = records
+        self._n = max(records) + 1
+        self._columns: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        value = np.asarray(self._rec[name])
-        out = np.zeros(
-            (self._row + 1, *value.shape), dtype=value.dtype.newbyteorder("=")
-        )
-        out[self._row] = value
-        return out
+        if name not in self._columns:
+            first = np.asarray(next(iter(self._records.values()))[name])
+            out = np.zeros((self._n, *first.shape), dtype=first.dtype.newbyteorder("="))
+            for i, rec in self._records.items():
+                out[i] = rec[name]
+            self._columns[name] = out
+        return self._columns[name]
 
 
 class _Heap:
