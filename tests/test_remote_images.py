@@ -17,6 +17,7 @@ import pytest
 import zooprep
 from tests.imagegen import tan_wcs, write_exposure
 from tests.objectstores import SIGNATURE, RangeServer, S3Server
+from zooprep.errors import InputError
 from zooprep.images import Cutouts, Failed, FitsImages
 from zooprep.images import remote as remote_module
 from zooprep.images.remote import redact
@@ -255,9 +256,19 @@ def test_urls_without_the_cloud_extra_fail_with_the_install_hint(
 
     monkeypatch.setattr(builtins, "__import__", no_fsspec)
     source = _source("s3://survey")
+    # before any work, as for a missing column
+    with pytest.raises(InputError, match=r"pip install 'zooprep\[cloud\]'"):
+        source.check(["visit", "x", "y"])
+    # and per row, should the rows come anyway
     got = next(iter(source.cutouts([(1, {"visit": 1, "x": 1.0, "y": 1.0})], (5,))))
     assert isinstance(got, Failed)
     assert "pip install 'zooprep[cloud]'" in got.reason
+
+
+def test_an_unknown_protocol_fails_before_any_work():
+    source = _source("nosuchproto://survey")
+    with pytest.raises(InputError, match="unknown protocol 'nosuchproto'"):
+        source.check(["visit", "x", "y"])
 
 
 def test_credentials_come_from_the_environment_not_the_run(

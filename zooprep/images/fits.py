@@ -19,6 +19,10 @@ Uncompressed images are memory-mapped and only the section under each cutout
 is read; compressed (and gzipped) images are decompressed once.  ``BSCALE``,
 ``BZERO`` and integer ``BLANK`` are applied.
 
+Templates may be URLs (``s3://``, ``https://``, ``gs://``...): such images are
+read by byte ranges, only the rows or tiles under the cutouts
+(`zooprep.images.remote`, optional extra ``cloud``).
+
 Positions
 ---------
 ``position='xy'`` takes the source's 0-based pixel position from its ``x`` and
@@ -80,7 +84,7 @@ from zooprep.images.base import (
     consecutive_groups,
 )
 from zooprep.images.cutout import cut_around, pixel_index, section_around
-from zooprep.images.remote import is_url, open_remote, pool
+from zooprep.images.remote import is_url, open_remote, pool, require
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
 
@@ -776,6 +780,9 @@ class FitsImages(CachedImages):
                         f" sources lack; available columns: {listing}"
                     )
         check_position_columns(self.position, columns)
+        for t in self._templates:
+            if is_url(t):
+                require(t)
 
     def paths(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
         """Return the science, template and difference paths of a row.

@@ -68,6 +68,7 @@ __all__ = [
     "open_remote",
     "redact",
     "redact_text",
+    "require",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,28 @@ def _storage_options(protocol: str) -> dict[str, Any]:
             opts["endpoint_url"] = endpoint
         return opts
     return {}
+
+
+def require(url: str) -> None:
+    """Raise InputError now when ``url``'s protocol cannot be read here.
+
+    Raises
+    ------
+    InputError
+        When fsspec (extra ``cloud``) or the protocol's package is missing, or
+        the protocol is unknown.
+    """
+    fsspec = _fsspec()
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise InputError(
+            f"{redact(url)}: the {protocol}:// protocol needs another package:"
+            f" {redact_text(str(exc).splitlines()[0])} ({INSTALL_HINT})"
+        ) from exc
+    except ValueError as exc:
+        raise InputError(f"{redact(url)}: unknown protocol {protocol!r}") from exc
 
 
 def filesystem(url: str) -> tuple[Any, str]:
