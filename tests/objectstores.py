@@ -50,7 +50,8 @@ class RangeServer:
     """Serve ``root`` over HTTP on 127.0.0.1 with ``Range`` support.
 
     Attributes ``forbidden`` and ``drop`` are sets of URL paths (e.g.
-    ``"/a/b.fits"``) that answer 403 or lose their connection mid-body.
+    ``"/a/b.fits"``) that answer 403 or lose their connection mid-body;
+    ``flaky`` maps paths to a number of 503 answers given before they work.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class RangeServer:
         self.stats = _Stats()
         self.forbidden: set[str] = set()
         self.drop: set[str] = set()
+        self.flaky: dict[str, int] = {}  # path -> how many 503s before it works
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -84,6 +86,12 @@ class RangeServer:
                 query = urllib.parse.parse_qs(url.query)
                 if url.path in server.forbidden:
                     return self._error(403)
+                with server.stats.lock:
+                    left = server.flaky.get(url.path, 0)
+                    if left:
+                        server.flaky[url.path] = left - 1
+                if left:
+                    return self._error(503)
                 if "expires" in query:
                     ok = query.get("signature") == [SIGNATURE]
                     if not ok or float(query["expires"][0]) < time.time():

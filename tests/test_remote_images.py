@@ -206,6 +206,31 @@ def test_missing_forbidden_dropped_and_expired_objects_fail_their_rows_only(
     assert SIGNATURE not in " ".join(ours)
 
 
+def test_transient_errors_are_retried_and_a_non_fits_object_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(remote_module, "BACKOFF", 0.01)
+    root = _triplets(tmp_path / "img", compress=True)
+    rows = [(1, {"visit": 101, "x": 50.0, "y": 60.0})]
+    local = list(_source(str(root)).cutouts(rows, (30,)))
+    (root / "103").mkdir()
+    for role in ("sci", "tmpl", "diff"):
+        (root / "103" / f"{role}.fits").write_bytes(b"not a FITS file\n" * 400)
+    with RangeServer(root) as server:
+        server.flaky = {"/101/sci.fits": 2, "/101/diff.fits": 3}
+        remote = list(_source(server.url).cutouts(rows, (30,)))
+        assert server.flaky == {"/101/sci.fits": 0, "/101/diff.fits": 0}
+        server.stats.reset()
+        (bad,) = _source(server.url).cutouts(
+            [(2, {"visit": 103, "x": 1.0, "y": 1.0})], (5,)
+        )
+        requests = server.stats.requests
+    _same(remote, local, server.url)
+    assert isinstance(bad, Failed)
+    assert bad.reason.startswith(f"{server.url}/103/sci.fits: unreadable FITS file")
+    assert requests <= 6  # three objects opened once each: no retries
+
+
 def test_render_stage_with_url_templates_records_per_row_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

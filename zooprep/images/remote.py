@@ -286,18 +286,23 @@ def _with_retries(url: str, call: Callable[[], Any]) -> Any:
         raise InputError(reason) from None
 
 
-_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, str], concurrent.futures.ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
 def pool(name: str = "fetch") -> concurrent.futures.ThreadPoolExecutor:
-    """Return the thread pool ``name`` of this process (``fetch``: ranges, ``open``)."""
+    """Return the thread pool ``name`` of this process (``fetch``: ranges, ``open``).
+
+    Keyed by process id too: a forked worker process must not use its
+    parent's pool, whose threads it did not inherit.
+    """
+    key = (os.getpid(), name)
     with _pools_lock:
-        if name not in _pools:
-            _pools[name] = concurrent.futures.ThreadPoolExecutor(
+        if key not in _pools:
+            _pools[key] = concurrent.futures.ThreadPoolExecutor(
                 FETCH_THREADS, thread_name_prefix=f"zooprep-{name}"
             )
-        return _pools[name]
+        return _pools[key]
 
 
 class RangeReader:
@@ -407,6 +412,10 @@ class _Blocks:
         entry = self.get(key)
         return None if entry is None else entry[0]
 
+    def keys(self) -> set[Any]:
+        with self.lock:
+            return set(self._d)
+
 
 Section = tuple[slice, slice]
 
@@ -448,8 +457,7 @@ class RangedPixels:
     def prefetch(self, sections: Iterable[Section]) -> None:
         """Fetch, concurrently, every chunk of these sections not cached yet."""
         keys = sorted(
-            {k for ys, xs in sections for k in self._keys(ys, xs)}
-            - {k for k in self._blocks._d}
+            {k for ys, xs in sections for k in self._keys(ys, xs)} - self._blocks.keys()
         )
         if not keys:
             return
@@ -749,6 +757,11 @@ def open_remote(url: str) -> Any:
                 try:
                     hdul = fits.open(f, memmap=False, lazy_load_hdus=True)
                 except (ValueError, TypeError, KeyError, IndexError, EOFError) as exc:
+                    raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
+                except OSError as exc:
+                    if type(exc) is not OSError:  # a network error: retried
+                        raise
+                    # astropy's "Empty or corrupt FITS file"
                     raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
                 with hdul:
                     index = _find_image_hdu(hdul, where)
