@@ -42,6 +42,7 @@ string, as signed URLs carry their signature there.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import concurrent.futures
 import gzip
@@ -81,9 +82,10 @@ ATTEMPTS = 4
 BACKOFF = 0.5
 #: Uncompressed rows are read in chunks of this many bytes.
 CHUNK_BYTES = 2048
-#: Ranges closer than this are fetched in one request (a round trip costs
-#: more than this many bytes on most links).
-MERGE_GAP = 256 << 10
+#: Ranges closer than this are fetched in one request (the rows of a cutout
+#: of a 4k-wide float32 image become one request; the tiles of different
+#: sources stay apart, so bytes stay near what the cutouts need).
+MERGE_GAP = 16 << 10
 #: Bytes of chunks or tiles each open remote image keeps.
 BLOCK_CACHE_BYTES = 32 << 20
 #: fsspec block size used while reading headers.
@@ -263,7 +265,8 @@ def _reason(url: str, exc: BaseException) -> str:
         return f"{where}: HTTP {status} after {ATTEMPTS} attempts"
     text = redact_text(str(exc).splitlines()[0] if str(exc) else "")
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return f"{where}: read failed after {ATTEMPTS} attempts ({detail})"
+    tries = f" after {ATTEMPTS} attempts" if _transient(exc) else ""
+    return f"{where}: read failed{tries} ({detail})"
 
 
 def _with_retries(url: str, call: Callable[[], Any]) -> Any:
@@ -358,11 +361,10 @@ class RangeReader:
         else:
             futures = [pool("fetch").submit(self._one, a, b) for a, b in merged]
             blobs = [f.result() for f in futures]
+        starts = [a for a, _ in merged]
         out = []
-        k = 0
         for a, b in ranges:
-            while not (merged[k][0] <= a and b <= merged[k][1]):
-                k += 1
+            k = bisect.bisect_right(starts, a) - 1
             base = merged[k][0]
             out.append(blobs[k][a - base : b - base])
         return out
@@ -403,7 +405,7 @@ class _Blocks:
             if key in self._d:
                 return
             while self._d and self._bytes + cost > self.max_bytes:
-                _, (old) = self._d.popitem(last=False)
+                _, old = self._d.popitem(last=False)
                 self._bytes -= old[1]
             self._d[key] = (value, cost)
             self._bytes += cost
@@ -740,7 +742,7 @@ def open_remote(url: str) -> Any:
         When the object is missing, refused, truncated, not FITS or has no
         image, naming the URL without its query string.
     """
-    from zooprep.images.fits import FitsImage, _find_image_hdu, _log_warnings
+    from zooprep.images.fits import FitsImage, _log_warnings
 
     fs, path = filesystem(url)
     where = redact(url)
@@ -755,7 +757,7 @@ def open_remote(url: str) -> Any:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    hdul = fits.open(f, memmap=False, lazy_load_hdus=True)
+                    image = _parse(f, url, fs, path, size)
                 except (ValueError, TypeError, KeyError, IndexError, EOFError) as exc:
                     raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
                 except OSError as exc:
@@ -763,26 +765,35 @@ def open_remote(url: str) -> Any:
                         raise
                     # astropy's "Empty or corrupt FITS file"
                     raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
-                with hdul:
-                    index = _find_image_hdu(hdul, where)
-                    hdu = hdul[index]
-                    header = hdu.header.copy()
-                    primary = hdul[0].header
-                    if "INSTRUME" not in header and "INSTRUME" in primary:
-                        header["INSTRUME"] = primary["INSTRUME"]
-                    # not hdul.fileinfo(): it reads every header of the file
-                    table = getattr(hdu, "_bintable", None)
-                    data_offset = int((table or hdu)._data_offset)
-                    reader = RangeReader(url, fs, path, size)
-                    if isinstance(hdu, fits.CompImageHDU):
-                        if hdu.header.get("NAXIS", 0) != 2:
-                            raise InputError(f"{where}: HDU {index} is not a 2-D image")
-                        pixels: Any = TiledPixels(reader, hdu, data_offset)
-                        return FitsImage(where, index, header, pixels)
             _log_warnings(caught, where)
-            return _ranged(reader, index, header, data_offset)
+            return image
 
     return _with_retries(url, read_headers)
+
+
+def _parse(f: Any, url: str, fs: Any, path: str, size: int) -> Any:
+    """Find the image HDU in the open object ``f``; return its FitsImage."""
+    from zooprep.images.fits import FitsImage, _find_image_hdu
+
+    where = redact(url)
+    with fits.open(f, memmap=False, lazy_load_hdus=True) as hdul:
+        index = _find_image_hdu(hdul, where)
+        hdu = hdul[index]
+        header = hdu.header.copy()
+        primary = hdul[0].header
+        if "INSTRUME" not in header and "INSTRUME" in primary:
+            header["INSTRUME"] = primary["INSTRUME"]
+        # not hdul.fileinfo(): it reads every header of the file
+        table = getattr(hdu, "_bintable", None)
+        data_offset = int((hdu if table is None else table)._data_offset)
+        reader = RangeReader(url, fs, path, size)
+        if isinstance(hdu, fits.CompImageHDU):
+            if hdu.header.get("NAXIS", 0) != 2:
+                raise InputError(f"{where}: HDU {index} is not a 2-D image")
+            return FitsImage(
+                where, index, header, TiledPixels(reader, hdu, data_offset)
+            )
+    return _ranged(reader, index, header, data_offset)
 
 
 def _ranged(reader: RangeReader, index: int, header: fits.Header, offset: int) -> Any:
