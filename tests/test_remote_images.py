@@ -351,3 +351,22 @@ def test_butler_with_an_s3_datastore_reads_ranges_and_matches_a_local_repository
     assert s3.stats.bytes < 0.1 * stored, (s3.stats.bytes, stored)
     assert sorted(source.cache.opens.values()) == [1] * 6
     assert all(url.startswith("s3://repo/butler/") for url in source.cache.opens)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "rice"])
+def test_remote_images_keep_only_a_bounded_set_of_blocks(
+    tmp_path: Path, compress: bool, monkeypatch: pytest.MonkeyPatch
+):
+    bound = 256 << 10
+    monkeypatch.setattr(remote_module, "BLOCK_CACHE_BYTES", bound)
+    root = _triplets(tmp_path / "img", compress)
+    rows = _rows(60)
+    local = list(_source(str(root)).cutouts(rows, (30,)))
+    with RangeServer(root) as server:
+        source = _source(server.url)
+        remote = list(source.cutouts(rows, (30,)))
+    _same(remote, local, server.url)
+    for url in source.cache.opens:
+        image = source.cache.get(url)
+        assert image.nbytes == bound  # the cache's cost: the bound, not the file
+        assert 0 < image.pixels._blocks._bytes <= bound

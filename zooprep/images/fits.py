@@ -540,7 +540,14 @@ def cut_group(
         if mode == "radec" and orientation:
             yield Failed(source_id, orientation)
             continue
-        yield _cut_row(source_id, row, images, where, sizes, use_footprint, scale)
+        result: Cutouts | Failed
+        try:
+            result = _cut_row(
+                source_id, row, images, where, sizes, use_footprint, scale
+            )
+        except InputError as exc:  # a remote read failed after its retries
+            result = Failed(source_id, str(exc))
+        yield result
 
 
 def _grow(row: Mapping[str, Any], use_footprint: bool) -> int:

@@ -434,8 +434,9 @@ class RangedPixels:
         shape: tuple[int, int],
         dtype: np.dtype[Any],
         offset: int,
-        max_bytes: int = BLOCK_CACHE_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
+        max_bytes = BLOCK_CACHE_BYTES if max_bytes is None else max_bytes
         self.reader = reader
         self.shape = shape
         self.dtype = dtype
@@ -456,42 +457,29 @@ class RangedPixels:
         a = self.offset + (y * nx + c * self.chunk) * item
         return a, a + (min((c + 1) * self.chunk, nx) - c * self.chunk) * item
 
+    def _gather(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+        """Return these chunks, fetching (concurrently) those not cached."""
+        got = {k: self._blocks.value(k) for k in keys}
+        missing = sorted(k for k, v in got.items() if v is None)
+        if missing:
+            blobs = self.reader.fetch([self._range(k) for k in missing])
+            for key, data in zip(missing, blobs, strict=True):
+                got[key] = np.frombuffer(data, dtype=self.dtype)
+                self._blocks.put(key, got[key], len(data))
+        return got
+
     def prefetch(self, sections: Iterable[Section]) -> None:
         """Fetch, concurrently, every chunk of these sections not cached yet."""
-        keys = sorted(
-            {k for ys, xs in sections for k in self._keys(ys, xs)} - self._blocks.keys()
-        )
-        if not keys:
-            return
-        for key, data in zip(
-            keys, self.reader.fetch([self._range(k) for k in keys]), strict=True
-        ):
-            self._blocks.put(key, np.frombuffer(data, dtype=self.dtype), len(data))
+        self._gather({k for ys, xs in sections for k in self._keys(ys, xs)})
 
     def __getitem__(self, index: Section) -> np.ndarray:
         ys, xs = index
         out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=self.dtype)
-        for _ in range(2):
-            missing = False
-            for y in range(ys.start, ys.stop):
-                for c in range(xs.start // self.chunk, (xs.stop - 1) // self.chunk + 1):
-                    block = self._blocks.value((y, c))
-                    if block is None:
-                        missing = True
-                        break
-                    x0 = c * self.chunk
-                    a, b = max(xs.start, x0), min(xs.stop, x0 + len(block))
-                    out[y - ys.start, a - xs.start : b - xs.start] = block[
-                        a - x0 : b - x0
-                    ]
-                if missing:
-                    break
-            if not missing:
-                return out
-            self.prefetch([index])
-        raise InputError(
-            f"{redact(self.reader.url)}: block cache too small for a cutout"
-        )
+        for (y, c), block in self._gather(self._keys(ys, xs)).items():
+            x0 = c * self.chunk
+            a, b = max(xs.start, x0), min(xs.stop, x0 + len(block))
+            out[y - ys.start, a - xs.start : b - xs.start] = block[a - x0 : b - x0]
+        return out
 
 
 class TiledPixels:
@@ -506,8 +494,9 @@ class TiledPixels:
         reader: RangeReader,
         hdu: fits.CompImageHDU,
         data_offset: int,
-        max_bytes: int = BLOCK_CACHE_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
+        max_bytes = BLOCK_CACHE_BYTES if max_bytes is None else max_bytes
         bintable = hdu._bintable
         self.reader = reader
         self.header = bintable.header.copy()
@@ -562,27 +551,29 @@ class TiledPixels:
             for c in range(xs.start // tx, (xs.stop - 1) // tx + 1)
         ]
 
+    def _block(self, ys: slice, xs: slice) -> tuple[int, int, int, int]:
+        """The tile rows and columns ``(r0, r1, c0, c1)`` under a section."""
+        ty, tx = self.tile_shape
+        return ys.start // ty, (ys.stop - 1) // ty, xs.start // tx, (xs.stop - 1) // tx
+
     def prefetch(self, sections: Iterable[Section]) -> None:
         """Fetch and decompress, concurrently, the tiles of these sections not cached.
 
         Each section's tiles are decoded in one call (astropy checks the
         header once per call, which would dominate tile by tile).
         """
-        ty, tx = self.tile_shape
         blocks = set()
         for ys, xs in sections:
-            tiles = self._tiles(ys, xs)
-            if any(self._blocks.get(t) is None for t in tiles):
-                blocks.add(
-                    (
-                        ys.start // ty,
-                        (ys.stop - 1) // ty,
-                        xs.start // tx,
-                        (xs.stop - 1) // tx,
-                    )
-                )
-        if not blocks:
-            return
+            if any(self._blocks.get(t) is None for t in self._tiles(ys, xs)):
+                blocks.add(self._block(ys, xs))
+        if blocks:
+            self._load(blocks)
+
+    def _load(
+        self, blocks: set[tuple[int, int, int, int]]
+    ) -> dict[tuple[int, int], np.ndarray]:
+        """Fetch and decode these blocks of tiles; cache and return the tiles."""
+        ty, tx = self.tile_shape
         index = sorted(
             {
                 r * self.ntiles[1] + c
@@ -616,6 +607,7 @@ class TiledPixels:
             self.heap_offset, dict(zip(wanted, self.reader.fetch(wanted), strict=True))
         )
         table = _Rows(self.columns, self.row_dtype, records)
+        out: dict[tuple[int, int], np.ndarray] = {}
         for r0, r1, c0, c1 in sorted(blocks):
             data = self._decode(table, blobs, (r0, c0), (r1, c1))
             for r in range(r0, r1 + 1):
@@ -626,7 +618,9 @@ class TiledPixels:
                             (c - c0) * tx : (c - c0 + 1) * tx,
                         ]
                     )
+                    out[(r, c)] = tile
                     self._blocks.put((r, c), tile, tile.nbytes)
+        return out
 
     def _decode(
         self,
@@ -659,23 +653,17 @@ class TiledPixels:
         ys, xs = index
         ty, tx = self.tile_shape
         out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=np.float32)
-        for _ in range(2):
-            tiles = self._tiles(ys, xs)
-            got = [self._blocks.value(t) for t in tiles]
-            if any(g is None for g in got):
-                self.prefetch([index])
-                continue
-            for (r, c), tile in zip(tiles, got, strict=True):
-                y0, x0 = r * ty, c * tx
-                ya, yb = max(ys.start, y0), min(ys.stop, y0 + tile.shape[0])
-                xa, xb = max(xs.start, x0), min(xs.stop, x0 + tile.shape[1])
-                out[ya - ys.start : yb - ys.start, xa - xs.start : xb - xs.start] = (
-                    tile[ya - y0 : yb - y0, xa - x0 : xb - x0]
-                )
-            return out
-        raise InputError(
-            f"{redact(self.reader.url)}: block cache too small for a cutout"
-        )
+        tiles = {t: self._blocks.value(t) for t in self._tiles(ys, xs)}
+        if any(tile is None for tile in tiles.values()):
+            tiles = self._load({self._block(ys, xs)})
+        for (r, c), tile in tiles.items():
+            y0, x0 = r * ty, c * tx
+            ya, yb = max(ys.start, y0), min(ys.stop, y0 + tile.shape[0])
+            xa, xb = max(xs.start, x0), min(xs.stop, x0 + tile.shape[1])
+            out[ya - ys.start : yb - ys.start, xa - xs.start : xb - xs.start] = tile[
+                ya - y0 : yb - y0, xa - x0 : xb - x0
+            ]
+        return out
 
 
 def _heap_itemsize(tform: str) -> int:
