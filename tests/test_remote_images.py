@@ -370,3 +370,55 @@ def test_remote_images_keep_only_a_bounded_set_of_blocks(
         image = source.cache.get(url)
         assert image.nbytes == bound  # the cache's cost: the bound, not the file
         assert 0 < image.pixels._blocks._bytes <= bound
+
+
+def test_butler_signed_urls_are_read_by_range_and_never_reach_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    pytest.importorskip("lsst.daf.butler")
+    from lsst.resources import ResourcePath
+
+    from tests.butlerrepo import RUN, make_repo
+    from zooprep.images.butler import ButlerImages
+
+    caplog.set_level(logging.DEBUG)
+    root = _triplets(tmp_path / "img", compress=True)
+    types = ("preliminary_visit_image", "template_matched", "difference_image")
+    roles = dict(zip(types, ("sci", "tmpl", "diff"), strict=True))
+    files = {
+        (name, visit, 1): root / str(visit) / f"{roles[name]}.fits"
+        for name in types
+        for visit in VISITS
+    }
+    repo = make_repo(tmp_path / "repo", files, types)
+    catalog = tmp_path / "sources.csv"
+    lines = ["diaSourceId,visit,detector,x,y"]
+    lines += [
+        f"{500 + i},{VISITS[i % 2]},1,{40 + 9 * i},{50 + 7 * i}" for i in range(8)
+    ]
+    catalog.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    zooprep.select(run, catalog=catalog)
+    with RangeServer(root) as server:
+        # a Butler server hands out signed URLs; visit 102's have expired
+        def signed(self, dataset_type, data_id):
+            visit = data_id["visit"]
+            ttl = 600 if visit == VISITS[0] else -10
+            path = f"/{visit}/{roles[dataset_type]}.fits"
+            return ResourcePath(server.signed(path, expires_in=ttl))
+
+        monkeypatch.setattr(ButlerImages, "_uri", signed)
+        zooprep.render(run, images={"butler": str(repo), "collections": [RUN]}, jobs=1)
+    with Run.open(run, lock=False) as r:
+        sources = list(r.iter_sources())
+    assert sorted(s.status for s in sources) == ["failed"] * 4 + ["rendered"] * 4
+    for s in sources:
+        if s.status == "failed":
+            assert s.reason.startswith(
+                f"{server.url}/{VISITS[1]}/sci.fits: access denied (HTTP 403)"
+            )
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert SIGNATURE.encode() not in path.read_bytes(), path
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("zooprep")]
+    assert SIGNATURE not in " ".join(ours)
