@@ -1,9 +1,9 @@
 """Cutouts from images in object stores: byte ranges against whole-file downloads.
 
-Starts, in this process on 127.0.0.1, the range-honouring HTTP server and
-moto's S3 server of ``tests/objectstores.py``, both adding ``--latency``
-seconds (50 ms) to every request, and optionally capping each response at
-``--bandwidth`` MB/s.
+Starts on 127.0.0.1 the range-honouring HTTP server (in this process) and
+moto's S3 server (in a child process, ``python -m tests.objectstores``) of
+``tests/objectstores.py``, both adding ``--latency`` seconds (50 ms) to every
+request; ``--bandwidth`` MB/s caps each HTTP response.
 
 1. Bytes per cutout: one 30x30 cutout (science = template = difference) from
    a 4096x4096 float32 LSST-style exposure (IMAGE/MASK/VARIANCE), plain and
@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.imagegen import tan_wcs, write_exposure  # noqa: E402
-from tests.objectstores import RangeServer, S3Server  # noqa: E402
+from tests.objectstores import RangeServer, RemoteStats, s3_client, s3_environ  # noqa: E402
 from zooprep.images import Cutouts, FitsImages  # noqa: E402
 from zooprep.images.remote import filesystem  # noqa: E402
 
@@ -167,20 +169,30 @@ def main() -> None:
         http = RangeServer(args.data, latency=args.latency, bandwidth=bandwidth)
         http.__enter__()
         servers["http"] = (http.url, http)
+    moto = None
     if "s3" in stores:
         if bandwidth:
             print("(--bandwidth applies to the HTTP server only)")
-        s3 = S3Server(latency=0.0)
-        s3.__enter__()
-        os.environ.update(s3.environ())
-        client = s3.client()
+        # moto in its own process, so that it does not share this one's GIL
+        moto = subprocess.Popen(
+            [sys.executable, "-m", "tests.objectstores"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert moto.stdout is not None
+        url = moto.stdout.readline().strip()
+        os.environ.update(s3_environ(url))
+        client = s3_client(url)
         client.create_bucket(Bucket="bench")
         for path in sorted(args.data.rglob("*.fits")):
             if "distinct" not in path.parts:
                 key = path.relative_to(args.data).as_posix()
                 client.upload_file(str(path), "bench", key)
-        s3.latency = args.latency
-        servers["s3"] = ("s3://bench", s3)
+        stats = RemoteStats(url)
+        stats.latency(args.latency)
+        servers["s3"] = ("s3://bench", types.SimpleNamespace(stats=stats))
     for store, (base, server) in servers.items():
         bytes_per_cutout(store, base, server, args.data)
     print(
@@ -191,8 +203,11 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for store, (base, server) in servers.items():
         throughput(store, base, server, work, args.repeat)
-    for _, server in servers.values():
-        server.__exit__(None, None, None)  # type: ignore[attr-defined]
+    if "http" in servers:
+        servers["http"][1].__exit__(None, None, None)  # type: ignore[attr-defined]
+    if moto is not None:
+        moto.terminate()
+        moto.wait()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import threading
@@ -172,6 +173,9 @@ class _Counting:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_zooprep/"):  # control of a server in another process
+            return self._control(path, start_response)
         self.server.stats.hit()
         if self.server.latency:
             time.sleep(self.server.latency)
@@ -181,6 +185,41 @@ class _Counting:
         chunks = list(body)
         self.server.stats.add(sum(len(c) for c in chunks))
         return chunks
+
+    def _control(self, path: str, start_response: Callable[..., Any]) -> list[bytes]:
+        stats = self.server.stats
+        if path == "/_zooprep/reset":
+            stats.reset()
+        elif path.startswith("/_zooprep/latency/"):
+            self.server.latency = float(path.rsplit("/", 1)[1])
+        body = json.dumps({"bytes": stats.bytes, "requests": stats.requests}).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+
+def s3_environ(url: str) -> dict[str, str]:
+    """Environment variables that point botocore/s3fs at the S3 server at ``url``."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": url,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def s3_client(url: str) -> Any:
+    """A boto3 client of the S3 server at ``url``."""
+    import boto3
+
+    env = s3_environ(url)
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
 
 
 class S3Server:
@@ -206,26 +245,11 @@ class S3Server:
 
     def environ(self) -> dict[str, str]:
         """Environment variables that point botocore/s3fs at this server."""
-        return {
-            "AWS_ACCESS_KEY_ID": "testing-key-id",
-            "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
+        return s3_environ(self.url)
 
     def client(self) -> Any:
         """A boto3 S3 client of this server."""
-        import boto3
-
-        env = self.environ()
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_DEFAULT_REGION"],
-        )
+        return s3_client(self.url)
 
     def upload_tree(self, bucket: str, root: Path) -> None:
         """Create ``bucket`` and put every file under ``root`` at its relative key."""
@@ -250,3 +274,55 @@ class S3Server:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class RemoteStats:
+    """The `_Stats` of an `S3Server` running in another process (``python -m``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _get(self, what: str) -> dict[str, int]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/_zooprep/{what}", timeout=30) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    @property
+    def bytes(self) -> int:
+        return self._get("stats")["bytes"]
+
+    @property
+    def requests(self) -> int:
+        return self._get("stats")["requests"]
+
+    def reset(self) -> None:
+        self._get("reset")
+
+    def latency(self, seconds: float) -> None:
+        self._get(f"latency/{seconds}")
+
+
+def main() -> None:
+    """``python -m tests.objectstores [--latency S]``: an S3 server until killed.
+
+    Prints its URL on the first line of stdout.
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--latency", type=float, default=0.0)
+    args = ap.parse_args()
+    with S3Server(latency=args.latency) as server:
+        sys.stdout.write(server.url + "\n")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
