@@ -141,7 +141,11 @@ def _storage_options(protocol: str) -> dict[str, Any]:
     if protocol in ("http", "https"):
         import aiohttp
 
-        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=TIMEOUT)}}
+        return {
+            "client_kwargs": {"timeout": aiohttp.ClientTimeout(total=TIMEOUT)},
+            # URLs are used as given: re-encoding would break a signature
+            "encoded": True,
+        }
     if protocol in ("s3", "s3a"):
         opts: dict[str, Any] = {
             "config_kwargs": {
