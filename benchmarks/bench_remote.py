@@ -138,12 +138,13 @@ def throughput(store: str, base: str, server: object, work: list, repeat: int) -
             done = fn(base, work)
             dt = time.perf_counter() - t0
             served = server.stats.bytes  # type: ignore[attr-defined]
+            requests = server.stats.requests  # type: ignore[attr-defined]
             if best is None or dt < best[0]:
-                best = (dt, served, done)
-        dt, served, done = best  # type: ignore[misc]
+                best = (dt, served, done, requests)
+        dt, served, done, requests = best  # type: ignore[misc]
         print(
             f"| {store} | {label} | {done} | {dt:.1f} s | {len(work) / dt:.1f} |"
-            f" {served / 1e6:.1f} MB |",
+            f" {served / 1e6:.1f} MB | {requests} |",
             flush=True,
         )
 
@@ -199,8 +200,8 @@ def main() -> None:
         f"\n{args.n} sources over {args.images} triplets, 30 px,"
         f" {args.latency * 1e3:.0f} ms per request, one process:\n"
     )
-    print("| store | method | cut | wall | sources/s | served |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| store | method | cut | wall | sources/s | served | requests |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for store, (base, server) in servers.items():
         throughput(store, base, server, work, args.repeat)
     if "http" in servers:
