@@ -16,8 +16,10 @@ then fetched by exact byte ranges:
   `CHUNK_BYTES` that hold its columns;
 * tile-compressed images (RICE, GZIP, ...): the binary-table rows of the
   needed tiles, then those tiles' compressed bytes from the heap; tiles are
-  decompressed with astropy's own tile decoder, so the pixels are identical
-  to decompressing the whole file.
+  decompressed with astropy's own tile decoder (``decompress_image_data_section``
+  of the private ``astropy.io.fits.hdu.compressed._tiled_compression``, fed
+  only the fetched rows), so the pixels are identical to decompressing the
+  whole file.
 
 Each image keeps its header and WCS and a bounded cache of recently read
 chunks or tiles (`BLOCK_CACHE_BYTES`), never the whole file.  The ranges a
@@ -634,9 +636,16 @@ class TiledPixels:
         last: tuple[int, int],
     ) -> np.ndarray:
         """Decompress the tiles ``first`` to ``last`` with astropy's tile decoder."""
-        from astropy.io.fits.hdu.compressed._tiled_compression import (
-            decompress_image_data_section,
-        )
+        try:  # astropy's own tile decoder (a private module, stable since 6.0)
+            from astropy.io.fits.hdu.compressed._tiled_compression import (
+                decompress_image_data_section,
+            )
+        except ImportError as exc:
+            raise InputError(
+                f"{redact(self.reader.url)}: this astropy has no tile decoder"
+                f" zooprep knows ({exc}); remote tile-compressed images need"
+                " astropy 6 or 7"
+            ) from exc
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
