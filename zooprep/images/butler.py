@@ -238,7 +238,7 @@ class ButlerImages(CachedImages):
             for source_id, _ in batch:
                 yield Failed(source_id, str(exc))
             return
-        # remote datastores (S3, GCS, WebDAV, signed HTTPS URLs) are read by
+        # remote datastores (S3, GCS, signed HTTPS URLs) are read by
         # byte ranges on the URI itself, never copied whole
         paths = [uri.ospath if uri.isLocal else uri.geturl() for uri in uris]
         yield from cut_group(
