@@ -169,6 +169,7 @@ def test_missing_forbidden_dropped_and_expired_objects_fail_their_rows_only(
     diff = root / "105" / "diff.fits"
     diff.write_bytes(diff.read_bytes()[: 5 * 2880 + 100])
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="zooprep")  # CLI tests may have raised it
     with RangeServer(root) as server:
         server.forbidden.add("/103/tmpl.fits")
         server.drop.add("/104/sci.fits")
@@ -382,6 +383,7 @@ def test_butler_signed_urls_are_read_by_range_and_never_reach_the_run_directory(
     from zooprep.images.butler import ButlerImages
 
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="zooprep")  # CLI tests may have raised it
     root = _triplets(tmp_path / "img", compress=True)
     types = ("preliminary_visit_image", "template_matched", "difference_image")
     roles = dict(zip(types, ("sci", "tmpl", "diff"), strict=True))
