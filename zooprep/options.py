@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["MAX_FILE_BYTES", "PICTURE_OPTIONS", "RenderOptions", "UploadOptions"]
+__all__ = [
+    "LAYOUTS",
+    "MAX_FILE_BYTES",
+    "PICTURE_OPTIONS",
+    "RenderOptions",
+    "UploadOptions",
+]
 
 #: The largest media file Zooniverse accepts (its web front end refuses more).
 MAX_FILE_BYTES = 1_000_000
@@ -29,7 +35,12 @@ PICTURE_OPTIONS = (
     "difference_stretch",
     "pixel_scale",
     "instrument",
+    "layout",
+    "lightcurve",
+    "lightcurve_json",
 )
+#: Picture layouts of ``zooprep render --layout``.
+LAYOUTS = ("triplet", "frames", "both")
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,16 @@ class RenderOptions:
     instrument : str or None
         Instrument name for the annotation when neither the APDB nor the
         image header names it.
+    layout : {'triplet', 'frames', 'both'}
+        ``triplet``: one PNG of the three panels (the default); ``frames``:
+        one PNG per panel (template, science, difference of each size, in
+        that order) for Zooniverse's flipbook; ``both``: the triplet first,
+        then the frames.
+    lightcurve : {'flux', 'mag'} or None
+        Also draw each source's light curve (flux in nJy, or AB magnitude).
+    lightcurve_json : bool
+        Also write the light curve as Zooniverse scatter-plot viewer JSON
+        (needs ``lightcurve``).
     """
 
     sizes: tuple[int, ...] = (30,)
@@ -82,6 +103,9 @@ class RenderOptions:
     position: Literal["auto", "xy", "radec"] = "auto"
     pixel_scale: float | None = None
     instrument: str | None = None
+    layout: Literal["triplet", "frames", "both"] = "triplet"
+    lightcurve: Literal["flux", "mag"] | None = None
+    lightcurve_json: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for ``zooprep.toml`` (None values left out)."""
@@ -122,6 +146,10 @@ class UploadOptions:
         Validate everything, upload nothing.
     timeout : float
         Seconds before any one HTTP request is abandoned.
+    workflow : str or None
+        A workflow of the project to link the subject set to (once; a
+        workflow that does not exist or belongs to another project is
+        refused before anything is uploaded).
     """
 
     project: str
@@ -131,3 +159,4 @@ class UploadOptions:
     workers: int = 8
     dry_run: bool = False
     timeout: float = 60.0
+    workflow: str | None = None

@@ -243,6 +243,30 @@ def _png(source: Source) -> str | None:
     return None
 
 
+#: Files a subject may show besides its first picture (``.npy`` is not shown).
+_SHOWN = (".png", ".jpg", ".jpeg", ".gif", ".json")
+
+
+def _more(source: Source, first: str | None) -> str:
+    """The source's other locations, as ``|``-joined names after ``<id>``.
+
+    Only files beside the first picture whose names start with the source id
+    (as render writes them) are listed: frames, the light curve, its JSON.
+    """
+    if first is None:
+        return ""
+    folder = first.rpartition("/")[0]
+    stem = str(source.id)
+    out = []
+    for name in source.files:
+        if name == first or not name.lower().endswith(_SHOWN):
+            continue
+        where, _, base = name.rpartition("/")
+        if where == folder and base.startswith(stem):
+            out.append(base[len(stem) :])
+    return "|".join(out)
+
+
 def _collect(sources: Any) -> dict[str, Any]:
     """Stream the run's sources into compact columns (one list per field)."""
     ids: list[str] = []
@@ -258,7 +282,9 @@ def _collect(sources: Any) -> dict[str, Any]:
     file_name: list[str] = []
     reason: list[int] = []
     subject: list[str] = []
-    statuses, bands, dirs, reasons, flag_names = (_Index() for _ in range(5))
+    more: list[int] = []
+    statuses, bands, dirs, reasons, flag_names, mores = (_Index() for _ in range(6))
+    mores("")
     reasons("")
     flag_count: Counter[str] = Counter()
     row_flags: list[list[str]] = []
@@ -293,6 +319,7 @@ def _collect(sources: Any) -> dict[str, Any]:
             folder, _, name = png.rpartition("/")
             file_dir.append(dirs(folder))
             file_name.append("" if name == f"{src.id}.png" else name)
+        more.append(mores(_more(src, png)))
         text = ""
         if src.status == "failed":
             text = (
@@ -334,6 +361,9 @@ def _collect(sources: Any) -> dict[str, Any]:
     }
     if any(subject):
         data["subject"] = subject
+    if len(mores.values) > 1:
+        data["more"] = more
+        data["mores"] = mores.values
     return data
 
 
@@ -469,6 +499,9 @@ figure.card { margin:0; background:#fff; border:1px solid var(--line); border-ra
   overflow:hidden; }
 figure.card img { width:100%; height:auto; min-height:60px; display:block;
   background:#222; image-rendering:pixelated; }
+figure.card .locs { display:flex; flex-wrap:wrap; gap:2px; padding:2px; background:#f3f3f3; }
+figure.card .locs img { width:auto; height:72px; min-height:0; background:#fff; }
+figure.card .locs a.json { font-size:11px; align-self:center; padding:0 4px; }
 .placeholder { height:110px; display:flex; align-items:center; justify-content:center;
   background:#eee; color:var(--muted); text-align:center; padding:8px; font-size:12px; }
 figcaption { padding:6px 8px; font-size:12px; }
@@ -650,6 +683,21 @@ figcaption .id { font-weight:600; font-family:ui-monospace, monospace; }
     return D.root + (folder ? folder + "/" : "") + name;
   }
 
+  // The subject's other locations: frames, the light curve, its JSON.
+  function locations(i) {
+    if (!D.more || D.dir[i] < 0) return "";
+    const names = D.mores[D.more[i]];
+    if (!names) return "";
+    const folder = D.dirs[D.dir[i]];
+    const base = D.root + (folder ? folder + "/" : "") + D.id[i];
+    return '<div class="locs">' + names.split("|").map((sfx, k) => {
+      const url = esc(base + sfx);
+      if (sfx.toLowerCase().endsWith(".json")) return '<a class="json" href="' + url + '" target="_blank">' + esc(sfx.replace(/^_/, "")) + "</a>";
+      return '<a href="' + url + '" target="_blank"><img class="loc" loading="lazy" decoding="async" src="' +
+        url + '" alt="location ' + (k + 2) + " of " + D.id[i] + '" title="' + esc(sfx.replace(/^_/, "")) + '"></a>';
+    }).join("") + "</div>";
+  }
+
   function card(i) {
     const status = D.statuses[D.status[i]];
     const url = src(i);
@@ -659,12 +707,13 @@ figcaption .id { font-weight:600; font-family:ui-monospace, monospace; }
       ? '<a href="' + esc(url) + '" target="_blank"><img loading="lazy" decoding="async" src="' +
         esc(url) + '" alt="cutouts of ' + D.id[i] + '"></a>'
       : '<div class="placeholder">' + (status === "failed" ? "no cutout" : "not rendered yet") + "</div>";
+    const more = locations(i);
     const where = [
       Number.isNaN(VISIT[i]) ? "" : "visit " + D.visit[i],
       Number.isNaN(DET[i]) ? "" : "det " + D.detector[i],
       D.bands[D.band[i]] ? "band " + esc(D.bands[D.band[i]]) : "",
     ].filter(Boolean).join(" &middot; ");
-    return '<figure class="card" data-id="' + D.id[i] + '" data-status="' + esc(status) + '">' + pic +
+    return '<figure class="card" data-id="' + D.id[i] + '" data-status="' + esc(status) + '">' + pic + more +
       '<figcaption><span class="id">' + D.id[i] + '</span><span class="st st-' + esc(status) + '">' +
       esc(status) + "</span>" + (D.subject && D.subject[i] ? ' <span class="meta">subject ' + esc(D.subject[i]) + "</span>" : "") +
       '<div class="meta">' + where + "</div>" +
@@ -749,7 +798,14 @@ figcaption .id { font-weight:600; font-family:ui-monospace, monospace; }
   const mark = (e) => {
     if (e.target.tagName !== "IMG") return;
     const fig = e.target.closest("figure");
-    if (fig) fig.dataset.img = e.type === "load" ? "loaded" : "broken";
+    if (!fig) return;
+    if (e.target.classList.contains("loc")) {
+      // Frames and light curves: count those that loaded; one broken marks the card.
+      if (e.type === "load") fig.dataset.locs = String(Number(fig.dataset.locs || 0) + 1);
+      else fig.dataset.locsBroken = "1";
+      return;
+    }
+    fig.dataset.img = e.type === "load" ? "loaded" : "broken";
   };
   $("grid").addEventListener("load", mark, true);
   $("grid").addEventListener("error", mark, true);
