@@ -165,9 +165,15 @@ def test_missing_forbidden_dropped_and_expired_objects_fail_their_rows_only(
             (root / str(visit) / f"{role}.fits").write_bytes(
                 (root / "101" / f"{role}.fits").read_bytes()
             )
-    # 105's difference is cut short after its headers
+    # 105's difference is cut short after its headers; so is 106's plain science
     diff = root / "105" / "diff.fits"
     diff.write_bytes(diff.read_bytes()[: 5 * 2880 + 100])
+    (root / "106").mkdir()
+    for role in ("sci", "tmpl", "diff"):
+        image = np.ones(SHAPE, dtype=np.float32)
+        write_exposure(root / "106" / f"{role}.fits", image, tan_wcs(*SHAPE))
+    sci = root / "106" / "sci.fits"
+    sci.write_bytes(sci.read_bytes()[:200_000])  # inside the IMAGE pixels
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="zooprep")  # CLI tests may have raised it
     with RangeServer(root) as server:
@@ -181,6 +187,7 @@ def test_missing_forbidden_dropped_and_expired_objects_fail_their_rows_only(
             (4, {"visit": 104, "x": 50.0, "y": 60.0}),
             (5, {"visit": 105, "x": 50.0, "y": 60.0}),
             (6, {"visit": 102, "x": 70.0, "y": 80.0}),
+            (9, {"visit": 106, "x": 70.0, "y": 80.0}),
         ]
         got = {r.source_id: r for r in _source(base).cutouts(rows, (30,))}
         expired = server.signed("/101/sci.fits", expires_in=-10)
@@ -199,7 +206,8 @@ def test_missing_forbidden_dropped_and_expired_objects_fail_their_rows_only(
     assert reasons[5].startswith(f"{base}/105/diff.fits: truncated")
     assert reasons[7].startswith(f"{base}/101/sci.fits: access denied (HTTP 403)")
     assert "signed URL has expired" in reasons[7]
-    assert set(reasons) == {2, 3, 4, 5, 7}
+    assert reasons[9].startswith(f"{base}/106/sci.fits: truncated FITS file")
+    assert set(reasons) == {2, 3, 4, 5, 7, 9}
     assert all("\n" not in r for r in reasons.values())
     assert "s3cr3t" not in " ".join(reasons.values())
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("zooprep")]
