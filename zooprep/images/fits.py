@@ -19,6 +19,10 @@ Uncompressed images are memory-mapped and only the section under each cutout
 is read; compressed (and gzipped) images are decompressed once.  ``BSCALE``,
 ``BZERO`` and integer ``BLANK`` are applied.
 
+Templates may be URLs (``s3://``, ``https://``, ``gs://``...): such images are
+read by byte ranges, only the rows or tiles under the cutouts
+(`zooprep.images.remote`, optional extra ``cloud``).
+
 Positions
 ---------
 ``position='xy'`` takes the source's 0-based pixel position from its ``x`` and
@@ -79,7 +83,8 @@ from zooprep.images.base import (
     column_listing,
     consecutive_groups,
 )
-from zooprep.images.cutout import cut_around, pixel_index
+from zooprep.images.cutout import cut_around, pixel_index, section_around
+from zooprep.images.remote import is_url, open_remote, pool, require
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
 
@@ -107,9 +112,11 @@ class FitsImage:
         Index of the image HDU in the file.
     header : astropy.io.fits.Header
         Its header (for compressed HDUs, the image header).
-    pixels : numpy.ndarray
-        Either a read-only memory map of the raw (big-endian, unscaled) data, or
-        the whole image as ``float32`` (compressed and gzipped files).
+    pixels : numpy.ndarray or array-like
+        Either a read-only memory map of the raw (big-endian, unscaled) data,
+        the whole image as ``float32`` (compressed and gzipped files), or, for
+        URLs, an object read by byte ranges when indexed ``[ys, xs]``
+        (`zooprep.images.remote`).
     scaled : bool
         True when ``pixels`` still needs ``BSCALE``/``BZERO``/``BLANK``.
     """
@@ -117,7 +124,7 @@ class FitsImage:
     path: str
     hdu: int
     header: fits.Header
-    pixels: np.ndarray
+    pixels: Any
     scaled: bool = False
     _wcs: WCS | None = field(default=None, repr=False)
     _wcs_done: bool = field(default=False, repr=False)
@@ -233,6 +240,8 @@ def open_image(path: str | os.PathLike[str]) -> FitsImage:
         When the file is missing, unreadable, not FITS, truncated or has no image.
     """
     path = os.fspath(path)
+    if is_url(path):
+        return open_remote(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     try:
@@ -321,6 +330,28 @@ class ImageCache:
     def nbytes(self) -> int:
         """Summed cost of the entries kept now."""
         return self._bytes
+
+    def get_many(self, paths: Sequence[str]) -> list[FitsImage]:
+        """Return the images at ``paths``, opening the uncached URLs concurrently.
+
+        Raises
+        ------
+        InputError
+            The first path's failure, in order.
+        """
+        todo = [p for p in dict.fromkeys(paths) if p not in self._entries and is_url(p)]
+        if len(todo) > 1:
+            futures = {p: pool("open").submit(open_image, p) for p in todo}
+            for p, future in futures.items():
+                self.opens[p] += 1
+                value: FitsImage | InputError
+                try:
+                    value = image = future.result()
+                    cost = image.nbytes
+                except InputError as exc:
+                    value, cost = exc, FAILURE_COST
+                self._put(p, value, cost)
+        return [self.get(p) for p in paths]
 
     def get(self, path: str) -> FitsImage:
         """Return the image at ``path``, opening it only when not cached.
@@ -481,14 +512,12 @@ def cut_group(
         One per row, in order.
     """
     sizes = tuple(sizes) or (30,)
-    images: list[FitsImage] = []
-    for path in paths:
-        try:
-            images.append(cache.get(path))
-        except InputError as exc:
-            for source_id, _ in rows:
-                yield Failed(source_id, str(exc))
-            return
+    try:
+        images = cache.get_many(paths)
+    except InputError as exc:
+        for source_id, _ in rows:
+            yield Failed(source_id, str(exc))
+        return
     science = images[0]
     scale = pixel_scale(science)
     modes = [_mode(row, position) for _, row in rows]
@@ -498,16 +527,77 @@ def cut_group(
         orientation = _orientation_problem(science, images[1], "template") or (
             _orientation_problem(science, images[2], "difference")
         )
+    prefetch_failed = _prefetch(images, rows, pixels, sizes, use_footprint)
     for i, (source_id, row) in enumerate(rows):
         mode = modes[i]
         where = pixels[i]
+        if prefetch_failed is not None:
+            yield Failed(source_id, prefetch_failed)
+            continue
         if isinstance(where, str):
             yield Failed(source_id, where)
             continue
         if mode == "radec" and orientation:
             yield Failed(source_id, orientation)
             continue
-        yield _cut_row(source_id, row, images, where, sizes, use_footprint, scale)
+        result: Cutouts | Failed
+        try:
+            result = _cut_row(
+                source_id, row, images, where, sizes, use_footprint, scale
+            )
+        except InputError as exc:  # a remote read failed after its retries
+            result = Failed(source_id, str(exc))
+        yield result
+
+
+def _grow(row: Mapping[str, Any], use_footprint: bool) -> int:
+    """The row's footprint size in pixels when cutouts grow to it, else 0."""
+    bbox = row.get("bboxSize") if use_footprint else None
+    if bbox is None or not _finite(row, "bboxSize"):
+        return 0
+    return math.ceil(float(bbox))
+
+
+def _prefetch(
+    images: Sequence[FitsImage],
+    rows: Sequence[tuple[int, Mapping[str, Any]]],
+    pixels: Sequence[list[tuple[float, float]] | str],
+    sizes: Sequence[int],
+    use_footprint: bool,
+) -> str | None:
+    """Fetch, concurrently, the sections of remote images the rows will need.
+
+    Returns the failure reason when a fetch fails (the rows then fail with it).
+    """
+    remote: dict[int, int] = {}  # image index -> first index of the same pixels
+    for k, image in enumerate(images):
+        if hasattr(image.pixels, "prefetch"):
+            same = [j for j in remote if images[j].pixels is image.pixels]
+            remote[k] = same[0] if same else k
+    if not remote:
+        return None
+    sections: dict[int, list[tuple[slice, slice]]] = {k: [] for k in remote}
+    for (_, row), where in zip(rows, pixels, strict=True):
+        if isinstance(where, str):
+            continue
+        n = max(max(int(s) for s in sizes), _grow(row, use_footprint))
+        for k in remote:
+            x, y = where[k]
+            if math.isfinite(x) and math.isfinite(y):
+                section = section_around(images[k].shape, x, y, n)
+                if section is not None:
+                    sections[remote[k]].append(section)
+    futures = [
+        pool("open").submit(images[k].pixels.prefetch, sections[k])
+        for k in remote
+        if sections[k]
+    ]
+    for future in futures:
+        try:
+            future.result()
+        except InputError as exc:
+            return str(exc)
+    return None
 
 
 def _mode(row: Mapping[str, Any], position: Position) -> str:
@@ -697,6 +787,9 @@ class FitsImages(CachedImages):
                         f" sources lack; available columns: {listing}"
                     )
         check_position_columns(self.position, columns)
+        for t in self._templates:
+            if is_url(t):
+                require(t)
 
     def paths(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
         """Return the science, template and difference paths of a row.
