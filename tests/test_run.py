@@ -420,4 +420,6 @@ def test_storage_errors_name_the_run_and_what_to_do(tmp_path: Path) -> None:
     # An unreadable input file elsewhere is not a problem of the run directory.
     elsewhere = OSError(errno.EACCES, "Permission denied", "/etc/shadow")
     assert storage_error(elsewhere, tmp_path, "") is None
+    remote = OSError(errno.EIO, "Input/output error", "/mnt/images/calexp.fits")
+    assert storage_error(remote, tmp_path, "") is None
     assert storage_error(ValueError("x"), tmp_path, "") is None

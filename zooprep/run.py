@@ -264,7 +264,7 @@ def storage_error(
         root = os.path.abspath(base)
         full = os.path.abspath(path)
         inside = full == root or full.startswith(root + os.sep)
-        if code in _PERMISSION and not inside:
+        if code in (*_PERMISSION, errno.EIO) and not inside:
             return None  # e.g. an unreadable input file: not ours to report
     if code in _PERMISSION:
         return StorageError(
