@@ -6,7 +6,6 @@ service) and are loaded here, so each stays small.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -484,9 +484,7 @@ def test_confluent_payload_without_schema_fails_clearly(test_data: Path):
     assert str(path) in res.reason
 
 
-def test_confluent_payload_decodes_with_a_given_schema(
-    test_data: Path, tmp_path: Path
-):
+def test_confluent_payload_decodes_with_a_given_schema(test_data: Path, tmp_path: Path):
     # our own small writer schema (not Rubin's): stamps as raw FITS bytes
     (record,) = read_alert_records(
         test_data / "rubin_alerts/fink-filters-repacked/169813006111211559.avro"

@@ -630,9 +630,7 @@ def test_every_shared_alert_file_gives_its_records(test_data, tmp_path):
 
 
 def test_ztf_alert_fields_are_mapped_to_diasource_names(test_data):
-    reader = AlertReader(
-        test_data / "ztf_alerts" / "ampel" / "516171791415015025.avro"
-    )
+    reader = AlertReader(test_data / "ztf_alerts" / "ampel" / "516171791415015025.avro")
     (row,) = list(reader.rows(None))
     assert row["diaSourceId"] == row["candid"] == 516171791415015025
     assert row["objectId"] == "ZTF18aaxlzgi"

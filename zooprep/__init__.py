@@ -28,7 +28,7 @@ from zooprep.errors import (
     UploadError,
     ZooprepError,
 )
-from zooprep.options import RenderOptions, UploadOptions
+from zooprep.options import RenderOptions, SelectOptions, UploadOptions
 from zooprep.preview import preview
 from zooprep.run import Run
 from zooprep.stages.manifest import manifest
@@ -50,6 +50,7 @@ __all__ = [
     "Run",
     "RunError",
     "RunLocked",
+    "SelectOptions",
     "SettingsMismatch",
     "UploadError",
     "UploadOptions",

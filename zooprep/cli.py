@@ -21,11 +21,14 @@ import click
 
 import zooprep
 from zooprep.errors import ZooprepError
-from zooprep.options import PICTURE_OPTIONS, UploadOptions
+from zooprep.options import (
+    PICTURE_OPTIONS,
+    PRODUCTION,
+    SelectOptions,
+    UploadOptions,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-PRODUCTION = "https://www.zooniverse.org"
 
 
 # -- output: progress on stderr, machine output on stdout ----------------------
@@ -205,10 +208,6 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
         raise click.BadParameter(
             f"{value!r}: give sizes in pixels, e.g. 30 or 32,64", ctx, param
         ) from None
-    if any(s < 3 or s > 1024 for s in sizes):
-        raise click.BadParameter(
-            "each size must be between 3 and 1024 pixels", ctx, param
-        )
     return sizes
 
 
@@ -341,7 +340,8 @@ def select(run: Path, **kwargs: Any) -> None:
         if not sep or not old or not new:
             raise click.BadParameter(f"{item!r}: use OLD=NEW", param_hint="--rename")
         rename[old] = new
-    result = zooprep.select(run, rename=rename or None, reporter=_reporter(), **kwargs)
+    options = SelectOptions(rename=rename or None, **kwargs)
+    result = zooprep.select(run, options, reporter=_reporter())
     _finish(result)
 
 
@@ -657,8 +657,6 @@ def upload(run: Path, **kw: Any) -> None:
       zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
           --endpoint https://panoptes-staging.zooniverse.org
     """
-    if bool(kw["subject_set_id"]) == bool(kw["subject_set"]):
-        raise click.UsageError("give exactly one of --subject-set-id and --subject-set")
     via = kw.pop("via")
     options = UploadOptions(**kw)
     result = zooprep.upload(run, options, via=via, reporter=_reporter())

@@ -376,12 +376,12 @@ def render(
         image_settings = dict(saved.get("images", {}))
         if isinstance(images, Mapping):
             image_settings.update(_absolute(images))
+        opts = _resolve_options(r, options, kind, force)
         source = (
             images
             if images is not None and not isinstance(images, Mapping)
             else _image_source(image_settings, kind)
         )
-        opts = _resolve_options(r, options, kind, force)
         source.check(_columns(r))
         if renderer is None:
             from zooprep.renderers import make_renderer

@@ -288,12 +288,6 @@ def _upload(
     endpoint = check_endpoint(options.endpoint)
     if via not in ("direct", "import"):
         raise InputError(f"via must be 'direct' or 'import', not {via!r}")
-    if options.workers < 1:
-        raise InputError(f"workers must be at least 1, not {options.workers}")
-    if options.timeout <= 0:
-        raise InputError(f"timeout must be positive, not {options.timeout}")
-    if bool(options.subject_set_id) == bool(options.subject_set):
-        raise InputError("give exactly one of subject_set_id and subject_set")
 
     result = UploadResult(dry_run=options.dry_run)
     items, problems, index_fields = _plan(run, result, via, options.dry_run)
