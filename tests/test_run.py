@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import zooprep
 from tests.killing import kill_at_random, timed_run
 from zooprep.errors import InputError, RunError, RunLocked
 from zooprep.run import FORMAT_VERSION, Run
@@ -280,9 +281,28 @@ def test_status_json_shows_counts_failures_and_the_next_command(tmp_path: Path) 
     assert report["counts"]["selected"] == 2
     assert report["counts"]["failed"] == 2
     assert report["failures"]["render"] == [
-        {"reason": "source is off the image", "count": 2, "examples": [1, 2]}
+        {"reason": "source is off the image", "count": 2, "examples": ["1", "2"]}
     ]
     assert report["next"] == f"zooprep render {tmp_path / 'run'}"
+
+
+def test_status_json_writes_64_bit_source_ids_as_exact_strings(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    big = 506428274000265570  # a double would make it ...265600
+    with Run.create(tmp_path / "run") as run:
+        run.add_sources([{"id": big}, {"id": big + 1}], "id")
+        run.mark_failed(big, "render", "source is off the image: /data/x.fits")
+    result = CliRunner().invoke(cli, ["status", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"506428274000265570"' in result.stdout
+    report = json.loads(result.stdout)
+    assert report["failures"]["render"][0]["examples"] == [str(big)]
+    assert zooprep.status(tmp_path / "run")["failures"]["render"][0]["examples"] == [
+        big
+    ]
 
 
 def test_cli_errors_are_one_line_with_exit_2_and_traceback_only_with_debug(

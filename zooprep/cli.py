@@ -186,6 +186,21 @@ def command(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _json_ids(report: dict[str, Any]) -> dict[str, Any]:
+    """A status report with source ids as strings, for JSON output.
+
+    Source ids are 64-bit integers; JSON numbers are doubles to ``jq`` and
+    every JavaScript reader, which would round them.
+    """
+    failures = {
+        stage: [
+            {**item, "examples": [str(i) for i in item["examples"]]} for item in items
+        ]
+        for stage, items in report["failures"].items()
+    }
+    return {**report, "failures": failures}
+
+
 def _reporter() -> RichReporter:
     root = click.get_current_context().find_root()
     return RichReporter(quiet=root.params.get("quiet", False))
@@ -730,11 +745,11 @@ def status(run: Path, as_json: bool) -> None:
 
     \b
     Example:
-      zooprep status run1 --json | jq .counts
+      zooprep status run1 --json | jq .counts   # source ids are strings
     """
     report = zooprep.status(run)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(_json_ids(report), indent=2))
     else:
         from zooprep.status import print_status
 
