@@ -136,13 +136,13 @@ class RichReporter:
 
 def _setup_logging(verbose: bool, debug: bool, quiet: bool) -> None:
     """Log to stderr: warnings by default, per-row info with -v, debug with --debug."""
-    from rich.logging import RichHandler
-
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     if quiet:
         level = logging.ERROR
     handler: logging.Handler
     if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
         handler = RichHandler(show_path=False, show_time=False)
     else:
         handler = logging.StreamHandler()
