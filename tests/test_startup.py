@@ -90,3 +90,13 @@ def test_importing_a_stage_module_keeps_the_function_of_the_same_name() -> None:
         "assert callable(zooprep.preview) and callable(zooprep.demo)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_library_does_not_need_rich() -> None:
+    code = (
+        "import zooprep, zooprep.status, zooprep.progress\n"
+        "assert 'rich' not in sys.modules, 'rich imported'"
+    )
+    subprocess.run([sys.executable, "-c", f"import sys\n{code}"], check=True)
+    blocked = "import sys\nsys.modules['rich'] = None\nimport zooprep, zooprep.status\n"
+    subprocess.run([sys.executable, "-c", blocked], check=True)

@@ -201,6 +201,46 @@ def _json_ids(report: dict[str, Any]) -> dict[str, Any]:
     return {**report, "failures": failures}
 
 
+def _print_status(report: dict[str, Any]) -> None:
+    """Print a `zooprep.status` report as tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"zooprep run {report['run']}", show_lines=False)
+    table.add_column("status")
+    table.add_column("sources", justify="right")
+    for name, n in report["counts"].items():
+        if n or name in ("selected", "rendered", "linked", "failed"):
+            style = "red" if name == "failed" and n else None
+            table.add_row(name, str(n), style=style)
+    table.add_row("total", str(report["total"]), style="bold")
+    console.print(table)
+    for stage, items in report["failures"].items():
+        failed = Table(title=f"failed in {stage}")
+        failed.add_column("reason")
+        failed.add_column("rows", justify="right")
+        failed.add_column("e.g. source ids")
+        for item in items:
+            failed.add_row(
+                item["reason"],
+                str(item["count"]),
+                ", ".join(str(i) for i in item["examples"]),
+            )
+        console.print(failed)
+    if report.get("results"):
+        res = report["results"]
+        console.print(
+            f"results: {res['subjects_with_results']} of "
+            f"{res['uploaded_subjects']} uploaded subjects have "
+            f"{res['classifications']} classifications"
+        )
+    if report["next"]:
+        console.print(f"next: [bold]{report['next']}[/bold]")
+    else:
+        console.print("nothing left to do")
+
+
 def _reporter() -> RichReporter:
     root = click.get_current_context().find_root()
     return RichReporter(quiet=root.params.get("quiet", False))
@@ -751,9 +791,7 @@ def status(run: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(_json_ids(report), indent=2))
     else:
-        from zooprep.status import print_status
-
-        print_status(report)
+        _print_status(report)
 
 
 @cli.command()

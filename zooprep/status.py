@@ -1,4 +1,7 @@
-"""``zooprep status``: what the run holds, what failed and why, and what to do next."""
+"""``zooprep status``: what the run holds, what failed and why, and what to do next.
+
+`status` returns a plain dict; the command line prints it (``zooprep.cli``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 from zooprep.run import Run
 
-__all__ = ["print_status", "status"]
+__all__ = ["status"]
 
 #: How many example source ids are shown per failure reason.
 EXAMPLES = 5
@@ -125,43 +128,3 @@ def _next_command(
     if counts["linked"]:
         return f"zooprep results {run} --classifications EXPORT.csv"
     return None
-
-
-def print_status(report: dict[str, Any]) -> None:
-    """Print a status report as tables on stdout (used by the CLI)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=f"zooprep run {report['run']}", show_lines=False)
-    table.add_column("status")
-    table.add_column("sources", justify="right")
-    for name, n in report["counts"].items():
-        if n or name in ("selected", "rendered", "linked", "failed"):
-            style = "red" if name == "failed" and n else None
-            table.add_row(name, str(n), style=style)
-    table.add_row("total", str(report["total"]), style="bold")
-    console.print(table)
-    for stage, items in report["failures"].items():
-        failed = Table(title=f"failed in {stage}")
-        failed.add_column("reason")
-        failed.add_column("rows", justify="right")
-        failed.add_column("e.g. source ids")
-        for item in items:
-            failed.add_row(
-                item["reason"],
-                str(item["count"]),
-                ", ".join(str(i) for i in item["examples"]),
-            )
-        console.print(failed)
-    if report.get("results"):
-        res = report["results"]
-        console.print(
-            f"results: {res['subjects_with_results']} of "
-            f"{res['uploaded_subjects']} uploaded subjects have "
-            f"{res['classifications']} classifications"
-        )
-    if report["next"]:
-        console.print(f"next: [bold]{report['next']}[/bold]")
-    else:
-        console.print("nothing left to do")
