@@ -21,12 +21,8 @@ import click
 
 import zooprep
 from zooprep.errors import ZooprepError
-from zooprep.options import (
-    PICTURE_OPTIONS,
-    PRODUCTION,
-    SelectOptions,
-    UploadOptions,
-)
+from zooprep.options import PICTURE_OPTIONS, SelectOptions, UploadOptions
+from zooprep.vocabulary import PRODUCTION, STAGING
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -668,7 +664,7 @@ def manifest(run: Path, **kw: Any) -> None:
     "--endpoint",
     default=PRODUCTION,
     show_default=True,
-    help="Panoptes endpoint; rehearse on https://panoptes-staging.zooniverse.org.",
+    help=f"Panoptes endpoint; rehearse on {STAGING}.",
 )
 @click.option(
     "--workers",

@@ -41,6 +41,7 @@ from zooprep.stages.manifest import manifest
 from zooprep.stages.render import render
 from zooprep.stages.select import select as select_sources
 from zooprep.stages.upload import upload
+from zooprep.vocabulary import STAGING
 
 __all__ = ["DemoResult", "DemoRun", "demo", "sample_path"]
 
@@ -57,8 +58,6 @@ _CREDENTIALS = (
     "PANOPTES_CLIENT_ID",
     "PANOPTES_CLIENT_SECRET",
 )
-
-STAGING = "https://panoptes-staging.zooniverse.org"
 
 
 @dataclass

@@ -15,20 +15,17 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from zooprep.errors import InputError
+from zooprep.vocabulary import PRODUCTION
 
 __all__ = [
     "MAX_FILE_BYTES",
     "MAX_SIZE",
     "MIN_SIZE",
     "PICTURE_OPTIONS",
-    "PRODUCTION",
     "RenderOptions",
     "SelectOptions",
     "UploadOptions",
 ]
-
-#: The production Panoptes endpoint (the default of upload and results).
-PRODUCTION = "https://www.zooniverse.org"
 
 #: Smallest and largest cutout size in pixels.
 MIN_SIZE, MAX_SIZE = 3, 1024

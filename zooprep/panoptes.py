@@ -48,6 +48,7 @@ from tenacity import (
 )
 
 from zooprep.errors import AuthError, InputError, PanoptesError, QuotaError
+from zooprep.vocabulary import PRODUCTION, STAGING
 
 __all__ = [
     "PRODUCTION",
@@ -62,8 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PRODUCTION = "https://www.zooniverse.org"
-STAGING = "https://panoptes-staging.zooniverse.org"
 
 #: The Accept header without which some Panoptes routes answer 404.
 API_ACCEPT = "application/vnd.api+json; version=1"

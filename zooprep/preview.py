@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from zooprep.run import STATUSES, Run, Source, atomic_write
+from zooprep.vocabulary import ZTF_BANDS, is_flag_column, truthy
 
 __all__ = ["flag_columns", "preview"]
 
 log = logging.getLogger(__name__)
 
 #: Band names of ZTF's ``fid``.
-_ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 
 #: Where nested alert rows keep the per-detection fields.
 _NESTED = ("diaSource", "candidate")
@@ -109,8 +109,9 @@ def preview(
 def flag_columns(row: Mapping[str, Any]) -> list[str]:
     """The names of a row's flag columns that are set.
 
-    Flags are the Rubin DiaSource boolean columns: names ending in ``_flag``
-    or containing ``_flag_``, ``pixelFlags*`` and ``isDipole``.
+    Flag columns are those `zooprep.vocabulary.is_flag_column` names
+    (``*_flag``, ``pixelFlags*``, ``isDipole``...); a value is set when
+    `zooprep.vocabulary.truthy`.
 
     Parameters
     ----------
@@ -130,27 +131,8 @@ def flag_columns(row: Mapping[str, Any]) -> list[str]:
     return [
         key
         for key, value in row.items()
-        if _is_flag_name(key) and value is not None and _truthy(value)
+        if is_flag_column(key) and value is not None and truthy(value)
     ]
-
-
-def _is_flag_name(key: str) -> bool:
-    """True for DiaSource flag column names."""
-    return (
-        key.endswith("_flag")
-        or "_flag_" in key
-        or key.startswith("pixelFlags")
-        or key == "isDipole"
-    )
-
-
-def _truthy(value: Any) -> bool:
-    """A flag's value as a bool (``1``, ``true``, ``"t"`` are set)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "t", "true", "yes")
-    if isinstance(value, bool | int | float):
-        return bool(value) and not (isinstance(value, float) and math.isnan(value))
-    return False
 
 
 def _flat(row: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -199,7 +181,7 @@ def _band(row: Mapping[str, Any]) -> str:
             return value.strip()
     fid = row.get("fid")
     if isinstance(fid, int) and not isinstance(fid, bool):
-        return _ZTF_BANDS.get(fid, str(fid))
+        return ZTF_BANDS.get(fid, str(fid))
     return ""
 
 
@@ -278,8 +260,8 @@ def _collect(sources: Any) -> dict[str, Any]:
             key
             for key, value in row.items()
             if value is not None
-            and is_flag.setdefault(key, _is_flag_name(key))
-            and _truthy(value)
+            and is_flag.setdefault(key, is_flag_column(key))
+            and truthy(value)
         ]
         if src.padded:
             set_flags.append("padded")

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from zooprep.errors import InputError, RunError, RunLocked
+from zooprep.files import atomic_write, temporary_name
 
 __all__ = [
     "STATUSES",
@@ -160,21 +161,33 @@ def decode_row(text: str) -> dict[str, Any]:
     return value
 
 
-def atomic_write(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
+def _create_state(state: Path) -> None:
+    """Write a new, empty state database, whole or not at all.
 
-    The bytes go to a temporary file in the same directory, which is then
-    renamed over the target.  A killed process leaves at most a ``.tmp`` file
-    behind.  ``fsync=True`` also survives a power cut (used for settings).
+    The tables are made in a temporary file that is renamed into place, so a
+    process killed while creating a run never leaves a state file without
+    its tables.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if fsync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_name(state)
+    tmp.unlink(missing_ok=True)
+    try:
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
+            with _tx(db):
+                db.execute(
+                    "INSERT INTO meta VALUES ('format_version', ?)",
+                    (str(FORMAT_VERSION),),
+                )
+                db.execute(
+                    "INSERT INTO meta VALUES ('created', ?)",
+                    (datetime.now().astimezone().isoformat(timespec="seconds"),),
+                )
+        finally:
+            db.close()
+        os.replace(tmp, state)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _toml_value(value: Any) -> str:
@@ -283,7 +296,13 @@ class Run:
             raise RunError(f"{p} is already a zooprep run; use --append to add sources")
         if p.exists() and not p.is_dir():
             raise RunError(f"{p} exists and is not a directory")
-        if p.is_dir() and any(p.iterdir()):
+        # A creation killed early leaves only the lock file (and perhaps the
+        # state's temporary file): that directory is still new.
+        leftovers = {cls.LOCK, temporary_name(p / cls.STATE).name}
+        if p.is_dir() and any(
+            f.name not in leftovers and not f.name.startswith(f".{cls.STATE}.")
+            for f in p.iterdir()
+        ):
             raise RunError(
                 f"{p} is not empty and is not a zooprep run directory; "
                 "choose a new directory"
@@ -344,6 +363,8 @@ class Run:
             if self._lock and not os.access(self.path, os.W_OK):
                 self.close()
                 raise RunError(f"run directory {self.path} is not writable")
+            if new:
+                _create_state(state)
             uri = f"file:{state}" + ("" if self._lock else "?mode=ro")
             db = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30
@@ -351,17 +372,6 @@ class Run:
             if self._lock:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-            if new:
-                db.executescript(_SCHEMA)
-                with _tx(db):
-                    db.execute(
-                        "INSERT INTO meta VALUES ('format_version', ?)",
-                        (str(FORMAT_VERSION),),
-                    )
-                    db.execute(
-                        "INSERT INTO meta VALUES ('created', ?)",
-                        (datetime.now().astimezone().isoformat(timespec="seconds"),),
-                    )
             version = db.execute(
                 "SELECT value FROM meta WHERE key='format_version'"
             ).fetchone()

@@ -12,18 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from zooprep.run import Run
+from zooprep.vocabulary import reason_key
 
 __all__ = ["status"]
 
 #: How many example source ids are shown per failure reason.
 EXAMPLES = 5
-
-
-def _reason_key(reason: str | None) -> str:
-    """Group failure reasons: drop the parts that differ per row (paths, numbers)."""
-    text = reason or "unknown"
-    head = text.split(":", 1)[0]
-    return head if len(head) < 80 else head[:77] + "..."
 
 
 def status(run: str | os.PathLike[str]) -> dict[str, Any]:
@@ -51,7 +45,7 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
         examples: dict[tuple[str, str], list[int]] = {}
         for src in r.iter_sources(["failed"]):
             stage = src.stage or "unknown"
-            key = _reason_key(src.reason)
+            key = reason_key(src.reason)
             groups.setdefault(stage, Counter())[key] += 1
             ex = examples.setdefault((stage, key), [])
             if len(ex) < EXAMPLES:

@@ -55,23 +55,22 @@ import glob
 import logging
 import math
 import os
-import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zooprep.avro import read_records
 from zooprep.errors import InputError
 from zooprep.readers.base import InMemoryFilter, ReadFailure, kept_positions
 from zooprep.readers.where import Expr, unknown_column
+from zooprep.vocabulary import ZTF_BANDS
 
 __all__ = ["AlertReader", "alert_rows", "ztf_row"]
 
 log = logging.getLogger(__name__)
 
-AVRO_MAGIC = b"Obj\x01"
-ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 #: AB magnitude of 1 nJy.
 NJY_ZEROPOINT = 31.4
 _STAMPS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
@@ -159,51 +158,22 @@ def alert_rows(
         One line naming the file: missing, not Avro, a Confluent wire-format
         payload, damaged, or records that are neither ZTF nor Rubin alerts.
     """
-    import fastavro
-
     path = os.path.abspath(os.fspath(path))
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open alert file ({exc.strerror})") from None
     rows: list[dict[str, Any]] = []
-    with fh:
-        head = fh.read(5)
-        fh.seek(0)
-        if head[:4] != AVRO_MAGIC:
-            if len(head) == 5 and head[0] == 0:
-                (schema_id,) = struct.unpack(">I", head[1:5])
-                raise InputError(
-                    f"{path}: a Confluent wire-format alert payload (schema id "
-                    f"{schema_id}) has no embedded schema; zooprep reads Avro "
-                    "container files (as written by brokers and archives)"
-                )
-            raise InputError(f"{path}: not an Avro container file")
-        try:
-            for index, record in enumerate(fastavro.reader(fh)):
-                if not isinstance(record, Mapping):
-                    raise InputError(f"{path}: record {index} is not an alert record")
-                if isinstance(record.get("candidate"), Mapping):
-                    row, fmt = ztf_row(record), "ztf"
-                elif isinstance(record.get("diaSource"), Mapping):
-                    row, fmt = _rubin_row(record, instrument or "LSSTCam"), "rubin"
-                else:
-                    raise InputError(
-                        f"{path}: record {index} is neither a ZTF alert (candidate) "
-                        "nor a Rubin alert (diaSource)"
-                    )
-                row["_alert_path"] = path
-                row["_alert_index"] = index
-                row["_alert_format"] = fmt
-                rows.append(row)
-        except InputError:
-            raise
-        except Exception as exc:  # fastavro raises many types on damaged files
-            detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    for index, record in enumerate(read_records(path)):
+        if isinstance(record.get("candidate"), Mapping):
+            row, fmt = ztf_row(record), "ztf"
+        elif isinstance(record.get("diaSource"), Mapping):
+            row, fmt = _rubin_row(record, instrument or "LSSTCam"), "rubin"
+        else:
             raise InputError(
-                f"{path}: damaged Avro file after {len(rows)} record(s) "
-                f"({type(exc).__name__}: {detail})"
-            ) from None
+                f"{path}: record {index} is neither a ZTF alert (candidate) "
+                "nor a Rubin alert (diaSource)"
+            )
+        row["_alert_path"] = path
+        row["_alert_index"] = index
+        row["_alert_format"] = fmt
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: Avro file holds no alerts")
     return rows

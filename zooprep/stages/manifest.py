@@ -56,8 +56,10 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from zooprep.errors import InputError, ManifestEditError
+from zooprep.files import atomic_file
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, Source
+from zooprep.vocabulary import ID_TEXT_KEY, is_flag_column
 
 __all__ = [
     "DEFAULT_METADATA",
@@ -89,7 +91,7 @@ DEFAULT_METADATA = (
     "objectId",
 )
 #: The column that repeats the source id as spreadsheet-proof text.
-ID_TEXT_COLUMN = "#zooprep_id"
+ID_TEXT_COLUMN = ID_TEXT_KEY
 #: What comes before the digits in `ID_TEXT_COLUMN`.
 ID_TEXT_PREFIX = "id:"
 #: Column layouts: Zooniverse's server-side import (default), or panoptes-cli's.
@@ -113,8 +115,9 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _SCIENTIFIC = re.compile(r"[+-]?\d+([.,]\d*)?[eE][+-]?\d+")
 _ID_COLUMNS = ("diaSourceId", "candid", "sourceId", "id")
+#: Columns that could bias a volunteer, besides flag columns (hidden by default).
 _BIASING = re.compile(
-    r"(reliability|snr|^s_?n$|^rb$|^drb|flag|^is[A-Z_]|score|prob|bogus|classtar)",
+    r"(reliability|snr|^s_?n$|^rb$|^drb|^is[A-Z_]|score|prob|bogus|classtar)",
     re.IGNORECASE,
 )
 _TALK_ONLY = {"visit", "detector", "ra", "dec", "ccdid", "exposure"}
@@ -397,12 +400,10 @@ def _write(
     result = ManifestResult(path=path, columns=layout.header, layout=kind)
     reporter.start("manifest", total)
     digest = hashlib.sha256()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
     parts = _Parts(path, int(split), total, layout.header) if split else None
     written: list[tuple[int, int]] = []
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with atomic_file(path, "w", encoding="utf-8", newline="") as fh:
             out = _HashingWriter(fh, digest)
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(layout.header)
@@ -420,15 +421,16 @@ def _write(
                     parts.write(cells)
                 reporter.advance(1)
             fh.flush()
-        # Remember the new file's hash before it replaces the old one: a kill
-        # between the two leaves a manifest whose hash zooprep knows, so the
-        # next run does not mistake it for a reviewed (edited) one.
-        run.save_settings("manifest", {**saved, "sha256_pending": digest.hexdigest()})
-        os.replace(tmp, path)
+            # Remember the new file's hash before it replaces the old one (at
+            # the end of this block): a kill between the two leaves a manifest
+            # whose hash zooprep knows, so the next run does not mistake it
+            # for a reviewed (edited) one.
+            run.save_settings(
+                "manifest", {**saved, "sha256_pending": digest.hexdigest()}
+            )
         if parts is not None:
             result.parts = parts.close()
     finally:
-        tmp.unlink(missing_ok=True)
         if parts is not None:
             parts.discard()
         reporter.finish()
@@ -477,7 +479,7 @@ class _Parts:
         self.fh: IO[str] | None = None
         self.writer: Any = None
         self.count = 0
-        self.tmp: Path | None = None
+        self._file: Any = None  # the atomic_file of the part being written
 
     def name(self, n: int) -> Path:
         """Path of part ``n`` (1-based)."""
@@ -490,8 +492,8 @@ class _Parts:
         if self.fh is None or self.count >= self.size:
             self._close_current()
             target = self.name(len(self.done) + 1)
-            self.tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            self.fh = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            self._file = atomic_file(target, "w", encoding="utf-8", newline="")
+            self.fh = self._file.__enter__()
             self.writer = csv.writer(self.fh, lineterminator="\n")
             self.writer.writerow(self.header)
             self.count = 0
@@ -500,13 +502,11 @@ class _Parts:
 
     def _close_current(self) -> None:
         """Move the part being written into place."""
-        if self.fh is None or self.tmp is None:
+        if self._file is None:
             return
-        self.fh.close()
-        target = self.name(len(self.done) + 1)
-        os.replace(self.tmp, target)
-        self.done.append(target)
-        self.fh, self.tmp = None, None
+        self._file.__exit__(None, None, None)
+        self.done.append(self.name(len(self.done) + 1))
+        self.fh, self._file = None, None
 
     def close(self) -> list[Path]:
         """Finish the last part and delete stale parts of an earlier, longer run."""
@@ -522,10 +522,10 @@ class _Parts:
 
     def discard(self) -> None:
         """Remove a half-written part after an error."""
-        if self.fh is not None:
-            self.fh.close()
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
+        if self._file is not None:
+            # Leaving the block with an error removes the temporary file.
+            self._file.__exit__(OSError, OSError("manifest part discarded"), None)
+            self.fh, self._file = None, None
 
 
 def _refuse_overwriting_review(path: Path, saved: dict[str, Any]) -> None:
@@ -653,7 +653,12 @@ def _layout(
             )
         if col in explicit:
             keys.append(prefix[explicit[col]] + col)
-        elif col == id_column or _is_id(col) or _BIASING.search(col):
+        elif (
+            col == id_column
+            or _is_id(col)
+            or is_flag_column(col)
+            or _BIASING.search(col)
+        ):
             keys.append("#" + col)
         elif col in _TALK_ONLY:
             keys.append("!" + col)

@@ -28,6 +28,7 @@ from zooprep.options import MAX_FILE_BYTES, PICTURE_OPTIONS, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import Run, atomic_write, cutout_relpath, decode_row
+from zooprep.vocabulary import reason_key
 
 __all__ = ["RenderResult", "render"]
 
@@ -453,6 +454,6 @@ def _record(
                 r.mark_failed(sid, "render", payload)
                 result.failed += 1
                 failed += 1
-                key = str(payload).split(":", 1)[0][:60]
+                key = reason_key(payload)
                 result.reasons[key] = result.reasons.get(key, 0) + 1
     return failed

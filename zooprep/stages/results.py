@@ -70,8 +70,10 @@ from pathlib import Path
 from typing import Any
 
 from zooprep.errors import InputError, RunError
+from zooprep.files import atomic_file
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, atomic_write
+from zooprep.vocabulary import ID_TEXT_KEY, PRODUCTION, is_flag_column, truthy
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -102,7 +104,7 @@ EXPORT_COLUMNS = (
 )
 
 #: Hidden subject metadata key holding the source id (set by the manifest).
-HIDDEN_ID_KEY = "#zooprep_id"
+HIDDEN_ID_KEY = ID_TEXT_KEY
 
 #: Why export rows were not counted as votes, in report order.
 SKIP_REASONS = {
@@ -322,11 +324,6 @@ def _as_source_id(value: Any) -> int | None:
     return None
 
 
-def _truthy(text: str) -> bool:
-    """An export boolean cell (``true``/``TRUE``/``1``)."""
-    return text.strip().lower() in ("true", "t", "1", "yes")
-
-
 @dataclass
 class _Scan:
     """First pass over the export: which workflows and versions it holds."""
@@ -453,7 +450,7 @@ def results(
     real_answer: str | None = None,
     workflow_version: str | None = None,
     download: bool = False,
-    endpoint: str = "https://www.zooniverse.org",
+    endpoint: str = PRODUCTION,
     force: bool = False,
     reporter: Reporter | None = None,
 ) -> ResultsResult:
@@ -677,8 +674,6 @@ def _download(r: Run, endpoint: str, target: Path | None) -> Path:
     if parsed.scheme != "https":
         check_endpoint(f"{parsed.scheme}://{parsed.netloc}")  # loopback only
     target = target or r.path / "exports" / f"project-{project}-classifications.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     # The file is a signed storage URL: no Authorization header goes there.
     try:
         with requests.get(src, stream=True, timeout=60.0) as got:
@@ -688,16 +683,13 @@ def _download(r: Run, endpoint: str, target: Path | None) -> Path:
                     f"{got.status_code}",
                     got.status_code,
                 )
-            with open(tmp, "wb") as fh:
+            with atomic_file(target) as fh:
                 for chunk in got.iter_content(1 << 20):
                     fh.write(chunk)
-        os.replace(tmp, target)
     except requests.RequestException as exc:
         raise PanoptesError(
             f"downloading the export of project {project} failed: {type(exc).__name__}"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info(
         "downloaded the classification export of project %s to %s", project, target
     )
@@ -832,7 +824,7 @@ def _read_votes(
             for a in annotations
             if isinstance(a, dict) and str(a.get("task", "")).split(".")[0] == task
         ]
-        gold = _truthy(cells[ix["gold_standard"]])
+        gold = truthy(cells[ix["gold_standard"]])
         if not mine:
             st.unused[version] += 1
             skip("gold_standard" if gold else "task_missing", line, cid)
@@ -971,11 +963,6 @@ def _pick_real_answer(
     return found[0]
 
 
-def _flag_column(name: str) -> bool:
-    """True for a pipeline flag column."""
-    return "flag" in name.lower() or name == "isDipole"
-
-
 def _add_columns(
     r: Run, table: Any, answers: list[str], real: str
 ) -> tuple[str | None, dict[int, str | None]]:
@@ -1003,7 +990,7 @@ def _add_columns(
                 keys.append(k)
     score = next((c for c in SCORE_COLUMNS if c in keys), None)
     pipeline = ([score] if score else []) + [c for c in PIPELINE_COLUMNS if c in keys]
-    pipeline += [k for k in keys if _flag_column(k) and k not in pipeline]
+    pipeline += [k for k in keys if is_flag_column(k) and k not in pipeline]
     ids = [int(i) for i in table["source_id"]]
     for col in pipeline:
         table[col] = [rows.get(i, {}).get(col) for i in ids]

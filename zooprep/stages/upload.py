@@ -58,6 +58,7 @@ from zooprep.panoptes import (
 )
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, atomic_write
+from zooprep.vocabulary import ID_TEXT_KEY
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
 
@@ -68,7 +69,6 @@ logger = logging.getLogger(__name__)
 IMPORT_ROWS = 10_000
 
 #: Hidden metadata key that ties a subject to its source.
-ID_KEY = "#zooprep_id"
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _ROUNDS = 3  # reconcile-and-retry rounds for creates without a clear answer
@@ -408,7 +408,7 @@ def _plan(
                 str(k).removeprefix("%"): str(v) for k, v in row.metadata.items()
             },
         )
-        item.metadata[ID_KEY] = str(row.source_id)
+        item.metadata[ID_TEXT_KEY] = str(row.source_id)
         if via == "import":
             if not item.urls:
                 raise InputError(
@@ -498,7 +498,7 @@ def _list_set(api: PanoptesAPI, set_id: str, via: str) -> dict[str, list[str]]:
     """``{zooprep id: [subject ids]}`` of the set's subjects."""
     found: dict[str, list[str]] = {}
     for subject in api.set_subjects(set_id):
-        key = (subject.get("metadata") or {}).get(ID_KEY)
+        key = (subject.get("metadata") or {}).get(ID_TEXT_KEY)
         if key is None and via == "import":
             key = subject.get("external_id")
         if key is not None:
