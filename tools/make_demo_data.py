@@ -473,7 +473,9 @@ def copy_alerts(shared: Path, out: Path) -> None:
 def main() -> None:
     """Build the sample."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", dest="shared", type=Path, default=ROOT / "tests" / "data")
+    parser.add_argument(
+        "--data", dest="shared", type=Path, default=ROOT / "tests" / "data"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "zooprep" / "data")
     args = parser.parse_args()
     write_decam(args.shared, args.out / "decam")

@@ -73,7 +73,6 @@ log = logging.getLogger(__name__)
 
 #: AB magnitude of 1 nJy.
 NJY_ZEROPOINT = 31.4
-_STAMPS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 
 
 def _scalar(value: Any) -> bool:

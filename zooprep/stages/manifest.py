@@ -65,7 +65,6 @@ __all__ = [
     "DEFAULT_METADATA",
     "ID_TEXT_COLUMN",
     "LAYOUTS",
-    "MAX_IMPORT_ROWS",
     "ManifestResult",
     "ManifestRow",
     "ReviewSync",
@@ -96,15 +95,12 @@ ID_TEXT_COLUMN = ID_TEXT_KEY
 ID_TEXT_PREFIX = "id:"
 #: Column layouts: Zooniverse's server-side import (default), or panoptes-cli's.
 LAYOUTS = ("import", "panoptes-cli")
-#: Rows per file that Zooniverse's server-side subject-set import accepts.
-MAX_IMPORT_ROWS = 10_000
-#: File types Zooniverse shows; other files of a source (``.npy``) are not uploaded.
-UPLOADABLE = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".mp4", ".txt", ".json")
+#: Files of a source that go into the manifest and upload: the render stage's
+#: PNGs (upload declares every file ``image/png``; ``.npy`` files stay local).
+UPLOADABLE = (".png",)
 #: Written for a missing (null or NaN) value.  Never an empty cell: panoptes-cli
 #: takes an empty cell in the first row for a file column (the folder exists).
 MISSING = "nan"
-#: Statuses whose sources belong in a manifest (failed ones only when upload failed).
-LISTED = ("rendered", "uploaded", "linked", "failed")
 
 _EXTERNAL_ID = "external_id"
 _LOCATION = "location:"

@@ -157,8 +157,6 @@ class ResultsResult:
         The task reduced.
     real_answer : str
         The answer (slug) counted as "real".
-    failed : int
-        Always 0: unusable export rows are skipped and reported, not failed.
     paths : list of pathlib.Path
         Files written.
     """
@@ -171,7 +169,6 @@ class ResultsResult:
     workflow_id: str = ""
     task: str = "T0"
     real_answer: str = ""
-    failed: int = 0
     paths: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
