@@ -95,13 +95,11 @@ def main() -> None:
     parser.add_argument("--n-mpl", type=int, default=20, help="sources for matplotlib")
     parser.add_argument("--sizes", default="30")
     parser.add_argument("--cmap", default="gray")
-    parser.add_argument(
-        "--data", dest="shared", type=Path, default=ROOT / "tests" / "data"
-    )
+    parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--profile", action="store_true", help="cProfile zooprep")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    sources = load_sources(args.shared, args.n, sizes)
+    sources = load_sources(args.data, args.n, sizes)
     plain = PlainRenderer(cmap=args.cmap)
     annotated = AnnotatedRenderer(cmap=args.cmap)
     # Warm up: fonts, glyphs, colour tables, title canvases (once per process).

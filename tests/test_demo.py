@@ -160,6 +160,15 @@ def test_zooprep_demo_command_stays_offline_even_with_credentials(
     assert proc.returncode == 0, proc.stderr
     assert "nothing uploaded" in proc.stdout
     assert "preview.html" in proc.stdout
+    # What a newcomer reads: no warning about the credentials it ignores, no
+    # "?" for a count not known yet, the subject set named.
+    assert "WARNING" not in proc.stdout + proc.stderr
+    assert "?" not in proc.stdout + proc.stderr
+    assert "select: started" in proc.stdout + proc.stderr
+    assert (
+        "for subject set 'zooprep demo' (not looked up: no credentials); "
+        "nothing uploaded"
+    ) in proc.stdout
     assert "not-a-real-password" not in proc.stdout + proc.stderr
     assert (tmp_path / "demo" / "apdb-run" / "preview.html").is_file()
 

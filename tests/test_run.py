@@ -134,6 +134,65 @@ def test_creating_a_run_in_a_foreign_directory_is_refused(tmp_path: Path) -> Non
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
+def _empty_state(path: Path, statements: str) -> None:
+    db = sqlite3.connect(path / "state.sqlite")
+    db.executescript(statements)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "leftovers",
+    [
+        lambda p: (p / ".lock").write_text("12345"),
+        lambda p: (
+            (p / ".lock").write_text("12345"),
+            (p / ".state.sqlite.12345.tmp").write_bytes(b"SQLite format 3\x00"),
+        ),
+        # what zooprep 0.1.0 could leave: a state file without its tables ...
+        lambda p: _empty_state(p, ""),
+        # ... or with the meta table but no format version in it
+        lambda p: _empty_state(
+            p, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        ),
+    ],
+    ids=["lock-only", "temporary-state", "no-tables", "no-version"],
+)
+def test_a_select_killed_while_creating_the_run_resumes_with_the_same_command(
+    tmp_path: Path, leftovers
+) -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    catalog = tmp_path / "sources.csv"
+    catalog.write_text(
+        "diaSourceId,visit,detector,x,y\n506990000000001037,1,2,3,4\n3,1,2,5,6\n"
+    )
+    path = tmp_path / "run"
+    path.mkdir()
+    leftovers(path)
+    result = CliRunner().invoke(cli, ["select", str(path), "--catalog", str(catalog)])
+    assert result.exit_code == 0, result.output
+    with Run.open(path) as run:
+        assert sorted(s.id for s in run.iter_sources()) == [3, 506990000000001037]
+    assert not list(path.glob(".state.sqlite.*.tmp"))
+
+
+def test_render_on_a_directory_that_is_not_a_run_says_how_to_start_one(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "zooprep", "render", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: {tmp_path} is not a zooprep run directory (no state.sqlite); "
+        f"start a run there with 'zooprep select {tmp_path} ...'"
+    ]
+
+
 def test_a_run_from_a_newer_zooprep_is_refused(tmp_path: Path) -> None:
     Run.create(tmp_path / "run").close()
     db = sqlite3.connect(tmp_path / "run" / "state.sqlite")

@@ -273,6 +273,34 @@ def test_where_parser_refuses_anything_but_comparisons(text):
         parse_where(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("band == r", "r"),
+        ("band in (g, r)", "g"),
+        ("visit == 943296 and band != i", "i"),
+    ],
+)
+def test_a_text_value_without_quotes_is_answered_with_the_quoted_form(
+    tmp_path, text, name
+):
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    catalog = tmp_path / "c.csv"
+    catalog.write_text("diaSourceId,visit,detector,x,y,band\n1,943296,1,2,3,r\n")
+    result = CliRunner().invoke(
+        cli,
+        ["select", str(tmp_path / "run"), "--catalog", str(catalog), "--where", text],
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: --where {text!r}: {name} is a name, not a value (only one side of a "
+        f"comparison may be a column); if you mean the text {name}, quote it: '{name}'"
+    ]
+
+
 def test_unknown_where_column_lists_close_matches(apdb_sqlite, tmp_path):
     with pytest.raises(InputError, match=r"unknown column 'reliabilty'.*'reliability'"):
         zooprep.select(
@@ -805,3 +833,19 @@ def test_select_help_documents_minimum_catalog_columns():
     assert "--where" in out
     assert "--stratify" in out
     assert "--append" in out
+
+
+def test_an_apdb_given_as_a_bare_path_is_answered_with_its_url(apdb_sqlite, tmp_path):
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["select", str(tmp_path / "run"), "--apdb", str(apdb_sqlite)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: --apdb {str(apdb_sqlite)!r} is a file, not a database URL; for an "
+        f"SQLite APDB write sqlite:///{apdb_sqlite}"
+    ]
+    assert not (tmp_path / "run").exists()

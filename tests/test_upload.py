@@ -466,7 +466,7 @@ def test_dry_run_checks_everything_and_uploads_nothing(
     result = zooprep.upload(run, opts, retry=FAST)
     assert result.dry_run
     assert (result.to_create, result.failed) == (4, 1)
-    assert "nothing uploaded" in str(result)
+    assert str(result).endswith("for subject set 'new' (new); nothing uploaded")
     assert panoptes_standin.count_requests("POST", r"^/api/") == 0
     assert panoptes_standin.count_requests("GET", r"^/api/me$") == 1
     assert panoptes_standin.subjects() == []

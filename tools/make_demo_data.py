@@ -473,18 +473,16 @@ def copy_alerts(shared: Path, out: Path) -> None:
 def main() -> None:
     """Build the sample."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", dest="shared", type=Path, default=ROOT / "tests" / "data"
-    )
+    parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "zooprep" / "data")
     args = parser.parse_args()
-    write_decam(args.shared, args.out / "decam")
-    copy_alerts(args.shared, args.out / "alerts")
-    rows, info = detect(args.shared)
+    write_decam(args.data, args.out / "decam")
+    copy_alerts(args.data, args.out / "alerts")
+    rows, info = detect(args.data)
     write_apdb(args.out / "apdb" / "demo_apdb.sqlite3", rows)
     flagged = sum(bool(r["pixelFlags_edge"]) for r in rows)
     dipoles = sum(bool(r["isDipole"]) for r in rows)
-    print(  # noqa: T201 - a command-line tool reports what it made
+    print(
         f"{len(rows)} sources ({flagged} at an edge, {dipoles} dipoles); "
         f"difference noise {info['sigma']:.2f} ADU, FWHM {info['fwhm']:.2f} px"
     )

@@ -64,7 +64,9 @@ class RichReporter:
         if self.quiet:
             return
         if not self.console.is_terminal:
-            self._line(f"{stage}: {'?' if total is None else total} to do")
+            self._line(
+                f"{stage}: started" if total is None else f"{stage}: {total} to do"
+            )
             return
         from rich.progress import (
             BarColumn,

@@ -161,35 +161,6 @@ def decode_row(text: str) -> dict[str, Any]:
     return value
 
 
-def _create_state(state: Path) -> None:
-    """Write a new, empty state database, whole or not at all.
-
-    The tables are made in a temporary file that is renamed into place, so a
-    process killed while creating a run never leaves a state file without
-    its tables.
-    """
-    tmp = temporary_name(state)
-    tmp.unlink(missing_ok=True)
-    try:
-        db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            db.executescript(_SCHEMA)
-            with _tx(db):
-                db.execute(
-                    "INSERT INTO meta VALUES ('format_version', ?)",
-                    (str(FORMAT_VERSION),),
-                )
-                db.execute(
-                    "INSERT INTO meta VALUES ('created', ?)",
-                    (datetime.now().astimezone().isoformat(timespec="seconds"),),
-                )
-        finally:
-            db.close()
-        os.replace(tmp, state)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _toml_value(value: Any) -> str:
     """One TOML value (str, bool, int, float, list of those)."""
     if isinstance(value, bool):
@@ -288,7 +259,12 @@ class Run:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, exist_ok: bool = False) -> Run:
-        """Create a new run directory (or open it when ``exist_ok`` and it is a run)."""
+        """Create a new run directory (or open it when ``exist_ok`` and it is a run).
+
+        The state file appears whole or not at all: it is built under a
+        temporary name and renamed into place, so a run killed while it was
+        being created is created again by the same command.
+        """
         p = Path(path)
         if (p / cls.STATE).exists():
             if exist_ok:
@@ -296,13 +272,7 @@ class Run:
             raise RunError(f"{p} is already a zooprep run; use --append to add sources")
         if p.exists() and not p.is_dir():
             raise RunError(f"{p} exists and is not a directory")
-        # A creation killed early leaves only the lock file (and perhaps the
-        # state's temporary file): that directory is still new.
-        leftovers = {cls.LOCK, temporary_name(p / cls.STATE).name}
-        if p.is_dir() and any(
-            f.name not in leftovers and not f.name.startswith(f".{cls.STATE}.")
-            for f in p.iterdir()
-        ):
+        if p.is_dir() and any(not _creation_leftover(f.name) for f in p.iterdir()):
             raise RunError(
                 f"{p} is not empty and is not a zooprep run directory; "
                 "choose a new directory"
@@ -312,8 +282,28 @@ class Run:
         except OSError as exc:
             raise RunError(f"cannot create run directory {p}: {exc.strerror}") from None
         run = cls(p)
-        run._connect(new=True)
+        run._acquire_lock()
+        try:
+            run._build_state()
+            run._connect()
+        except BaseException:
+            run.close()
+            raise
         return run
+
+    def _build_state(self) -> None:
+        """Write a new, empty state file under a temporary name, then rename it."""
+        for leftover in self.path.glob(f".{self.STATE}.*.tmp"):
+            leftover.unlink()
+        tmp = temporary_name(self.path / self.STATE)
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            _init_state(db)
+        finally:
+            db.close()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / self.STATE)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, lock: bool = True) -> Run:
@@ -324,9 +314,12 @@ class Run:
                 f"no run directory at {p}; start one with 'zooprep select {p} ...'"
             )
         if not (p / cls.STATE).is_file():
-            raise RunError(f"{p} is not a zooprep run directory (no {cls.STATE})")
+            raise RunError(
+                f"{p} is not a zooprep run directory (no {cls.STATE}); start a run "
+                f"there with 'zooprep select {p} ...'"
+            )
         run = cls(p, lock=lock)
-        run._connect(new=False)
+        run._connect()
         return run
 
     def _acquire_lock(self) -> None:
@@ -354,17 +347,15 @@ class Run:
         fh.flush()
         self._lock_fh = fh
 
-    def _connect(self, *, new: bool) -> None:
-        """Open the state database (creating its tables for a new run)."""
-        if self._lock:
+    def _connect(self) -> None:
+        """Open the state database and check its format version."""
+        if self._lock and self._lock_fh is None:
             self._acquire_lock()
         state = self.path / self.STATE
         try:
             if self._lock and not os.access(self.path, os.W_OK):
                 self.close()
                 raise RunError(f"run directory {self.path} is not writable")
-            if new:
-                _create_state(state)
             uri = f"file:{state}" + ("" if self._lock else "?mode=ro")
             db = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30
@@ -372,6 +363,9 @@ class Run:
             if self._lock:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+            if self._lock and _unfinished(db):
+                # made by an older zooprep that was killed while creating it
+                _init_state(db)
             version = db.execute(
                 "SELECT value FROM meta WHERE key='format_version'"
             ).fetchone()
@@ -668,6 +662,44 @@ def _as_id(value: Any, column: str, index: int) -> int:
         raise InputError(
             f"row {index + 1}: id {value!r} in column {column!r} is not an integer"
         ) from None
+
+
+def _creation_leftover(name: str) -> bool:
+    """Whether a file name is what an interrupted ``Run.create`` leaves behind."""
+    return name == Run.LOCK or (
+        name.startswith(f".{Run.STATE}.") and name.endswith(".tmp")
+    )
+
+
+def _init_state(db: sqlite3.Connection) -> None:
+    """Create the tables of a new run's state and record its format version."""
+    db.executescript(_SCHEMA)
+    with _tx(db):
+        db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('format_version', ?)",
+            (str(FORMAT_VERSION),),
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('created', ?)",
+            (datetime.now().astimezone().isoformat(timespec="seconds"),),
+        )
+
+
+def _unfinished(db: sqlite3.Connection) -> bool:
+    """Whether a state file was left unfinished by a killed ``Run.create``.
+
+    That is: no format version recorded, and no source in it.
+    """
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    if (
+        "meta" in tables
+        and db.execute("SELECT 1 FROM meta WHERE key='format_version'").fetchone()
+    ):
+        return False
+    return (
+        "sources" not in tables
+        or not db.execute("SELECT 1 FROM sources LIMIT 1").fetchone()
+    )
 
 
 @contextlib.contextmanager

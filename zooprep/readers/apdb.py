@@ -144,6 +144,11 @@ class ApdbReader:
         try:
             url = sa.engine.make_url(self.url)
         except sa.exc.ArgumentError:
+            if Path(self.url).is_file():  # a newcomer's first try: a bare path
+                raise InputError(
+                    f"--apdb {self.url!r} is a file, not a database URL; for an "
+                    f"SQLite APDB write sqlite:///{Path(self.url).resolve()}"
+                ) from None
             raise InputError(
                 f"--apdb {safe_url(self.url)!r} is not a database URL; use e.g. "
                 "sqlite:///apdb.sqlite3 or postgresql://user@host/dbname"

@@ -199,7 +199,18 @@ def _literal(node: ast.AST, text: str) -> Literal:
     ):
         value = node.operand.value
         return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Name):
+        raise _unquoted(node, text)
     raise _refuse(node, text, "only literals may be compared with a column;")
+
+
+def _unquoted(node: ast.Name, text: str) -> InputError:
+    """The answer to a text value written without quotes (``band == r``)."""
+    return InputError(
+        f"--where {text!r}: {node.id} is a name, not a value (only one side of a "
+        f"comparison may be a column); if you mean the text {node.id}, quote it: "
+        f"'{node.id}'"
+    )
 
 
 def _convert(node: ast.AST, text: str) -> Expr:
@@ -246,7 +257,7 @@ def _comparison(left: ast.AST, op: ast.cmpop, right: ast.AST, text: str) -> Expr
         return IsNull(left.id, negate=isinstance(op, ast.IsNot))
     symbol = _OPS[type(op)]
     if isinstance(left, ast.Name) and isinstance(right, ast.Name):
-        raise _refuse(right, text, "comparing two columns is")
+        raise _unquoted(right, text)
     if isinstance(left, ast.Name):
         column, value = left.id, _literal(right, text)
     elif isinstance(right, ast.Name):

@@ -97,8 +97,13 @@ class UploadResult:
         Duplicate subjects found in the set and deleted.
     subject_set_id : str or None
         The subject set used (None in a dry run that would create it).
+    subject_set : str or None
+        The subject set's name, when it was given by name.
     dry_run : bool
         Nothing was uploaded.
+    offline : bool
+        A dry run without credentials: login, subject set and quota were not
+        checked.
     to_create : int
         Subjects that need creating (what a dry run would do).
     """
@@ -111,12 +116,18 @@ class UploadResult:
     removed: int = 0
     deleted: int = 0
     subject_set_id: str | None = None
+    subject_set: str | None = None
     dry_run: bool = False
+    offline: bool = False
     to_create: int = 0
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        where = f"subject set {self.subject_set_id or '(new)'}"
+        name = f"'{self.subject_set}' " if self.subject_set else ""
+        if self.offline:
+            where = f"subject set {name}(not looked up: no credentials)"
+        else:
+            where = f"subject set {name}({self.subject_set_id or 'new'})"
         if self.dry_run:
             return (
                 f"upload dry run: {self.to_create} subjects to create, "
@@ -289,7 +300,7 @@ def _upload(
     if via not in ("direct", "import"):
         raise InputError(f"via must be 'direct' or 'import', not {via!r}")
 
-    result = UploadResult(dry_run=options.dry_run)
+    result = UploadResult(dry_run=options.dry_run, subject_set=options.subject_set)
     items, problems, index_fields = _plan(run, result, via, options.dry_run)
     for source_id, reason in problems:
         logger.warning("source %d: %s", source_id, reason)
@@ -297,10 +308,7 @@ def _upload(
     creds = Credentials.from_env()
     if creds is None:
         if options.dry_run:
-            logger.warning(
-                "no Panoptes credentials in the environment: login, subject "
-                "set and quota not checked"
-            )
+            result.offline = True
             result.to_create = sum(1 for i in items if i.action == "create")
             result.failed = len(problems)
             result.subject_set_id = options.subject_set_id
