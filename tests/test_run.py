@@ -148,6 +148,12 @@ def _empty_state(path: Path, statements: str) -> None:
             (p / ".lock").write_text("12345"),
             (p / ".state.sqlite.12345.tmp").write_bytes(b"SQLite format 3\x00"),
         ),
+        # killed inside SQLite's first transaction: its rollback journal too
+        lambda p: (
+            (p / ".lock").write_text("12345"),
+            (p / ".state.sqlite.12345.tmp").write_bytes(b"SQLite format 3\x00"),
+            (p / ".state.sqlite.12345.tmp-journal").write_bytes(b"\xd9\xd5\x05\xf9"),
+        ),
         # what zooprep 0.1.0 could leave: a state file without its tables ...
         lambda p: _empty_state(p, ""),
         # ... or with the meta table but no format version in it
@@ -155,7 +161,13 @@ def _empty_state(path: Path, statements: str) -> None:
             p, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         ),
     ],
-    ids=["lock-only", "temporary-state", "no-tables", "no-version"],
+    ids=[
+        "lock-only",
+        "temporary-state",
+        "temporary-journal",
+        "no-tables",
+        "no-version",
+    ],
 )
 def test_a_select_killed_while_creating_the_run_resumes_with_the_same_command(
     tmp_path: Path, leftovers
@@ -175,7 +187,7 @@ def test_a_select_killed_while_creating_the_run_resumes_with_the_same_command(
     assert result.exit_code == 0, result.output
     with Run.open(path) as run:
         assert sorted(s.id for s in run.iter_sources()) == [3, 506990000000001037]
-    assert not list(path.glob(".state.sqlite.*.tmp"))
+    assert not list(path.glob(".state.sqlite.*.tmp*"))
 
 
 def test_render_on_a_directory_that_is_not_a_run_says_how_to_start_one(

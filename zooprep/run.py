@@ -293,7 +293,7 @@ class Run:
 
     def _build_state(self) -> None:
         """Write a new, empty state file under a temporary name, then rename it."""
-        for leftover in self.path.glob(f".{self.STATE}.*.tmp"):
+        for leftover in self.path.glob(f".{self.STATE}.*.tmp*"):
             leftover.unlink()
         tmp = temporary_name(self.path / self.STATE)
         db = sqlite3.connect(tmp, isolation_level=None)
@@ -666,8 +666,9 @@ def _as_id(value: Any, column: str, index: int) -> int:
 
 def _creation_leftover(name: str) -> bool:
     """Whether a file name is what an interrupted ``Run.create`` leaves behind."""
+    # The temporary state and SQLite's files beside it (``.tmp-journal``).
     return name == Run.LOCK or (
-        name.startswith(f".{Run.STATE}.") and name.endswith(".tmp")
+        name.startswith(f".{Run.STATE}.") and ".tmp" in name
     )
 
 
