@@ -754,6 +754,13 @@ def upload(run: Path, **kw: Any) -> None:
 @click.option(
     "--endpoint", default=PRODUCTION, show_default=True, help="Panoptes endpoint."
 )
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds before one --download request is abandoned and retried.",
+)
 @click.option("--force", is_flag=True, help="Overwrite earlier results.")
 @command
 def results(run: Path, **kw: Any) -> None:

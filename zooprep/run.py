@@ -667,9 +667,7 @@ def _as_id(value: Any, column: str, index: int) -> int:
 def _creation_leftover(name: str) -> bool:
     """Whether a file name is what an interrupted ``Run.create`` leaves behind."""
     # The temporary state and SQLite's files beside it (``.tmp-journal``).
-    return name == Run.LOCK or (
-        name.startswith(f".{Run.STATE}.") and ".tmp" in name
-    )
+    return name == Run.LOCK or (name.startswith(f".{Run.STATE}.") and ".tmp" in name)
 
 
 def _init_state(db: sqlite3.Connection) -> None:

@@ -58,6 +58,7 @@ from zooprep.panoptes import (
 )
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, atomic_write
+from zooprep.stages.manifest import mark_removed, read_reviewed
 from zooprep.vocabulary import ID_TEXT_KEY
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
@@ -388,8 +389,6 @@ def _plan(
     run: Run, result: UploadResult, via: str, dry_run: bool
 ) -> tuple[list[_Item], list[tuple[int, str]], list[str]]:
     """The rows still to upload, rows with local problems (id, reason), index fields."""
-    from zooprep.stages.manifest import mark_removed, read_reviewed
-
     reviewed = read_reviewed(run)
     if dry_run:
         result.removed = sum(
