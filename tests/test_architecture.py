@@ -135,3 +135,19 @@ def test_the_graph_reader_sees_the_package() -> None:
     assert {"zooprep.panoptes", "zooprep.run", "zooprep.stages.manifest"} <= top
     _, lazy = _imports("zooprep.stages.select")
     assert "zooprep.readers.apdb" in {target for target, _ in lazy}
+
+
+def test_only_the_run_module_talks_to_the_run_database() -> None:
+    # Stages ask `Run` methods; SQL on the run state lives in zooprep/run.py.
+    # (SQL for an APDB, in zooprep/readers, is another database.)
+    offenders = []
+    for module, path in MODULES.items():
+        if module == "zooprep.run":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        offenders += [
+            f"{module}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in ("db", "_db")
+        ]
+    assert not offenders, f"run state SQL outside zooprep/run.py: {offenders}"

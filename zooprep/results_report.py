@@ -348,11 +348,7 @@ def render_report(
     str
         The page.
     """
-    uploaded = int(
-        run.db.execute(
-            "SELECT COUNT(*) FROM sources WHERE subject_id IS NOT NULL"
-        ).fetchone()[0]
-    )
+    uploaded = run.count_subjects()
     real = result.real_answer
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",

@@ -81,11 +81,7 @@ def _results_info(r: Run) -> dict[str, Any] | None:
     table = pd.read_csv(
         path, usecols=lambda c: c in {"subject_id", "n_classifications"}
     )
-    uploaded = int(
-        r.db.execute(
-            "SELECT COUNT(*) FROM sources WHERE subject_id IS NOT NULL"
-        ).fetchone()[0]
-    )
+    uploaded = r.count_subjects()
     return {
         "uploaded_subjects": uploaded,
         "subjects_with_results": len(table),

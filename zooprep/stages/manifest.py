@@ -98,6 +98,8 @@ LAYOUTS = ("import", "panoptes-cli")
 #: Files of a source that go into the manifest and upload: the render stage's
 #: PNGs (upload declares every file ``image/png``; ``.npy`` files stay local).
 UPLOADABLE = (".png",)
+#: Statuses of the sources a manifest lists (failed ones: failed in upload).
+LISTED = ("rendered", "uploaded", "linked", "failed")
 #: Written for a missing (null or NaN) value.  Never an empty cell: panoptes-cli
 #: takes an empty cell in the first row for a file column (the folder exists).
 MISSING = "nan"
@@ -117,7 +119,6 @@ _BIASING = re.compile(
     re.IGNORECASE,
 )
 _TALK_ONLY = {"visit", "detector", "ra", "dec", "ccdid", "exposure"}
-_TABLE = "manifest_rows"
 
 
 # -- results -------------------------------------------------------------------
@@ -543,30 +544,17 @@ def _refuse_overwriting_review(path: Path, saved: dict[str, Any]) -> None:
 
 def _listed(run: Run) -> Iterator[Source]:
     """Sources that belong in the manifest, in selection order."""
-    return run.iter_sources(
-        ["rendered", "uploaded", "linked", "failed"], stage="upload"
-    )
+    return run.iter_sources(LISTED, stage="upload")
 
 
 def _count_listed(run: Run) -> int:
     """How many sources `_listed` yields."""
-    row = run.db.execute(
-        "SELECT COUNT(*) FROM sources WHERE status IN ('rendered','uploaded','linked') "
-        "OR (status = 'failed' AND stage = 'upload')"
-    ).fetchone()
-    return int(row[0])
+    return run.count(LISTED, stage="upload")
 
 
 def _max_locations(run: Run) -> int:
     """The largest number of uploadable files of one source (at least 1)."""
-    like = " OR ".join(f"lower(j.value) LIKE '%{ext}'" for ext in UPLOADABLE)
-    found = run.db.execute(
-        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM sources AS s, "
-        f"json_each(s.files) AS j WHERE ({like}) AND (s.status IN "
-        "('rendered','uploaded','linked') OR (s.status = 'failed' AND "
-        "s.stage = 'upload')) GROUP BY s.id)"
-    ).fetchone()
-    return max(1, int(found[0] or 0))
+    return max(1, run.max_files(UPLOADABLE, LISTED, stage="upload"))
 
 
 def _uploadable(files: Iterable[str]) -> list[str]:
@@ -770,14 +758,7 @@ def _unescape(text: str) -> str:
 
 def _record_written(run: Run, written: list[tuple[int, int]]) -> None:
     """Remember which sources the manifest lists (to tell deleted rows later)."""
-    db = run.db
-    with run.transaction():
-        db.execute(
-            f"CREATE TABLE IF NOT EXISTS {_TABLE} "
-            "(id INTEGER PRIMARY KEY, line INTEGER NOT NULL)"
-        )
-        db.execute(f"DELETE FROM {_TABLE}")
-        db.executemany(f"INSERT INTO {_TABLE} (id, line) VALUES (?, ?)", written)
+    run.record_manifest(written)
 
 
 # -- reading back ----------------------------------------------------------------
@@ -1133,12 +1114,9 @@ def _near_id(run: Run, value: int) -> int | None:
     if digits <= 15:
         return None
     span = 10 ** (digits - 15)
-    for (candidate,) in run.db.execute(
-        "SELECT id FROM sources WHERE id BETWEEN ? AND ? ORDER BY id",
-        (value - span, value + span),
-    ):
-        if _rounds_to(int(candidate), value):
-            return int(candidate)
+    for candidate in run.ids_between(value - span, value + span):
+        if _rounds_to(candidate, value):
+            return candidate
     return None
 
 
@@ -1201,18 +1179,7 @@ def _significant_digits(text: str) -> int:
 
 def _removed(run: Run, kept: dict[int, int]) -> list[int]:
     """Ids listed when zooprep wrote the manifest but absent from the reviewed file."""
-    exists = run.db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_TABLE,)
-    ).fetchone()
-    if not exists:
-        return []
-    out = []
-    for (sid,) in run.db.execute(
-        f"SELECT m.id FROM {_TABLE} m JOIN sources s ON s.id = m.id ORDER BY s.seq"
-    ):
-        if sid not in kept:
-            out.append(int(sid))
-    return out
+    return [sid for sid in run.manifest_ids() if sid not in kept]
 
 
 def mark_removed(run: Run, reviewed: ReviewedManifest) -> ReviewSync:

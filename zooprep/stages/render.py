@@ -249,39 +249,6 @@ def _resolve_options(
     return merged
 
 
-def _pending(
-    run: Run, statuses: Sequence[str], page: int = 2000
-) -> Iterator[tuple[int, int, str]]:
-    """Yield ``(seq, id, row JSON)`` of rows to render, in image-group order.
-
-    Pages through the ``(grp, seq)`` index: within the current group by
-    ``seq``, then on to the next groups, so each page is an index seek and
-    planning a million rows stays linear.
-    """
-    marks = ", ".join("?" * len(statuses))
-    todo = f"(status IN ({marks}) OR (status = 'failed' AND stage = 'render'))"
-    cols = "seq, id, row, COALESCE(grp, '')"
-    same = (
-        f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
-        f"COALESCE(grp, '') = ? AND seq > ? AND {todo} ORDER BY seq LIMIT {page}"
-    )
-    later = (
-        f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
-        f"COALESCE(grp, '') > ? AND {todo} ORDER BY COALESCE(grp, ''), seq "
-        f"LIMIT {page}"
-    )
-    grp, seq = "", -1
-    while True:
-        rows = run.db.execute(same, (grp, seq, *statuses)).fetchall()
-        if not rows:
-            rows = run.db.execute(later, (grp, *statuses)).fetchall()
-            if not rows:
-                return
-        for found in rows:
-            yield found[0], found[1], found[2]
-        seq, grp = rows[-1][0], rows[-1][3]
-
-
 def _tasks(
     run: Run,
     images: ImageSource,
@@ -305,7 +272,7 @@ def _tasks(
 
     rows: list[tuple[int, int, dict[str, Any]]] = []
     key: Any = None
-    for seq, sid, text in _pending(run, statuses):
+    for seq, sid, text in run.iter_to_render(statuses):
         row = decode_row(text)
         k = images.group_key(row)
         if rows and (k != key or len(rows) >= TASK_ROWS):
@@ -398,9 +365,7 @@ def render(
         )
         statuses = ["selected", "rendered"] if force else ["selected"]
         counts = r.counts()
-        failed_here = r.db.execute(
-            "SELECT COUNT(*) FROM sources WHERE status = 'failed' AND stage = 'render'"
-        ).fetchone()[0]
+        failed_here = r.count(["failed"], stage="render")
         total = sum(counts[s] for s in statuses) + failed_here
         result.skipped = counts["rendered"] if not force else 0
         reporter.start("render", total)

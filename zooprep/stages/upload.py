@@ -484,10 +484,7 @@ def _check_settings(
     saved = run.settings.get("upload")
     if not saved:
         return
-    has_subjects = run.db.execute(
-        "SELECT 1 FROM sources WHERE subject_id IS NOT NULL LIMIT 1"
-    ).fetchone()
-    if not has_subjects:
+    if not run.count_subjects():
         return
     for key, now in (
         ("endpoint", endpoint),
