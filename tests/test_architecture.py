@@ -132,7 +132,7 @@ def test_function_level_imports_only_where_a_command_loads_what_it_needs() -> No
 
 def test_the_graph_reader_sees_the_package() -> None:
     top, _ = _imports("zooprep.stages.upload")
-    assert {"zooprep.panoptes", "zooprep.run", "zooprep.stages.manifest"} <= top
+    assert {"zooprep.panoptes", "zooprep.run", "zooprep.stages.review"} <= top
     _, lazy = _imports("zooprep.stages.select")
     assert "zooprep.readers.apdb" in {target for target, _ in lazy}
 

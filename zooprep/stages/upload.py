@@ -58,7 +58,7 @@ from zooprep.panoptes import (
 )
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, atomic_write
-from zooprep.stages.manifest import mark_removed, read_reviewed
+from zooprep.stages.review import mark_removed, read_reviewed
 from zooprep.vocabulary import ID_TEXT_KEY
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
@@ -68,8 +68,6 @@ logger = logging.getLogger(__name__)
 
 #: Rows per server-side subject-set import (the Panoptes limit).
 IMPORT_ROWS = 10_000
-
-#: Hidden metadata key that ties a subject to its source.
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _ROUNDS = 3  # reconcile-and-retry rounds for creates without a clear answer
