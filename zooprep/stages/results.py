@@ -13,6 +13,9 @@ each subject to its source and writes, atomically:
   subject of the run (see `RESULT_COLUMNS` and `results`);
 - ``RUN/results.html``: the report (`zooprep.results_report`).
 
+`zooprep.stages.export` reads the export and sorts its rows by the rules
+below; this module reduces the votes and writes the files.
+
 Rules, in the order they are applied to each row of the export:
 
 1. Workflow: only one workflow is used (``workflow_id``; when not given and
