@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from zooprep.errors import InputError
-from zooprep.vocabulary import PRODUCTION
+from zooprep.vocabulary import POSITIONS, PRODUCTION, Position
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -30,9 +30,8 @@ __all__ = [
 #: Smallest and largest cutout size in pixels.
 MIN_SIZE, MAX_SIZE = 3, 1024
 
-#: The choices of `RenderOptions.difference_stretch` and ``position``.
+#: The choices of `RenderOptions.difference_stretch`.
 STRETCHES = ("zscale", "asinh-central")
-POSITIONS = ("auto", "xy", "radec")
 
 #: The largest media file Zooniverse accepts (its web front end refuses more).
 MAX_FILE_BYTES = 1_000_000
@@ -102,7 +101,7 @@ class RenderOptions:
     scale: int | None = None
     nan_color: str = "#ff00ff"
     difference_stretch: Literal["zscale", "asinh-central"] = "zscale"
-    position: Literal["auto", "xy", "radec"] = "auto"
+    position: Position = "auto"
     pixel_scale: float | None = None
     instrument: str | None = None
 

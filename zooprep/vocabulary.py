@@ -9,10 +9,11 @@ grouped.  This module imports nothing heavy, so the command line can use it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "ID_TEXT_KEY",
+    "POSITIONS",
     "PRODUCTION",
     "STAGING",
     "ZTF_BANDS",
@@ -28,6 +29,11 @@ STAGING = "https://panoptes-staging.zooniverse.org"
 
 #: Hidden subject metadata (and manifest column) holding the source id as text.
 ID_TEXT_KEY = "#zooprep_id"
+
+#: Where a source is placed on its images: catalogue ``x``/``y``, sky
+#: ``ra``/``dec`` through the WCS, or ``auto`` (``x``/``y`` when present).
+Position = Literal["auto", "xy", "radec"]
+POSITIONS: tuple[Position, ...] = ("auto", "xy", "radec")
 
 #: ZTF filter ids (``fid``) and their band names.
 ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
