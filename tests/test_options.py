@@ -118,3 +118,62 @@ def test_out_of_range_sizes_exit_2_from_the_command_line_too(tmp_path: Path) -> 
     proc = _zooprep("render", str(run), "--sizes", "30,2000")
     assert proc.returncode == 2
     assert "between 3 and 1024 pixels" in proc.stderr
+
+
+def test_upload_options_bound_the_worker_threads_in_python() -> None:
+    with pytest.raises(InputError, match="workers must be from 1 to 64"):
+        UploadOptions(project="1", subject_set="b1", workers=65)
+    with pytest.raises(InputError, match="workers must be from 1 to 64"):
+        UploadOptions(project="1", subject_set="b1", workers=0)
+
+
+def test_render_refuses_zero_jobs_in_python(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    zooprep.select(run, catalog=_catalog(tmp_path))
+    with pytest.raises(InputError, match="jobs must be at least 1"):
+        zooprep.render(run, jobs=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["select", "{run}", "--catalog", "{catalog}", "--limit", "0"], "--limit"),
+        (["select", "{run}", "--catalog", "{catalog}", "--sample", "0"], "--sample"),
+        (["render", "{run}", "--scale", "0"], "scale must be at least 1"),
+        (["render", "{run}", "--chunk-size", "0"], "chunk_size must be at least 1"),
+        (["render", "{run}", "--jobs", "0"], "jobs must be at least 1"),
+        (
+            [
+                "upload",
+                "{run}",
+                "--project",
+                "1",
+                "--subject-set",
+                "b",
+                "--workers",
+                "65",
+            ],
+            "workers must be from 1 to 64",
+        ),
+        (["upload", "{run}", "--project", "1"], "exactly one of subject_set_id"),
+    ],
+)
+def test_the_command_line_refuses_what_the_api_refuses_with_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    catalog = _catalog(tmp_path)
+    run = tmp_path / "run"
+    zooprep.select(run, catalog=catalog)
+    argv = [
+        a.format(run=tmp_path / "new" if "select" in args else run, catalog=catalog)
+        for a in args
+    ]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert message in lines[0]

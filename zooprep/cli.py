@@ -339,10 +339,10 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @click.option("--band", multiple=True, help="Only these bands (repeatable).")
 @click.option("--reliability-min", type=float, help="Keep reliability >= this.")
 @click.option("--reliability-max", type=float, help="Keep reliability <= this.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most N sources.")
+@click.option("--limit", type=int, help="At most N sources.")
 @click.option(
     "--sample",
-    type=click.IntRange(min=1),
+    type=int,
     help="A random sample of N sources (reproducible with --seed).",
 )
 @click.option("--seed", type=int, default=None, help="Random seed for --sample.")
@@ -481,7 +481,7 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--chunk-size",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="At most this many files per cutouts/ sub-directory [10000].",
 )
@@ -490,7 +490,7 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--scale",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="Screen pixels per cutout pixel [about 200 px per panel].",
 )
@@ -513,7 +513,7 @@ def select(run: Path, **kwargs: Any) -> None:
 @click.option("--instrument", default=None, help="Instrument name for the annotation.")
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="Worker processes [all cores].",
 )
@@ -614,7 +614,7 @@ def render(run: Path, **kw: Any) -> None:
 )
 @click.option(
     "--split",
-    type=click.IntRange(min=1),
+    type=int,
     metavar="N",
     help="Also write numbered parts of at most N rows (10000 for "
     "Zooniverse's server-side import).",
@@ -670,10 +670,10 @@ def manifest(run: Path, **kw: Any) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1, max=64),
+    type=int,
     default=8,
     show_default=True,
-    help="Concurrent upload threads.",
+    help="Concurrent upload threads (1 to 64).",
 )
 @click.option(
     "--timeout",

@@ -27,6 +27,9 @@ __all__ = [
     "UploadOptions",
 ]
 
+#: Most concurrent upload threads (Zooniverse asks uploaders to be gentle).
+MAX_WORKERS = 64
+
 #: Smallest and largest cutout size in pixels.
 MIN_SIZE, MAX_SIZE = 3, 1024
 
@@ -191,8 +194,10 @@ class UploadOptions:
                 "give exactly one of subject_set_id (--subject-set-id) and "
                 "subject_set (--subject-set)"
             )
-        if self.workers < 1:
-            raise InputError(f"workers must be at least 1, not {self.workers}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise InputError(
+                f"workers must be from 1 to {MAX_WORKERS}, not {self.workers}"
+            )
         if not self.timeout > 0:
             raise InputError(f"timeout must be positive, not {self.timeout}")
 

@@ -337,6 +337,8 @@ def render(
         Picture settings differ from those of already-rendered sources.
     """
     reporter = reporter or NullReporter()
+    if jobs is not None and jobs < 1:
+        raise InputError(f"jobs must be at least 1, not {jobs}")
     result = RenderResult()
     with Run.open(run) as r:
         kind = r.settings.get("select", {}).get("kind")
