@@ -13,47 +13,12 @@ each subject to its source and writes, atomically:
   subject of the run (see `RESULT_COLUMNS` and `results`);
 - ``RUN/results.html``: the report (`zooprep.results_report`).
 
-`zooprep.stages.export` reads the export and sorts its rows by the rules
-below; this module reduces the votes and writes the files.
-
-Rules, in the order they are applied to each row of the export:
-
-1. Workflow: only one workflow is used (``workflow_id``; when not given and
-   the export holds several, the only one with subjects of this run).  Rows of
-   other workflows are skipped (``other_workflow``).
-2. Workflow version (``major.minor``): a major version change means the tasks
-   changed, so by default only rows of the latest major version are used (any
-   minor version; the convention of panoptes-aggregation's version ranges);
-   older ones are skipped (``older_workflow_version``).  ``workflow_version``
-   may say ``"all"``, a major (``"12"``) or an exact version (``"12.3"``).
-   Rows used and skipped are counted per version.
-3. Rows whose ids or JSON columns cannot be read are skipped (``bad_row``,
-   ``malformed_json``), and logged with their line number.
-4. Subject to source: the subject id recorded in the run's upload state, or
-   else the hidden ``#zooprep_id`` metadata of the subject (in
-   ``subject_data``; digits, or ``id:<digits>`` as in the manifest's
-   ``#zooprep_id`` column) when it names a source of this run (subjects uploaded by
-   another tool or another run).  Others: ``subject_not_in_run``.
-5. Gold-standard classifications are made by project experts (Panoptes only
-   accepts them from a logged-in expert): they are not volunteer votes.  Their
-   answer is kept as ``gold_answer``.  Classifications made in expert mode
-   (``expert`` set) are set aside too (``expert``).
-6. The task's annotation must be there (``task_missing``) and answered
-   (``no_answer``: a null or empty value) with question answers
-   (``not_a_question``: a drawing, text or survey value).
-7. One vote per volunteer and subject: when a volunteer classified the same
-   subject more than once, the first classification (earliest ``created_at``,
-   then lowest ``classification_id``) is kept, as panoptes-aggregation's
-   ``first`` filter does; the others are counted as ``duplicate``.
-   Volunteers are told apart by ``user_id`` when logged in; logged-out
-   volunteers by the classifier session (``metadata.session``), or when the
-   export has none by ``user_ip`` (a hash of the IP address; Zooniverse's own
-   ``not-logged-in-<hash>`` user names are per IP, which would merge a whole
-   classroom behind one address).
-
-``n_classifications`` counts the volunteer classifications of a subject that
-passed rules 1-6 (duplicates included); ``n_volunteers`` counts distinct
-volunteers, and is the denominator of every vote fraction.
+`zooprep.stages.export` reads the export and sorts its rows; this module
+reduces the votes and writes the files.  The rules applied to each row
+(workflow, workflow version, unreadable rows, subject to source, gold
+standard and expert rows, the task's answer, one vote per volunteer) and what
+``n_classifications`` and ``n_volunteers`` count are written out in
+``docs/results.md``.
 """
 
 from __future__ import annotations
