@@ -299,15 +299,16 @@ def _yellow_lengths(img: np.ndarray) -> list[int]:
     return out
 
 
-def test_scale_bar_is_one_arcsec_long(decam):
+def test_scale_bar_is_one_arcsec_long_when_that_fits_else_a_round_length(decam):
     triplet = cut(decam, 128, 128, 30)
     renderer = AnnotatedRenderer(scale=7, pixel_scale=0.5)
     # From the cutouts' WCS: 1 arcsec = 5 pixels = 35 screen pixels.
     img = decode(renderer.render(Cutouts(1, [triplet], pixel_scale=0.2), {}))
     assert _yellow_lengths(img) == [35] * 3
-    # The renderer's pixel scale when the cutouts have none: 2 px = 14.
+    # The renderer's pixel scale when the cutouts have none: 1 arcsec = 2 px =
+    # 14 screen px, under 10 % of the 210-px panel, so the bar is 2" = 28 px.
     img = decode(renderer.render(Cutouts(1, [triplet]), {}))
-    assert _yellow_lengths(img) == [14] * 3
+    assert _yellow_lengths(img) == [28] * 3
     # The bar sits in the lower left of each panel, over a blue line.
     blue = (img == np.array([0, 0, 255], dtype=np.uint8)).all(axis=2)
     for y0, y1, x0, x1 in panel_boxes(img)[0]:
@@ -317,12 +318,13 @@ def test_scale_bar_is_one_arcsec_long(decam):
     # No pixel scale, no bar.
     img = decode(AnnotatedRenderer().render(Cutouts(1, [triplet]), {}))
     assert _yellow_lengths(img) == [0] * 3
-    # Multi-size: each row's bar is 1 arcsec at that row's scale.
+    # Multi-size: each row's bar fits that row's scale: 1" = 24 px on the
+    # 32-px row; 1" = 12 px (6 %) is too short on the 64-px row: 2" = 24 px.
     cutouts = Cutouts(
         1, [cut(decam, 128, 128, 32), cut(decam, 128, 128, 64)], pixel_scale=0.25
     )
     img = decode(AnnotatedRenderer().render(cutouts, {}))
-    assert _yellow_lengths(img) == [24] * 3 + [12] * 3
+    assert _yellow_lengths(img) == [24] * 3 + [24] * 3
 
 
 # ----------------------------------------------------------- file output

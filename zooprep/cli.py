@@ -512,6 +512,31 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option("--instrument", default=None, help="Instrument name for the annotation.")
 @click.option(
+    "--layout",
+    type=click.Choice(["triplet", "frames", "both"]),
+    default=None,
+    help="triplet: one PNG of the three panels [default]; frames: one PNG per "
+    "panel (template, science, difference per size) for a flipbook; both: "
+    "the triplet, then the frames.",
+)
+@click.option(
+    "--lightcurve",
+    type=click.Choice(["flux", "mag"]),
+    is_flag=False,
+    flag_value="flux",
+    default=None,
+    help="Also draw each source's light curve from its object's history "
+    "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
+    "DiaForcedSource): flux in nJy [flux] or AB magnitude (mag).",
+)
+@click.option(
+    "--lightcurve-json",
+    is_flag=True,
+    default=None,
+    help="Also write the light curve as JSON for Zooniverse's scatter-plot / "
+    "light-curve viewer, after its PNG (needs --lightcurve).",
+)
+@click.option(
     "--jobs",
     type=int,
     default=None,
@@ -546,6 +571,11 @@ def render(run: Path, **kw: Any) -> None:
       zooprep render run1 --science 'img/{visit}/{detector}/sci.fits' \\
           --template 'img/{visit}/{detector}/tmpl.fits' \\
           --difference 'img/{visit}/{detector}/diff.fits' --sizes 30,64 --annotate
+      zooprep render alerts1 --layout both --lightcurve mag --lightcurve-json
+
+    Files per source, in this order (the subject's locations): <id>.png (the
+    triplet), <id>_<n>_template|science|difference.png (frames, size n),
+    <id>_lightcurve.png, <id>_lightcurve.json.
     """
     images = {
         k: v
@@ -686,6 +716,12 @@ def manifest(run: Path, **kw: Any) -> None:
     "--dry-run",
     is_flag=True,
     help="Check manifest, files, login and quota; upload nothing.",
+)
+@click.option(
+    "--workflow",
+    metavar="ID",
+    help="Link the subject set to this workflow of the project (once; a "
+    "missing workflow or one of another project is refused before uploading).",
 )
 @click.option(
     "--via",

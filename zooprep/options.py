@@ -18,6 +18,7 @@ from zooprep.errors import InputError
 from zooprep.vocabulary import POSITIONS, PRODUCTION, Position
 
 __all__ = [
+    "LAYOUTS",
     "MAX_FILE_BYTES",
     "MAX_SIZE",
     "MIN_SIZE",
@@ -54,7 +55,12 @@ PICTURE_OPTIONS = (
     "difference_stretch",
     "pixel_scale",
     "instrument",
+    "layout",
+    "lightcurve",
+    "lightcurve_json",
 )
+#: Picture layouts of ``zooprep render --layout``.
+LAYOUTS = ("triplet", "frames", "both")
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,16 @@ class RenderOptions:
     instrument : str or None
         Instrument name for the annotation when neither the APDB nor the
         image header names it.
+    layout : {'triplet', 'frames', 'both'}
+        ``triplet``: one PNG of the three panels (the default); ``frames``:
+        one PNG per panel (template, science, difference of each size, in
+        that order) for Zooniverse's flipbook; ``both``: the triplet first,
+        then the frames.
+    lightcurve : {'flux', 'mag'} or None
+        Also draw each source's light curve (flux in nJy, or AB magnitude).
+    lightcurve_json : bool
+        Also write the light curve as Zooniverse scatter-plot viewer JSON
+        (needs ``lightcurve``).
     """
 
     sizes: tuple[int, ...] = (30,)
@@ -107,6 +123,9 @@ class RenderOptions:
     position: Position = "auto"
     pixel_scale: float | None = None
     instrument: str | None = None
+    layout: Literal["triplet", "frames", "both"] = "triplet"
+    lightcurve: Literal["flux", "mag"] | None = None
+    lightcurve_json: bool = False
 
     def __post_init__(self) -> None:
         sizes = tuple(self.sizes)
@@ -136,6 +155,17 @@ class RenderOptions:
             )
         if self.pixel_scale is not None and not self.pixel_scale > 0:
             raise InputError(f"pixel_scale must be positive, not {self.pixel_scale}")
+        if self.layout not in LAYOUTS:
+            raise InputError(
+                f"layout {self.layout!r} is not one of {', '.join(LAYOUTS)}"
+            )
+        if self.lightcurve not in (None, "flux", "mag"):
+            raise InputError(f"lightcurve {self.lightcurve!r} is not one of flux, mag")
+        if self.lightcurve_json and not self.lightcurve:
+            raise InputError(
+                "--lightcurve-json needs --lightcurve: the JSON goes after the "
+                "light-curve PNG in each subject"
+            )
         _check_cmap(self.cmap)
         _check_color(self.nan_color)
 
@@ -178,6 +208,10 @@ class UploadOptions:
         Validate everything, upload nothing.
     timeout : float
         Seconds before any one HTTP request is abandoned.
+    workflow : str or None
+        A workflow of the project to link the subject set to (once; a
+        workflow that does not exist or belongs to another project is
+        refused before anything is uploaded).
     """
 
     project: str
@@ -187,6 +221,7 @@ class UploadOptions:
     workers: int = 8
     dry_run: bool = False
     timeout: float = 60.0
+    workflow: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.subject_set_id) == bool(self.subject_set):

@@ -39,7 +39,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -601,6 +601,40 @@ class PanoptesAPI:
             raise
         return dict(sets[0])
 
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        """One workflow, by id (`PanoptesError` with status 404 when there is none)."""
+        try:
+            flows = self.get(f"/workflows/{workflow_id}").body.get("workflows") or []
+        except PanoptesError as exc:
+            if exc.status == 404:
+                raise PanoptesError(f"workflow {workflow_id} not found", 404) from None
+            raise
+        if not flows:
+            raise PanoptesError(f"workflow {workflow_id} not found", 404)
+        return dict(flows[0])
+
+    def link_workflow(self, workflow_id: str, subject_set: str) -> bool:
+        """Link a subject set to a workflow unless it already is; True if linked now.
+
+        The workflow's links are read first, so a resumed upload (or a link
+        made by hand) never sends a second link request.
+        """
+        what = f"link subject set {subject_set} to workflow {workflow_id}"
+
+        def attempt() -> bool:
+            links = self.workflow(workflow_id).get("links") or {}
+            if str(subject_set) in {str(s) for s in links.get("subject_sets") or []}:
+                return False
+            self.request(
+                "POST",
+                f"/workflows/{workflow_id}/links/subject_sets",
+                json={"subject_sets": [str(subject_set)]},
+                what=what,
+            )
+            return True
+
+        return self._retrying(attempt, what)
+
     def find_subject_set(self, project: str, name: str) -> dict[str, Any] | None:
         """The project's subject set with this display name, or None."""
         for found in self.paginate(
@@ -648,8 +682,12 @@ class PanoptesAPI:
         n_files: int,
         *,
         label: str = "",
+        content_types: Sequence[str] | None = None,
     ) -> tuple[str, list[str], bool]:
         """Create a subject, never retried after an unclear answer.
+
+        ``content_types`` gives each file's type in location order (e.g.
+        ``image/png`` then ``application/json``); ``n_files`` PNGs without it.
 
         Returns
         -------
@@ -671,7 +709,7 @@ class PanoptesAPI:
             links["subject_sets"] = [str(subject_set)]
         body = {
             "subjects": {
-                "locations": ["image/png"] * n_files,
+                "locations": _locations(n_files, content_types),
                 "metadata": dict(metadata),
                 "links": links,
             }
@@ -690,7 +728,13 @@ class PanoptesAPI:
         }
         return str(subject["id"]), urls, linked
 
-    def fresh_upload_urls(self, subject_id: str, n_files: int) -> list[str]:
+    def fresh_upload_urls(
+        self,
+        subject_id: str,
+        n_files: int,
+        *,
+        content_types: Sequence[str] | None = None,
+    ) -> list[str]:
         """New signed PUT URLs for a subject's media (replaces its locations).
 
         Panoptes gives signed upload URLs only in the answer to a create or
@@ -703,7 +747,7 @@ class PanoptesAPI:
             answer = self.request(
                 "PUT",
                 f"/subjects/{subject_id}",
-                json={"subjects": {"locations": ["image/png"] * n_files}},
+                json={"subjects": {"locations": _locations(n_files, content_types)}},
                 etag=got.etag,
                 what=f"renew upload URLs of subject {subject_id}",
             )
@@ -724,8 +768,15 @@ class PanoptesAPI:
 
         self._retrying(attempt, f"delete subject {subject_id}")
 
-    def put_blob(self, url: str, data: bytes, *, label: str = "") -> None:
-        """PUT one PNG to its signed URL and check the 201 (retried)."""
+    def put_blob(
+        self,
+        url: str,
+        data: bytes,
+        *,
+        label: str = "",
+        content_type: str = "image/png",
+    ) -> None:
+        """PUT one file to its signed URL and check the 201 (retried)."""
         what = f"upload of {label}" if label else "media upload"
 
         def attempt() -> None:
@@ -734,7 +785,7 @@ class PanoptesAPI:
                     url,
                     data=data,
                     headers={
-                        "Content-Type": "image/png",
+                        "Content-Type": content_type,
                         "x-ms-blob-type": "BlockBlob",
                     },
                 )
@@ -891,6 +942,15 @@ def _no_answer(exc: requests.RequestException, what: str) -> _Transient:
     if isinstance(exc, requests.Timeout):
         return _Transient(f"{what}: no answer in time", None)
     return _Transient(f"{what}: connection failed ({type(exc).__name__})", None)
+
+
+def _locations(n_files: int, content_types: Sequence[str] | None) -> list[str]:
+    """The ``locations`` of a create or update: one content type per file."""
+    if content_types is None:
+        return ["image/png"] * n_files
+    if len(content_types) != n_files:
+        raise ValueError(f"{len(content_types)} content types for {n_files} files")
+    return [str(t) for t in content_types]
 
 
 def _put_urls(subject: Mapping[str, Any]) -> list[str]:

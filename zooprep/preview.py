@@ -230,6 +230,30 @@ def _png(source: Source) -> str | None:
     return None
 
 
+#: Files a subject may show besides its first picture (``.npy`` is not shown).
+_SHOWN = (".png", ".jpg", ".jpeg", ".gif", ".json")
+
+
+def _more(source: Source, first: str | None) -> str:
+    """The source's other locations, as ``|``-joined names after ``<id>``.
+
+    Only files beside the first picture whose names start with the source id
+    (as render writes them) are listed: frames, the light curve, its JSON.
+    """
+    if first is None:
+        return ""
+    folder = first.rpartition("/")[0]
+    stem = str(source.id)
+    out = []
+    for name in source.files:
+        if name == first or not name.lower().endswith(_SHOWN):
+            continue
+        where, _, base = name.rpartition("/")
+        if where == folder and base.startswith(stem):
+            out.append(base[len(stem) :])
+    return "|".join(out)
+
+
 def _collect(sources: Any) -> dict[str, Any]:
     """Stream the run's sources into compact columns (one list per field)."""
     ids: list[str] = []
@@ -245,7 +269,9 @@ def _collect(sources: Any) -> dict[str, Any]:
     file_name: list[str] = []
     reason: list[int] = []
     subject: list[str] = []
-    statuses, bands, dirs, reasons, flag_names = (_Index() for _ in range(5))
+    more: list[int] = []
+    statuses, bands, dirs, reasons, flag_names, mores = (_Index() for _ in range(6))
+    mores("")
     reasons("")
     flag_count: Counter[str] = Counter()
     row_flags: list[list[str]] = []
@@ -280,6 +306,7 @@ def _collect(sources: Any) -> dict[str, Any]:
             folder, _, name = png.rpartition("/")
             file_dir.append(dirs(folder))
             file_name.append("" if name == f"{src.id}.png" else name)
+        more.append(mores(_more(src, png)))
         text = ""
         if src.status == "failed":
             text = (
@@ -321,6 +348,9 @@ def _collect(sources: Any) -> dict[str, Any]:
     }
     if any(subject):
         data["subject"] = subject
+    if len(mores.values) > 1:
+        data["more"] = more
+        data["mores"] = mores.values
     return data
 
 

@@ -11,8 +11,10 @@ Rails server ``zooniverse/panoptes`` uses:
 * the JSON:API under ``/api`` (``Accept: application/vnd.api+json;
   version=1`` required, else 404): ``/me``, ``/users``, ``/projects``,
   ``/subject_sets`` (+ ``/links/subjects``), ``/subjects``,
-  ``/set_member_subjects``, ``/subject_set_imports`` and
-  ``/projects/<id>/classifications_export``;
+  ``/set_member_subjects``, ``/subject_set_imports``, ``/workflows`` (+
+  ``/links/subject_sets``) and ``/projects/<id>/classifications_export``;
+* subjects of several locations, each with its content type (``image/png``,
+  ``application/json`` ...) and its own signed PUT URL;
 * signed blob PUT URLs (``/blob/...``, Azure-like: ``x-ms-blob-type:
   BlockBlob``, 201, 1 MiB limit) and public media GETs (``/media/...``);
 * ``/files/<name>`` for CSVs a test registers for subject-set imports;
@@ -60,6 +62,7 @@ from .store import (
     SubjectView,
     Token,
     User,
+    Workflow,
     now_iso,
 )
 
@@ -496,6 +499,18 @@ class PanoptesStandin:
             )
             return sid
 
+    def add_workflow(self, project_id: str, display_name: str = "Classify") -> str:
+        """Create a workflow in a project and return its id."""
+        with self.store.lock:
+            wid = self.store.next_id("workflows")
+            self.store.workflows[wid] = Workflow(wid, display_name, project_id)
+            return wid
+
+    def workflow_sets(self, workflow_id: str | int) -> tuple[str, ...]:
+        """The subject set ids linked to a workflow, in link order."""
+        with self.store.lock:
+            return tuple(self.store.workflows[str(workflow_id)].subject_set_ids)
+
     def set_subject_limit(self, user_id: str, limit: int) -> None:
         """Change one user's subject quota."""
         with self.store.lock:
@@ -838,6 +853,13 @@ class PanoptesStandin:
             ("DELETE", r"/subjects/(\d+)", self._delete_subject),
             ("GET", r"/set_member_subjects", self._list_sms),
             ("GET", r"/set_member_subjects/(\d+)", self._get_sms),
+            ("GET", r"/workflows", self._list_workflows),
+            ("GET", r"/workflows/(\d+)", self._get_workflow),
+            (
+                "POST",
+                r"/workflows/(\d+)/links/subject_sets",
+                self._link_workflow_sets,
+            ),
             ("GET", r"/subject_set_imports", self._list_imports),
             ("POST", r"/subject_set_imports", self._create_import),
             ("GET", r"/subject_set_imports/(\d+)", self._get_import),
@@ -1152,7 +1174,9 @@ class PanoptesStandin:
                     for s in self.store.subject_sets.values()
                     if s.project_id == p.id
                 ],
-                "workflows": [],
+                "workflows": [
+                    w.id for w in self.store.workflows.values() if w.project_id == p.id
+                ],
                 "active_workflows": [],
             },
         }
@@ -1168,7 +1192,10 @@ class PanoptesStandin:
             "updated_at": now_iso(s.updated_at),
             "href": f"/subject_sets/{s.id}",
             "completeness": {},
-            "links": {"project": s.project_id, "workflows": []},
+            "links": {
+                "project": s.project_id,
+                "workflows": self.store.workflow_ids_of(s.id),
+            },
         }
 
     def _subject_json(self, s: Subject, url_format: str) -> dict[str, Any]:
@@ -1588,6 +1615,76 @@ class PanoptesStandin:
             s.subject_ids.pop(sid, None)
         s.updated_at = time.time()
         return Response(204)
+
+    def _workflow_json(self, w: Workflow) -> dict[str, Any]:
+        """A workflow (the attributes an uploader reads)."""
+        return {
+            "id": w.id,
+            "display_name": w.display_name,
+            "active": True,
+            "configuration": {},
+            "created_at": now_iso(w.created_at),
+            "updated_at": now_iso(w.updated_at),
+            "href": f"/workflows/{w.id}",
+            "links": {"project": w.project_id, "subject_sets": list(w.subject_set_ids)},
+        }
+
+    def _find_workflow(self, workflow_id: str) -> Workflow:
+        """A workflow or 404."""
+        w = self.store.workflows.get(workflow_id)
+        if w is None:
+            raise HttpError(404, f"Could not find workflows with id='{workflow_id}'")
+        return w
+
+    def _list_workflows(self, req: Request) -> Response:
+        """GET /api/workflows (filter project_id)."""
+        self._user_from_token(req, required=False)
+        flows = sorted(self.store.workflows.values(), key=lambda w: int(w.id))
+        filters = {}
+        if "project_id" in req.params:
+            wanted = set(req.params["project_id"].split(","))
+            flows = [w for w in flows if w.project_id in wanted]
+            filters["project_id"] = req.params["project_id"]
+        return self._page(
+            req, "workflows", [self._workflow_json(w) for w in flows], filters
+        )
+
+    def _get_workflow(self, req: Request, workflow_id: str) -> Response:
+        """GET /api/workflows/<id>."""
+        self._user_from_token(req, required=False)
+        w = self._find_workflow(workflow_id)
+        return self._one("workflows", w, self._workflow_json(w))
+
+    def _link_workflow_sets(self, req: Request, workflow_id: str) -> Response:
+        """POST /api/workflows/<id>/links/subject_sets {"subject_sets": [ids]}.
+
+        Sets of another project are refused (422); a set already linked is a
+        422 as well (the link table is unique per workflow and set), so a
+        careful client checks the workflow's links first.
+        """
+        user = self._user_from_token(req, required=True)
+        assert user is not None
+        w = self._find_workflow(workflow_id)
+        if not self._can_edit(user, w.project_id):
+            raise HttpError(403, "You are not authorized to update this workflow")
+        data = req.json()
+        ids = data.get("subject_sets") if isinstance(data, dict) else None
+        if ids is None:
+            raise HttpError(422, "Link relation subject_sets must match body key")
+        ids = [str(i) for i in (ids if isinstance(ids, list) else [ids])]
+        for set_id in ids:
+            s = self.store.subject_sets.get(set_id)
+            if s is None or s.project_id != w.project_id:
+                raise HttpError(
+                    422, "Error: check the workflow and all the subject sets exist."
+                )
+            if set_id in w.subject_set_ids or ids.count(set_id) > 1:
+                raise HttpError(
+                    422, "Validation failed: Subject set has already been taken"
+                )
+        w.subject_set_ids.extend(ids)
+        w.updated_at = time.time()
+        return self._one("workflows", w, self._workflow_json(w))
 
     def _list_sms(self, req: Request) -> Response:
         """GET /api/set_member_subjects (filters subject_set_id, subject_id)."""

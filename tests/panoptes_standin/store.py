@@ -28,6 +28,7 @@ __all__ = [
     "SubjectView",
     "Token",
     "User",
+    "Workflow",
 ]
 
 
@@ -122,6 +123,18 @@ class Subject:
     locations: list[Location]
     external_id: str | None = None
     active: bool = True
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Workflow:
+    """A workflow; ``subject_set_ids`` are the sets it shows, in link order."""
+
+    id: str
+    display_name: str
+    project_id: str
+    subject_set_ids: list[str] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -240,6 +253,7 @@ class Store:
                 ("subjects", 1001),
                 ("set_member_subjects", 1),
                 ("subject_set_imports", 1),
+                ("workflows", 1),
             )
         }
         self.users: dict[str, User] = {}
@@ -249,6 +263,7 @@ class Store:
         self.sessions: dict[str, dict[str, str]] = {}  # cookie -> {"csrf", "user_id"}
         self.projects: dict[str, Project] = {}
         self.subject_sets: dict[str, SubjectSet] = {}
+        self.workflows: dict[str, Workflow] = {}
         self.subjects: dict[str, Subject] = {}
         self.uploads: dict[str, int] = {}  # user id -> subjects ever created
         self.blobs: dict[str, tuple[str, bytes]] = {}  # key -> (content type, bytes)
@@ -259,6 +274,10 @@ class Store:
     def next_id(self, kind: str) -> str:
         """Return the next id (a string, as Panoptes sends them) of a kind."""
         return str(next(self._ids[kind]))
+
+    def workflow_ids_of(self, set_id: str) -> list[str]:
+        """Ids of the workflows a subject set is linked to."""
+        return [w.id for w in self.workflows.values() if set_id in w.subject_set_ids]
 
     def uploaded_count(self, user_id: str) -> int:
         """Subjects the user ever created, deleted ones included."""

@@ -16,7 +16,9 @@ record index in the file) and ``_alert_format`` (``'ztf'`` or ``'rubin'``).
 
 **ZTF alerts** (``candidate`` record): every scalar ``candidate`` field under
 its own name (``candid``, ``jd``, ``fid``, ``rb``, ``drb``, ``magpsf``,
-``isdiffpos``, ``rcid`` ...), ``objectId``, ``instrument = 'ZTF'``, and these
+``isdiffpos``, ``rcid`` ...), ``objectId``, ``instrument`` (``ZTF`` for a
+ZTF object id; other cameras that publish in the ZTF schema are named by the
+packet or by ``--instrument``), and these
 DiaSource names:
 
 =================  ==========================================================
@@ -67,7 +69,7 @@ from zooprep.readers.base import InMemoryFilter, ReadFailure, kept_positions
 from zooprep.readers.where import Expr, unknown_column
 from zooprep.vocabulary import ZTF_BANDS
 
-__all__ = ["AlertReader", "alert_rows", "ztf_row"]
+__all__ = ["AlertReader", "alert_rows", "ztf_row", "ztf_schema_instrument"]
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,27 @@ def ztf_row(record: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(sigma, int | float) and sigma > 0:
             row["psfFluxErr"] = abs(flux) * sigma * math.log(10.0) / 2.5
             row["snr"] = 2.5 / math.log(10.0) / sigma
-    row["instrument"] = "ZTF"
+    row["instrument"] = ztf_schema_instrument(record)
     return row
+
+
+def ztf_schema_instrument(record: Mapping[str, Any]) -> str | None:
+    """The camera of an alert in the ZTF schema, from the packet itself.
+
+    Other surveys (e.g. DECam difference-imaging streams) publish in the ZTF
+    schema too, so the schema does not say "ZTF": an ``instrument`` field of
+    the record or its candidate names the camera; otherwise a ZTF object id
+    (``ZTF`` + year + letters) says ZTF; otherwise the camera is unknown
+    (None: ``--instrument`` or nothing is shown).
+    """
+    cand = record.get("candidate") or {}
+    for value in (record.get("instrument"), cand.get("instrument")):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    object_id = record.get("objectId")
+    if isinstance(object_id, str) and object_id.startswith("ZTF"):
+        return "ZTF"
+    return None
 
 
 def _rubin_row(record: Mapping[str, Any], instrument: str) -> dict[str, Any]:
@@ -143,7 +164,9 @@ def alert_rows(
     path : str or os.PathLike
         The ``.avro`` file.
     instrument : str or None
-        Instrument of Rubin alerts (``LSSTCam`` when None).
+        Instrument of the alerts: Rubin packets do not name their camera
+        (``LSSTCam`` when None); for packets in the ZTF schema it replaces
+        the camera read from the packet (see `ztf_schema_instrument`).
 
     Returns
     -------
@@ -162,6 +185,10 @@ def alert_rows(
     for index, record in enumerate(read_records(path)):
         if isinstance(record.get("candidate"), Mapping):
             row, fmt = ztf_row(record), "ztf"
+            if instrument:
+                row["instrument"] = instrument
+            elif row["instrument"] is None:
+                del row["instrument"]
         elif isinstance(record.get("diaSource"), Mapping):
             row, fmt = _rubin_row(record, instrument or "LSSTCam"), "rubin"
         else:

@@ -326,23 +326,66 @@ def paste_panel(
         region[...] = flipped[yi[:, None], xi]
 
 
-def draw_scale_bar(
-    canvas: np.ndarray, x: int, row: PanelRow, width: int, pixel_scale: float
-) -> None:
-    """A 1-arcsec bar, yellow over a thicker blue line, in the panel's lower left.
+#: Lengths a scale bar may have, in arcsec.
+SCALE_BAR_ARCSEC = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
+#: The fraction of the panel width a scale bar may cover.
+SCALE_BAR_FRACTION = (0.10, 0.35)
 
-    The yellow line starts one cutout pixel in from the left edge and is
-    centred one cutout pixel up from the bottom edge; it is
-    ``round(f / pixel_scale)`` screen pixels long and 3 thick, where ``f`` is
-    the screen pixels per cutout pixel.  The blue line extends 3 pixels
-    beyond it on every side.  Both are clipped to the panel.
+
+def scale_bar_arcsec(panel_px: int, screen_px_per_arcsec: float) -> float | None:
+    """The round length (arcsec) of a panel's scale bar, or None when none fits.
+
+    The bar covers 10-35 % of the panel: 1 arcsec when that fits (the
+    seed's bar), else the round length (0.2", 0.5", 1", 2", 5", 10", ...)
+    closest to a fifth of the panel.
+    """
+    lo, hi = SCALE_BAR_FRACTION
+    fits = [
+        (a, a * screen_px_per_arcsec / panel_px)
+        for a in SCALE_BAR_ARCSEC
+        if lo <= a * screen_px_per_arcsec / panel_px <= hi
+    ]
+    if not fits:
+        return None
+    for a, _ in fits:
+        if a == 1.0:
+            return a
+    return min(fits, key=lambda af: abs(af[1] - 0.2))[0]
+
+
+def arcsec_label(arcsec: float) -> str:
+    """``0.5"``, ``1"``, ``10"``."""
+    return f'{arcsec:g}"'
+
+
+def draw_scale_bar(
+    canvas: np.ndarray,
+    x: int,
+    row: PanelRow,
+    width: int,
+    pixel_scale: float,
+    typesetter: Typesetter | None = None,
+) -> float | None:
+    """A labelled scale bar, yellow over a thicker blue line, in the panel's lower left.
+
+    Its length is a round number of arcsec (see `scale_bar_arcsec`) covering
+    10-35 % of the panel.  The yellow line starts one cutout pixel in from
+    the left edge and is centred one cutout pixel up from the bottom edge;
+    it is ``round(arcsec * f / pixel_scale)`` screen pixels long and 3
+    thick, where ``f`` is the screen pixels per cutout pixel.  The blue line
+    extends 3 pixels beyond it on every side.  With a ``typesetter``, the
+    length (``1"``) is written above the bar in yellow on blue.  All is
+    clipped to the panel.  Returns the length in arcsec (None: no bar).
     """
     if not (pixel_scale > 0 and math.isfinite(pixel_scale)):
-        return
+        return None
     f = width / row.nx
-    length = round(f / pixel_scale)
+    arcsec = scale_bar_arcsec(width, f / pixel_scale)
+    if arcsec is None:
+        return None
+    length = round(arcsec * f / pixel_scale)
     if length < 1:
-        return
+        return None
     left = x + round(f)
     centre = row.top + row.height - round(f)
     x_lo, x_hi = x, x + width
@@ -356,6 +399,21 @@ def draw_scale_bar(
 
     fill(left - 3, left + length + 3, centre - 4, centre + 4, BAR_BLUE)
     fill(left, left + length, centre - 1, centre + 2, BAR_YELLOW)
+    if typesetter is not None:
+        size = max(8, min(TEXT_PX, width // 12))
+        label = arcsec_label(arcsec)
+        mask, top, _, _ = typesetter._mask(label, True, size)
+        h, w = mask.shape
+        x0, base = left, centre - 6
+        y0 = base + top
+        if y0 - 2 >= y_lo and x0 + w + 2 <= x_hi:
+            fill(x0 - 2, x0 + w + 2, y0 - 1, y0 + h + 1, BAR_BLUE)
+            region = canvas[y0 : y0 + h, x0 : x0 + w].astype(np.uint16)
+            alpha = mask.astype(np.uint16)[..., None]
+            ink = np.asarray(BAR_YELLOW, dtype=np.uint16)
+            blended = (region * (255 - alpha) + ink * alpha + 127) // 255
+            canvas[y0 : y0 + h, x0 : x0 + w] = blended.astype(np.uint8)
+    return arcsec
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -240,14 +240,23 @@ def annotation_items(
     # The seed leaves room for 6-digit visits; longer ones (Rubin's have 13
     # digits) move the detector and visit fields left so the band stays clear.
     visit = _integer_text(row.get("visit"))
+    band = _text(row.get("band")) or _text(row.get("filterName"))
+    # A band name longer than the seed's one letter (F200W, HSC-R2) ends at
+    # the right edge of the text block, and pushes the fields before it left.
+    long_band = len(band) > 2
     shift = max(0, len(visit) - 6) * DIGIT_WIDTH
+    if long_band:
+        shift += (len(band) - 1) * DIGIT_WIDTH
     # the detector field gives up some of its spare room before it moves
     near = max(0.0, shift - 0.01)
     label(0, 0.64 - near, "detector:", moves=True)
     value(0, 0.74 - near, _integer_text(row.get("detector")))
     label(0, 0.795 - shift, "visit:", moves=True)
     value(0, 0.85 - shift, visit)
-    value(0, 0.95, _text(row.get("band")) or _text(row.get("filterName")))
+    if long_band:
+        value(0, 1.0, band, align="right")
+    else:
+        value(0, 0.95, band)
 
     # Row 2: position, detection S/N, reduced PSF chi2.
     label(1, 0.0, "ra:")
@@ -409,10 +418,63 @@ class AnnotatedRenderer(PlainRenderer):
             for panel_row in layout.rows:
                 for x in layout.panel_x:
                     _draw.draw_scale_bar(
-                        canvas, x, panel_row, layout.panel_width, pixel_scale
+                        canvas,
+                        x,
+                        panel_row,
+                        layout.panel_width,
+                        pixel_scale,
+                        self._typesetter,
                     )
         instrument = _text(cutouts.notes.get("instrument")) or self.instrument
         for item in annotation_items(row, instrument):
             if not item.static:
                 self._draw_item(canvas, layout, item)
         return _draw.encode_png(canvas)
+
+    def render_frames(self, cutouts: Cutouts, row: Mapping[str, Any]) -> list[bytes]:
+        """The frames of `PlainRenderer.render_frames` with a title and a scale bar.
+
+        Each frame gets a small title above its panel (``Template``,
+        ``Science``, ``Difference``, with the size when there are several) and
+        the panel's scale bar; the text block stays on the triplet.
+        """
+        layout = self.frame_layout(cutouts)
+        title_px = max(8, min(_draw.TITLE_PX, layout.panel_width // 10))
+        top = title_px + 8
+        note = difference_note(cutouts.notes)
+        titles = (TITLES[0], TITLES[1], f"{TITLES[2]} ({note})" if note else TITLES[2])
+        pixel_scale = cutouts.pixel_scale or self.pixel_scale
+        several = len(cutouts.rows) > 1
+        out = []
+        for n, (canvas, frame_row, _) in enumerate(
+            self._frame_canvases(cutouts, layout, top)
+        ):
+            title = titles[n % 3]
+            if several:
+                title += f" {frame_row.nx}px"
+            size = title_px
+            while (
+                size > 8
+                and self._typesetter.width(title, size=size) > layout.panel_width
+            ):
+                size -= 1
+            self._typesetter.draw(
+                canvas,
+                layout.panel_width / 2,
+                top - 5,
+                title,
+                (0, 0, 0),
+                size=size,
+                align="center",
+            )
+            if pixel_scale:
+                _draw.draw_scale_bar(
+                    canvas,
+                    0,
+                    frame_row,
+                    layout.panel_width,
+                    pixel_scale,
+                    self._typesetter,
+                )
+            out.append(_draw.encode_png(canvas))
+        return out

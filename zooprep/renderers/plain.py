@@ -20,6 +20,8 @@ from zooprep.renderers.scaling import (
 __all__ = ["PlainRenderer"]
 
 TITLES = ("Template", "Science", "Difference")
+#: File-name words of the frames, in their fixed order within one size.
+FRAME_NAMES = ("template", "science", "difference")
 #: Cached title canvases kept per renderer (distinct cutout shapes are few).
 _MAX_BASES = 64
 
@@ -202,3 +204,56 @@ class PlainRenderer:
         # Titles are black on white: a grey colour map gives a grey picture.
         grey = self._draw_panels(canvas, layout, cutouts)
         return _draw.encode_png(canvas, grey=grey)
+
+    def frame_layout(self, cutouts: Cutouts) -> _draw.Layout:
+        """The triplet's layout, whose panel boxes the frames reuse."""
+        return _draw.make_layout(_draw.shapes_of(cutouts), self.scale)
+
+    def _frame_canvases(
+        self, cutouts: Cutouts, layout: _draw.Layout, top: int
+    ) -> list[tuple[np.ndarray, _draw.PanelRow, bool]]:
+        """One white canvas per frame with its coloured panel pasted at ``top``.
+
+        Every frame of a source has the same pixel size: the panel width by
+        the tallest row's height (plus ``top``); a shorter panel sits at the
+        top, white below.  The flag says whether the frame is all grey.
+        """
+        lut = self._lut
+        grey_lut = self._grey_lut
+        height = top + max(r.height for r in layout.rows)
+        out = []
+        for row, triplet in zip(layout.rows, cutouts.rows, strict=True):
+            frame_row = _draw.PanelRow(top=top, height=row.height, ny=row.ny, nx=row.nx)
+            for normed in self.normalize(triplet):
+                canvas = np.full((height, layout.panel_width, 3), 255, dtype=np.uint8)
+                rgb = colorize(normed, lut, self._nan_rgb)
+                _draw.paste_panel(canvas, rgb, 0, frame_row, layout.panel_width)
+                grey = grey_lut and (self._grey_nan or bool(np.isfinite(normed).all()))
+                out.append((canvas, frame_row, grey))
+        return out
+
+    def render_frames(self, cutouts: Cutouts, row: Mapping[str, Any]) -> list[bytes]:
+        """Draw each panel of the triplet as its own PNG (a flipbook's frames).
+
+        The frames are, in this order, template, science and difference of
+        the first size, then of the next size, and so on.  Each frame is the
+        triplet's panel pixel for pixel (same stretch, same upscaling), and
+        all frames of a source have the same pixel size.
+
+        Parameters
+        ----------
+        cutouts : `~zooprep.images.Cutouts`
+            One triplet per size.
+        row : mapping
+            The source's catalogue row (unused by plain frames).
+
+        Returns
+        -------
+        list of bytes
+            ``3 * len(cutouts.rows)`` PNG files.
+        """
+        layout = self.frame_layout(cutouts)
+        return [
+            _draw.encode_png(canvas, grey=grey)
+            for canvas, _, grey in self._frame_canvases(cutouts, layout, 0)
+        ]

@@ -48,9 +48,12 @@ class RenderResult:
     padded: int = 0
     skipped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         text = f"render: {self.rendered} rendered ({self.padded} padded at an edge)"
+        if self.notes:
+            text += "; " + ", ".join(f"{n} {what}" for what, n in self.notes.items())
         if self.failed:
             top = ", ".join(
                 f"{n} {r}"
@@ -74,6 +77,49 @@ class _Task:
     use_footprint: bool
     numpy: bool
     chunk_size: int
+    layout: str = "triplet"
+    history: Any = None
+    lightcurve: Any = None
+    lightcurve_json: bool = False
+
+
+#: What the files of one source are called after ``<id>``, in location order:
+#: the triplet, the frames (``_<n>_<panel>``, n the size's 1-based position),
+#: the light curve and its viewer JSON.
+FRAME_PANELS = ("template", "science", "difference")
+
+
+class _RowFailed(Exception):
+    """One row's picture cannot be used (the message is its one-line reason)."""
+
+
+def _pictures(
+    task: _Task, cutouts: Cutouts, row: dict[str, Any], curve: Any
+) -> tuple[list[tuple[str, bytes]], dict[str, int]]:
+    """The files of one source, ``(suffix, bytes)`` in location order, and notes."""
+    out: list[tuple[str, bytes]] = []
+    notes: dict[str, int] = {}
+    if task.layout in ("triplet", "both"):
+        out.append((".png", task.renderer.render(cutouts, row)))
+    if task.layout in ("frames", "both"):
+        frames = task.renderer.render_frames(cutouts, row)  # type: ignore[attr-defined]
+        for n, png in enumerate(frames):
+            size, panel = divmod(n, 3)
+            out.append((f"_{size + 1}_{FRAME_PANELS[panel]}.png", png))
+    if task.lightcurve is not None:
+        if isinstance(curve, str) or curve is None:
+            raise _RowFailed(curve or "light curve: no history was read for it")
+        if not curve.had_history:
+            notes["light curves of one point (no history)"] = 1
+        if curve.dropped:
+            notes["history points without flux or time left out"] = curve.dropped
+        if curve.malformed:
+            notes["malformed history entries left out"] = curve.malformed
+        title = f"object {curve.object_id}" if curve.object_id is not None else ""
+        out.append(("_lightcurve.png", task.lightcurve.render(curve, title)))
+        if task.lightcurve_json:
+            out.append(("_lightcurve.json", curve.viewer_json(task.lightcurve.mode)))
+    return out, notes
 
 
 def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
@@ -91,14 +137,14 @@ def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
     return ".npz", buf.getvalue()
 
 
-def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
+def _render_task(task: _Task) -> list[tuple[Any, ...]]:
     """Worker: cut, draw and write every row of a task.
 
     Returns ``(id, status, files or reason, padded)`` per row.  When the image
     source itself raises, the rows not yet done are retried one by one, so an
     error caused by one source fails that source only.
     """
-    out: list[tuple[int, str, Any, bool]] = []
+    out: list[tuple[Any, ...]] = []
     try:
         _draw_rows(task, task.rows, out)
     except Exception:
@@ -117,19 +163,27 @@ def _render_task(task: _Task) -> list[tuple[int, str, Any, bool]]:
 def _draw_rows(
     task: _Task,
     rows: list[tuple[int, int, dict[str, Any]]],
-    out: list[tuple[int, str, Any, bool]],
+    out: list[tuple[Any, ...]],
 ) -> None:
     """Cut and draw ``rows``, appending one result per row to ``out``."""
     run = Path(task.run_path)
     by_id = {sid: (seq, row) for sid, seq, row in rows}
     items = [(sid, row) for sid, _, row in rows]
+    curves: dict[int, Any] = {}
+    if task.lightcurve is not None:
+        from zooprep.lightcurves import light_curves_for
+
+        curves = light_curves_for(task.history, items)
     for item in task.images.cutouts(items, task.sizes, task.use_footprint):
         if isinstance(item, Failed):
             out.append((item.source_id, "failed", item.reason, False))
             continue
         seq, row = by_id[item.source_id]
         try:
-            png = task.renderer.render(item, row)
+            pictures, notes = _pictures(task, item, row, curves.get(item.source_id))
+        except _RowFailed as exc:
+            out.append((item.source_id, "failed", str(exc), False))
+            continue
         except Exception as exc:  # one bad row must not stop the others
             log.debug("render of %s failed", item.source_id, exc_info=True)
             out.append(
@@ -141,26 +195,36 @@ def _draw_rows(
                 )
             )
             continue
-        if len(png) > MAX_FILE_BYTES:
+        big = [(sfx, len(data)) for sfx, data in pictures if len(data) > MAX_FILE_BYTES]
+        if big:
+            sfx, n = big[0]
+            what = "light-curve JSON" if sfx.endswith(".json") else f"PNG {sfx!r}"
+            hint = (
+                "the history is too long for one file"
+                if sfx.endswith(".json")
+                else "use smaller --sizes or --scale"
+            )
             out.append(
                 (
                     item.source_id,
                     "failed",
-                    f"PNG is {len(png)} bytes, over Zooniverse's {MAX_FILE_BYTES}-byte "
-                    "limit; use smaller --sizes or --scale",
+                    f"{what} is {n} bytes, over Zooniverse's {MAX_FILE_BYTES}-byte "
+                    f"limit; {hint}",
                     False,
                 )
             )
             continue
-        rel = cutout_relpath(seq, item.source_id, task.chunk_size, ".png")
-        atomic_write(run / rel, png)
-        files = [rel]
+        files = []
+        for sfx, data in pictures:
+            rel = cutout_relpath(seq, item.source_id, task.chunk_size, sfx)
+            atomic_write(run / rel, data)
+            files.append(rel)
         if task.numpy:
             suffix, data = _npy_bytes(item)
             rel_np = cutout_relpath(seq, item.source_id, task.chunk_size, suffix)
             atomic_write(run / rel_np, data)
             files.append(rel_np)
-        out.append((item.source_id, "rendered", files, item.padded))
+        out.append((item.source_id, "rendered", files, item.padded, notes))
 
 
 def _image_source(settings: Mapping[str, Any], kind: str | None) -> ImageSource:
@@ -257,6 +321,13 @@ def _tasks(
     statuses: Sequence[str],
 ) -> Iterator[_Task]:
     """Stream pending rows in image order and cut them into tasks."""
+    history: Any = None
+    curve_renderer: Any = None
+    if opts.lightcurve:
+        from zooprep.lightcurves import LightCurveRenderer, history_source
+
+        history = history_source(run.settings.get("select", {}))
+        curve_renderer = LightCurveRenderer(opts.lightcurve)
 
     def task(rows: list[tuple[int, int, dict[str, Any]]]) -> _Task:
         return _Task(
@@ -268,6 +339,10 @@ def _tasks(
             opts.use_footprint,
             opts.numpy,
             opts.chunk_size,
+            layout=opts.layout,
+            history=history,
+            lightcurve=curve_renderer,
+            lightcurve_json=opts.lightcurve_json,
         )
 
     rows: list[tuple[int, int, dict[str, Any]]] = []
@@ -357,6 +432,11 @@ def render(
             from zooprep.renderers import make_renderer
 
             renderer = make_renderer(opts)
+        if opts.layout != "triplet" and not hasattr(renderer, "render_frames"):
+            raise InputError(
+                f"--layout {opts.layout} needs a renderer with render_frames; "
+                f"{type(renderer).__name__} has none"
+            )
         r.save_settings(
             "render",
             {
@@ -402,13 +482,13 @@ def render(
     return result
 
 
-def _record(
-    r: Run, outcome: list[tuple[int, str, Any, bool]], result: RenderResult
-) -> int:
+def _record(r: Run, outcome: list[tuple[Any, ...]], result: RenderResult) -> int:
     """Write one task's results to the state in one transaction."""
     failed = 0
     with r.transaction():
-        for sid, status, payload, padded in outcome:
+        for sid, status, payload, padded, *extra in outcome:
+            for what, n in (extra[0] if extra else {}).items():
+                result.notes[what] = result.notes.get(what, 0) + n
             if status == "rendered":
                 log.info(
                     "%d rendered: %s%s", sid, payload[0], " (padded)" if padded else ""

@@ -388,13 +388,23 @@ def _check_row(
     if given not in (expected_rel, list(files), expected_url):
         is_url = bool(given) and "://" in given[0]
         wanted = expected_url if is_url and expected_url else expected_rel
-        changed = next(
-            (g for g, w in zip(given, wanted, strict=False) if g != w),
-            given[0] if given else "",
+        n = next(
+            (i for i, (g, w) in enumerate(zip(given, wanted, strict=False)) if g != w),
+            min(len(given), len(wanted)),
         )
+        if n >= len(given) or not given[n]:
+            return None, (
+                f"id {source_id}: location {n + 1} ({wanted[n]}) was deleted; "
+                "every file of a subject must stay listed"
+            )
+        if n >= len(wanted):
+            return None, (
+                f"id {source_id}: location {n + 1} {given[n]!r} was added; "
+                f"zooprep wrote {len(wanted)} locations"
+            )
         return None, (
-            f"id {source_id}: location {changed!r} was changed (zooprep wrote "
-            f"{', '.join(wanted)})"
+            f"id {source_id}: location {given[n]!r} was changed (zooprep wrote "
+            f"{wanted[n]})"
         )
     local = [root / f for f in files]
     gone = [p for p in local if not os.path.isfile(p)]

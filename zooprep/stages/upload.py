@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import io
+import json
 import logging
 import os
 import threading
@@ -70,6 +71,17 @@ logger = logging.getLogger(__name__)
 IMPORT_ROWS = 10_000
 
 _PNG = b"\x89PNG\r\n\x1a\n"
+#: Content type of each file kind a subject may have, by file extension.
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".mp4": "video/mp4",
+    ".txt": "text/plain",
+    ".json": "application/json",
+}
 _ROUNDS = 3  # reconcile-and-retry rounds for creates without a clear answer
 _LINK_BATCH = 100
 
@@ -98,6 +110,9 @@ class UploadResult:
         The subject set used (None in a dry run that would create it).
     subject_set : str or None
         The subject set's name, when it was given by name.
+    workflow_linked : bool
+        The subject set was linked to ``options.workflow`` by this call
+        (False when it already was, or no workflow was given).
     dry_run : bool
         Nothing was uploaded.
     offline : bool
@@ -120,6 +135,7 @@ class UploadResult:
     offline: bool = False
     to_create: int = 0
     seconds: float = 0.0
+    workflow_linked: bool = False
 
     def __str__(self) -> str:
         name = f"'{self.subject_set}' " if self.subject_set else ""
@@ -144,6 +160,8 @@ class UploadResult:
             parts.append(f"{self.removed} removed in review")
         if self.deleted:
             parts.append(f"{self.deleted} duplicates deleted")
+        if self.workflow_linked:
+            parts.append("set linked to the workflow")
         return f"upload to {where}: {', '.join(parts)} in {self.seconds:.1f} s"
 
 
@@ -157,6 +175,16 @@ class _Item:
     metadata: dict[str, str]
     action: Literal["create", "repair", "link"] = "create"
     subject_id: str | None = None
+
+    @property
+    def content_types(self) -> list[str]:
+        """The content type of each file, in location order."""
+        return [content_type(p) for p in self.files]
+
+
+def content_type(path: Path) -> str:
+    """The content type Panoptes is told for a file (by its extension)."""
+    return CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
 @dataclass
@@ -321,6 +349,7 @@ def _upload(
     tokens.login()
     api = PanoptesAPI(tokens, timeout=options.timeout, retry=retry)
     try:
+        _check_workflow(api, options)
         set_id = _resolve_set(api, options)
         result.subject_set_id = set_id
         _check_settings(run, options, endpoint, set_id)
@@ -373,6 +402,12 @@ def _upload(
         else:
             _run_direct(api, tokens, state, items, options, retry, result, reporter)
         reporter.finish()
+        if options.workflow:
+            result.workflow_linked = api.link_workflow(str(options.workflow), set_id)
+            if result.workflow_linked:
+                logger.info(
+                    "linked subject set %s to workflow %s", set_id, options.workflow
+                )
     finally:
         api.close()
     result.seconds = time.monotonic() - started
@@ -434,21 +469,61 @@ def _plan(
 
 
 def _check_files(files: list[Path]) -> str:
-    """Why these PNGs cannot be uploaded ('' when they can)."""
+    """Why these files cannot be one subject's locations ('' when they can).
+
+    Each file must be readable, at most `MAX_FILE_BYTES`, of a kind Zooniverse
+    shows (a PNG must be a PNG, a JSON file valid JSON), and a JSON file must
+    follow an image (the scatter-plot / light-curve viewer shows the image as
+    the subject's thumbnail).
+    """
     if not files:
         return "no image file in the manifest row"
-    for path in files:
+    for n, path in enumerate(files):
+        suffix = path.suffix.lower()
+        if suffix not in CONTENT_TYPES:
+            return f"{path.name}: Zooniverse does not take {suffix or 'extensionless'} files"
         try:
             size = path.stat().st_size
             with open(path, "rb") as fh:
-                head = fh.read(8)
+                head = fh.read(8) if suffix != ".json" else fh.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             return f"cannot read {path}: {exc.strerror}"
         if size > MAX_FILE_BYTES:
             return f"{path} is {size} bytes, over the {MAX_FILE_BYTES}-byte limit"
-        if head != _PNG:
+        if suffix == ".png" and head[:8] != _PNG:
             return f"{path} is not a PNG file"
+        if suffix == ".json":
+            if n == 0:
+                return f"{path.name}: a JSON location must follow an image location"
+            try:
+                json.loads(head)
+            except ValueError as exc:
+                return f"{path} is not valid JSON ({exc})"
     return ""
+
+
+def _check_workflow(api: PanoptesAPI, options: UploadOptions) -> None:
+    """Refuse a workflow that does not exist or belongs to another project."""
+    if not options.workflow:
+        return
+    wanted = str(options.workflow)
+    if not wanted.isdigit():
+        raise InputError(f"--workflow {wanted!r} is not a workflow id (digits)")
+    try:
+        found = api.workflow(wanted)
+    except PanoptesError as exc:
+        if exc.status in (403, 404):
+            raise InputError(
+                f"workflow {wanted} does not exist (or you cannot see it); nothing "
+                "was uploaded"
+            ) from None
+        raise
+    owner = str((found.get("links") or {}).get("project", ""))
+    if owner != str(options.project):
+        raise InputError(
+            f"workflow {wanted} belongs to project {owner or '?'}, not "
+            f"{options.project}; nothing was uploaded"
+        )
 
 
 def _resolve_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
@@ -713,6 +788,7 @@ def _process(
                 item.metadata,
                 len(data),
                 label=label,
+                content_types=item.content_types,
             )
             state.created(item.id, subject_id)  # before anything else
             item.subject_id = subject_id
@@ -720,7 +796,9 @@ def _process(
         else:
             assert item.subject_id is not None
             try:
-                urls = api.fresh_upload_urls(item.subject_id, len(data))
+                urls = api.fresh_upload_urls(
+                    item.subject_id, len(data), content_types=item.content_types
+                )
             except PanoptesError as exc:
                 if exc.status != 404:
                     raise
@@ -756,15 +834,16 @@ def _put_media(
             f"{label}: subject {item.subject_id} has {len(urls)} upload URLs "
             f"for {len(data)} files"
         )
+    types = item.content_types
     try:
-        for url, blob in zip(urls, data, strict=True):
-            api.put_blob(url, blob, label=label)
+        for url, blob, kind in zip(urls, data, types, strict=True):
+            api.put_blob(url, blob, label=label, content_type=kind)
     except PanoptesError as exc:
         assert item.subject_id is not None
         logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
-        urls = api.fresh_upload_urls(item.subject_id, len(data))
-        for url, blob in zip(urls, data, strict=True):
-            api.put_blob(url, blob, label=label)
+        urls = api.fresh_upload_urls(item.subject_id, len(data), content_types=types)
+        for url, blob, kind in zip(urls, data, types, strict=True):
+            api.put_blob(url, blob, label=label, content_type=kind)
 
 
 def _link_leftovers(

@@ -1,0 +1,486 @@
+"""Subjects as transient projects show them: frames, light curves, several files."""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import zooprep
+from zooprep.cli import cli
+from zooprep.images.base import Cutouts, Triplet
+from zooprep.lightcurves import DETECTION, FORCED, LIMIT, ApdbHistory
+from zooprep.options import RenderOptions
+from zooprep.renderers import _draw, make_renderer
+from zooprep.renderers.annotated import TEXT_LINES
+from zooprep.run import Run
+
+
+class FlatImages:
+    """An image source of the same small ramp for every source."""
+
+    def check(self, columns: Any) -> None:
+        """Every run will do."""
+
+    def group_key(self, row: Any) -> str:
+        return ""
+
+    def cutouts(self, rows: Any, sizes: Any, use_footprint: bool = False) -> Any:
+        ramp = np.arange(100, dtype=np.float32).reshape(10, 10)
+        for sid, _ in rows:
+            yield Cutouts(sid, [Triplet(ramp, ramp, ramp)])
+
+
+def _rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _files(run: Path) -> dict[int, list[str]]:
+    with Run.open(run, lock=False) as r:
+        return {s.id: s.files for s in r.iter_sources(["rendered"])}
+
+
+@pytest.fixture
+def decam_run(tmp_path: Path, test_data: Path) -> tuple[Path, dict[str, str]]:
+    base = test_data / "decam_sfft"
+    images = {
+        "science": str(base / "Stack-DEC-OBS04.fits"),
+        "template": str(base / "Stack-DEC-OBS18.fits"),
+        "difference": str(base / "FinalDifference.fits"),
+    }
+    rng = np.random.default_rng(3)
+    n = 6
+    pd.DataFrame(
+        {
+            "diaSourceId": 506428274000265570 + np.arange(n, dtype=np.int64),
+            "visit": 1,
+            "detector": 2,
+            "band": "i",
+            "midpointMjdTai": 60000.0 + np.arange(n),
+            "psfFlux": rng.uniform(-500, 5000, n),
+            "psfFluxErr": 100.0,
+            "x": rng.uniform(40, 215, n),
+            "y": rng.uniform(40, 215, n),
+        }
+    ).to_csv(tmp_path / "cat.csv", index=False)
+    run = tmp_path / "run"
+    zooprep.select(run, catalog=tmp_path / "cat.csv")
+    return run, images
+
+
+# -- frames ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("annotate", [False, True])
+def test_frames_are_the_triplets_panels_pixel_for_pixel(
+    decam_run: tuple[Path, dict[str, str]], annotate: bool
+) -> None:
+    run, images = decam_run
+    result = zooprep.render(
+        run,
+        images=images,
+        options={"sizes": (24, 48), "layout": "both", "annotate": annotate},
+        jobs=1,
+    )
+    assert result.rendered == 6
+    for sid, files in _files(run).items():
+        names = [Path(f).name for f in files]
+        assert names == [
+            f"{sid}.png",
+            *(
+                f"{sid}_{k}_{panel}.png"
+                for k in (1, 2)
+                for panel in ("template", "science", "difference")
+            ),
+        ]
+        triplet = _rgb((run / files[0]).read_bytes())
+        frames = [_rgb((run / f).read_bytes()) for f in files[1:]]
+        assert len({f.shape for f in frames}) == 1  # all frames the same size
+        layout = _draw.make_layout(
+            [(24, 24), (48, 48)], None, text_lines=TEXT_LINES if annotate else 0
+        )
+        top = frames[0].shape[0] - max(r.height for r in layout.rows)
+        w = layout.panel_width
+        for n, frame in enumerate(frames):
+            row = layout.rows[n // 3]
+            x = layout.panel_x[n % 3]
+            panel = triplet[row.top : row.top + row.height, x : x + w]
+            np.testing.assert_array_equal(frame[top : top + row.height, :w], panel)
+
+
+def test_frames_layout_alone_writes_only_the_frames_in_the_documented_order(
+    decam_run: tuple[Path, dict[str, str]],
+) -> None:
+    run, images = decam_run
+    zooprep.render(run, images=images, options={"layout": "frames"}, jobs=1)
+    for sid, files in _files(run).items():
+        assert [Path(f).name for f in files] == [
+            f"{sid}_1_template.png",
+            f"{sid}_1_science.png",
+            f"{sid}_1_difference.png",
+        ]
+
+
+def test_changing_the_layout_of_a_rendered_run_needs_force(
+    decam_run: tuple[Path, dict[str, str]],
+) -> None:
+    run, images = decam_run
+    zooprep.render(run, images=images, jobs=1)
+    with pytest.raises(zooprep.SettingsMismatch, match="layout"):
+        zooprep.render(run, options={"layout": "both"}, jobs=1)
+
+
+def test_lightcurve_json_without_lightcurve_is_refused_with_exit_2(
+    decam_run: tuple[Path, dict[str, str]],
+) -> None:
+    run, images = decam_run
+    args = ["render", str(run), "--science", images["science"]]
+    args += ["--template", images["template"], "--difference", images["difference"]]
+    out = CliRunner().invoke(cli, [*args, "--lightcurve-json"])
+    assert out.exit_code == 2
+    assert "--lightcurve-json needs --lightcurve" in out.output
+
+
+# -- light curves: independent counts from the packets and the database ----------
+
+
+def _ztf_count(record: dict[str, Any]) -> dict[tuple[str, int], int]:
+    bands = {1: "g", 2: "r", 3: "i"}
+    out: dict[tuple[str, int], int] = {}
+    cand = record["candidate"]
+    out[(bands[cand["fid"]], DETECTION)] = 1
+    for p in record.get("prv_candidates") or []:
+        if p.get("magpsf") is not None:
+            key = (bands[p["fid"]], DETECTION)
+        elif p.get("diffmaglim") is not None:
+            key = (bands[p["fid"]], LIMIT)
+        else:
+            continue
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _rubin_count(record: dict[str, Any]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    me = record["diaSource"]["diaSourceId"]
+    entries = [(record["diaSource"], DETECTION)]
+    entries += [
+        (p, DETECTION)
+        for p in record.get("prvDiaSources") or []
+        if p["diaSourceId"] != me
+    ]
+    entries += [(p, FORCED) for p in record.get("prvDiaForcedSources") or []]
+    for entry, kind in entries:
+        if entry.get("psfFlux") is None or entry["psfFlux"] != entry["psfFlux"]:
+            continue
+        out[(entry["band"], kind)] = out.get((entry["band"], kind), 0) + 1
+    return out
+
+
+def _series_counts(data: bytes) -> dict[str, int]:
+    body = json.loads(data)
+    return {s["seriesOptions"]["label"]: len(s["seriesData"]) for s in body["data"]}
+
+
+def _expected_series(count: dict[tuple[str, int], int]) -> dict[str, int]:
+    suffix = {DETECTION: "", FORCED: " forced", LIMIT: " limit"}
+    return {band + suffix[kind]: n for (band, kind), n in count.items()}
+
+
+@pytest.mark.parametrize(
+    ("folder", "counter"),
+    [
+        ("ztf_alerts/ampel", _ztf_count),
+        ("ztf_alerts/boom", _ztf_count),
+        ("ztf_alerts/fink-client", _ztf_count),
+        ("ztf_alerts/pittgoogle", _ztf_count),
+        ("rubin_alerts/fink-client", _rubin_count),
+        ("rubin_alerts/fink-filters-repacked", _rubin_count),
+    ],
+)
+def test_alert_light_curves_hold_every_point_of_the_packets_per_band(
+    tmp_path: Path, test_data: Path, folder: str, counter: Any
+) -> None:
+    files = sorted(glob.glob(str(test_data / folder / "*.avro")))
+    files = [f for f in files if "schema" not in f]
+    packets = tmp_path / "packets"
+    packets.mkdir()
+    for f in files:
+        (packets / Path(f).name).symlink_to(f)
+    run = tmp_path / "run"
+    zooprep.select(run, alerts=str(packets / "*.avro"))
+    result = zooprep.render(
+        run, options={"lightcurve": "flux", "lightcurve_json": True}, jobs=1
+    )
+    assert result.failed == 0
+    assert result.rendered > 0
+    expected: dict[int, dict[tuple[str, int], int]] = {}
+    for f in files:
+        with open(f, "rb") as fh:
+            for record in fastavro.reader(fh):
+                sid = record.get("candid") or record["diaSource"]["diaSourceId"]
+                expected[int(sid)] = counter(record)
+    for sid, names in _files(run).items():
+        assert [Path(n).name for n in names] == [
+            f"{sid}.png",
+            f"{sid}_lightcurve.png",
+            f"{sid}_lightcurve.json",
+        ]
+        assert _series_counts((run / names[2]).read_bytes()) == _expected_series(
+            expected[sid]
+        )
+        with Image.open(run / names[1]) as png:
+            assert png.size == (600, 360)
+
+
+def test_apdb_light_curves_count_the_objects_diasources_and_forced_sources(
+    tmp_path: Path, apdb_sqlite: Path
+) -> None:
+    db = sqlite3.connect(apdb_sqlite)
+    rows = db.execute(
+        "SELECT diaSourceId, diaObjectId FROM DiaSource ORDER BY diaSourceId LIMIT 60"
+    ).fetchall()
+    history = ApdbHistory(f"sqlite:///{apdb_sqlite}", chunk=25)
+    curves = dict(history.light_curves([(sid, {"diaObjectId": o}) for sid, o in rows]))
+    objects = sorted({o for _, o in rows})
+    # One query per table per chunk of 25 objects, not one per source.
+    assert history.queries == 2 * -(-len(objects) // 25)
+    for sid, oid in rows:
+        expected: dict[tuple[str, int], int] = {}
+        for table, kind in (("DiaSource", DETECTION), ("DiaForcedSource", FORCED)):
+            for band, n in db.execute(
+                f"SELECT band, COUNT(*) FROM {table} WHERE diaObjectId = ? "
+                "AND psfFlux IS NOT NULL AND midpointMjdTai IS NOT NULL GROUP BY band",
+                (oid,),
+            ):
+                expected[(band, kind)] = n
+        curve = curves[sid]
+        assert not isinstance(curve, str)
+        assert curve.counts() == expected
+        assert curve.source_id == sid
+        assert curve.current >= 0
+
+
+def test_apdb_run_renders_light_curves_with_every_point_of_the_object(
+    tmp_path: Path, apdb_sqlite: Path
+) -> None:
+    run = tmp_path / "run"
+    zooprep.select(run, apdb=f"sqlite:///{apdb_sqlite}")
+    with Run.open(run) as r:
+        objects = {s.id: s.row["diaObjectId"] for s in r.iter_sources()}
+    # The APDB run has no images here: draw from a stand-in image source.
+    result = zooprep.render(
+        run,
+        images=FlatImages(),
+        options={"lightcurve": "flux", "lightcurve_json": True},
+        jobs=1,
+    )
+    assert result.rendered == len(objects) == 290
+    db = sqlite3.connect(apdb_sqlite)
+    for sid, files in _files(run).items():
+        assert Path(files[1]).name == f"{sid}_lightcurve.png"
+        expected: dict[str, int] = {}
+        for table, suffix in (("DiaSource", ""), ("DiaForcedSource", " forced")):
+            for band, n in db.execute(
+                f"SELECT band, COUNT(*) FROM {table} WHERE diaObjectId = ? "
+                "AND psfFlux IS NOT NULL GROUP BY band",
+                (objects[sid],),
+            ):
+                expected[band + suffix] = n
+        assert _series_counts((run / files[2]).read_bytes()) == expected
+
+
+def test_a_source_without_history_gets_a_light_curve_of_its_one_point(
+    decam_run: tuple[Path, dict[str, str]],
+) -> None:
+    run, images = decam_run
+    result = zooprep.render(run, images=images, options={"lightcurve": "mag"}, jobs=1)
+    assert result.failed == 0
+    assert result.notes == {"light curves of one point (no history)": 6}
+    assert "6 light curves of one point" in str(result)
+
+
+def test_a_source_without_any_photometry_gets_empty_axes_not_a_crash() -> None:
+    from zooprep.lightcurves import LightCurveRenderer, row_light_curve
+
+    curve = row_light_curve(5, {"band": "r"})
+    assert curve.dropped == 1
+    for mode in ("flux", "mag"):
+        png = LightCurveRenderer(mode).render(curve)
+        assert Image.open(io.BytesIO(png)).size == (600, 360)
+
+
+def test_malformed_and_nan_history_entries_are_left_out_and_counted() -> None:
+    from zooprep.lightcurves import rubin_light_curve, ztf_light_curve
+
+    ztf = ztf_light_curve(
+        1,
+        {
+            "candidate": {"jd": 2460000.5, "fid": 1, "magpsf": 18.0, "sigmapsf": 0.1},
+            "prv_candidates": [
+                {"jd": 2459999.5, "fid": 1, "magpsf": None, "diffmaglim": 20.0},
+                {"jd": 2459998.5, "fid": 2, "magpsf": None, "diffmaglim": None},
+                "garbage",
+            ],
+        },
+    )
+    assert ztf.counts() == {("g", DETECTION): 1, ("g", LIMIT): 1}
+    assert (ztf.dropped, ztf.malformed) == (1, 1)
+    rubin = rubin_light_curve(
+        2,
+        {
+            "diaSource": {
+                "diaSourceId": 2,
+                "midpointMjdTai": 60000.0,
+                "psfFlux": -500.0,
+                "psfFluxErr": 100.0,
+                "band": "r",
+            },
+            "prvDiaSources": [
+                {"diaSourceId": 3, "midpointMjdTai": 59990.0, "psfFlux": float("nan"),
+                 "psfFluxErr": 1.0, "band": "r"},
+            ],
+            "prvDiaForcedSources": None,
+        },
+    )  # fmt: skip
+    assert rubin.counts() == {("r", DETECTION): 1}
+    assert rubin.dropped == 1
+    # A negative flux in magnitude mode becomes a limit; it never crashes.
+    from zooprep.lightcurves import LightCurveRenderer
+
+    assert LightCurveRenderer("mag").render(rubin)[:4] == b"\x89PNG"
+    body = json.loads(rubin.viewer_json("mag"))
+    assert [s["seriesOptions"]["label"] for s in body["data"]] == ["r limit"]
+
+
+def test_viewer_json_has_the_scatter_plot_viewer_shape() -> None:
+    from zooprep.lightcurves import ztf_light_curve
+
+    curve = ztf_light_curve(
+        1,
+        {
+            "candidate": {"jd": 2460001.5, "fid": 2, "magpsf": 18.0, "sigmapsf": 0.1},
+            "prv_candidates": [
+                {"jd": 2460000.5, "fid": 1, "magpsf": 18.5, "sigmapsf": 0.2},
+            ],
+        },
+    )
+    body = json.loads(curve.viewer_json("flux"))
+    assert set(body) == {"data", "chartOptions"}
+    assert body["chartOptions"]["xAxisLabel"] == "Days since first detection"
+    g, r = body["data"]
+    assert g["seriesOptions"]["label"] == "g"
+    assert r["seriesOptions"]["label"] == "r"
+    assert g["seriesData"][0]["x"] == 0.0
+    assert r["seriesData"][0]["x"] == 1.0
+    assert set(g["seriesData"][0]) == {"x", "y", "y_error"}
+    assert g["seriesOptions"]["color"] != r["seriesOptions"]["color"]
+
+
+def test_make_renderer_frames_match_plain_render_for_one_size() -> None:
+    rng = np.random.default_rng(1)
+    arrays = [rng.normal(size=(20, 20)).astype(np.float32) for _ in range(3)]
+    cutouts = Cutouts(1, [Triplet(*arrays)])
+    renderer = make_renderer(RenderOptions())
+    triplet = _rgb(renderer.render(cutouts, {}))
+    layout = _draw.make_layout([(20, 20)], None)
+    row = layout.rows[0]
+    for n, frame in enumerate(renderer.render_frames(cutouts, {})):  # type: ignore[attr-defined]
+        x = layout.panel_x[n]
+        np.testing.assert_array_equal(
+            _rgb(frame), triplet[row.top : row.top + row.height, x : x + row.height]
+        )
+
+
+# -- preview and results of multi-location subjects --------------------------------
+
+
+def test_preview_shows_every_location_of_a_subject_in_chromium(
+    decam_run: tuple[Path, dict[str, str]], chromium: Any
+) -> None:
+    run, images = decam_run
+    zooprep.render(
+        run,
+        images=images,
+        options={"layout": "both", "lightcurve": "flux", "lightcurve_json": True},
+        jobs=1,
+    )
+    page = zooprep.preview(run)
+    dom = chromium.dump_dom(page, "status=rendered")
+    cards = re.findall(r'<figure class="card" data-id="(\d+)"[^>]*>', dom)
+    assert len(cards) == 6
+    tags = re.findall(r'<figure class="card" data-id="\d+"[^>]*>', dom)
+    for tag in tags:
+        assert 'data-img="loaded"' in tag
+        # Three frames and the light curve loaded beside the triplet.
+        assert 'data-locs="4"' in tag
+        assert "data-locs-broken" not in tag
+    for sid in cards:
+        assert f"{sid}_1_difference.png" in dom
+        assert f'href="cutouts/0/{sid}_lightcurve.json"' in dom
+
+
+def test_cli_renders_an_alert_run_as_frames_and_light_curves_for_the_manifest(
+    tmp_path: Path, test_data: Path
+) -> None:
+    run = tmp_path / "run"
+    alerts = str(test_data / "rubin_alerts" / "fink-filters-repacked" / "*.avro")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["select", str(run), "--alerts", alerts]).exit_code == 0
+    out = runner.invoke(
+        cli,
+        ["render", str(run), "--layout", "both", "--lightcurve", "--lightcurve-json"],
+    )
+    assert out.exit_code == 0, out.output
+    with Run.open(run, lock=False) as r:
+        options = r.settings["render"]["options"]
+    assert options["layout"] == "both"
+    assert options["lightcurve"] == "flux"
+    assert options["lightcurve_json"] is True
+    assert runner.invoke(cli, ["manifest", str(run)]).exit_code == 0
+    with open(run / "manifest.csv", newline="") as fh:
+        header = next(iter(fh)).strip().split(",")
+    assert [c for c in header if c.startswith("location:")] == [
+        f"location:{n}" for n in range(1, 7)
+    ]
+    out = runner.invoke(cli, ["render", "--help"])
+    for flag in ("--layout", "--lightcurve", "--lightcurve-json"):
+        assert flag in out.output
+
+
+def test_results_galleries_show_the_first_picture_of_multi_file_subjects(
+    tmp_path: Path, apdb_sqlite: Path
+) -> None:
+    import base64
+
+    from tests.test_results import WORKFLOW, make_setup
+
+    setup = make_setup(tmp_path, apdb_sqlite)
+    first: dict[int, bytes] = {}
+    with Run.open(setup.run) as r:
+        for src in r.iter_sources(["linked", "rendered"]):
+            extra = [r.cutout_path(src, "_1_template.png")]
+            extra.append(r.cutout_path(src, "_lightcurve.json"))
+            (setup.run / extra[0]).write_bytes((setup.run / src.files[0]).read_bytes())
+            (setup.run / extra[1]).write_text('{"data": []}')
+            r.update(src.id, files=[*src.files, *extra])
+            first[src.id] = (setup.run / src.files[0]).read_bytes()
+    zooprep.results(setup.run, setup.export, workflow_id=str(WORKFLOW))
+    page = (setup.run / "results.html").read_text()
+    cards = re.findall(
+        r"data-source-id='(\d+)'><img src='data:image/png;base64,([^']+)'", page
+    )
+    assert cards
+    for sid, data in cards:
+        assert base64.b64decode(data) == first[int(sid)]
