@@ -12,6 +12,7 @@ import math
 from typing import Any, Literal
 
 __all__ = [
+    "CONTENT_TYPES",
     "ID_TEXT_KEY",
     "POSITIONS",
     "PRODUCTION",
@@ -34,6 +35,19 @@ ID_TEXT_KEY = "#zooprep_id"
 #: ``ra``/``dec`` through the WCS, or ``auto`` (``x``/``y`` when present).
 Position = Literal["auto", "xy", "radec"]
 POSITIONS: tuple[Position, ...] = ("auto", "xy", "radec")
+
+#: Files a subject may have, by extension, and the content type upload
+#: declares for each (the manifest lists only these).
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".mp4": "video/mp4",
+    ".txt": "text/plain",
+    ".json": "application/json",
+}
 
 #: ZTF filter ids (``fid``) and their band names.
 ZTF_BANDS = {1: "g", 2: "r", 3: "i"}

@@ -55,7 +55,7 @@ from zooprep.errors import InputError
 from zooprep.files import atomic_file
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, Source
-from zooprep.vocabulary import ID_TEXT_KEY, is_flag_column
+from zooprep.vocabulary import CONTENT_TYPES, ID_TEXT_KEY, is_flag_column
 
 __all__ = [
     "DEFAULT_METADATA",
@@ -86,9 +86,9 @@ ID_TEXT_COLUMN = ID_TEXT_KEY
 ID_TEXT_PREFIX = "id:"
 #: Column layouts: Zooniverse's server-side import (default), or panoptes-cli's.
 LAYOUTS = ("import", "panoptes-cli")
-#: Files of a source that go into the manifest and upload: the render stage's
-#: PNGs (upload declares every file ``image/png``; ``.npy`` files stay local).
-UPLOADABLE = (".png",)
+#: Files of a source that go into the manifest and upload: those upload has a
+#: content type for (``.npy`` files stay local).
+UPLOADABLE = tuple(CONTENT_TYPES)
 #: Statuses of the sources a manifest lists (failed ones: failed in upload).
 LISTED = ("rendered", "uploaded", "linked", "failed")
 #: Written for a missing (null or NaN) value.  Never an empty cell: panoptes-cli

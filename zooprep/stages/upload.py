@@ -60,7 +60,7 @@ from zooprep.panoptes import (
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, atomic_write
 from zooprep.stages.review import mark_removed, read_reviewed
-from zooprep.vocabulary import ID_TEXT_KEY
+from zooprep.vocabulary import CONTENT_TYPES, ID_TEXT_KEY
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
 
@@ -71,17 +71,6 @@ logger = logging.getLogger(__name__)
 IMPORT_ROWS = 10_000
 
 _PNG = b"\x89PNG\r\n\x1a\n"
-#: Content type of each file kind a subject may have, by file extension.
-CONTENT_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".svg": "image/svg+xml",
-    ".mp4": "video/mp4",
-    ".txt": "text/plain",
-    ".json": "application/json",
-}
 _ROUNDS = 3  # reconcile-and-retry rounds for creates without a clear answer
 _LINK_BATCH = 100
 
