@@ -10,45 +10,12 @@ Every row has ``diaSourceId`` (the default id column), ``instrument`` and the
 bookkeeping keys ``_alert_path`` (absolute path), ``_alert_index`` (0-based
 record index in the file) and ``_alert_format`` (``'ztf'`` or ``'rubin'``).
 
-**Rubin alerts** (``diaSource`` record): the ``diaSource`` fields as they are
-(they are DiaSource column names).  ``instrument`` is ``LSSTCam`` (or
-``--instrument``: packets do not name their camera).
-
-**ZTF alerts** (``candidate`` record): every scalar ``candidate`` field under
-its own name (``candid``, ``jd``, ``fid``, ``rb``, ``drb``, ``magpsf``,
-``isdiffpos``, ``rcid`` ...), ``objectId``, ``instrument`` (``ZTF`` for a
-ZTF object id; other cameras that publish in the ZTF schema are named by the
-packet or by ``--instrument``), and these
-DiaSource names:
-
-=================  ==========================================================
-``diaSourceId``    ``candid`` (64-bit, exact)
-``ra``, ``dec``    ``candidate.ra``, ``candidate.dec`` (degrees)
-``x``, ``y``       ``xpos``, ``ypos`` (pixels on the CCD quadrant)
-``band``           ``fid`` 1, 2, 3 -> ``g``, ``r``, ``i``
-``reliability``    ``drb`` (deep real/bogus) when present, else ``rb``
-``visit``          the exposure: ``pid // 10000``.  A ZTF processing id is
-                   ``exposure * 10**4 + rcid * 100 + 15`` (true of every packet
-                   in the test data); when a ``pid`` does not have that form it
-                   is used whole.
-``detector``       ``rcid``, the readout channel (CCD quadrant, 0-63)
-``psfFlux``        ``magpsf`` as a flux in nJy, ``10**(-0.4 (magpsf - 31.4))``,
-                   negative when ``isdiffpos`` is ``'f'`` (the difference is
-                   then reference minus science)
-``psfFluxErr``     ``|psfFlux| * sigmapsf * ln(10) / 2.5``
-``snr``            ``2.5 / ln(10) / sigmapsf``, the S/N implied by ``sigmapsf``
-=================  ==========================================================
-
-A file that cannot be read (damaged, not Avro, a raw Kafka payload in the
-Confluent wire format, which carries no schema) is reported in
-`AlertReader.failures` with a one-line reason, and the other files proceed.
-A file is taken whole or not at all: records before a damaged block are not
-used either.
-
-The rows (scalar fields only: no stamps, no ``prv_candidates`` /
-``prvDiaSources`` history) are held in memory and sorted by id, a few kB per
-alert, so a glob of a million alerts needs a few GB; split very large alert
-sets into several ``--append`` calls.
+Rubin alerts (a ``diaSource`` record) give their ``diaSource`` fields as they
+are; ZTF alerts (a ``candidate`` record) give every scalar ``candidate`` field
+and the DiaSource names `ztf_row` maps (``diaSourceId`` from ``candid``,
+``band`` from ``fid``, ``visit`` from ``pid``, ``psfFlux`` from ``magpsf``...).
+The full mapping, what happens to unreadable files and the memory needed are
+in ``docs/alerts.md``.
 """
 
 from __future__ import annotations
@@ -83,7 +50,7 @@ def _scalar(value: Any) -> bool:
 
 
 def ztf_row(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The row of one ZTF alert record (see the module docstring for the mapping).
+    """The row of one ZTF alert record (the mapping is in ``docs/alerts.md``).
 
     Parameters
     ----------
