@@ -346,17 +346,34 @@ class _State:
 EXAMPLES = 5
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """Which rows of the export are votes: the choices made after the first pass.
+
+    Attributes
+    ----------
+    workflow : str
+        The workflow used.
+    use_version : callable
+        Whether a ``(major, minor)`` workflow version is used.
+    task : str
+        The question task.
+    by_subject : dict of str to int
+        Subject id to source id, from the run's upload state.
+    """
+
+    workflow: str
+    use_version: Callable[[tuple[int, int]], bool]
+    task: str
+    by_subject: dict[str, int]
+
+
 def _read_votes(
-    export: Path,
-    r: Run,
-    agg: _Aggregation,
-    by_subject: dict[str, int],
-    workflow: str,
-    use_version: Callable[[tuple[int, int]], bool],
-    task: str,
-    reporter: Reporter,
+    export: Path, r: Run, agg: _Aggregation, wanted: _Wanted, reporter: Reporter
 ) -> _State:
     """Second pass: filter the rows and extract the task's answers."""
+    workflow, use_version = wanted.workflow, wanted.use_version
+    task, by_subject = wanted.task, wanted.by_subject
     st = _State()
     known: dict[int, bool] = {}
 

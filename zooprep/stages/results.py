@@ -52,6 +52,7 @@ from zooprep.stages.export import (
     _version,
     _Vote,
     _vtext,
+    _Wanted,
 )
 from zooprep.vocabulary import PRODUCTION, is_flag_column
 
@@ -251,9 +252,8 @@ def results(
 
         reporter.start("results", scan.rows)
         try:
-            state = _read_votes(
-                export, r, agg, by_subject, workflow, use_version, task, reporter
-            )
+            wanted = _Wanted(workflow, use_version, task, by_subject)
+            state = _read_votes(export, r, agg, wanted, reporter)
         finally:
             reporter.finish()
         state.rows = scan.rows
