@@ -32,9 +32,21 @@ def make_repo(
     files: Mapping[tuple[str, int, int], Path],
     dataset_types: Sequence[str],
     transfer: str = "copy",
+    datastore_root: str | None = None,
 ) -> Path:
-    """Create a Butler repo at ``root`` and ingest ``files[(type, visit, detector)]``."""
+    """Create a Butler repo at ``root`` and ingest ``files[(type, visit, detector)]``.
+
+    ``datastore_root`` (e.g. ``s3://bucket/repo/``) puts the datastore
+    elsewhere than ``root``, which keeps the registry.
+    """
     Butler.makeRepo(str(root))
+    if datastore_root is not None:
+        config = root / "butler.yaml"
+        text = config.read_text()
+        assert "root: <butlerRoot>\n" in text
+        config.write_text(
+            text.replace("root: <butlerRoot>\n", f"root: {datastore_root}\n", 1)
+        )
     butler = Butler.from_config(str(root), writeable=True)
     reg = butler.registry
     visits = sorted({v for _, v, _ in files})

@@ -407,7 +407,10 @@ def select(run: Path, **kwargs: Any) -> None:
     "--science",
     metavar="TEMPLATE",
     help="Path template of science images, e.g. 'data/{visit}/{detector}/"
-    "calexp.fits' (Python format over the source's columns).",
+    "calexp.fits' (Python format over the source's columns). May be a URL "
+    "(s3://, https://, gs://, ...; extra 'zooprep[cloud]'): only the bytes "
+    "under the cutouts are read; credentials from the store's usual "
+    "environment variables and files.",
 )
 @click.option(
     "--template",
@@ -421,7 +424,8 @@ def select(run: Path, **kwargs: Any) -> None:
 @click.option(
     "--butler",
     metavar="REPO",
-    help="A Butler repository (optional extra 'zooprep[butler]').",
+    help="A Butler repository (optional extra 'zooprep[butler]'); remote "
+    "datastores are read by byte ranges (extra 'zooprep[cloud]').",
 )
 @click.option(
     "--collections",
@@ -565,12 +569,18 @@ def render(run: Path, **kw: Any) -> None:
 
     Image flags are remembered in RUN/zooprep.toml, so 'zooprep render RUN'
     alone resumes.  Alert runs need no image flags: the packets hold the stamps.
+    Templates may be URLs (s3://, https://, gs://): only the byte ranges under
+    each cutout are read, retried on transient errors; a missing object, a 403
+    or a truncated file fails that image's rows, named without the URL's query.
 
     \b
     Example:
       zooprep render run1 --science 'img/{visit}/{detector}/sci.fits' \\
           --template 'img/{visit}/{detector}/tmpl.fits' \\
           --difference 'img/{visit}/{detector}/diff.fits' --sizes 30,64 --annotate
+      zooprep render run2 --science 's3://survey/{visit}/{detector}/calexp.fits' \\
+          --template 's3://survey/{visit}/{detector}/template.fits' \\
+          --difference 's3://survey/{visit}/{detector}/diff.fits'
       zooprep render alerts1 --layout both --lightcurve mag --lightcurve-json
 
     Files per source, in this order (the subject's locations): <id>.png (the

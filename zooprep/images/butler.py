@@ -8,6 +8,9 @@ resolves each dataset's file (`lsst.daf.butler.Butler.getURI`, data id
 ``instrument``/``visit``/``detector`` from the source's row), and the file is
 read with astropy by the code of `zooprep.images.fits` (LSST exposures are
 multi-extension FITS, possibly tile-compressed, whose ``IMAGE`` HDU is used).
+Files of a remote datastore (``s3://``, ``gs://``, ``https://``, signed URLs
+included) are read by byte ranges, only the parts under the cutouts
+(`zooprep.images.remote`, optional extra ``cloud``), not downloaded whole.
 
 Dataset type names
 ------------------
@@ -32,7 +35,6 @@ so the DiaSource ``x``/``y`` serve all three images (``position='auto'``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -235,21 +237,17 @@ class ButlerImages(CachedImages):
             for source_id, _ in batch:
                 yield Failed(source_id, str(exc))
             return
-        with contextlib.ExitStack() as stack:
-            paths = []
-            for uri in uris:
-                if uri.isLocal:
-                    paths.append(uri.ospath)
-                else:  # remote datastore: fetch a local copy for the group
-                    paths.append(stack.enter_context(uri.as_local()).ospath)
-            yield from cut_group(
-                self.cache,
-                (paths[0], paths[1], paths[2]),
-                batch,
-                sizes,
-                use_footprint,
-                self.position,
-            )
+        # remote datastores (S3, GCS, signed HTTPS URLs) are read by
+        # byte ranges on the URI itself, never copied whole
+        paths = [uri.ospath if uri.isLocal else uri.geturl() for uri in uris]
+        yield from cut_group(
+            self.cache,
+            (paths[0], paths[1], paths[2]),
+            batch,
+            sizes,
+            use_footprint,
+            self.position,
+        )
 
     def _uri(self, dataset_type: str, data_id: Mapping[str, Any]) -> Any:
         """Return the URI of one dataset, or raise InputError naming it."""

@@ -28,6 +28,7 @@ __all__ = [
     "cut_around",
     "pad_to_shape",
     "pixel_index",
+    "section_around",
     "stack_cutouts",
 ]
 
@@ -103,6 +104,35 @@ def cut_around(
     if xa < xb and ya < yb:
         out[ya - y0 : yb - y0, xa - x0 : xb - x0] = read(slice(ya, yb), slice(xa, xb))
     return out, padded
+
+
+def section_around(
+    shape: tuple[int, int], x: float, y: float, size: int
+) -> tuple[slice, slice] | None:
+    """Return the in-image ``(ys, xs)`` slices `cut_around` reads, or None.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the whole image.
+    x, y : float
+        0-based pixel position of the source.
+    size : int
+        Side of the cutout in pixels.
+
+    Returns
+    -------
+    tuple of slice or None
+        The section of the image under the cutout; None when they do not overlap.
+    """
+    ny, nx = shape
+    x0 = pixel_index(x) - size // 2
+    y0 = pixel_index(y) - size // 2
+    xa, xb = max(x0, 0), min(x0 + size, nx)
+    ya, yb = max(y0, 0), min(y0 + size, ny)
+    if xa < xb and ya < yb:
+        return slice(ya, yb), slice(xa, xb)
+    return None
 
 
 def crop_or_pad(

@@ -1,12 +1,13 @@
 """Placing sources on images and cutting them: shared by the FITS and Butler sources.
 
 `cut_group` cuts the rows of one image group from its science, template and
-difference images (`~zooprep.images.fits.FitsImage`, opened through an
+difference images (`~zooprep.images.fitsimage.FitsImage`, opened through an
 `~zooprep.images.fits.ImageCache`).  Where a source is on each image follows
 the ``position`` rule (see `zooprep.images.fits` and `Position`): catalogue
 ``x``/``y`` on a shared pixel grid (offset by each image's LSST ``XY0``), or
 ``ra``/``dec`` through each image's celestial WCS, whose orientation must
-then agree with the science image's within `MAX_ROTATION_DEG`.
+then agree with the science image's within `MAX_ROTATION_DEG`.  Sections of
+remote images (`zooprep.images.remote`) are fetched together before cutting.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, Triplet, column_listing
-from zooprep.images.cutout import cut_around, pixel_index
+from zooprep.images.cutout import cut_around, pixel_index, section_around
+from zooprep.images.fitsimage import FitsImage, _log_warnings
+from zooprep.images.remote import pool
 from zooprep.vocabulary import POSITIONS, Position
 
 if TYPE_CHECKING:
-    from zooprep.images.fits import FitsImage, ImageCache
+    from zooprep.images.fits import ImageCache
 
 __all__ = ["POSITIONS", "ROLES", "Position", "check_position_columns", "cut_group"]
 
@@ -38,12 +41,6 @@ log = logging.getLogger(__name__)
 
 #: Orientations of template/difference and science may differ by this much.
 MAX_ROTATION_DEG = 2.0
-
-
-def _log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
-    """Log warnings astropy raised while reading ``path``."""
-    for w in caught:
-        log.debug("%s: %s: %s", path, w.category.__name__, w.message)
 
 
 def check_position_columns(position: Position, columns: Sequence[str]) -> None:
@@ -144,14 +141,12 @@ def cut_group(
         One per row, in order.
     """
     sizes = tuple(sizes) or (30,)
-    images: list[FitsImage] = []
-    for path in paths:
-        try:
-            images.append(cache.get(path))
-        except InputError as exc:
-            for source_id, _ in rows:
-                yield Failed(source_id, str(exc))
-            return
+    try:
+        images = cache.get_many(paths)
+    except InputError as exc:
+        for source_id, _ in rows:
+            yield Failed(source_id, str(exc))
+        return
     science = images[0]
     scale = pixel_scale(science)
     modes = [_mode(row, position) for _, row in rows]
@@ -161,16 +156,77 @@ def cut_group(
         orientation = _orientation_problem(science, images[1], "template") or (
             _orientation_problem(science, images[2], "difference")
         )
+    prefetch_failed = _prefetch(images, rows, pixels, sizes, use_footprint)
     for i, (source_id, row) in enumerate(rows):
         mode = modes[i]
         where = pixels[i]
+        if prefetch_failed is not None:
+            yield Failed(source_id, prefetch_failed)
+            continue
         if isinstance(where, str):
             yield Failed(source_id, where)
             continue
         if mode == "radec" and orientation:
             yield Failed(source_id, orientation)
             continue
-        yield _cut_row(source_id, row, images, where, sizes, use_footprint, scale)
+        result: Cutouts | Failed
+        try:
+            result = _cut_row(
+                source_id, row, images, where, sizes, use_footprint, scale
+            )
+        except InputError as exc:  # a remote read failed after its retries
+            result = Failed(source_id, str(exc))
+        yield result
+
+
+def _grow(row: Mapping[str, Any], use_footprint: bool) -> int:
+    """The row's footprint size in pixels when cutouts grow to it, else 0."""
+    bbox = row.get("bboxSize") if use_footprint else None
+    if bbox is None or not _finite(row, "bboxSize"):
+        return 0
+    return math.ceil(float(bbox))
+
+
+def _prefetch(
+    images: Sequence[FitsImage],
+    rows: Sequence[tuple[int, Mapping[str, Any]]],
+    pixels: Sequence[list[tuple[float, float]] | str],
+    sizes: Sequence[int],
+    use_footprint: bool,
+) -> str | None:
+    """Fetch, concurrently, the sections of remote images the rows will need.
+
+    Returns the failure reason when a fetch fails (the rows then fail with it).
+    """
+    remote: dict[int, int] = {}  # image index -> first index of the same pixels
+    for k, image in enumerate(images):
+        if hasattr(image.pixels, "prefetch"):
+            same = [j for j in remote if images[j].pixels is image.pixels]
+            remote[k] = same[0] if same else k
+    if not remote:
+        return None
+    sections: dict[int, list[tuple[slice, slice]]] = {k: [] for k in remote}
+    for (_, row), where in zip(rows, pixels, strict=True):
+        if isinstance(where, str):
+            continue
+        n = max(max(int(s) for s in sizes), _grow(row, use_footprint))
+        for k in remote:
+            x, y = where[k]
+            if math.isfinite(x) and math.isfinite(y):
+                section = section_around(images[k].shape, x, y, n)
+                if section is not None:
+                    sections[remote[k]].append(section)
+    futures = [
+        pool("open").submit(images[k].pixels.prefetch, sections[k])
+        for k in remote
+        if sections[k]
+    ]
+    for future in futures:
+        try:
+            future.result()
+        except InputError as exc:
+            return str(exc)
+    return None
 
 
 def _mode(row: Mapping[str, Any], position: Position) -> str:

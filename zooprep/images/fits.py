@@ -21,6 +21,10 @@ is read; compressed (and gzipped) images are decompressed once.  ``BSCALE``,
 ``section`` and ``Cutout2D`` do the same work 26-43 and 5-9 times slower:
 ``benchmarks/bench_fits_read.py``.)
 
+Templates may be URLs (``s3://``, ``https://``, ``gs://``...): such images are
+read by byte ranges, only the rows or tiles under the cutouts
+(`zooprep.images.remote`, optional extra ``cloud``).
+
 Positions
 ---------
 ``position='xy'`` takes the source's 0-based pixel position from its ``x`` and
@@ -39,8 +43,8 @@ centre, halves rounding up) at index ``N // 2`` on both axes, so for even
 (see `zooprep.images.cutout`).
 
 Placing the sources and cutting is `zooprep.images.cutting`, shared with the
-Butler source; this module reads FITS files and keeps them in a per-process
-cache.
+Butler source; the image model is `zooprep.images.fitsimage`.  This module
+opens local FITS files and keeps images in a per-process cache.
 
 Failures of single sources are returned as `~zooprep.images.base.Failed`:
 a source off the image, a missing, unreadable, corrupt or truncated file, an
@@ -66,12 +70,10 @@ import os
 import string
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from zooprep.errors import InputError
 from zooprep.images.base import (
@@ -84,10 +86,11 @@ from zooprep.images.cutting import (
     POSITIONS,
     ROLES,
     Position,
-    _log_warnings,
     check_position_columns,
     cut_group,
 )
+from zooprep.images.fitsimage import FitsImage, _find_image_hdu, _log_warnings
+from zooprep.images.remote import is_url, open_remote, pool, require
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
 
@@ -97,118 +100,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 1 << 30
 #: Cache cost charged for remembering that a file could not be read.
 FAILURE_COST = 1024
-
-
-@dataclass
-class FitsImage:
-    """One image HDU of a FITS file, ready for cutting.
-
-    Parameters
-    ----------
-    path : str
-        The file.
-    hdu : int
-        Index of the image HDU in the file.
-    header : astropy.io.fits.Header
-        Its header (for compressed HDUs, the image header).
-    pixels : numpy.ndarray
-        Either a read-only memory map of the raw (big-endian, unscaled) data, or
-        the whole image as ``float32`` (compressed and gzipped files).
-    scaled : bool
-        True when ``pixels`` still needs ``BSCALE``/``BZERO``/``BLANK``.
-    """
-
-    path: str
-    hdu: int
-    header: fits.Header
-    pixels: np.ndarray
-    scaled: bool = False
-    _wcs: WCS | None = field(default=None, repr=False)
-    _wcs_done: bool = field(default=False, repr=False)
-    _origin: tuple[float, float] | None = field(default=None, repr=False)
-    _scaling: tuple[float, float, int | None] | None = field(default=None, repr=False)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(ny, nx)`` of the image."""
-        ny, nx = self.pixels.shape
-        return int(ny), int(nx)
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the pixel data in bytes (the cache cost)."""
-        return int(self.pixels.nbytes)
-
-    @property
-    def origin(self) -> tuple[float, float]:
-        """The LSST ``XY0`` of the image, from its ``LINEAR`` WCS ``A``; else 0, 0."""
-        if self._origin is None:
-            self._origin = _origin(self.header)
-        return self._origin
-
-    @property
-    def wcs(self) -> WCS | None:
-        """The celestial WCS of the image, or None when it has none."""
-        if not self._wcs_done:
-            self._wcs_done = True
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    wcs = WCS(self.header, naxis=2)
-                except Exception as exc:  # astropy raises many kinds on bad WCS
-                    log.debug("no usable WCS in %s: %s", self.path, exc)
-                    wcs = None
-            _log_warnings(caught, self.path)
-            if wcs is not None and wcs.has_celestial:
-                self._wcs = wcs.celestial
-        return self._wcs
-
-    def read(self, ys: slice, xs: slice) -> np.ndarray:
-        """Return the pixels ``[ys, xs]`` as ``float32`` with NaN for blanks."""
-        raw = self.pixels[ys, xs]
-        if not self.scaled:
-            return np.array(raw, dtype=np.float32)
-        if self._scaling is None:
-            h = self.header
-            blank = h.get("BLANK")
-            self._scaling = (
-                float(h.get("BSCALE", 1.0)),
-                float(h.get("BZERO", 0.0)),
-                None if blank is None else int(blank),
-            )
-        bscale, bzero, blank = self._scaling
-        out = raw.astype(np.float64)
-        if blank is not None and raw.dtype.kind in "iu":
-            out[raw == blank] = np.nan
-        return (out * bscale + bzero).astype(np.float32)
-
-
-def _origin(h: fits.Header) -> tuple[float, float]:
-    """Return ``XY0`` from the ``LINEAR`` alternate WCS ``A`` of an LSST header."""
-    if str(h.get("CTYPE1A", "")).strip().upper() != "LINEAR":
-        return 0.0, 0.0
-    try:
-        return (
-            float(h.get("CRVAL1A", 0.0)) - (float(h.get("CRPIX1A", 1.0)) - 1.0),
-            float(h.get("CRVAL2A", 0.0)) - (float(h.get("CRPIX2A", 1.0)) - 1.0),
-        )
-    except (TypeError, ValueError):
-        return 0.0, 0.0
-
-
-def _find_image_hdu(hdul: fits.HDUList, path: str) -> int:
-    """Return the index of the image HDU: EXTNAME ``IMAGE``, else the first 2-D image."""
-    first = None
-    for i, hdu in enumerate(hdul):
-        if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-            continue
-        if str(hdu.header.get("EXTNAME", "")).strip().upper() == "IMAGE":
-            return i
-        if first is None and hdu.header.get("NAXIS", 0) == 2:
-            first = i
-    if first is None:
-        raise InputError(f"{path}: no 2-D image HDU")
-    return first
 
 
 def open_image(path: str | os.PathLike[str]) -> FitsImage:
@@ -231,6 +122,8 @@ def open_image(path: str | os.PathLike[str]) -> FitsImage:
         When the file is missing, unreadable, not FITS, truncated or has no image.
     """
     path = os.fspath(path)
+    if is_url(path):
+        return open_remote(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     try:
@@ -319,6 +212,28 @@ class ImageCache:
     def nbytes(self) -> int:
         """Summed cost of the entries kept now."""
         return self._bytes
+
+    def get_many(self, paths: Sequence[str]) -> list[FitsImage]:
+        """Return the images at ``paths``, opening the uncached URLs concurrently.
+
+        Raises
+        ------
+        InputError
+            The first path's failure, in order.
+        """
+        todo = [p for p in dict.fromkeys(paths) if p not in self._entries and is_url(p)]
+        if len(todo) > 1:
+            futures = {p: pool("open").submit(open_image, p) for p in todo}
+            for p, future in futures.items():
+                self.opens[p] += 1
+                value: FitsImage | InputError
+                try:
+                    value = image = future.result()
+                    cost = image.nbytes
+                except InputError as exc:
+                    value, cost = exc, FAILURE_COST
+                self._put(p, value, cost)
+        return [self.get(p) for p in paths]
 
     def get(self, path: str) -> FitsImage:
         """Return the image at ``path``, opening it only when not cached.
@@ -471,6 +386,9 @@ class FitsImages(CachedImages):
                         f" sources lack; available columns: {listing}"
                     )
         check_position_columns(self.position, columns)
+        for t in self._templates:
+            if is_url(t):
+                require(t)
 
     def paths(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
         """Return the science, template and difference paths of a row.
