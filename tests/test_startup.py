@@ -21,6 +21,8 @@ HEAVY = [
     "dask",
     "distributed",
     "fastavro",
+    "fsspec",
+    "lsst",
     "matplotlib",
     "numpy",
     "pandas",
