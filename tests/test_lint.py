@@ -1,4 +1,4 @@
-"""The code stays ruff-clean (lint and format), as the style guide asks."""
+"""The code stays ruff-clean (lint and format) and mypy-clean, as the style guide asks."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ def test_ruff_check_and_format_are_clean() -> None:
         text=True,
     )
     assert fmt.returncode == 0, fmt.stdout
+
+
+def test_mypy_is_clean_on_the_package() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "zooprep"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -21,12 +21,8 @@ from zooprep.errors import InputError, ManifestEditError
 from zooprep.options import UploadOptions
 from zooprep.panoptes import RetryPolicy
 from zooprep.run import Run
-from zooprep.stages.manifest import (
-    DEFAULT_METADATA,
-    ID_TEXT_COLUMN,
-    mark_removed,
-    read_reviewed,
-)
+from zooprep.stages.manifest import DEFAULT_METADATA, ID_TEXT_COLUMN
+from zooprep.stages.review import mark_removed, read_reviewed
 
 N_SOURCES = 25
 

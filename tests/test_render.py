@@ -32,6 +32,7 @@ from astropy.visualization import (
 )
 from PIL import Image
 
+from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Triplet
 from zooprep.images.stamps import read_alert_records
 from zooprep.options import RenderOptions
@@ -659,7 +660,7 @@ def test_make_renderer_follows_the_render_options():
     assert isinstance(annotated, Renderer)
     assert (annotated.pixel_scale, annotated.instrument) == (0.2, "DECam")
     assert annotated.difference_stretch == "asinh-central"
-    with pytest.raises(ValueError, match="viridiss"):
+    with pytest.raises(InputError, match=r"viridiss.*valid choices: .*viridis"):
         make_renderer(RenderOptions(cmap="viridiss"))
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.killing import kill_at_random, timed_run
 from zooprep.run import Run
-from zooprep.stages.manifest import read_reviewed
+from zooprep.stages.review import read_reviewed
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import zooprep
 from tests.killing import kill_at_random, timed_run
 from zooprep.errors import InputError, RunError, RunLocked
 from zooprep.run import FORMAT_VERSION, Run
@@ -147,6 +148,12 @@ def _empty_state(path: Path, statements: str) -> None:
             (p / ".lock").write_text("12345"),
             (p / ".state.sqlite.12345.tmp").write_bytes(b"SQLite format 3\x00"),
         ),
+        # killed inside SQLite's first transaction: its rollback journal too
+        lambda p: (
+            (p / ".lock").write_text("12345"),
+            (p / ".state.sqlite.12345.tmp").write_bytes(b"SQLite format 3\x00"),
+            (p / ".state.sqlite.12345.tmp-journal").write_bytes(b"\xd9\xd5\x05\xf9"),
+        ),
         # what zooprep 0.1.0 could leave: a state file without its tables ...
         lambda p: _empty_state(p, ""),
         # ... or with the meta table but no format version in it
@@ -154,7 +161,13 @@ def _empty_state(path: Path, statements: str) -> None:
             p, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         ),
     ],
-    ids=["lock-only", "temporary-state", "no-tables", "no-version"],
+    ids=[
+        "lock-only",
+        "temporary-state",
+        "temporary-journal",
+        "no-tables",
+        "no-version",
+    ],
 )
 def test_a_select_killed_while_creating_the_run_resumes_with_the_same_command(
     tmp_path: Path, leftovers
@@ -174,7 +187,7 @@ def test_a_select_killed_while_creating_the_run_resumes_with_the_same_command(
     assert result.exit_code == 0, result.output
     with Run.open(path) as run:
         assert sorted(s.id for s in run.iter_sources()) == [3, 506990000000001037]
-    assert not list(path.glob(".state.sqlite.*.tmp"))
+    assert not list(path.glob(".state.sqlite.*.tmp*"))
 
 
 def test_render_on_a_directory_that_is_not_a_run_says_how_to_start_one(
@@ -339,9 +352,28 @@ def test_status_json_shows_counts_failures_and_the_next_command(tmp_path: Path) 
     assert report["counts"]["selected"] == 2
     assert report["counts"]["failed"] == 2
     assert report["failures"]["render"] == [
-        {"reason": "source is off the image", "count": 2, "examples": [1, 2]}
+        {"reason": "source is off the image", "count": 2, "examples": ["1", "2"]}
     ]
     assert report["next"] == f"zooprep render {tmp_path / 'run'}"
+
+
+def test_status_json_writes_64_bit_source_ids_as_exact_strings(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    big = 506428274000265570  # a double would make it ...265600
+    with Run.create(tmp_path / "run") as run:
+        run.add_sources([{"id": big}, {"id": big + 1}], "id")
+        run.mark_failed(big, "render", "source is off the image: /data/x.fits")
+    result = CliRunner().invoke(cli, ["status", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"506428274000265570"' in result.stdout
+    report = json.loads(result.stdout)
+    assert report["failures"]["render"][0]["examples"] == [str(big)]
+    assert zooprep.status(tmp_path / "run")["failures"]["render"][0]["examples"] == [
+        big
+    ]
 
 
 def test_cli_errors_are_one_line_with_exit_2_and_traceback_only_with_debug(

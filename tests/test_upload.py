@@ -269,10 +269,11 @@ def test_link_conflicts_while_creating_concurrently_are_retried(
 ):
     run = make_run(tmp_path / "run", 10)
     login_env(monkeypatch, panoptes_standin)
-    panoptes_standin.faults.add(
+    conflict = panoptes_standin.faults.add(
         "conflict", method="POST", path=r"^/api/subjects$", times=3
     )
     result = zooprep.upload(run, options(panoptes_standin), retry=FAST)
+    assert conflict.fired == 3
     assert result.failed == 0
     assert_exactly_once(panoptes_standin, run)
 
@@ -282,15 +283,16 @@ def test_hung_requests_time_out_and_are_retried(
 ):
     run = make_run(tmp_path / "run", 8)
     login_env(monkeypatch, panoptes_standin)
-    panoptes_standin.faults.add(
+    hung_put = panoptes_standin.faults.add(
         "hang", method="PUT", path=r"^/blob/", times=2, delay=5, process=False
     )
-    panoptes_standin.faults.add(
+    hung_post = panoptes_standin.faults.add(
         "hang", method="POST", path=r"^/api/subjects$", times=1, delay=3, skip=3
     )
     started = time.monotonic()
     result = zooprep.upload(run, options(panoptes_standin, timeout=0.5), retry=FAST)
     assert time.monotonic() - started < 15
+    assert (hung_put.fired, hung_post.fired) == (2, 1)
     assert result.failed == 0
     assert_exactly_once(panoptes_standin, run)
 

@@ -25,11 +25,10 @@ import click
 import zooprep
 from zooprep import interrupt
 from zooprep.errors import Interrupted, ZooprepError
-from zooprep.options import PICTURE_OPTIONS, UploadOptions
+from zooprep.options import PICTURE_OPTIONS, SelectOptions, UploadOptions
+from zooprep.vocabulary import PRODUCTION, STAGING
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-PRODUCTION = "https://www.zooniverse.org"
 
 
 # -- output: progress on stderr, machine output on stdout ----------------------
@@ -139,13 +138,13 @@ class RichReporter:
 
 def _setup_logging(verbose: bool, debug: bool, quiet: bool) -> None:
     """Log to stderr: warnings by default, per-row info with -v, debug with --debug."""
-    from rich.logging import RichHandler
-
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     if quiet:
         level = logging.ERROR
     handler: logging.Handler
     if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
         handler = RichHandler(show_path=False, show_time=False)
     else:
         handler = logging.StreamHandler()
@@ -204,6 +203,61 @@ def command(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _json_ids(report: dict[str, Any]) -> dict[str, Any]:
+    """A status report with source ids as strings, for JSON output.
+
+    Source ids are 64-bit integers; JSON numbers are doubles to ``jq`` and
+    every JavaScript reader, which would round them.
+    """
+    failures = {
+        stage: [
+            {**item, "examples": [str(i) for i in item["examples"]]} for item in items
+        ]
+        for stage, items in report["failures"].items()
+    }
+    return {**report, "failures": failures}
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    """Print a `zooprep.status` report as tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"zooprep run {report['run']}", show_lines=False)
+    table.add_column("status")
+    table.add_column("sources", justify="right")
+    for name, n in report["counts"].items():
+        if n or name in ("selected", "rendered", "linked", "failed"):
+            style = "red" if name == "failed" and n else None
+            table.add_row(name, str(n), style=style)
+    table.add_row("total", str(report["total"]), style="bold")
+    console.print(table)
+    for stage, items in report["failures"].items():
+        failed = Table(title=f"failed in {stage}")
+        failed.add_column("reason")
+        failed.add_column("rows", justify="right")
+        failed.add_column("e.g. source ids")
+        for item in items:
+            failed.add_row(
+                item["reason"],
+                str(item["count"]),
+                ", ".join(str(i) for i in item["examples"]),
+            )
+        console.print(failed)
+    if report.get("results"):
+        res = report["results"]
+        console.print(
+            f"results: {res['subjects_with_results']} of "
+            f"{res['uploaded_subjects']} uploaded subjects have "
+            f"{res['classifications']} classifications"
+        )
+    if report["next"]:
+        console.print(f"next: [bold]{report['next']}[/bold]")
+    else:
+        console.print("nothing left to do")
+
+
 def _reporter() -> RichReporter:
     root = click.get_current_context().find_root()
     return RichReporter(quiet=root.params.get("quiet", False))
@@ -226,10 +280,6 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
         raise click.BadParameter(
             f"{value!r}: give sizes in pixels, e.g. 30 or 32,64", ctx, param
         ) from None
-    if any(s < 3 or s > 1024 for s in sizes):
-        raise click.BadParameter(
-            "each size must be between 3 and 1024 pixels", ctx, param
-        )
     return sizes
 
 
@@ -311,10 +361,10 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @click.option("--band", multiple=True, help="Only these bands (repeatable).")
 @click.option("--reliability-min", type=float, help="Keep reliability >= this.")
 @click.option("--reliability-max", type=float, help="Keep reliability <= this.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most N sources.")
+@click.option("--limit", type=int, help="At most N sources.")
 @click.option(
     "--sample",
-    type=click.IntRange(min=1),
+    type=int,
     help="A random sample of N sources (reproducible with --seed).",
 )
 @click.option("--seed", type=int, default=None, help="Random seed for --sample.")
@@ -365,7 +415,8 @@ def select(run: Path, **kwargs: Any) -> None:
         if not sep or not old or not new:
             raise click.BadParameter(f"{item!r}: use OLD=NEW", param_hint="--rename")
         rename[old] = new
-    result = zooprep.select(run, rename=rename or None, reporter=_reporter(), **kwargs)
+    options = SelectOptions(rename=rename or None, **kwargs)
+    result = zooprep.select(run, options, reporter=_reporter())
     _finish(result)
 
 
@@ -456,7 +507,7 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--chunk-size",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="At most this many files per cutouts/ sub-directory [10000].",
 )
@@ -465,7 +516,7 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--scale",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="Screen pixels per cutout pixel [about 200 px per panel].",
 )
@@ -513,7 +564,7 @@ def select(run: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="Worker processes [all cores].",
 )
@@ -625,7 +676,7 @@ def render(run: Path, **kw: Any) -> None:
 )
 @click.option(
     "--split",
-    type=click.IntRange(min=1),
+    type=int,
     metavar="N",
     help="Also write numbered parts of at most N rows (10000 for "
     "Zooniverse's server-side import).",
@@ -677,14 +728,14 @@ def manifest(run: Path, **kw: Any) -> None:
     "--endpoint",
     default=PRODUCTION,
     show_default=True,
-    help="Panoptes endpoint; rehearse on https://panoptes-staging.zooniverse.org.",
+    help=f"Panoptes endpoint; rehearse on {STAGING}.",
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1, max=64),
+    type=int,
     default=8,
     show_default=True,
-    help="Concurrent upload threads.",
+    help="Concurrent upload threads (1 to 64).",
 )
 @click.option(
     "--timeout",
@@ -735,8 +786,6 @@ def upload(run: Path, **kw: Any) -> None:
       zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
           --endpoint https://panoptes-staging.zooniverse.org
     """
-    if bool(kw["subject_set_id"]) == bool(kw["subject_set"]):
-        raise click.UsageError("give exactly one of --subject-set-id and --subject-set")
     via = kw.pop("via")
     options = UploadOptions(**kw)
     result = zooprep.upload(run, options, via=via, reporter=_reporter())
@@ -781,6 +830,13 @@ def upload(run: Path, **kw: Any) -> None:
 @click.option(
     "--endpoint", default=PRODUCTION, show_default=True, help="Panoptes endpoint."
 )
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds before one --download request is abandoned and retried.",
+)
 @click.option("--force", is_flag=True, help="Overwrite earlier results.")
 @command
 def results(run: Path, **kw: Any) -> None:
@@ -810,15 +866,13 @@ def status(run: Path, as_json: bool) -> None:
 
     \b
     Example:
-      zooprep status run1 --json | jq .counts
+      zooprep status run1 --json | jq .counts   # source ids are strings
     """
     report = zooprep.status(run)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(_json_ids(report), indent=2))
     else:
-        from zooprep.status import print_status
-
-        print_status(report)
+        _print_status(report)
 
 
 @cli.command()

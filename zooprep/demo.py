@@ -34,8 +34,14 @@ from typing import Any
 
 from zooprep.errors import RunError
 from zooprep.options import UploadOptions
+from zooprep.preview import preview
 from zooprep.progress import Reporter
 from zooprep.run import Run
+from zooprep.stages.manifest import manifest
+from zooprep.stages.render import render
+from zooprep.stages.select import select as select_sources
+from zooprep.stages.upload import upload
+from zooprep.vocabulary import STAGING
 
 __all__ = ["DemoResult", "DemoRun", "demo", "sample_path"]
 
@@ -52,8 +58,6 @@ _CREDENTIALS = (
     "PANOPTES_CLIENT_ID",
     "PANOPTES_CLIENT_SECRET",
 )
-
-STAGING = "https://panoptes-staging.zooniverse.org"
 
 
 @dataclass
@@ -273,16 +277,14 @@ def _pipeline(
     jobs: int | None,
 ) -> DemoRun:
     """Run select, render, manifest, preview and a dry-run upload on one run."""
-    import zooprep
-
     existing = (path / Run.STATE).is_file()
     log.info("demo: %s in %s", name, path)
-    zooprep.select(path, append=existing, reporter=reporter, **select)
-    zooprep.render(path, images=images, options=options, jobs=jobs, reporter=reporter)
-    written = zooprep.manifest(path, reporter=reporter)
-    page = zooprep.preview(path)
+    select_sources(path, append=existing, reporter=reporter, **select)
+    render(path, images=images, options=options, jobs=jobs, reporter=reporter)
+    written = manifest(path, reporter=reporter)
+    page = preview(path)
     with _no_credentials():
-        upload = zooprep.upload(
+        rehearsal = upload(
             path,
             UploadOptions(
                 project="1", subject_set="zooprep demo", endpoint=STAGING, dry_run=True
@@ -301,8 +303,8 @@ def _pipeline(
     report.manifest = Path(written.path)
     report.manifest_rows = written.rows
     report.preview = page
-    report.upload = str(upload)
-    report.to_upload = upload.to_create
+    report.upload = str(rehearsal)
+    report.to_upload = rehearsal.to_create
     return report
 
 

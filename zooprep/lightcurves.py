@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from zooprep.avro import read_records
+from zooprep.vocabulary import ZTF_BANDS
+
 __all__ = [
     "APDB_CHUNK",
     "PALETTE",
@@ -67,7 +70,6 @@ _SPARE = ("#56B4E9", "#F0E442", "#999999", "#882255")
 #: Marker shapes (Pillow) and the viewer's glyph names, in band order.
 _MARKERS = ("circle", "square", "diamond", "triangle", "cross", "star", "wye")
 _BAND_ORDER = ("u", "g", "r", "i", "z", "y")
-_ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 
 #: Kinds of point.
 DETECTION, FORCED, LIMIT = 0, 1, 2
@@ -313,7 +315,7 @@ def _ztf_flux(entry: Mapping[str, Any]) -> tuple[float | None, float | None]:
 
 def _ztf_band(fid: Any) -> Any:
     """The band of a ZTF filter id (g, r, i), or the id itself."""
-    return _ZTF_BANDS.get(fid, fid) if isinstance(fid, int) else fid
+    return ZTF_BANDS.get(fid, fid) if isinstance(fid, int) else fid
 
 
 def ztf_light_curve(source_id: int, record: Mapping[str, Any]) -> LightCurve:
@@ -399,8 +401,6 @@ class AlertHistory:
         self, rows: Sequence[tuple[int, Mapping[str, Any]]]
     ) -> Iterator[tuple[int, LightCurve | str]]:
         """``(source_id, light curve or why not)`` per row, each file read once."""
-        from zooprep.images.stamps import read_alert_records
-
         by_path: dict[str, dict[int, list[int]]] = {}
         rows_by_id = dict(rows)
         for sid, row in rows:
@@ -416,7 +416,7 @@ class AlertHistory:
             done: set[int] = set()
             try:
                 last = max(wanted)
-                for index, record in enumerate(read_alert_records(path)):
+                for index, record in enumerate(read_records(path)):
                     if index in wanted:
                         for sid in wanted[index]:
                             yield sid, _record_light_curve(sid, record)

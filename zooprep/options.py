@@ -1,21 +1,41 @@
-"""Settings of each stage, as frozen dataclasses.
+"""Settings of each stage, as frozen dataclasses that check themselves.
 
 The CLI builds them from flags; ``zooprep.toml`` in the run directory keeps
-them (as plain tables) so that a resumed stage uses the same settings.
+them (as plain tables) so that a resumed stage uses the same settings.  Each
+class validates its values when it is made and raises
+`~zooprep.errors.InputError` with one line naming the bad value, so the
+Python API refuses exactly what the command line refuses.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
+
+from zooprep.errors import InputError
+from zooprep.vocabulary import POSITIONS, PRODUCTION, Position
 
 __all__ = [
     "LAYOUTS",
     "MAX_FILE_BYTES",
+    "MAX_SIZE",
+    "MIN_SIZE",
     "PICTURE_OPTIONS",
     "RenderOptions",
+    "SelectOptions",
     "UploadOptions",
 ]
+
+#: Most concurrent upload threads (Zooniverse asks uploaders to be gentle).
+MAX_WORKERS = 64
+
+#: Smallest and largest cutout size in pixels.
+MIN_SIZE, MAX_SIZE = 3, 1024
+
+#: The choices of `RenderOptions.difference_stretch`.
+STRETCHES = ("zscale", "asinh-central")
 
 #: The largest media file Zooniverse accepts (its web front end refuses more).
 MAX_FILE_BYTES = 1_000_000
@@ -100,12 +120,54 @@ class RenderOptions:
     scale: int | None = None
     nan_color: str = "#ff00ff"
     difference_stretch: Literal["zscale", "asinh-central"] = "zscale"
-    position: Literal["auto", "xy", "radec"] = "auto"
+    position: Position = "auto"
     pixel_scale: float | None = None
     instrument: str | None = None
     layout: Literal["triplet", "frames", "both"] = "triplet"
     lightcurve: Literal["flux", "mag"] | None = None
     lightcurve_json: bool = False
+
+    def __post_init__(self) -> None:
+        sizes = tuple(self.sizes)
+        for size in sizes:
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise InputError(
+                    f"sizes: {size!r} is not a whole number of pixels (e.g. 30 or 32,64)"
+                )
+            if not MIN_SIZE <= size <= MAX_SIZE:
+                raise InputError(
+                    f"sizes: {size} is out of range; each size must be between "
+                    f"{MIN_SIZE} and {MAX_SIZE} pixels"
+                )
+        object.__setattr__(self, "sizes", sizes)
+        if self.chunk_size < 1:
+            raise InputError(f"chunk_size must be at least 1, not {self.chunk_size}")
+        if self.scale is not None and self.scale < 1:
+            raise InputError(f"scale must be at least 1, not {self.scale}")
+        if self.difference_stretch not in STRETCHES:
+            raise InputError(
+                f"difference_stretch {self.difference_stretch!r} is not one of "
+                f"{', '.join(STRETCHES)}"
+            )
+        if self.position not in POSITIONS:
+            raise InputError(
+                f"position {self.position!r} is not one of {', '.join(POSITIONS)}"
+            )
+        if self.pixel_scale is not None and not self.pixel_scale > 0:
+            raise InputError(f"pixel_scale must be positive, not {self.pixel_scale}")
+        if self.layout not in LAYOUTS:
+            raise InputError(
+                f"layout {self.layout!r} is not one of {', '.join(LAYOUTS)}"
+            )
+        if self.lightcurve not in (None, "flux", "mag"):
+            raise InputError(f"lightcurve {self.lightcurve!r} is not one of flux, mag")
+        if self.lightcurve_json and not self.lightcurve:
+            raise InputError(
+                "--lightcurve-json needs --lightcurve: the JSON goes after the "
+                "light-curve PNG in each subject"
+            )
+        _check_cmap(self.cmap)
+        _check_color(self.nan_color)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for ``zooprep.toml`` (None values left out)."""
@@ -159,9 +221,180 @@ class UploadOptions:
     project: str
     subject_set_id: str | None = None
     subject_set: str | None = None
-    endpoint: str = "https://www.zooniverse.org"
+    endpoint: str = PRODUCTION
     workers: int = 8
     dry_run: bool = False
     timeout: float = 60.0
     verify: bool = True
     workflow: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.subject_set_id) == bool(self.subject_set):
+            raise InputError(
+                "give exactly one of subject_set_id (--subject-set-id) and "
+                "subject_set (--subject-set)"
+            )
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise InputError(
+                f"workers must be from 1 to {MAX_WORKERS}, not {self.workers}"
+            )
+        if not self.timeout > 0:
+            raise InputError(f"timeout must be positive, not {self.timeout}")
+
+
+def _check_cmap(name: str) -> None:
+    """Refuse a colour map matplotlib does not have, naming the valid ones."""
+    import matplotlib
+
+    if name in matplotlib.colormaps:
+        return
+    names = sorted(
+        (n for n in matplotlib.colormaps if not n.endswith("_r")), key=str.lower
+    )
+    raise InputError(
+        f"cmap {name!r} is not a matplotlib colour map; valid choices: "
+        f"{', '.join(names)} (each also reversed with _r)"
+    )
+
+
+def _check_color(color: str) -> None:
+    """Refuse a colour matplotlib cannot read."""
+    from matplotlib.colors import is_color_like
+
+    if not is_color_like(color):
+        raise InputError(
+            f"nan_color {color!r} is not a colour; valid choices: a matplotlib "
+            "colour name (magenta, black, tab:red...), '#rrggbb' or '#rgb'"
+        )
+
+
+#: The select sources: (field, flag).
+_SOURCES = (
+    ("apdb", "--apdb"),
+    ("catalog", "--catalog"),
+    ("alerts", "--alerts"),
+    ("apdb_config", "--apdb-config"),
+)
+
+
+def parse_stratify(stratify: str | None) -> tuple[str | None, int]:
+    """``COLUMN:BINS`` -> (column, bins); a bare COLUMN means 10 bins.
+
+    Raises
+    ------
+    InputError
+        When the text is not ``COLUMN[:BINS]`` with a whole BINS of at least 1.
+    """
+    if not stratify:
+        return None, 0
+    column, sep, bins_text = stratify.partition(":")
+    column = column.strip()
+    if not column:
+        raise InputError(
+            f"--stratify {stratify!r}: use COLUMN:BINS, e.g. reliability:10"
+        )
+    if not sep:
+        return column, 10
+    try:
+        bins = int(bins_text)
+    except ValueError:
+        raise InputError(
+            f"--stratify {stratify!r}: BINS must be a whole number, e.g. reliability:10"
+        ) from None
+    if bins < 1:
+        raise InputError(f"--stratify {stratify!r}: BINS must be at least 1")
+    return column, bins
+
+
+def _tuple(value: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """A sequence as a tuple; None and empty stay None."""
+    return tuple(value) if value else None
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    """Which sources `~zooprep.select` takes, and from where.
+
+    Exactly one of ``apdb``, ``catalog``, ``alerts`` or ``apdb_config`` is
+    needed.  Catalog files need an id (``diaSourceId`` or ``id_column``),
+    ``visit`` and ``detector`` (or an ``image`` column) and ``x``/``y`` (or
+    ``ra``/``dec``), under DiaSource names (use ``rename``).
+
+    Parameters
+    ----------
+    apdb : str, optional
+        SQLAlchemy URL of a Rubin APDB (``sqlite:///path``, ``postgresql://...``).
+    catalog : str or os.PathLike, optional
+        CSV, Parquet, FITS or ECSV table.
+    alerts : str or os.PathLike, optional
+        Glob of ZTF / Rubin Avro alert packets (or a directory or one file).
+    apdb_config : str or os.PathLike, optional
+        An APDB config file, read with lsst-dax-apdb (optional dependency).
+    schema : str, optional
+        Database schema (PostgreSQL namespace) of the APDB tables.
+    where : str, optional
+        Filter such as ``'reliability > 0.5 and band == "r"'`` (see
+        `zooprep.readers.where`).
+    visit, detector, band : sequence, optional
+        Keep only these visits, detectors, bands.
+    reliability_min, reliability_max : float, optional
+        Keep ``reliability`` within these bounds (inclusive).
+    limit : int, optional
+        At most this many sources: the smallest ids (after sampling).
+    sample : int, optional
+        A random sample of this many sources.
+    seed : int, optional
+        Seed for ``sample`` (drawn and saved when None).
+    stratify : str, optional
+        ``COLUMN:BINS``: spread the sample evenly over bins of COLUMN.
+    id_column : str, optional
+        Id column (``diaSourceId`` by default).
+    rename : mapping of str to str, optional
+        Catalog column renames ``{old: new}``.
+    instrument : str, optional
+        Instrument name where the source does not name it.
+    append : bool
+        Add to a run that already holds sources (new ids only).
+    """
+
+    apdb: str | None = None
+    catalog: str | os.PathLike[str] | None = None
+    alerts: str | os.PathLike[str] | None = None
+    apdb_config: str | os.PathLike[str] | None = None
+    schema: str | None = None
+    where: str | None = None
+    visit: Sequence[int] | None = None
+    detector: Sequence[int] | None = None
+    band: Sequence[str] | None = None
+    reliability_min: float | None = None
+    reliability_max: float | None = None
+    limit: int | None = None
+    sample: int | None = None
+    seed: int | None = None
+    stratify: str | None = None
+    id_column: str | None = None
+    rename: Mapping[str, str] | None = None
+    instrument: str | None = None
+    append: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("visit", "detector", "band"):
+            object.__setattr__(self, name, _tuple(getattr(self, name)))
+        object.__setattr__(self, "rename", dict(self.rename) if self.rename else None)
+        given = [flag for name, flag in _SOURCES if getattr(self, name)]
+        if len(given) != 1:
+            raise InputError(
+                "give exactly one of --apdb, --catalog, --alerts or --apdb-config"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.rename and self.catalog is None:
+            raise InputError("--rename applies to --catalog files only")
+        if self.schema and not (self.apdb or self.apdb_config):
+            raise InputError("--schema applies to --apdb databases only")
+        for name in ("limit", "sample"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name} must be at least 1, not {value}")
+        if self.stratify and not self.sample:
+            raise InputError("--stratify needs --sample N")
+        parse_stratify(self.stratify)

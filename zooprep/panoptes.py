@@ -6,7 +6,12 @@ explicit endpoint, a timeout on every request); all workers share one
 terms.  Errors of requests and panoptes-client are turned into
 `zooprep.errors` classes here and nowhere else.
 
-Where zooprep works around panoptes-client (see ``docs/panoptes-api.md``):
+`download_classification_export` fetches a project's classification export
+for the results stage: the API call and the storage download are both
+retried on transient failures and have a timeout.
+
+Where zooprep works around panoptes-client (see ``docs/panoptes-api.md``,
+facts about the API gathered for this project):
 
 * Importing panoptes_client calls ``logging.basicConfig`` (a global side
   effect that would print every zooprep log line twice): `_panoptes_client`
@@ -55,6 +60,8 @@ from tenacity import (
 )
 
 from zooprep.errors import AuthError, InputError, PanoptesError, QuotaError
+from zooprep.files import atomic_file
+from zooprep.vocabulary import PRODUCTION, STAGING
 
 __all__ = [
     "PRODUCTION",
@@ -65,12 +72,11 @@ __all__ = [
     "RetryPolicy",
     "TokenManager",
     "check_endpoint",
+    "download_classification_export",
 ]
 
 logger = logging.getLogger(__name__)
 
-PRODUCTION = "https://www.zooniverse.org"
-STAGING = "https://panoptes-staging.zooniverse.org"
 
 #: The Accept header without which some Panoptes routes answer 404.
 API_ACCEPT = "application/vnd.api+json; version=1"
@@ -925,6 +931,102 @@ class PanoptesAPI:
         """One subject-set import, with its progress."""
         body = self.get(f"/subject_set_imports/{import_id}").body
         return dict(body["subject_set_imports"][0])
+
+
+# -- classification exports ---------------------------------------------------
+
+
+def download_classification_export(
+    endpoint: str,
+    project: str,
+    target: os.PathLike[str] | str,
+    *,
+    timeout: float = 60.0,
+    retry: RetryPolicy | None = None,
+) -> None:
+    """Fetch a project's latest classification export into ``target``.
+
+    Signs in with the credentials of the environment, asks the API for the
+    export's signed storage URL and downloads it (without the bearer token)
+    into ``target``, replaced whole or not at all.  Both requests are retried
+    on 5xx answers, timeouts and dropped connections.
+
+    Parameters
+    ----------
+    endpoint : str
+        The Panoptes endpoint (checked with `check_endpoint`).
+    project : str
+        Zooniverse project id.
+    target : path-like
+        Where to write the CSV.
+    timeout : float
+        Seconds before one request (or one read of the download) is abandoned
+        and retried.
+    retry : RetryPolicy, optional
+        Retries of both requests.
+
+    Raises
+    ------
+    AuthError
+        No or wrong credentials.
+    InputError
+        The project has no export yet.
+    PanoptesError
+        The API or the storage answered an error, or kept failing.
+    """
+    endpoint = check_endpoint(endpoint)
+    creds = Credentials.from_env()
+    if creds is None:
+        raise AuthError(
+            "no Panoptes credentials for --download: set PANOPTES_USERNAME and "
+            "PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET)"
+        )
+    tokens = TokenManager(endpoint, creds, timeout=timeout)
+    tokens.login()
+    api = PanoptesAPI(tokens, timeout=timeout, retry=retry)
+    try:
+        try:
+            answer = api.get(f"/projects/{project}/classifications_export")
+        except PanoptesError as exc:
+            if exc.status == 404:
+                raise InputError(
+                    f"project {project} has no classification export yet; request "
+                    "one on the project's Lab > Data Exports page and run again "
+                    "when it is ready"
+                ) from None
+            raise
+        media = answer.body.get("media") or [{}]
+        src = str(media[0].get("src") or "")
+        if not src:
+            raise PanoptesError(f"project {project}: the export answer has no file URL")
+        parsed = urllib.parse.urlparse(src)
+        if parsed.scheme != "https":
+            check_endpoint(f"{parsed.scheme}://{parsed.netloc}")  # loopback only
+        what = f"downloading the export of project {project}"
+
+        def attempt() -> None:
+            # A signed storage URL: no Authorization header goes there.
+            try:
+                with api.session.get(src, stream=True) as got:
+                    if got.status_code >= 500:
+                        raise _Transient(
+                            f"{what}: HTTP {got.status_code}", got.status_code
+                        )
+                    if got.status_code != 200:
+                        raise PanoptesError(
+                            f"{what}: HTTP {got.status_code}", got.status_code
+                        )
+                    with atomic_file(target) as fh:
+                        for chunk in got.iter_content(1 << 20):
+                            fh.write(chunk)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                raise _no_answer(exc, what) from None
+            except requests.RequestException as exc:
+                raise PanoptesError(f"{what} failed: {type(exc).__name__}") from None
+
+        api._retrying(attempt, what)
+    finally:
+        api.close()
 
 
 def _no_answer(exc: requests.RequestException, what: str) -> _Transient:

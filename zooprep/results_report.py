@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zooprep.stages.export import SKIP_REASONS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -346,13 +348,7 @@ def render_report(
     str
         The page.
     """
-    from zooprep.stages.results import SKIP_REASONS
-
-    uploaded = int(
-        run.db.execute(
-            "SELECT COUNT(*) FROM sources WHERE subject_id IS NOT NULL"
-        ).fetchone()[0]
-    )
+    uploaded = run.count_subjects()
     real = result.real_answer
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",

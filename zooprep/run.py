@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from zooprep.errors import InputError, RunError, RunLocked, StorageError, ZooprepError
+from zooprep.files import atomic_write, temporary_name
 
 __all__ = [
     "STATUSES",
@@ -67,7 +68,15 @@ FORMAT_VERSION = 1
 
 STATUSES = ("selected", "rendered", "uploaded", "linked", "failed", "removed")
 
-_SCHEMA = """
+#: The sources the last written manifest listed, and on which line; the
+#: manifest stage fills it, reading a reviewed manifest compares against it.
+#: (Runs made before it was part of the schema get it when first written.)
+_MANIFEST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifest_rows (id INTEGER PRIMARY KEY, line INTEGER NOT NULL);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     seq INTEGER PRIMARY KEY,        -- selection order, 0-based
@@ -86,6 +95,8 @@ CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
 CREATE INDEX IF NOT EXISTS sources_subject ON sources(subject_id);
 CREATE INDEX IF NOT EXISTS sources_grp ON sources(COALESCE(grp, ''), seq);
 """
+    + _MANIFEST_SCHEMA
+)
 
 _UPDATABLE = {
     "status",
@@ -164,27 +175,6 @@ def decode_row(text: str) -> dict[str, Any]:
     """Inverse of `encode_row`."""
     value: dict[str, Any] = json.loads(text)
     return value
-
-
-def atomic_write(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
-
-    The bytes go to a temporary file in the same directory, which is then
-    renamed over the target.  A killed process leaves at most a ``.tmp`` file
-    behind.  ``fsync=True`` also survives a power cut (used for settings).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not keep the half file
-        raise
 
 
 #: Names `atomic_write` gives its temporary files: ``.<name>.<pid>.tmp``.
@@ -462,9 +452,9 @@ class Run:
 
     def _build_state(self) -> None:
         """Write a new, empty state file under a temporary name, then rename it."""
-        for leftover in self.path.glob(f".{self.STATE}.*.tmp"):
+        for leftover in self.path.glob(f".{self.STATE}.*.tmp*"):
             leftover.unlink()
-        tmp = self.path / f".{self.STATE}.{os.getpid()}.tmp"
+        tmp = temporary_name(self.path / self.STATE)
         db = sqlite3.connect(tmp, isolation_level=None)
         try:
             _init_state(db)
@@ -733,15 +723,7 @@ class Run:
         where: list[str] = ["seq > ?"]
         params: list[Any] = [-1]
         if statuses is not None:
-            wanted = list(statuses)
-            clause = f"status IN ({', '.join('?' * len(wanted))})"
-            if stage is not None and "failed" in wanted:
-                others = [s for s in wanted if s != "failed"]
-                clause = (
-                    f"(status IN ({', '.join('?' * len(others))}) OR "
-                    "(status = 'failed' AND stage = ?))"
-                )
-                wanted = [*others, stage]
+            clause, wanted = _status_clause(statuses, stage)
             where.append(clause)
             params += wanted
         sql = (
@@ -769,6 +751,117 @@ class Run:
 
     def __len__(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0])
+
+    # -- what the stages ask ------------------------------------------------------
+
+    def count(self, statuses: Iterable[str], *, stage: str | None = None) -> int:
+        """How many sources `iter_sources` would yield for these arguments."""
+        clause, params = _status_clause(statuses, stage)
+        sql = f"SELECT COUNT(*) FROM sources WHERE {clause}"
+        return int(self.db.execute(sql, params).fetchone()[0])
+
+    def count_subjects(self) -> int:
+        """How many sources have a Zooniverse subject."""
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM sources WHERE subject_id IS NOT NULL"
+            ).fetchone()[0]
+        )
+
+    def iter_to_render(
+        self, statuses: Iterable[str], *, page: int = 2000
+    ) -> Iterator[tuple[int, int, str]]:
+        """Yield ``(seq, id, row JSON)`` of rows to render, in image-group order.
+
+        Rows with one of ``statuses``, and rows the render stage failed.
+        Pages through the ``(grp, seq)`` index: within the current group by
+        ``seq``, then on to the next groups, so each page is an index seek and
+        planning a million rows stays linear.
+        """
+        clause, params = _status_clause([*statuses, "failed"], "render")
+        cols = "seq, id, row, COALESCE(grp, '')"
+        same = (
+            f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
+            f"COALESCE(grp, '') = ? AND seq > ? AND {clause} ORDER BY seq "
+            f"LIMIT {int(page)}"
+        )
+        later = (
+            f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
+            f"COALESCE(grp, '') > ? AND {clause} ORDER BY COALESCE(grp, ''), seq "
+            f"LIMIT {int(page)}"
+        )
+        grp, seq = "", -1
+        while True:
+            rows = self.db.execute(same, (grp, seq, *params)).fetchall()
+            if not rows:
+                rows = self.db.execute(later, (grp, *params)).fetchall()
+                if not rows:
+                    return
+            for found in rows:
+                yield found[0], found[1], found[2]
+            seq, grp = rows[-1][0], rows[-1][3]
+
+    def max_files(
+        self,
+        suffixes: Iterable[str],
+        statuses: Iterable[str],
+        *,
+        stage: str | None = None,
+    ) -> int:
+        """The most files ending in one of ``suffixes`` that one source has.
+
+        Counted over the sources `iter_sources` yields for ``statuses`` and
+        ``stage``; case-insensitive suffixes; 0 when none has any.
+        """
+        ends = list(suffixes)
+        like = " OR ".join("lower(j.value) LIKE ?" for _ in ends)
+        clause, params = _status_clause(statuses, stage)
+        found = self.db.execute(
+            "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM sources, "
+            f"json_each(sources.files) AS j WHERE ({like}) AND ({clause}) "
+            "GROUP BY sources.id)",
+            [f"%{e.lower()}" for e in ends] + params,
+        ).fetchone()
+        return int(found[0] or 0)
+
+    def ids_between(self, low: int, high: int) -> list[int]:
+        """Source ids from ``low`` to ``high`` (inclusive), ascending."""
+        return [
+            int(i)
+            for (i,) in self.db.execute(
+                "SELECT id FROM sources WHERE id BETWEEN ? AND ? ORDER BY id",
+                (int(low), int(high)),
+            )
+        ]
+
+    def record_manifest(self, written: Iterable[tuple[int, int]]) -> None:
+        """Remember the ``(source id, line)`` pairs of the manifest just written."""
+        with self.transaction():
+            for statement in _MANIFEST_SCHEMA.strip().split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute("DELETE FROM manifest_rows")
+            self.db.executemany(
+                "INSERT INTO manifest_rows (id, line) VALUES (?, ?)", written
+            )
+
+    def manifest_ids(self) -> list[int]:
+        """Ids the last written manifest listed that are still sources, by ``seq``.
+
+        Empty when no manifest was recorded.
+        """
+        exists = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='manifest_rows'"
+        ).fetchone()
+        if not exists:
+            return []
+        return [
+            int(sid)
+            for (sid,) in self.db.execute(
+                "SELECT m.id FROM manifest_rows m JOIN sources s ON s.id = m.id "
+                "ORDER BY s.seq"
+            )
+        ]
 
     def failures(self, limit: int | None = None) -> list[Source]:
         """Failed sources, in selection order."""
@@ -838,9 +931,8 @@ def _as_id(value: Any, column: str, index: int) -> int:
 
 def _creation_leftover(name: str) -> bool:
     """Whether a file name is what an interrupted ``Run.create`` leaves behind."""
-    return name == Run.LOCK or (
-        name.startswith(f".{Run.STATE}.") and name.endswith(".tmp")
-    )
+    # The temporary state and SQLite's files beside it (``.tmp-journal``).
+    return name == Run.LOCK or (name.startswith(f".{Run.STATE}.") and ".tmp" in name)
 
 
 def _init_state(db: sqlite3.Connection) -> None:
@@ -872,6 +964,17 @@ def _unfinished(db: sqlite3.Connection) -> bool:
         "sources" not in tables
         or not db.execute("SELECT 1 FROM sources LIMIT 1").fetchone()
     )
+
+
+def _status_clause(statuses: Iterable[str], stage: str | None) -> tuple[str, list[str]]:
+    """SQL condition and parameters: one of ``statuses``; failed only by ``stage``."""
+    wanted = list(statuses)
+    if stage is not None and "failed" in wanted:
+        others = [s for s in wanted if s != "failed"]
+        marks = ", ".join("?" * len(others))
+        clause = f"(status IN ({marks}) OR (status = 'failed' AND stage = ?))"
+        return clause, [*others, stage]
+    return f"status IN ({', '.join('?' * len(wanted))})", wanted
 
 
 @contextlib.contextmanager

@@ -1,4 +1,7 @@
-"""``zooprep status``: what the run holds, what failed and why, and what to do next."""
+"""``zooprep status``: what the run holds, what failed and why, and what to do next.
+
+`status` returns a plain dict; the command line prints it (``zooprep.cli``).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from zooprep.run import Run
+from zooprep.vocabulary import reason_key
 
-__all__ = ["print_status", "status"]
+__all__ = ["status"]
 
 #: How many example source ids are shown per failure reason.
 EXAMPLES = 5
-
-
-def _reason_key(reason: str | None) -> str:
-    """Group failure reasons: drop the parts that differ per row (paths, numbers)."""
-    text = reason or "unknown"
-    head = text.split(":", 1)[0]
-    return head if len(head) < 80 else head[:77] + "..."
 
 
 def status(run: str | os.PathLike[str]) -> dict[str, Any]:
@@ -48,7 +45,7 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
         examples: dict[tuple[str, str], list[int]] = {}
         for src in r.iter_sources(["failed"]):
             stage = src.stage or "unknown"
-            key = _reason_key(src.reason)
+            key = reason_key(src.reason)
             groups.setdefault(stage, Counter())[key] += 1
             ex = examples.setdefault((stage, key), [])
             if len(ex) < EXAMPLES:
@@ -84,11 +81,7 @@ def _results_info(r: Run) -> dict[str, Any] | None:
     table = pd.read_csv(
         path, usecols=lambda c: c in {"subject_id", "n_classifications"}
     )
-    uploaded = int(
-        r.db.execute(
-            "SELECT COUNT(*) FROM sources WHERE subject_id IS NOT NULL"
-        ).fetchone()[0]
-    )
+    uploaded = r.count_subjects()
     return {
         "uploaded_subjects": uploaded,
         "subjects_with_results": len(table),
@@ -125,43 +118,3 @@ def _next_command(
     if counts["linked"]:
         return f"zooprep results {run} --classifications EXPORT.csv"
     return None
-
-
-def print_status(report: dict[str, Any]) -> None:
-    """Print a status report as tables on stdout (used by the CLI)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=f"zooprep run {report['run']}", show_lines=False)
-    table.add_column("status")
-    table.add_column("sources", justify="right")
-    for name, n in report["counts"].items():
-        if n or name in ("selected", "rendered", "linked", "failed"):
-            style = "red" if name == "failed" and n else None
-            table.add_row(name, str(n), style=style)
-    table.add_row("total", str(report["total"]), style="bold")
-    console.print(table)
-    for stage, items in report["failures"].items():
-        failed = Table(title=f"failed in {stage}")
-        failed.add_column("reason")
-        failed.add_column("rows", justify="right")
-        failed.add_column("e.g. source ids")
-        for item in items:
-            failed.add_row(
-                item["reason"],
-                str(item["count"]),
-                ", ".join(str(i) for i in item["examples"]),
-            )
-        console.print(failed)
-    if report.get("results"):
-        res = report["results"]
-        console.print(
-            f"results: {res['subjects_with_results']} of "
-            f"{res['uploaded_subjects']} uploaded subjects have "
-            f"{res['classifications']} classifications"
-        )
-    if report["next"]:
-        console.print(f"next: [bold]{report['next']}[/bold]")
-    else:
-        console.print("nothing left to do")

@@ -47,14 +47,13 @@ from zooprep.images.base import (
     column_listing,
     consecutive_groups,
 )
-from zooprep.images.fits import (
-    DEFAULT_CACHE_BYTES,
+from zooprep.images.cutting import (
     POSITIONS,
-    CachedImages,
     Position,
     check_position_columns,
     cut_group,
 )
+from zooprep.images.fits import DEFAULT_CACHE_BYTES, CachedImages
 
 __all__ = ["ButlerImages"]
 

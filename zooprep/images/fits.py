@@ -17,7 +17,9 @@ Three kinds of files are read, and the image HDU is chosen by name:
 
 Uncompressed images are memory-mapped and only the section under each cutout
 is read; compressed (and gzipped) images are decompressed once.  ``BSCALE``,
-``BZERO`` and integer ``BLANK`` are applied.
+``BZERO`` and integer ``BLANK`` are applied, to the cutout only.  (astropy's
+``section`` and ``Cutout2D`` do the same work 26-43 and 5-9 times slower:
+``benchmarks/bench_fits_read.py``.)
 
 Templates may be URLs (``s3://``, ``https://``, ``gs://``...): such images are
 read by byte ranges, only the rows or tiles under the cutouts
@@ -40,6 +42,10 @@ centre, halves rounding up) at index ``N // 2`` on both axes, so for even
 ``N`` the source is on the pixel just after the middle
 (see `zooprep.images.cutout`).
 
+Placing the sources and cutting is `zooprep.images.cutting`, shared with the
+Butler source; the image model is `zooprep.images.fitsimage`.  This module
+opens local FITS files and keeps images in a per-process cache.
+
 Failures of single sources are returned as `~zooprep.images.base.Failed`:
 a source off the image, a missing, unreadable, corrupt or truncated file, an
 image without a celestial WCS when ``ra``/``dec`` is needed, template or
@@ -60,164 +66,40 @@ from __future__ import annotations
 import collections
 import gzip
 import logging
-import math
 import os
 import string
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from astropy import units as u
-from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales
 
 from zooprep.errors import InputError
 from zooprep.images.base import (
     Cutouts,
     Failed,
-    Triplet,
     column_listing,
     consecutive_groups,
 )
-from zooprep.images.cutout import cut_around, pixel_index, section_around
+from zooprep.images.cutting import (
+    POSITIONS,
+    ROLES,
+    Position,
+    check_position_columns,
+    cut_group,
+)
+from zooprep.images.fitsimage import FitsImage, _find_image_hdu, _log_warnings
 from zooprep.images.remote import is_url, open_remote, pool, require
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
 
 log = logging.getLogger(__name__)
 
-Position = Literal["auto", "xy", "radec"]
-POSITIONS = ("auto", "xy", "radec")
 #: Default bound of the image cache: 1 GiB.
 DEFAULT_CACHE_BYTES = 1 << 30
-#: Orientations of template/difference and science may differ by this much.
-MAX_ROTATION_DEG = 2.0
 #: Cache cost charged for remembering that a file could not be read.
 FAILURE_COST = 1024
-
-
-@dataclass
-class FitsImage:
-    """One image HDU of a FITS file, ready for cutting.
-
-    Parameters
-    ----------
-    path : str
-        The file.
-    hdu : int
-        Index of the image HDU in the file.
-    header : astropy.io.fits.Header
-        Its header (for compressed HDUs, the image header).
-    pixels : numpy.ndarray or array-like
-        Either a read-only memory map of the raw (big-endian, unscaled) data,
-        the whole image as ``float32`` (compressed and gzipped files), or, for
-        URLs, an object read by byte ranges when indexed ``[ys, xs]``
-        (`zooprep.images.remote`).
-    scaled : bool
-        True when ``pixels`` still needs ``BSCALE``/``BZERO``/``BLANK``.
-    """
-
-    path: str
-    hdu: int
-    header: fits.Header
-    pixels: Any
-    scaled: bool = False
-    _wcs: WCS | None = field(default=None, repr=False)
-    _wcs_done: bool = field(default=False, repr=False)
-    _origin: tuple[float, float] | None = field(default=None, repr=False)
-    _scaling: tuple[float, float, int | None] | None = field(default=None, repr=False)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(ny, nx)`` of the image."""
-        ny, nx = self.pixels.shape
-        return int(ny), int(nx)
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the pixel data in bytes (the cache cost)."""
-        return int(self.pixels.nbytes)
-
-    @property
-    def origin(self) -> tuple[float, float]:
-        """The LSST ``XY0`` of the image, from its ``LINEAR`` WCS ``A``; else 0, 0."""
-        if self._origin is None:
-            self._origin = _origin(self.header)
-        return self._origin
-
-    @property
-    def wcs(self) -> WCS | None:
-        """The celestial WCS of the image, or None when it has none."""
-        if not self._wcs_done:
-            self._wcs_done = True
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    wcs = WCS(self.header, naxis=2)
-                except Exception as exc:  # astropy raises many kinds on bad WCS
-                    log.debug("no usable WCS in %s: %s", self.path, exc)
-                    wcs = None
-            _log_warnings(caught, self.path)
-            if wcs is not None and wcs.has_celestial:
-                self._wcs = wcs.celestial
-        return self._wcs
-
-    def read(self, ys: slice, xs: slice) -> np.ndarray:
-        """Return the pixels ``[ys, xs]`` as ``float32`` with NaN for blanks."""
-        raw = self.pixels[ys, xs]
-        if not self.scaled:
-            return np.array(raw, dtype=np.float32)
-        if self._scaling is None:
-            h = self.header
-            blank = h.get("BLANK")
-            self._scaling = (
-                float(h.get("BSCALE", 1.0)),
-                float(h.get("BZERO", 0.0)),
-                None if blank is None else int(blank),
-            )
-        bscale, bzero, blank = self._scaling
-        out = raw.astype(np.float64)
-        if blank is not None and raw.dtype.kind in "iu":
-            out[raw == blank] = np.nan
-        return (out * bscale + bzero).astype(np.float32)
-
-
-def _origin(h: fits.Header) -> tuple[float, float]:
-    """Return ``XY0`` from the ``LINEAR`` alternate WCS ``A`` of an LSST header."""
-    if str(h.get("CTYPE1A", "")).strip().upper() != "LINEAR":
-        return 0.0, 0.0
-    try:
-        return (
-            float(h.get("CRVAL1A", 0.0)) - (float(h.get("CRPIX1A", 1.0)) - 1.0),
-            float(h.get("CRVAL2A", 0.0)) - (float(h.get("CRPIX2A", 1.0)) - 1.0),
-        )
-    except (TypeError, ValueError):
-        return 0.0, 0.0
-
-
-def _log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
-    """Log warnings astropy raised while reading ``path``."""
-    for w in caught:
-        log.debug("%s: %s: %s", path, w.category.__name__, w.message)
-
-
-def _find_image_hdu(hdul: fits.HDUList, path: str) -> int:
-    """Return the index of the image HDU: EXTNAME ``IMAGE``, else the first 2-D image."""
-    first = None
-    for i, hdu in enumerate(hdul):
-        if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-            continue
-        if str(hdu.header.get("EXTNAME", "")).strip().upper() == "IMAGE":
-            return i
-        if first is None and hdu.header.get("NAXIS", 0) == 2:
-            first = i
-    if first is None:
-        raise InputError(f"{path}: no 2-D image HDU")
-    return first
 
 
 def open_image(path: str | os.PathLike[str]) -> FitsImage:
@@ -412,289 +294,6 @@ def template_fields(template: str) -> list[str]:
             )
         names.append(root)
     return names
-
-
-def check_position_columns(position: Position, columns: Sequence[str]) -> None:
-    """Raise InputError when ``columns`` lack what ``position`` places sources by."""
-    have = set(columns)
-    need = {
-        "xy": [("x", "y")],
-        "radec": [("ra", "dec")],
-        "auto": [("x", "y"), ("ra", "dec")],
-    }[position]
-    if not any(all(c in have for c in pair) for pair in need):
-        wanted = " or ".join("/".join(pair) for pair in need)
-        raise InputError(
-            f"position {position!r} needs columns {wanted}; available"
-            f" columns: {column_listing(columns)}"
-        )
-
-
-def _finite(row: Mapping[str, Any], *names: str) -> bool:
-    """Whether the row has finite numbers in all these columns."""
-    for name in names:
-        value = row.get(name)
-        try:
-            if value is None or not math.isfinite(float(value)):
-                return False
-        except (TypeError, ValueError):
-            return False
-    return True
-
-
-def _orientation(wcs: WCS) -> tuple[float, float]:
-    """Return the parity (+1/-1) and the angle (deg) of the pixel x axis on the sky."""
-    m = wcs.pixel_scale_matrix
-    parity = float(np.sign(np.linalg.det(m)))
-    return parity, math.degrees(math.atan2(m[1, 0], m[0, 0]))
-
-
-def _orientation_problem(science: FitsImage, other: FitsImage, role: str) -> str | None:
-    """Say how ``other`` is not oriented like ``science``, or None when it is."""
-    sw, ow = science.wcs, other.wcs
-    if sw is None or ow is None:
-        return None
-    sp, sa = _orientation(sw)
-    op, oa = _orientation(ow)
-    if sp != op:
-        return f"{role} {other.path} is mirrored relative to science {science.path}"
-    diff = abs((oa - sa + 180.0) % 360.0 - 180.0)
-    if diff > MAX_ROTATION_DEG:
-        return (
-            f"{role} {other.path} is rotated by {diff:.1f} deg relative to science"
-            f" {science.path}"
-        )
-    return None
-
-
-def pixel_scale(image: FitsImage) -> float | None:
-    """Return the image's mean pixel scale in arcsec/pixel, or None without a WCS."""
-    wcs = image.wcs
-    if wcs is None:
-        return None
-    scales = proj_plane_pixel_scales(wcs)
-    units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
-    arcsec = [(s * un).to_value(u.arcsec) for s, un in zip(scales, units, strict=True)]
-    return float(np.mean(arcsec))
-
-
-ROLES = ("science", "template", "difference")
-
-
-def cut_group(
-    cache: ImageCache,
-    paths: tuple[str, str, str],
-    rows: Sequence[tuple[int, Mapping[str, Any]]],
-    sizes: Sequence[int],
-    use_footprint: bool = False,
-    position: Position = "auto",
-) -> Iterator[Cutouts | Failed]:
-    """Cut the rows of one group from its three images.
-
-    Parameters
-    ----------
-    cache : ImageCache
-        Where the images are opened (once) and kept.
-    paths : tuple of str
-        The science, template and difference files.
-    rows : sequence of (int, mapping)
-        ``(source_id, row)`` pairs.
-    sizes : sequence of int
-        Cutout sizes; empty means ``(30,)``.
-    use_footprint : bool
-        Grow each size to the row's ``bboxSize`` when that is larger.
-    position : {'auto', 'xy', 'radec'}
-        Where the source is (see the module docstring).
-
-    Yields
-    ------
-    Cutouts or Failed
-        One per row, in order.
-    """
-    sizes = tuple(sizes) or (30,)
-    try:
-        images = cache.get_many(paths)
-    except InputError as exc:
-        for source_id, _ in rows:
-            yield Failed(source_id, str(exc))
-        return
-    science = images[0]
-    scale = pixel_scale(science)
-    modes = [_mode(row, position) for _, row in rows]
-    pixels = _pixel_positions(images, [r for _, r in rows], modes)
-    orientation: str | None = None
-    if "radec" in modes:
-        orientation = _orientation_problem(science, images[1], "template") or (
-            _orientation_problem(science, images[2], "difference")
-        )
-    prefetch_failed = _prefetch(images, rows, pixels, sizes, use_footprint)
-    for i, (source_id, row) in enumerate(rows):
-        mode = modes[i]
-        where = pixels[i]
-        if prefetch_failed is not None:
-            yield Failed(source_id, prefetch_failed)
-            continue
-        if isinstance(where, str):
-            yield Failed(source_id, where)
-            continue
-        if mode == "radec" and orientation:
-            yield Failed(source_id, orientation)
-            continue
-        result: Cutouts | Failed
-        try:
-            result = _cut_row(
-                source_id, row, images, where, sizes, use_footprint, scale
-            )
-        except InputError as exc:  # a remote read failed after its retries
-            result = Failed(source_id, str(exc))
-        yield result
-
-
-def _grow(row: Mapping[str, Any], use_footprint: bool) -> int:
-    """The row's footprint size in pixels when cutouts grow to it, else 0."""
-    bbox = row.get("bboxSize") if use_footprint else None
-    if bbox is None or not _finite(row, "bboxSize"):
-        return 0
-    return math.ceil(float(bbox))
-
-
-def _prefetch(
-    images: Sequence[FitsImage],
-    rows: Sequence[tuple[int, Mapping[str, Any]]],
-    pixels: Sequence[list[tuple[float, float]] | str],
-    sizes: Sequence[int],
-    use_footprint: bool,
-) -> str | None:
-    """Fetch, concurrently, the sections of remote images the rows will need.
-
-    Returns the failure reason when a fetch fails (the rows then fail with it).
-    """
-    remote: dict[int, int] = {}  # image index -> first index of the same pixels
-    for k, image in enumerate(images):
-        if hasattr(image.pixels, "prefetch"):
-            same = [j for j in remote if images[j].pixels is image.pixels]
-            remote[k] = same[0] if same else k
-    if not remote:
-        return None
-    sections: dict[int, list[tuple[slice, slice]]] = {k: [] for k in remote}
-    for (_, row), where in zip(rows, pixels, strict=True):
-        if isinstance(where, str):
-            continue
-        n = max(max(int(s) for s in sizes), _grow(row, use_footprint))
-        for k in remote:
-            x, y = where[k]
-            if math.isfinite(x) and math.isfinite(y):
-                section = section_around(images[k].shape, x, y, n)
-                if section is not None:
-                    sections[remote[k]].append(section)
-    futures = [
-        pool("open").submit(images[k].pixels.prefetch, sections[k])
-        for k in remote
-        if sections[k]
-    ]
-    for future in futures:
-        try:
-            future.result()
-        except InputError as exc:
-            return str(exc)
-    return None
-
-
-def _mode(row: Mapping[str, Any], position: Position) -> str:
-    """Decide how this row's source is placed on the images."""
-    if position == "auto":
-        return "xy" if _finite(row, "x", "y") else "radec"
-    return position
-
-
-def _pixel_positions(
-    images: Sequence[FitsImage], rows: Sequence[Mapping[str, Any]], modes: Sequence[str]
-) -> list[list[tuple[float, float]] | str]:
-    """Return each row's (x, y) on each image, or a failure reason."""
-    out: list[list[tuple[float, float]] | str] = [[] for _ in rows]
-    sky = [i for i, m in enumerate(modes) if m == "radec"]
-    for i, mode in enumerate(modes):
-        if mode != "xy":
-            continue
-        if not _finite(rows[i], "x", "y"):
-            out[i] = f"no finite x/y for the source on {images[0].path}"
-            continue
-        x, y = float(rows[i]["x"]), float(rows[i]["y"])
-        for image in images:
-            x0, y0 = image.origin
-            out[i].append((x - x0, y - y0))  # type: ignore[union-attr]
-    good = [i for i in sky if _finite(rows[i], "ra", "dec")]
-    good_set = set(good)
-    for i in sky:
-        if i not in good_set:
-            out[i] = f"no finite x/y or ra/dec for the source on {images[0].path}"
-    if not good:
-        return out
-    coords = SkyCoord(
-        [float(rows[i]["ra"]) for i in good] * u.deg,
-        [float(rows[i]["dec"]) for i in good] * u.deg,
-        frame="icrs",
-    )
-    for image in images:
-        wcs = image.wcs
-        if wcs is None:
-            for i in good:
-                out[i] = f"{image.path}: no celestial WCS to place the source by ra/dec"
-            return out
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            xs, ys = wcs.world_to_pixel(coords)
-        _log_warnings(caught, image.path)
-        for k, i in enumerate(good):
-            if isinstance(out[i], list):
-                out[i].append((float(xs[k]), float(ys[k])))  # type: ignore[union-attr]
-    return out
-
-
-def _cut_row(
-    source_id: int,
-    row: Mapping[str, Any],
-    images: Sequence[FitsImage],
-    pixels: Sequence[tuple[float, float]],
-    sizes: Sequence[int],
-    use_footprint: bool,
-    scale: float | None,
-) -> Cutouts | Failed:
-    """Cut one source's cutouts of every size from its three images."""
-    for image, (x, y), role in zip(images, pixels, ROLES, strict=True):
-        ny, nx = image.shape
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return Failed(
-                source_id, f"source has no pixel position on {role} {image.path}"
-            )
-        if not (0 <= pixel_index(x) < nx and 0 <= pixel_index(y) < ny):
-            return Failed(
-                source_id,
-                f"source at x={x:.1f}, y={y:.1f} is off the {role} image {image.path}"
-                f" ({nx}x{ny} pixels)",
-            )
-    bbox = row.get("bboxSize") if use_footprint else None
-    grow = (
-        math.ceil(float(bbox)) if bbox is not None and _finite(row, "bboxSize") else 0
-    )
-    padded = False
-    triplets = []
-    for size in sizes:
-        n = max(int(size), grow)
-        cut: dict[str, np.ndarray] = {}
-        for image, (x, y), role in zip(images, pixels, ROLES, strict=True):
-            array, pad = cut_around(image.read, image.shape, x, y, n)
-            if not np.isfinite(array).any():
-                return Failed(
-                    source_id, f"all-NaN {n}x{n} {role} cutout from {image.path}"
-                )
-            padded |= pad
-            cut[role] = array
-        triplets.append(Triplet(cut["template"], cut["science"], cut["difference"]))
-    science = images[ROLES.index("science")]
-    instrument = str(science.header.get("INSTRUME", "")).strip()
-    notes = {"instrument": instrument} if instrument else {}
-    return Cutouts(source_id, triplets, pixel_scale=scale, padded=padded, notes=notes)
 
 
 class CachedImages:

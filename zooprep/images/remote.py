@@ -62,6 +62,7 @@ import numpy as np
 from astropy.io import fits
 
 from zooprep.errors import InputError
+from zooprep.images.fitsimage import FitsImage, _find_image_hdu, _log_warnings
 
 __all__ = [
     "ATTEMPTS",
@@ -743,8 +744,6 @@ def open_remote(url: str) -> Any:
         When the object is missing, refused, truncated, not FITS or has no
         image, naming the URL without its query string.
     """
-    from zooprep.images.fits import FitsImage, _log_warnings
-
     fs, path = filesystem(url)
     where = redact(url)
 
@@ -774,8 +773,6 @@ def open_remote(url: str) -> Any:
 
 def _parse(f: Any, url: str, fs: Any, path: str, size: int) -> Any:
     """Find the image HDU in the open object ``f``; return its FitsImage."""
-    from zooprep.images.fits import FitsImage, _find_image_hdu
-
     where = redact(url)
     with fits.open(f, memmap=False, lazy_load_hdus=True) as hdul:
         index = _find_image_hdu(hdul, where)
@@ -799,8 +796,6 @@ def _parse(f: Any, url: str, fs: Any, path: str, size: int) -> Any:
 
 def _ranged(reader: RangeReader, index: int, header: fits.Header, offset: int) -> Any:
     """A FitsImage of an uncompressed HDU whose pixels are read by ranges."""
-    from zooprep.images.fits import FitsImage
-
     where = redact(reader.url)
     bitpix = int(header["BITPIX"])
     dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
@@ -823,8 +818,6 @@ def _ranged(reader: RangeReader, index: int, header: fits.Header, offset: int) -
 
 def _open_bytes(url: str, data: bytes) -> Any:
     """Open a whole (gzipped) FITS object from memory."""
-    from zooprep.images.fits import FitsImage, _find_image_hdu
-
     where = redact(url)
     try:
         with warnings.catch_warnings():

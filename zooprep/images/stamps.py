@@ -22,30 +22,27 @@ a common shape about their centre pixels).  With sizes, each stamp is cropped
 or NaN-padded about its centre pixel ``(ny // 2, nx // 2)``, which becomes
 pixel ``N // 2`` of an ``N``-pixel cutout (see `zooprep.images.cutout`).
 
-Only Avro object-container files embed their schema.  A raw Kafka payload in
-the Confluent wire format (byte 0 is 0, bytes 1-4 a schema-registry id, then
-schemaless Avro) can be read only when the matching writer schema is given
-(``schema=``); otherwise its rows fail with a reason saying so.
+Records are read with `zooprep.avro.read_records`: a raw Kafka payload in the
+Confluent wire format can be read only when the matching writer schema is
+given (``schema=``); otherwise its rows fail with a reason saying so.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import json
 import logging
 import os
-import struct
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import fastavro
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from zooprep.avro import read_records as read_alert_records
 from zooprep.errors import InputError
 from zooprep.images.base import (
     Cutouts,
@@ -60,92 +57,12 @@ __all__ = ["AlertStamps", "read_alert_records"]
 
 log = logging.getLogger(__name__)
 
-AVRO_MAGIC = b"Obj\x01"
 #: ZTF stamps carry no WCS; the camera's pixel scale in arcsec/px.
 ZTF_PIXEL_SCALE = 1.01
 #: Fallback for Rubin stamps whose header gives no scale.
 RUBIN_PIXEL_SCALE = 0.2
 FIELDS = ("cutoutTemplate", "cutoutScience", "cutoutDifference")
 REQUIRED = ("_alert_path", "_alert_index")
-
-
-def _load_schema(schema: str | os.PathLike[str] | Mapping[str, Any]) -> Any:
-    """Parse an Avro schema given as a mapping or a ``.avsc`` JSON file."""
-    if isinstance(schema, Mapping):
-        return fastavro.parse_schema(dict(schema))
-    try:
-        with open(schema, encoding="utf-8") as f:
-            return fastavro.parse_schema(json.load(f))
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"{os.fspath(schema)}: unreadable Avro schema ({exc})"
-        ) from exc
-
-
-def read_alert_records(
-    path: str | os.PathLike[str],
-    schema: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Yield every alert record of an Avro file, in order.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        An Avro object-container file (any number of records), or a single
-        Confluent wire-format payload when ``schema`` is given.
-    schema : str, os.PathLike, mapping or None
-        Writer schema (a ``.avsc`` file or a parsed mapping) for Confluent
-        wire-format payloads, which do not embed theirs.
-
-    Yields
-    ------
-    dict
-        One decoded record per alert.
-
-    Raises
-    ------
-    InputError
-        When the file is missing, not Avro, damaged, or a Confluent payload
-        without a schema (raised when iteration starts).
-    """
-    path = os.fspath(path)
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed by the with block below)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open alert file ({exc.strerror})") from exc
-    with f:
-        head = f.read(5)
-        f.seek(0)
-        if head[:4] != AVRO_MAGIC:
-            if len(head) == 5 and head[0] == 0:
-                (schema_id,) = struct.unpack(">I", head[1:5])
-                if schema is None:
-                    raise InputError(
-                        f"{path}: Confluent wire-format payload without an embedded"
-                        f" schema (schema id {schema_id}); give its writer schema or"
-                        " an Avro container file"
-                    )
-                parsed = _load_schema(schema)
-                f.seek(5)
-                try:
-                    record = fastavro.schemaless_reader(f, parsed, None)
-                except (ValueError, EOFError, KeyError, TypeError, IndexError) as exc:
-                    raise InputError(
-                        f"{path}: cannot decode Confluent payload with the given"
-                        f" schema ({exc!r})"
-                    ) from exc
-                if not isinstance(record, dict):
-                    raise InputError(f"{path}: Confluent payload is not an Avro record")
-                yield record
-                return
-            raise InputError(f"{path}: not an Avro container file")
-        try:
-            for record in fastavro.reader(f):
-                if not isinstance(record, dict):
-                    raise InputError(f"{path}: Avro file holds no records")
-                yield record
-        except (ValueError, EOFError, KeyError, TypeError, IndexError, OSError) as exc:
-            raise InputError(f"{path}: damaged Avro file ({exc!r})") from exc
 
 
 def _fits_bytes(value: Any) -> bytes | None:

@@ -10,45 +10,12 @@ Every row has ``diaSourceId`` (the default id column), ``instrument`` and the
 bookkeeping keys ``_alert_path`` (absolute path), ``_alert_index`` (0-based
 record index in the file) and ``_alert_format`` (``'ztf'`` or ``'rubin'``).
 
-**Rubin alerts** (``diaSource`` record): the ``diaSource`` fields as they are
-(they are DiaSource column names).  ``instrument`` is ``LSSTCam`` (or
-``--instrument``: packets do not name their camera).
-
-**ZTF alerts** (``candidate`` record): every scalar ``candidate`` field under
-its own name (``candid``, ``jd``, ``fid``, ``rb``, ``drb``, ``magpsf``,
-``isdiffpos``, ``rcid`` ...), ``objectId``, ``instrument`` (``ZTF`` for a
-ZTF object id; other cameras that publish in the ZTF schema are named by the
-packet or by ``--instrument``), and these
-DiaSource names:
-
-=================  ==========================================================
-``diaSourceId``    ``candid`` (64-bit, exact)
-``ra``, ``dec``    ``candidate.ra``, ``candidate.dec`` (degrees)
-``x``, ``y``       ``xpos``, ``ypos`` (pixels on the CCD quadrant)
-``band``           ``fid`` 1, 2, 3 -> ``g``, ``r``, ``i``
-``reliability``    ``drb`` (deep real/bogus) when present, else ``rb``
-``visit``          the exposure: ``pid // 10000``.  A ZTF processing id is
-                   ``exposure * 10**4 + rcid * 100 + 15`` (true of every packet
-                   in the test data); when a ``pid`` does not have that form it
-                   is used whole.
-``detector``       ``rcid``, the readout channel (CCD quadrant, 0-63)
-``psfFlux``        ``magpsf`` as a flux in nJy, ``10**(-0.4 (magpsf - 31.4))``,
-                   negative when ``isdiffpos`` is ``'f'`` (the difference is
-                   then reference minus science)
-``psfFluxErr``     ``|psfFlux| * sigmapsf * ln(10) / 2.5``
-``snr``            ``2.5 / ln(10) / sigmapsf``, the S/N implied by ``sigmapsf``
-=================  ==========================================================
-
-A file that cannot be read (damaged, not Avro, a raw Kafka payload in the
-Confluent wire format, which carries no schema) is reported in
-`AlertReader.failures` with a one-line reason, and the other files proceed.
-A file is taken whole or not at all: records before a damaged block are not
-used either.
-
-The rows (scalar fields only: no stamps, no ``prv_candidates`` /
-``prvDiaSources`` history) are held in memory and sorted by id, a few kB per
-alert, so a glob of a million alerts needs a few GB; split very large alert
-sets into several ``--append`` calls.
+Rubin alerts (a ``diaSource`` record) give their ``diaSource`` fields as they
+are; ZTF alerts (a ``candidate`` record) give every scalar ``candidate`` field
+and the DiaSource names `ztf_row` maps (``diaSourceId`` from ``candid``,
+``band`` from ``fid``, ``visit`` from ``pid``, ``psfFlux`` from ``magpsf``...).
+The full mapping, what happens to unreadable files and the memory needed are
+in ``docs/alerts.md``.
 """
 
 from __future__ import annotations
@@ -57,26 +24,24 @@ import glob
 import logging
 import math
 import os
-import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zooprep.avro import read_records
 from zooprep.errors import InputError
 from zooprep.readers.base import InMemoryFilter, ReadFailure, kept_positions
 from zooprep.readers.where import Expr, unknown_column
+from zooprep.vocabulary import ZTF_BANDS
 
 __all__ = ["AlertReader", "alert_rows", "ztf_row", "ztf_schema_instrument"]
 
 log = logging.getLogger(__name__)
 
-AVRO_MAGIC = b"Obj\x01"
-ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 #: AB magnitude of 1 nJy.
 NJY_ZEROPOINT = 31.4
-_STAMPS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 
 
 def _scalar(value: Any) -> bool:
@@ -85,7 +50,7 @@ def _scalar(value: Any) -> bool:
 
 
 def ztf_row(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The row of one ZTF alert record (see the module docstring for the mapping).
+    """The row of one ZTF alert record (the mapping is in ``docs/alerts.md``).
 
     Parameters
     ----------
@@ -182,55 +147,26 @@ def alert_rows(
         One line naming the file: missing, not Avro, a Confluent wire-format
         payload, damaged, or records that are neither ZTF nor Rubin alerts.
     """
-    import fastavro
-
     path = os.path.abspath(os.fspath(path))
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open alert file ({exc.strerror})") from None
     rows: list[dict[str, Any]] = []
-    with fh:
-        head = fh.read(5)
-        fh.seek(0)
-        if head[:4] != AVRO_MAGIC:
-            if len(head) == 5 and head[0] == 0:
-                (schema_id,) = struct.unpack(">I", head[1:5])
-                raise InputError(
-                    f"{path}: a Confluent wire-format alert payload (schema id "
-                    f"{schema_id}) has no embedded schema; zooprep reads Avro "
-                    "container files (as written by brokers and archives)"
-                )
-            raise InputError(f"{path}: not an Avro container file")
-        try:
-            for index, record in enumerate(fastavro.reader(fh)):
-                if not isinstance(record, Mapping):
-                    raise InputError(f"{path}: record {index} is not an alert record")
-                if isinstance(record.get("candidate"), Mapping):
-                    row, fmt = ztf_row(record), "ztf"
-                    if instrument:
-                        row["instrument"] = instrument
-                    elif row["instrument"] is None:
-                        del row["instrument"]
-                elif isinstance(record.get("diaSource"), Mapping):
-                    row, fmt = _rubin_row(record, instrument or "LSSTCam"), "rubin"
-                else:
-                    raise InputError(
-                        f"{path}: record {index} is neither a ZTF alert (candidate) "
-                        "nor a Rubin alert (diaSource)"
-                    )
-                row["_alert_path"] = path
-                row["_alert_index"] = index
-                row["_alert_format"] = fmt
-                rows.append(row)
-        except InputError:
-            raise
-        except Exception as exc:  # fastavro raises many types on damaged files
-            detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    for index, record in enumerate(read_records(path)):
+        if isinstance(record.get("candidate"), Mapping):
+            row, fmt = ztf_row(record), "ztf"
+            if instrument:
+                row["instrument"] = instrument
+            elif row["instrument"] is None:
+                del row["instrument"]
+        elif isinstance(record.get("diaSource"), Mapping):
+            row, fmt = _rubin_row(record, instrument or "LSSTCam"), "rubin"
+        else:
             raise InputError(
-                f"{path}: damaged Avro file after {len(rows)} record(s) "
-                f"({type(exc).__name__}: {detail})"
-            ) from None
+                f"{path}: record {index} is neither a ZTF alert (candidate) "
+                "nor a Rubin alert (diaSource)"
+            )
+        row["_alert_path"] = path
+        row["_alert_index"] = index
+        row["_alert_format"] = fmt
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: Avro file holds no alerts")
     return rows

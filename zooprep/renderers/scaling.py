@@ -24,7 +24,6 @@ one fixed colour.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 from astropy.visualization import AsinhStretch, ManualInterval, MinMaxInterval
@@ -326,6 +325,3 @@ def colorize(
     if bad.any():
         rgb[bad] = nan_rgb
     return rgb
-
-
-Stretch = Literal["zscale", "asinh-central"]

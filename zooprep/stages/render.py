@@ -25,7 +25,7 @@ from zooprep import interrupt
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
 from zooprep.images.base import Cutouts, Failed, ImageSource
-from zooprep.options import LAYOUTS, MAX_FILE_BYTES, PICTURE_OPTIONS, RenderOptions
+from zooprep.options import MAX_FILE_BYTES, PICTURE_OPTIONS, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import (
@@ -37,6 +37,7 @@ from zooprep.run import (
     saved_count,
     storage_guard,
 )
+from zooprep.vocabulary import reason_key
 
 __all__ = ["RenderResult", "render"]
 
@@ -339,7 +340,6 @@ def _resolve_options(
         k: (tuple(v) if k == "sizes" else v) for k, v in given.items()
     }
     merged = replace(base, **changes)
-    _check_options(merged)
     if saved and not force:
         changed = [k for k in PICTURE_OPTIONS if getattr(merged, k) != getattr(base, k)]
         done = run.counts()["rendered"]
@@ -349,56 +349,6 @@ def _resolve_options(
                 f"({', '.join(changed)}); use --force to re-render them all"
             )
     return merged
-
-
-def _check_options(opts: RenderOptions) -> None:
-    """Refuse picture options that cannot work together."""
-    if opts.layout not in LAYOUTS:
-        raise InputError(
-            f"--layout must be one of {', '.join(LAYOUTS)}, not {opts.layout!r}"
-        )
-    if opts.lightcurve not in (None, "flux", "mag"):
-        raise InputError(
-            f"--lightcurve must be 'flux' or 'mag', not {opts.lightcurve!r}"
-        )
-    if opts.lightcurve_json and not opts.lightcurve:
-        raise InputError(
-            "--lightcurve-json needs --lightcurve: the JSON goes after the "
-            "light-curve PNG in each subject"
-        )
-
-
-def _pending(
-    run: Run, statuses: Sequence[str], page: int = 2000
-) -> Iterator[tuple[int, int, str]]:
-    """Yield ``(seq, id, row JSON)`` of rows to render, in image-group order.
-
-    Pages through the ``(grp, seq)`` index: within the current group by
-    ``seq``, then on to the next groups, so each page is an index seek and
-    planning a million rows stays linear.
-    """
-    marks = ", ".join("?" * len(statuses))
-    todo = f"(status IN ({marks}) OR (status = 'failed' AND stage = 'render'))"
-    cols = "seq, id, row, COALESCE(grp, '')"
-    same = (
-        f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
-        f"COALESCE(grp, '') = ? AND seq > ? AND {todo} ORDER BY seq LIMIT {page}"
-    )
-    later = (
-        f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
-        f"COALESCE(grp, '') > ? AND {todo} ORDER BY COALESCE(grp, ''), seq "
-        f"LIMIT {page}"
-    )
-    grp, seq = "", -1
-    while True:
-        rows = run.db.execute(same, (grp, seq, *statuses)).fetchall()
-        if not rows:
-            rows = run.db.execute(later, (grp, *statuses)).fetchall()
-            if not rows:
-                return
-        for found in rows:
-            yield found[0], found[1], found[2]
-        seq, grp = rows[-1][0], rows[-1][3]
 
 
 def _tasks(
@@ -435,7 +385,7 @@ def _tasks(
 
     rows: list[tuple[int, int, dict[str, Any]]] = []
     key: Any = None
-    for seq, sid, text in _pending(run, statuses):
+    for seq, sid, text in run.iter_to_render(statuses):
         row = decode_row(text)
         k = images.group_key(row)
         if rows and (k != key or len(rows) >= TASK_ROWS):
@@ -530,6 +480,8 @@ def _render(
 ) -> RenderResult:
     """Body of `render` (inside the storage guard)."""
     reporter = reporter or NullReporter()
+    if jobs is not None and jobs < 1:
+        raise InputError(f"jobs must be at least 1, not {jobs}")
     result = RenderResult()
     with Run.open(run) as r:
         # Files a killed or stopped render was writing; the lock says nobody
@@ -541,12 +493,12 @@ def _render(
         image_settings = dict(saved.get("images", {}))
         if isinstance(images, Mapping):
             image_settings.update(_absolute(images))
+        opts = _resolve_options(r, options, kind, force)
         source = (
             images
             if images is not None and not isinstance(images, Mapping)
             else _image_source(image_settings, kind)
         )
-        opts = _resolve_options(r, options, kind, force)
         source.check(_columns(r))
         if renderer is None:
             from zooprep.renderers import make_renderer
@@ -567,9 +519,7 @@ def _render(
         )
         statuses = ["selected", "rendered"] if force else ["selected"]
         counts = r.counts()
-        failed_here = r.db.execute(
-            "SELECT COUNT(*) FROM sources WHERE status = 'failed' AND stage = 'render'"
-        ).fetchone()[0]
+        failed_here = r.count(["failed"], stage="render")
         total = sum(counts[s] for s in statuses) + failed_here
         result.skipped = counts["rendered"] if not force else 0
         reporter.start("render", total)
@@ -634,6 +584,6 @@ def _record(r: Run, outcome: list[tuple[Any, ...]], result: RenderResult) -> int
                 r.mark_failed(sid, "render", payload)
                 result.failed += 1
                 failed += 1
-                key = str(payload).split(":", 1)[0][:60]
+                key = reason_key(payload)
                 result.reasons[key] = result.reasons.get(key, 0) + 1
     return failed

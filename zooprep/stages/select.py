@@ -46,6 +46,7 @@ import numpy as np
 
 from zooprep import interrupt
 from zooprep.errors import InputError, RunError
+from zooprep.options import SelectOptions, parse_stratify
 from zooprep.progress import NullReporter, Reporter
 from zooprep.readers.base import ReadFailure, SourceReader, failure_id
 from zooprep.readers.where import Expr, combine, parse_where, sugar
@@ -104,29 +105,6 @@ class SelectResult:
 
 
 # -- sampling -------------------------------------------------------------------------
-
-
-def _parse_stratify(stratify: str | None) -> tuple[str | None, int]:
-    """``COLUMN:BINS`` -> (column, bins); a bare COLUMN means 10 bins."""
-    if not stratify:
-        return None, 0
-    column, sep, bins_text = stratify.partition(":")
-    column = column.strip()
-    if not column:
-        raise InputError(
-            f"--stratify {stratify!r}: use COLUMN:BINS, e.g. reliability:10"
-        )
-    if not sep:
-        return column, 10
-    try:
-        bins = int(bins_text)
-    except ValueError:
-        raise InputError(
-            f"--stratify {stratify!r}: BINS must be a whole number, e.g. reliability:10"
-        ) from None
-    if bins < 1:
-        raise InputError(f"--stratify {stratify!r}: BINS must be at least 1")
-    return column, bins
 
 
 def _is_number(value: Any) -> bool:
@@ -229,7 +207,7 @@ def sample_ids(
     numpy.ndarray
         The chosen ids (``int64``), sorted.
     """
-    column, bins = _parse_stratify(stratify)
+    column, bins = parse_stratify(stratify)
     strata = _Strata(reader, where, column, bins) if column else None
     nstrata = strata.count if strata is not None else 1
     rng = np.random.default_rng(seed)
@@ -299,38 +277,11 @@ def _apdb_config(path: str | os.PathLike[str]) -> tuple[str, str | None, str]:
     )
 
 
-def _open_reader(
-    *,
-    apdb: str | None,
-    catalog: str | os.PathLike[str] | None,
-    alerts: str | os.PathLike[str] | None,
-    apdb_config: str | os.PathLike[str] | None,
-    schema: str | None,
-    id_column: str | None,
-    rename: Mapping[str, str] | None,
-    instrument: str | None,
-) -> Any:
+def _open_reader(options: SelectOptions) -> Any:
     """The reader for the one source given (APDB readers still need opening)."""
-    given = [
-        name
-        for name, value in (
-            ("--apdb", apdb),
-            ("--catalog", catalog),
-            ("--alerts", alerts),
-            ("--apdb-config", apdb_config),
-        )
-        if value
-    ]
-    if len(given) != 1:
-        raise InputError(
-            "give exactly one of --apdb, --catalog, --alerts or --apdb-config"
-            + (f" (got {', '.join(given)})" if given else "")
-        )
-    if rename and catalog is None:
-        raise InputError("--rename applies to --catalog files only")
-    prefix = ""
-    if apdb_config:
-        apdb, config_schema, prefix = _apdb_config(apdb_config)
+    apdb, schema, prefix = options.apdb, options.schema, ""
+    if options.apdb_config:
+        apdb, config_schema, prefix = _apdb_config(options.apdb_config)
         schema = schema or config_schema
     if apdb:
         from zooprep.readers.apdb import ApdbReader
@@ -338,22 +289,25 @@ def _open_reader(
         return ApdbReader(
             apdb,
             schema=schema,
-            id_column=id_column,
-            instrument=instrument,
+            id_column=options.id_column,
+            instrument=options.instrument,
             table=f"{prefix}DiaSource",
         )
-    if schema:
-        raise InputError("--schema applies to --apdb databases only")
-    if catalog is not None:
+    if options.catalog is not None:
         from zooprep.readers.catalog import CatalogReader
 
         return CatalogReader(
-            catalog, id_column=id_column, rename=rename, instrument=instrument
+            options.catalog,
+            id_column=options.id_column,
+            rename=options.rename,
+            instrument=options.instrument,
         )
     from zooprep.readers.alerts import AlertReader
 
-    assert alerts is not None
-    return AlertReader(alerts, id_column=id_column, instrument=instrument)
+    assert options.alerts is not None
+    return AlertReader(
+        options.alerts, id_column=options.id_column, instrument=options.instrument
+    )
 
 
 # -- the stage --------------------------------------------------------------------------
@@ -421,74 +375,26 @@ def _record_failures(
 
 def select(
     run: str | os.PathLike[str],
+    options: SelectOptions | None = None,
     *,
-    apdb: str | None = None,
-    catalog: str | os.PathLike[str] | None = None,
-    alerts: str | os.PathLike[str] | None = None,
-    apdb_config: str | os.PathLike[str] | None = None,
-    schema: str | None = None,
-    where: str | None = None,
-    visit: Sequence[int] | None = None,
-    detector: Sequence[int] | None = None,
-    band: Sequence[str] | None = None,
-    reliability_min: float | None = None,
-    reliability_max: float | None = None,
-    limit: int | None = None,
-    sample: int | None = None,
-    seed: int | None = None,
-    stratify: str | None = None,
-    id_column: str | None = None,
-    rename: Mapping[str, str] | None = None,
-    instrument: str | None = None,
-    append: bool = False,
     reporter: Reporter | None = None,
+    **kwargs: Any,
 ) -> SelectResult:
     """Choose sources and add them to a run (creating it).
-
-    Exactly one of ``apdb``, ``catalog``, ``alerts`` or ``apdb_config`` is
-    needed.  Catalog files need an id (``diaSourceId`` or ``id_column``),
-    ``visit`` and ``detector`` (or an ``image`` column) and ``x``/``y`` (or
-    ``ra``/``dec``), under DiaSource names (use ``rename``).
 
     Parameters
     ----------
     run : str or os.PathLike
         The run directory (created when absent).
-    apdb : str, optional
-        SQLAlchemy URL of a Rubin APDB (``sqlite:///path``, ``postgresql://...``).
-    catalog : str or os.PathLike, optional
-        CSV, Parquet, FITS or ECSV table.
-    alerts : str or os.PathLike, optional
-        Glob of ZTF / Rubin Avro alert packets (or a directory or one file).
-    apdb_config : str or os.PathLike, optional
-        An APDB config file, read with lsst-dax-apdb (optional dependency).
-    schema : str, optional
-        Database schema (PostgreSQL namespace) of the APDB tables.
-    where : str, optional
-        Filter such as ``'reliability > 0.5 and band == "r"'`` (see
-        `zooprep.readers.where`).
-    visit, detector, band : sequence, optional
-        Keep only these visits, detectors, bands.
-    reliability_min, reliability_max : float, optional
-        Keep ``reliability`` within these bounds (inclusive).
-    limit : int, optional
-        At most this many sources: the smallest ids (after sampling).
-    sample : int, optional
-        A random sample of this many sources.
-    seed : int, optional
-        Seed for ``sample`` (drawn and saved when None).
-    stratify : str, optional
-        ``COLUMN:BINS``: spread the sample evenly over bins of COLUMN.
-    id_column : str, optional
-        Id column (``diaSourceId`` by default).
-    rename : mapping of str to str, optional
-        Catalog column renames ``{old: new}``.
-    instrument : str, optional
-        Instrument name where the source does not name it.
-    append : bool
-        Add to a run that already holds sources (new ids only).
+    options : SelectOptions, optional
+        Where to read sources and which to keep.  Instead of an options
+        object the same fields may be given as keywords
+        (``select(run, apdb=..., limit=100)``).
     reporter : Reporter, optional
         Progress reporting.
+    **kwargs
+        The fields of `~zooprep.options.SelectOptions`, when ``options`` is
+        not given.
 
     Returns
     -------
@@ -498,7 +404,7 @@ def select(
     Raises
     ------
     InputError
-        Bad flags, unreachable or unreadable source, unknown columns.
+        Bad options, unreachable or unreadable source, unknown columns.
     RunError
         The run already holds sources and ``append`` is False.
     StorageError
@@ -513,31 +419,15 @@ def select(
     >>> select("run1", apdb="sqlite:///apdb.sqlite3",  # doctest: +SKIP
     ...        where="reliability > 0.5", sample=100, seed=1)
     """
-    kept = functools.partial(_saved, Path(run))
-    with storage_guard(run, kept):
-        return _select(
-            Path(run),
-            apdb=apdb,
-            catalog=catalog,
-            alerts=alerts,
-            apdb_config=apdb_config,
-            schema=schema,
-            where=where,
-            visit=visit,
-            detector=detector,
-            band=band,
-            reliability_min=reliability_min,
-            reliability_max=reliability_max,
-            limit=limit,
-            sample=sample,
-            seed=seed,
-            stratify=stratify,
-            id_column=id_column,
-            rename=rename,
-            instrument=instrument,
-            append=append,
-            reporter=reporter,
+    if options is None:
+        options = SelectOptions(**kwargs)
+    elif kwargs:
+        raise TypeError(
+            "select() takes an options object or keywords, not both "
+            f"(got {', '.join(sorted(kwargs))})"
         )
+    with storage_guard(run, functools.partial(_saved, Path(run))):
+        return _select(Path(run), options, reporter)
 
 
 def _saved(path: Path) -> str:
@@ -548,33 +438,15 @@ def _saved(path: Path) -> str:
 
 
 def _select(
-    run: Path,
-    *,
-    apdb: str | None,
-    catalog: str | os.PathLike[str] | None,
-    alerts: str | os.PathLike[str] | None,
-    apdb_config: str | os.PathLike[str] | None,
-    schema: str | None,
-    where: str | None,
-    visit: Sequence[int] | None,
-    detector: Sequence[int] | None,
-    band: Sequence[str] | None,
-    reliability_min: float | None,
-    reliability_max: float | None,
-    limit: int | None,
-    sample: int | None,
-    seed: int | None,
-    stratify: str | None,
-    id_column: str | None,
-    rename: Mapping[str, str] | None,
-    instrument: str | None,
-    append: bool,
-    reporter: Reporter | None,
+    path: Path, options: SelectOptions, reporter: Reporter | None
 ) -> SelectResult:
-    """Body of `select` (inside the storage guard)."""
+    """`select` with validated options."""
+    o = options
+    where, visit, detector, band = o.where, o.visit, o.detector, o.band
+    reliability_min, reliability_max = o.reliability_min, o.reliability_max
+    limit, sample, seed, stratify = o.limit, o.sample, o.seed, o.stratify
+    schema, apdb_config, rename, append = o.schema, o.apdb_config, o.rename, o.append
     reporter = reporter or NullReporter()
-    if stratify and not sample:
-        raise InputError("--stratify needs --sample N")
     if sample is None and seed is not None:
         log.info("--seed has no effect without --sample")
         seed = None
@@ -588,24 +460,14 @@ def _select(
             reliability_max=reliability_max,
         ),
     )
-    path = Path(run)
     existing = (path / Run.STATE).is_file()
     handle = Run.open(path) if existing else None
     reader: Any = None
     try:
-        reader = _open_reader(
-            apdb=apdb,
-            catalog=catalog,
-            alerts=alerts,
-            apdb_config=apdb_config,
-            schema=schema,
-            id_column=id_column,
-            rename=rename,
-            instrument=instrument,
-        )
+        reader = _open_reader(options)
         if hasattr(reader, "open"):
             reader.open()
-        reader.check(expr, _parse_stratify(stratify)[0])
+        reader.check(expr, parse_stratify(stratify)[0])
         settings: dict[str, Any] = {
             "kind": reader.kind,
             "source": reader.describe(),

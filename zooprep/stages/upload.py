@@ -76,6 +76,8 @@ from zooprep.run import (
     saved_count,
     storage_guard,
 )
+from zooprep.stages.review import mark_removed, read_reviewed
+from zooprep.vocabulary import CONTENT_TYPES, ID_TEXT_KEY
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
 
@@ -85,21 +87,7 @@ logger = logging.getLogger(__name__)
 #: Rows per server-side subject-set import (the Panoptes limit).
 IMPORT_ROWS = 10_000
 
-#: Hidden metadata key that ties a subject to its source.
-ID_KEY = "#zooprep_id"
-
 _PNG = b"\x89PNG\r\n\x1a\n"
-#: Content type of each file kind a subject may have, by file extension.
-CONTENT_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".svg": "image/svg+xml",
-    ".mp4": "video/mp4",
-    ".txt": "text/plain",
-    ".json": "application/json",
-}
 _ROUNDS = 3  # reconcile-and-retry rounds for creates without a clear answer
 _LINK_BATCH = 100
 
@@ -363,12 +351,6 @@ def _upload(
     endpoint = check_endpoint(options.endpoint)
     if via not in ("direct", "import"):
         raise InputError(f"via must be 'direct' or 'import', not {via!r}")
-    if options.workers < 1:
-        raise InputError(f"workers must be at least 1, not {options.workers}")
-    if options.timeout <= 0:
-        raise InputError(f"timeout must be positive, not {options.timeout}")
-    if bool(options.subject_set_id) == bool(options.subject_set):
-        raise InputError("give exactly one of subject_set_id and subject_set")
 
     result = UploadResult(dry_run=options.dry_run, subject_set=options.subject_set)
     if not options.dry_run:  # files a killed upload was writing
@@ -469,8 +451,6 @@ def _plan(
     run: Run, result: UploadResult, via: str, dry_run: bool
 ) -> tuple[list[_Item], list[tuple[int, str]], list[str]]:
     """The rows still to upload, rows with local problems (id, reason), index fields."""
-    from zooprep.stages.manifest import mark_removed, read_reviewed
-
     reviewed = read_reviewed(run)
     if dry_run:
         result.removed = sum(
@@ -497,7 +477,7 @@ def _plan(
                 str(k).removeprefix("%"): str(v) for k, v in row.metadata.items()
             },
         )
-        item.metadata[ID_KEY] = str(row.source_id)
+        item.metadata[ID_TEXT_KEY] = str(row.source_id)
         if via == "import":
             if not item.urls:
                 raise InputError(
@@ -607,10 +587,7 @@ def _check_settings(
     saved = run.settings.get("upload")
     if not saved:
         return
-    has_subjects = run.db.execute(
-        "SELECT 1 FROM sources WHERE subject_id IS NOT NULL LIMIT 1"
-    ).fetchone()
-    if not has_subjects:
+    if not run.count_subjects():
         return
     for key, now in (
         ("endpoint", endpoint),
@@ -628,7 +605,7 @@ def _list_set(api: PanoptesAPI, set_id: str, via: str) -> dict[str, list[str]]:
     """``{zooprep id: [subject ids]}`` of the set's subjects."""
     found: dict[str, list[str]] = {}
     for subject in api.set_subjects(set_id):
-        key = (subject.get("metadata") or {}).get(ID_KEY)
+        key = (subject.get("metadata") or {}).get(ID_TEXT_KEY)
         if key is None and via == "import":
             key = subject.get("external_id")
         if key is not None:
