@@ -599,26 +599,24 @@ class PanoptesAPI:
         return dict(users[0])
 
     def subject_set(self, set_id: str) -> dict[str, Any]:
-        """One subject set, by id."""
-        try:
-            sets = self.get(f"/subject_sets/{set_id}").body.get("subject_sets") or []
-        except PanoptesError as exc:
-            if exc.status == 404:
-                raise PanoptesError(f"subject set {set_id} not found", 404) from None
-            raise
-        return dict(sets[0])
+        """One subject set, by id (`PanoptesError` with status 404 when there is none)."""
+        return self._one("subject_sets", "subject set", set_id)
 
     def workflow(self, workflow_id: str) -> dict[str, Any]:
         """One workflow, by id (`PanoptesError` with status 404 when there is none)."""
+        return self._one("workflows", "workflow", workflow_id)
+
+    def _one(self, kind: str, name: str, resource_id: str) -> dict[str, Any]:
+        """One resource of ``kind`` by id; a missing one is a 404 naming it."""
         try:
-            flows = self.get(f"/workflows/{workflow_id}").body.get("workflows") or []
+            found = self.get(f"/{kind}/{resource_id}").body.get(kind) or []
         except PanoptesError as exc:
             if exc.status == 404:
-                raise PanoptesError(f"workflow {workflow_id} not found", 404) from None
+                raise PanoptesError(f"{name} {resource_id} not found", 404) from None
             raise
-        if not flows:
-            raise PanoptesError(f"workflow {workflow_id} not found", 404)
-        return dict(flows[0])
+        if not found:
+            raise PanoptesError(f"{name} {resource_id} not found", 404)
+        return dict(found[0])
 
     def link_workflow(self, workflow_id: str, subject_set: str) -> bool:
         """Link a subject set to a workflow unless it already is; True if linked now.
