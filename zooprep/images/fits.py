@@ -89,7 +89,7 @@ from zooprep.images.cutting import (
     check_position_columns,
     cut_group,
 )
-from zooprep.images.fitsimage import FitsImage, _find_image_hdu, _log_warnings
+from zooprep.images.fitsimage import FitsImage, _log_warnings, image_hdu
 from zooprep.images.remote import is_url, open_remote, pool, require
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
@@ -132,12 +132,7 @@ def open_image(path: str | os.PathLike[str]) -> FitsImage:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-                index = _find_image_hdu(hdul, path)
-                hdu = hdul[index]
-                header = hdu.header.copy()
-                primary = hdul[0].header
-                if "INSTRUME" not in header and "INSTRUME" in primary:
-                    header["INSTRUME"] = primary["INSTRUME"]  # LSST MEF: in PRIMARY
+                index, hdu, header = image_hdu(hdul, path)
                 if isinstance(hdu, fits.CompImageHDU) or gzipped:
                     pixels = np.asarray(hdu.data, dtype=np.float32)
                     image = FitsImage(path, index, header, pixels)

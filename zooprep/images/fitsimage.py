@@ -2,7 +2,7 @@
 
 `FitsImage` holds the header (and the WCS and LSST ``XY0`` read from it) and
 the pixels: a memory map (`zooprep.images.fits`), a decompressed array, or an
-object read by byte ranges (`zooprep.images.remote`).  `_find_image_hdu`
+object read by byte ranges (`zooprep.images.remote`).  `image_hdu`
 picks the image HDU of a file the same way for local and remote files.
 """
 
@@ -127,6 +127,21 @@ def _log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
     """Log warnings astropy raised while reading ``path``."""
     for w in caught:
         log.debug("%s: %s: %s", path, w.category.__name__, w.message)
+
+
+def image_hdu(hdul: fits.HDUList, path: str) -> tuple[int, Any, fits.Header]:
+    """Return the image HDU's index, the HDU, and a copy of its header.
+
+    The header gains the PRIMARY header's ``INSTRUME`` when it has none (LSST
+    multi-extension files keep the instrument there).
+    """
+    index = _find_image_hdu(hdul, path)
+    hdu = hdul[index]
+    header = hdu.header.copy()
+    primary = hdul[0].header
+    if "INSTRUME" not in header and "INSTRUME" in primary:
+        header["INSTRUME"] = primary["INSTRUME"]
+    return index, hdu, header
 
 
 def _find_image_hdu(hdul: fits.HDUList, path: str) -> int:

@@ -62,7 +62,7 @@ import numpy as np
 from astropy.io import fits
 
 from zooprep.errors import InputError
-from zooprep.images.fitsimage import FitsImage, _find_image_hdu, _log_warnings
+from zooprep.images.fitsimage import FitsImage, _log_warnings, image_hdu
 
 __all__ = [
     "ATTEMPTS",
@@ -775,12 +775,7 @@ def _parse(f: Any, url: str, fs: Any, path: str, size: int) -> Any:
     """Find the image HDU in the open object ``f``; return its FitsImage."""
     where = redact(url)
     with fits.open(f, memmap=False, lazy_load_hdus=True) as hdul:
-        index = _find_image_hdu(hdul, where)
-        hdu = hdul[index]
-        header = hdu.header.copy()
-        primary = hdul[0].header
-        if "INSTRUME" not in header and "INSTRUME" in primary:
-            header["INSTRUME"] = primary["INSTRUME"]
+        index, hdu, header = image_hdu(hdul, where)
         # not hdul.fileinfo(): it reads every header of the file
         table = getattr(hdu, "_bintable", None)
         data_offset = int((hdu if table is None else table)._data_offset)
@@ -824,9 +819,8 @@ def _open_bytes(url: str, data: bytes) -> Any:
             warnings.simplefilter("ignore")
             raw = gzip.decompress(data)
             with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-                index = _find_image_hdu(hdul, where)
-                header = hdul[index].header.copy()
-                pixels = np.asarray(hdul[index].data, dtype=np.float32)
+                index, hdu, header = image_hdu(hdul, where)
+                pixels = np.asarray(hdu.data, dtype=np.float32)
     except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError) as exc:
         raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
     if pixels.ndim != 2:
