@@ -491,7 +491,7 @@ def select(run: Path, **kwargs: Any) -> None:
     "--annotate",
     is_flag=True,
     default=None,
-    help='Add the metadata block (ids, fluxes, flags, RB) and 1" scale bars.',
+    help="Add the metadata block (ids, fluxes, flags, RB) and a labelled scale bar (a round length, 10-35 % of the panel).",
 )
 @click.option(
     "--use-footprint",
