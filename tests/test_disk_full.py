@@ -22,10 +22,10 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
+from tests.catalogs import write_big_catalog
+from tests.plugins.panoptes import upload_command
 from tests.test_render_stage import _catalog, _pngs
 from tests.test_render_stage import _state as _render_state
 from tests.test_resume import _rendered_run
@@ -161,19 +161,8 @@ def _no_temporary_files(run: Path) -> None:
 def test_select_on_a_full_disk_stops_with_one_line_and_resumes_once_freed(
     tmp_path: Path, small_disk: SmallDisk
 ) -> None:
-    rng = np.random.default_rng(5)
     n = 20_000
-    catalog = tmp_path / "diasources.csv"
-    pd.DataFrame(
-        {
-            "diaSourceId": 506428274000265570 + np.arange(n, dtype=np.int64) * 3,
-            "visit": rng.integers(900000, 900040, n),
-            "detector": rng.integers(0, 189, n),
-            "x": rng.uniform(0, 4000, n),
-            "y": rng.uniform(0, 4000, n),
-            "reliability": rng.uniform(0, 1, n),
-        }
-    ).to_csv(catalog, index=False)
+    catalog = write_big_catalog(tmp_path / "diasources.csv", n, seed=5)
 
     def cmd(run: Path) -> list[str]:
         return [*ZOOPREP, "select", str(run), "--catalog", str(catalog)]
@@ -303,10 +292,7 @@ def test_upload_on_a_full_disk_stops_with_one_line_and_resumes_exactly_once(
 
     standin = panoptes_subprocess.standin
     run = make_run(small_disk.path / "run", 300)
-    args = [
-        *("zooprep", "-q", "upload", str(run), "--project", standin.project_id),
-        *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
-    ]
+    args = upload_command(standin, run, quiet=True)
     small_disk.fill(leave=1_000_000)  # recording 300 subjects takes more (log)
     done = panoptes_subprocess.run(args)
     _one_line(done, run, "sources uploaded")

@@ -6,10 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
+from tests.catalogs import write_big_catalog
 from tests.killing import kill_at_random, timed_run
 from zooprep.run import Run
 from zooprep.stages.review import read_reviewed
@@ -28,22 +27,8 @@ def _state(run: Path) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def big_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(11)
-    n = 60_000
     path = tmp_path_factory.mktemp("catalog") / "diasources.csv"
-    pd.DataFrame(
-        {
-            "diaSourceId": 506428274000265570 + np.arange(n, dtype=np.int64) * 3,
-            "visit": rng.integers(900000, 900040, n),
-            "detector": rng.integers(0, 189, n),
-            "band": rng.choice(list("ugrizy"), n),
-            "x": rng.uniform(0, 4000, n),
-            "y": rng.uniform(0, 4000, n),
-            "reliability": rng.uniform(0, 1, n),
-            "snr": rng.uniform(5, 100, n),
-        }
-    ).to_csv(path, index=False)
-    return path
+    return write_big_catalog(path, 60_000, seed=11)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 
+from tests.catalogs import write_big_catalog
 from tests.killing import Stopped, signal_at_random, timed_run
+from tests.plugins.panoptes import upload_command
 from tests.test_render_stage import _catalog, _pngs
 from tests.test_render_stage import _state as _render_state
 from tests.test_resume import _rendered_run
@@ -60,19 +60,7 @@ def _no_temporary_files(run: Path) -> None:
 def test_select_stopped_by_each_signal_then_rerun_gives_the_same_selection(
     tmp_path: Path,
 ) -> None:
-    rng = np.random.default_rng(3)
-    n = 40_000
-    catalog = tmp_path / "diasources.csv"
-    pd.DataFrame(
-        {
-            "diaSourceId": 506428274000265570 + np.arange(n, dtype=np.int64) * 3,
-            "visit": rng.integers(900000, 900040, n),
-            "detector": rng.integers(0, 189, n),
-            "x": rng.uniform(0, 4000, n),
-            "y": rng.uniform(0, 4000, n),
-            "reliability": rng.uniform(0, 1, n),
-        }
-    ).to_csv(catalog, index=False)
+    catalog = write_big_catalog(tmp_path / "diasources.csv", 40_000, seed=3)
 
     def cmd(run: Path) -> list[str]:
         return [*ZOOPREP, "select", str(run), "--catalog", str(catalog)]
@@ -256,12 +244,9 @@ def test_upload_stopped_by_each_signal_then_resumed_has_each_source_once(
     from tests.test_upload import assert_exactly_once, make_run
 
     def cmd(standin, run: Path) -> list[str]:
-        return [
-            *(sys.executable, "-m", "zooprep", "-q", "upload", str(run)),
-            *("--project", standin.project_id),
-            *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
-            *("--workers", "4", "--timeout", "2"),
-        ]
+        return upload_command(
+            standin, run, "--workers", "4", "--timeout", "2", quiet=True
+        )
 
     other = panoptes_standin_factory(latency=0.02)
     (tmp_path / "home-ref").mkdir()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from PIL import Image
 
 import zooprep
-from tests.killing import kill_at_random, timed_run
+from tests.plugins.panoptes import upload_command, upload_killed_then_resumed
 from zooprep.errors import AuthError, InputError, QuotaError, SettingsMismatch
 from zooprep.options import UploadOptions
 from zooprep.panoptes import (
@@ -384,37 +383,15 @@ def test_quota_reached_mid_run_fails_the_rest_with_the_reason(
 def test_upload_killed_at_random_then_resumed_has_each_source_once(
     panoptes_standin_factory, tmp_path, seed
 ):
-    from tests.plugins.panoptes import StandinSubprocess
-
-    def upload_args(standin, run: Path) -> list[str]:
-        return [
-            *(sys.executable, "-m", "zooprep", "upload", str(run)),
-            *("--project", standin.project_id),
-            *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
-            *("--workers", "4", "--timeout", "2"),
-        ]
-
-    # How long the whole upload takes here, against a stand-in of its own.
-    (tmp_path / "home-ref").mkdir()
-    other = panoptes_standin_factory(latency=0.01)
-    duration = timed_run(
-        upload_args(other, make_run(tmp_path / "reference", 40)),
-        env=StandinSubprocess(other, tmp_path / "home-ref").env(),
-    )
-
-    standin = panoptes_standin_factory(latency=0.01)
-    (tmp_path / "home").mkdir()
-    proc_runner = StandinSubprocess(standin, tmp_path / "home")
-    run = make_run(tmp_path / "run", 40)
-    args = upload_args(standin, run)
     # Kill once early (sign-in or the first creates), once later.
-    kills = sum(
-        kill_at_random(args, seed * 10 + k, 1, duration, lo, hi, env=proc_runner.env())
-        for k, (lo, hi) in enumerate(((0.15, 0.5), (0.5, 0.85)))
+    standin, run = upload_killed_then_resumed(
+        panoptes_standin_factory,
+        tmp_path,
+        make_run,
+        40,
+        seed,
+        ((0.15, 0.5), (0.5, 0.85)),
     )
-    assert kills > 0
-    done = proc_runner.run(args, timeout=120)
-    assert done.returncode == 0, done.stderr
     assert_exactly_once(standin, run)
 
 
@@ -592,11 +569,7 @@ def test_no_verify_trusts_the_stores_201(panoptes_subprocess, tmp_path):
     run = make_run(tmp_path / "run", 4)
     standin.faults.add("not_stored", method="PUT", path=r"^/blob/", times=None)
     done = panoptes_subprocess.run(
-        [
-            *("zooprep", "-q", "upload", str(run), "--project", standin.project_id),
-            *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
-            "--no-verify",
-        ]
+        upload_command(standin, run, "--no-verify", quiet=True)
     )
     assert done.returncode == 0, done.stderr
     assert standin.count_requests("HEAD") == 0

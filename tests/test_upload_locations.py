@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 import zooprep
-from tests.killing import kill_at_random, timed_run
+from tests.plugins.panoptes import upload_killed_then_resumed
 from tests.test_upload import FAST, FIRST_ID, _png, login_env, options
 from zooprep.errors import ManifestEditError
 from zooprep.options import MAX_FILE_BYTES
@@ -188,34 +187,14 @@ def test_import_route_sends_every_location(panoptes_standin, tmp_path, monkeypat
 def test_multi_file_upload_killed_at_random_then_resumed_has_every_file_once(
     panoptes_standin_factory, tmp_path, seed
 ):
-    from tests.plugins.panoptes import StandinSubprocess
-
-    def upload_args(standin, run: Path) -> list[str]:
-        return [
-            *(sys.executable, "-m", "zooprep", "upload", str(run)),
-            *("--project", standin.project_id),
-            *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
-            *("--workers", "4", "--timeout", "2"),
-        ]
-
-    (tmp_path / "home-ref").mkdir()
-    other = panoptes_standin_factory(latency=0.01)
-    duration = timed_run(
-        upload_args(other, make_multi_run(tmp_path / "reference", 30)),
-        env=StandinSubprocess(other, tmp_path / "home-ref").env(),
+    standin, run = upload_killed_then_resumed(
+        panoptes_standin_factory,
+        tmp_path,
+        make_multi_run,
+        30,
+        seed,
+        ((0.2, 0.5), (0.5, 0.85)),
     )
-    standin = panoptes_standin_factory(latency=0.01)
-    (tmp_path / "home").mkdir()
-    runner = StandinSubprocess(standin, tmp_path / "home")
-    run = make_multi_run(tmp_path / "run", 30)
-    args = upload_args(standin, run)
-    kills = sum(
-        kill_at_random(args, seed * 10 + k, 1, duration, lo, hi, env=runner.env())
-        for k, (lo, hi) in enumerate(((0.2, 0.5), (0.5, 0.85)))
-    )
-    assert kills > 0
-    done = runner.run(args, timeout=120)
-    assert done.returncode == 0, done.stderr
     assert_every_location_once(standin, run)
 
 

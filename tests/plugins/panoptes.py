@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from tests.killing import kill_at_random, timed_run
 from tests.panoptes_standin import PanoptesStandin
 
 _CREDENTIAL_VARS = (
@@ -171,6 +172,54 @@ class StandinSubprocess:
             if candidate.exists():
                 argv[0] = str(candidate)
         return argv
+
+
+def upload_command(
+    standin: PanoptesStandin, run: Path, *extra: str, quiet: bool = False
+) -> list[str]:
+    """``zooprep upload RUN`` to the stand-in's project and subject set."""
+    return [
+        *(sys.executable, "-m", "zooprep", *(("-q",) if quiet else ())),
+        *("upload", str(run), "--project", standin.project_id),
+        *("--subject-set-id", standin.subject_set_id, "--endpoint", standin.url),
+        *extra,
+    ]
+
+
+def upload_killed_then_resumed(
+    factory: Callable[..., PanoptesStandin],
+    tmp_path: Path,
+    make_run: Callable[[Path, int], Path],
+    n: int,
+    seed: int,
+    windows: Sequence[tuple[float, float]],
+) -> tuple[PanoptesStandin, Path]:
+    """kill -9 an upload of ``n`` sources once per window, then let it finish.
+
+    An uninterrupted upload to a stand-in of its own is timed first; each
+    window ``(lo, hi)`` is a fraction of that time.  Returns the stand-in and
+    the run, for the caller's checks.
+    """
+    workers = ("--workers", "4", "--timeout", "2")
+    (tmp_path / "home-ref").mkdir()
+    other = factory(latency=0.01)
+    duration = timed_run(
+        upload_command(other, make_run(tmp_path / "reference", n), *workers),
+        env=StandinSubprocess(other, tmp_path / "home-ref").env(),
+    )
+    standin = factory(latency=0.01)
+    (tmp_path / "home").mkdir()
+    runner = StandinSubprocess(standin, tmp_path / "home")
+    run = make_run(tmp_path / "run", n)
+    args = upload_command(standin, run, *workers)
+    kills = sum(
+        kill_at_random(args, seed * 10 + k, 1, duration, lo, hi, env=runner.env())
+        for k, (lo, hi) in enumerate(windows)
+    )
+    assert kills > 0
+    done = runner.run(args, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return standin, run
 
 
 @pytest.fixture
