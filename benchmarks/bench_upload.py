@@ -19,6 +19,7 @@ faster) and checks that both sets hold N subjects.  Run by hand, not in CI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -27,7 +28,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -74,22 +77,15 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=500, help="subjects (default 500)")
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds/request")
-    parser.add_argument("--workers", type=int, default=8, help="zooprep workers")
-    args = parser.parse_args()
+@contextlib.contextmanager
+def standin(latency: float) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    """Start the Panoptes stand-in in its own process with ``latency`` s per request.
 
-    bindir = Path(sys.executable).parent
+    Yields its start-up answer (url, credentials, project id) and an
+    environment for commands run against it (no real credentials or proxies).
+    """
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.panoptes_standin",
-            "--latency",
-            str(args.latency),
-        ],
+        [sys.executable, "-m", "tests.panoptes_standin", "--latency", str(latency)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -98,78 +94,92 @@ def main() -> None:
     try:
         assert server.stdout is not None
         info = json.loads(server.stdout.readline())
-        url = info["url"]
-        with tempfile.TemporaryDirectory() as tmp:
-            tmpdir = Path(tmp)
-            run = tmpdir / "run"
-            make_run(run, args.n)
-            home = tmpdir / "home"
-            (home / ".panoptes").mkdir(parents=True)
-            (home / ".panoptes" / "config.yml").write_text(
-                f"endpoint: {url}\nusername: {info['username']}\n"
-                f"password: {info['password']}\n"
-            )
-            env = {
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith("PANOPTES_") and not k.lower().endswith("_proxy")
-            }
-            env.update(info["env"])
-            env["HOME"] = str(home)
-            creds = Credentials(info["username"], info["password"])
-            tokens = TokenManager(url, creds)
-            tokens.login()
-            api = PanoptesAPI(tokens)
-            set_zp = api.create_subject_set(info["project_id"], "bench zooprep")["id"]
-            set_cli = api.create_subject_set(info["project_id"], "bench panoptes-cli")[
-                "id"
-            ]
-
-            t_zp = timed(
-                [
-                    str(bindir / "zooprep"),
-                    "-q",
-                    "upload",
-                    str(run),
-                    "--project",
-                    info["project_id"],
-                    "--subject-set-id",
-                    str(set_zp),
-                    "--endpoint",
-                    url,
-                    "--workers",
-                    str(args.workers),
-                ],
-                env,
-                tmpdir,
-            )
-            t_cli = timed(
-                [
-                    str(bindir / "panoptes"),
-                    "subject-set",
-                    "upload-subjects",
-                    str(set_cli),
-                    str(run / "manifest.csv"),
-                ],
-                env,
-                tmpdir,
-            )
-            with urllib.request.urlopen(f"{url}/_standin/summary") as answer:
-                summary = json.load(answer)
-            api.close()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PANOPTES_") and not k.lower().endswith("_proxy")
+        }
+        env.update(info["env"])
+        yield info, env
     finally:
         server.terminate()
         server.wait(timeout=10)
 
-    n_zp = summary["subject_sets"].get(str(set_zp))
-    n_cli = summary["subject_sets"].get(str(set_cli))
+
+def summary(url: str) -> dict[str, Any]:
+    """The stand-in's own account of what it stores."""
+    with urllib.request.urlopen(f"{url}/_standin/summary") as answer:
+        return dict(json.load(answer))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=500, help="subjects (default 500)")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds/request")
+    parser.add_argument("--workers", type=int, default=8, help="zooprep workers")
+    args = parser.parse_args()
+
+    bindir = Path(sys.executable).parent
+    with standin(args.latency) as (info, env), tempfile.TemporaryDirectory() as tmp:
+        url = info["url"]
+        tmpdir = Path(tmp)
+        run = tmpdir / "run"
+        make_run(run, args.n)
+        home = tmpdir / "home"
+        (home / ".panoptes").mkdir(parents=True)
+        (home / ".panoptes" / "config.yml").write_text(
+            f"endpoint: {url}\nusername: {info['username']}\n"
+            f"password: {info['password']}\n"
+        )
+        env["HOME"] = str(home)
+        creds = Credentials(info["username"], info["password"])
+        tokens = TokenManager(url, creds)
+        tokens.login()
+        api = PanoptesAPI(tokens)
+        set_zp = api.create_subject_set(info["project_id"], "bench zooprep")["id"]
+        set_cli = api.create_subject_set(info["project_id"], "bench panoptes-cli")["id"]
+
+        t_zp = timed(
+            [
+                str(bindir / "zooprep"),
+                "-q",
+                "upload",
+                str(run),
+                "--project",
+                info["project_id"],
+                "--subject-set-id",
+                str(set_zp),
+                "--endpoint",
+                url,
+                "--workers",
+                str(args.workers),
+            ],
+            env,
+            tmpdir,
+        )
+        t_cli = timed(
+            [
+                str(bindir / "panoptes"),
+                "subject-set",
+                "upload-subjects",
+                str(set_cli),
+                str(run / "manifest.csv"),
+            ],
+            env,
+            tmpdir,
+        )
+        stored = summary(url)
+        api.close()
+
+    n_zp = stored["subject_sets"].get(str(set_zp))
+    n_cli = stored["subject_sets"].get(str(set_cli))
     print(f"{args.n} subjects, {args.latency * 1000:.0f} ms latency per request")
     print(f"zooprep upload --workers {args.workers}: {t_zp:7.1f} s  ({n_zp} linked)")
     print(f"panoptes-cli upload-subjects:      {t_cli:7.1f} s  ({n_cli} linked)")
     print(f"ratio (panoptes-cli / zooprep):    {t_cli / t_zp:7.1f}x  (target >= 3x)")
     print(
-        f"stand-in: {summary['duplicates']} duplicates, {summary['broken']} broken, "
-        f"{summary['orphans']} orphans"
+        f"stand-in: {stored['duplicates']} duplicates, {stored['broken']} broken, "
+        f"{stored['orphans']} orphans"
     )
     if n_zp != args.n:
         sys.exit(f"zooprep linked {n_zp} subjects, expected {args.n}")

@@ -19,13 +19,9 @@ trusting the 201; the ratio is the price of knowing.  Run by hand::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +29,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_upload import make_run, timed  # noqa: E402
+from bench_upload import make_run, standin, summary, timed  # noqa: E402
 
 from zooprep.panoptes import Credentials, PanoptesAPI, TokenManager  # noqa: E402
 
@@ -46,71 +42,45 @@ def main() -> None:
     args = parser.parse_args()
 
     zooprep = str(Path(sys.executable).parent / "zooprep")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.panoptes_standin",
-            "--latency",
-            str(args.latency),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
     times: dict[str, float] = {}
     sets: dict[str, str] = {}
-    try:
-        assert server.stdout is not None
-        info = json.loads(server.stdout.readline())
+    with standin(args.latency) as (info, env), tempfile.TemporaryDirectory() as tmp:
         url = info["url"]
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("PANOPTES_") and not k.lower().endswith("_proxy")
-        }
-        env.update(info["env"])
         tokens = TokenManager(url, Credentials(info["username"], info["password"]))
         tokens.login()
         api = PanoptesAPI(tokens)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmpdir = Path(tmp)
-            make_run(tmpdir / "template", args.n)
-            for name, extra in (("verify", []), ("no-verify", ["--no-verify"])):
-                run = tmpdir / name
-                shutil.copytree(tmpdir / "template", run)
-                sets[name] = str(
-                    api.create_subject_set(info["project_id"], f"bench {name}")["id"]
-                )
-                times[name] = timed(
-                    [
-                        *(zooprep, "-q", "upload", str(run)),
-                        *("--project", info["project_id"]),
-                        *("--subject-set-id", sets[name], "--endpoint", url),
-                        *("--workers", str(args.workers), *extra),
-                    ],
-                    env,
-                    tmpdir,
-                )
-        with urllib.request.urlopen(f"{url}/_standin/summary") as answer:
-            summary = json.load(answer)
+        tmpdir = Path(tmp)
+        make_run(tmpdir / "template", args.n)
+        for name, extra in (("verify", []), ("no-verify", ["--no-verify"])):
+            run = tmpdir / name
+            shutil.copytree(tmpdir / "template", run)
+            sets[name] = str(
+                api.create_subject_set(info["project_id"], f"bench {name}")["id"]
+            )
+            times[name] = timed(
+                [
+                    *(zooprep, "-q", "upload", str(run)),
+                    *("--project", info["project_id"]),
+                    *("--subject-set-id", sets[name], "--endpoint", url),
+                    *("--workers", str(args.workers), *extra),
+                ],
+                env,
+                tmpdir,
+            )
+        stored = summary(url)
         api.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     print(
         f"{args.n} subjects, {args.latency * 1000:.0f} ms latency, {args.workers} workers"
     )
     for name in ("verify", "no-verify"):
-        linked = summary["subject_sets"].get(sets[name])
+        linked = stored["subject_sets"].get(sets[name])
         print(f"zooprep upload ({name}): {times[name]:7.1f} s  ({linked} linked)")
     print(f"ratio (verify / no-verify): {times['verify'] / times['no-verify']:5.2f}x")
     # (Both sets hold the same sources, so every #zooprep_id is there twice.)
-    print(f"stand-in: {summary['broken']} subjects with a missing file")
+    print(f"stand-in: {stored['broken']} subjects with a missing file")
     for name in ("verify", "no-verify"):
-        if summary["subject_sets"].get(sets[name]) != args.n:
+        if stored["subject_sets"].get(sets[name]) != args.n:
             sys.exit(f"{name}: expected {args.n} linked subjects")
 
 
