@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from zooprep.avro import read_records
-from zooprep.vocabulary import ZTF_BANDS
+from zooprep.vocabulary import ZTF_BANDS, finite_number
 
 __all__ = [
     "APDB_CHUNK",
@@ -73,17 +73,6 @@ _BAND_ORDER = ("u", "g", "r", "i", "z", "y")
 
 #: Kinds of point.
 DETECTION, FORCED, LIMIT = 0, 1, 2
-
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def mag_to_njy(mag: float) -> float:
@@ -270,11 +259,11 @@ class _Builder:
         current: bool = False,
     ) -> None:
         """Add one point; a missing time or flux is counted, not added."""
-        t, f = _number(mjd), _number(flux)
+        t, f = finite_number(mjd), finite_number(flux)
         if t is None or f is None:
             self.dropped += 1
             return
-        e = _number(err)
+        e = finite_number(err)
         if current:
             self.current = len(self.points)
         else:
@@ -303,7 +292,10 @@ class _Builder:
 
 def _ztf_flux(entry: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """Flux and error (nJy) of a ZTF detection, or ``(None, None)``."""
-    mag, sigma = _number(entry.get("magpsf")), _number(entry.get("sigmapsf"))
+    mag, sigma = (
+        finite_number(entry.get("magpsf")),
+        finite_number(entry.get("sigmapsf")),
+    )
     if mag is None:
         return None, None
     flux = mag_to_njy(mag)
@@ -323,7 +315,7 @@ def ztf_light_curve(source_id: int, record: Mapping[str, Any]) -> LightCurve:
     b = _Builder(source_id)
     cand = record.get("candidate") or {}
     flux, err = _ztf_flux(cand)
-    jd = _number(cand.get("jd"))
+    jd = finite_number(cand.get("jd"))
     b.add(
         None if jd is None else jd - _MJD0,
         flux,
@@ -336,14 +328,14 @@ def ztf_light_curve(source_id: int, record: Mapping[str, Any]) -> LightCurve:
         if not isinstance(entry, Mapping):
             b.malformed += 1
             continue
-        jd = _number(entry.get("jd"))
+        jd = finite_number(entry.get("jd"))
         mjd = None if jd is None else jd - _MJD0
         band = _ztf_band(entry.get("fid"))
         flux, err = _ztf_flux(entry)
         if flux is not None:
             b.add(mjd, flux, err, band, DETECTION)
             continue
-        limit = _number(entry.get("diffmaglim"))
+        limit = finite_number(entry.get("diffmaglim"))
         b.add(mjd, None if limit is None else mag_to_njy(limit), None, band, LIMIT)
     return b.build(record.get("objectId"))
 
@@ -381,7 +373,7 @@ def row_light_curve(source_id: int, row: Mapping[str, Any]) -> LightCurve:
     """The one-point light curve of a source without history (its own row)."""
     b = _Builder(source_id)
     mjd = row.get("midpointMjdTai")
-    if mjd is None and _number(row.get("jd")) is not None:
+    if mjd is None and finite_number(row.get("jd")) is not None:
         mjd = float(row["jd"]) - _MJD0
     b.add(
         mjd,

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from zooprep.run import STATUSES, Run, Source, atomic_write
-from zooprep.vocabulary import ZTF_BANDS, is_flag_column, truthy
+from zooprep.vocabulary import ZTF_BANDS, finite_number, is_flag_column, truthy
 
 __all__ = ["flag_columns", "preview"]
 
@@ -152,14 +152,8 @@ def _flat(row: Mapping[str, Any]) -> Mapping[str, Any]:
 def _number(row: Mapping[str, Any], *names: str) -> float | None:
     """The first finite number among ``names`` in ``row``."""
     for name in names:
-        value = row.get(name)
-        if isinstance(value, bool) or value is None:
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(number):
+        number = finite_number(row.get(name))
+        if number is not None:
             return number
     return None
 

@@ -84,6 +84,22 @@ def truthy(value: Any) -> bool:
     return False
 
 
+def finite_number(value: Any) -> float | None:
+    """A value as a finite float, or None when missing, NaN, infinite or not a number.
+
+    Booleans (Python's or NumPy's) are flags, not numbers, and give None.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if getattr(getattr(value, "dtype", None), "kind", None) == "b":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def reason_key(reason: object) -> str:
     """The group of a failure reason: the part before the first colon.
 

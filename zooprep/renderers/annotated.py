@@ -19,6 +19,7 @@ from zooprep.images.base import Cutouts
 from zooprep.renderers import _draw
 from zooprep.renderers.plain import TITLES, PlainRenderer
 from zooprep.renderers.scaling import parse_color
+from zooprep.vocabulary import finite_number
 
 __all__ = [
     "FLAG_RULES",
@@ -125,17 +126,6 @@ def _any_set(row: Mapping[str, Any], columns: Sequence[str]) -> bool:
     return any(_is_set(row.get(c)) for c in columns)
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None for missing, NaN, inf or non-numeric values."""
-    if value is None or isinstance(value, bool | np.bool_):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _integer_text(value: Any) -> str:
     """An id or count written as an exact integer ('' when missing)."""
     if value is None or isinstance(value, bool | np.bool_):
@@ -184,7 +174,7 @@ def flag_labels(row: Mapping[str, Any]) -> list[tuple[str, str]]:
         for label, _, _, color, columns in FLAG_RULES
         if _any_set(row, columns)
     ]
-    reliability = _number(row.get("reliability"))
+    reliability = finite_number(row.get("reliability"))
     if reliability is not None:
         labels.append(
             (f"RB:{reliability:.3f}", RB_GOOD if reliability >= 0.5 else RB_BAD)
@@ -260,19 +250,19 @@ def annotation_items(
 
     # Row 2: position, detection S/N, reduced PSF chi2.
     label(1, 0.0, "ra:")
-    value(1, 0.037, _fmt(_number(row.get("ra")), ".8f"))
+    value(1, 0.037, _fmt(finite_number(row.get("ra")), ".8f"))
     label(1, 0.21, "dec:")
-    value(1, 0.265, _fmt(_number(row.get("dec")), "+.8f"))
+    value(1, 0.265, _fmt(finite_number(row.get("dec")), "+.8f"))
     label(1, 0.50, "detection S/N:")
-    value(1, 0.66, _fmt(_number(row.get("snr")), "6.1f"))
+    value(1, 0.66, _fmt(finite_number(row.get("snr")), "6.1f"))
     label(1, 0.75, "PSF chi2:")
-    chi2, ndata = _number(row.get("psfChi2")), _number(row.get("psfNdata"))
+    chi2, ndata = finite_number(row.get("psfChi2")), finite_number(row.get("psfNdata"))
     value(1, 0.85, _fmt(chi2 / ndata if chi2 is not None and ndata else None, "6.2f"))
 
     # Rows 3-5: fluxes with errors and S/N; labels red when flagged.
     for text, line, flux_col, err_col, flags in MEASUREMENT_RULES:
         label(line, 0.0, text, "red" if _any_set(row, flags) else "grey")
-        flux, err = _number(row.get(flux_col)), _number(row.get(err_col))
+        flux, err = finite_number(row.get(flux_col)), finite_number(row.get(err_col))
         value(line, 0.25, _fmt(flux, "8.1f"), align="right")
         label(line, 0.252, "+/-")
         value(line, 0.29, _fmt(err, "8.1f"))
@@ -280,7 +270,7 @@ def annotation_items(
         snr = abs(flux / err) if flux is not None and err else None
         value(line, 0.45, _fmt(snr, "6.2f"))
 
-    total = _number(row.get("scienceFlux"))
+    total = finite_number(row.get("scienceFlux"))
     label(4, 0.55, "ABmag:")
     abmag = 31.4 - 2.5 * math.log10(total) if total is not None and total > 0 else None
     value(4, 0.635, _fmt(abmag, ".3f"))
@@ -289,7 +279,7 @@ def annotation_items(
     for text, line, x, color, columns in FLAG_RULES:
         if _any_set(row, columns):
             items.append(TextItem(line, x, text, color, bold=True))
-    reliability = _number(row.get("reliability"))
+    reliability = finite_number(row.get("reliability"))
     if reliability is not None:
         items.append(
             TextItem(
