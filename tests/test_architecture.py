@@ -17,8 +17,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zooprep"
 #: Modules that import other zooprep modules inside functions, and why.
 LAZY_IMPORTS = {
     "zooprep.images": "ButlerImages needs the optional lsst-daf-butler",
-    "zooprep.lightcurves": "only the history a run uses (alert packets, or "
-    "an APDB through SQLAlchemy) and the drawing code when a curve is drawn",
     "zooprep.stages.render": "only the image source and renderer a run uses "
     "(astropy for FITS, lsst for a Butler, fastavro for alert stamps)",
     "zooprep.stages.select": "only the reader asked for (SQLAlchemy, pandas, fastavro)",
