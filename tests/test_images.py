@@ -553,6 +553,7 @@ def test_alert_problems_fail_per_row(test_data: Path, tmp_path: Path):
 
 
 def test_butler_repository_cutouts_equal_the_ingested_files(tmp_path: Path):
+    pytest.importorskip("lsst.daf.butler")  # the butler extra
     from tests.butlerrepo import INSTRUMENT, RUN, make_repo
     from zooprep.images import ButlerImages
 
@@ -613,6 +614,7 @@ def test_butler_repository_cutouts_equal_the_ingested_files(tmp_path: Path):
 
 
 def test_butler_with_older_dataset_type_names(tmp_path: Path):
+    pytest.importorskip("lsst.daf.butler")  # the butler extra
     from tests.butlerrepo import RUN, make_repo
     from zooprep.images import ButlerImages
 

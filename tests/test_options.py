@@ -399,6 +399,7 @@ def test_a_template_with_a_signature_in_its_query_is_refused_in_one_line(
 def test_a_token_named_by_env_is_read_with_the_images_and_never_saved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pytest.importorskip("fsspec")  # the cloud extra
     from tests.imagegen import tan_wcs, write_exposure
     from tests.objectstores import SIGNATURE, RangeServer
 

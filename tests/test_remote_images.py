@@ -89,6 +89,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
 def test_cutouts_over_http_are_byte_identical_to_local_files(
     tmp_path: Path, compress: bool
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     root = _triplets(tmp_path / "img", compress)
     rows = _rows()
     local = list(_source(str(root)).cutouts(rows, (11, 30)))
@@ -102,6 +103,7 @@ def test_cutouts_over_http_are_byte_identical_to_local_files(
 def test_cutouts_from_s3_are_byte_identical_to_local_files(
     tmp_path: Path, s3: S3Server, compress: bool
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     root = _triplets(tmp_path / "img", compress)
     s3.upload_tree("survey", root)
     rows = _rows()
@@ -130,6 +132,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_30px_cutout_of_a_4k_image_reads_under_1_percent_of_the_file(
     big: Path, name: str, store: str, monkeypatch: pytest.MonkeyPatch
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     size = (big / name).stat().st_size
     rows = [(1, {"x": 2047.0, "y": 3001.0})]
     local = list(FitsImages(*[str(big / name)] * 3).cutouts(rows, (30,)))
@@ -157,6 +160,7 @@ def test_a_30px_cutout_of_a_4k_image_reads_under_1_percent_of_the_file(
 def test_missing_forbidden_dropped_and_expired_objects_fail_their_rows_only(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     monkeypatch.setattr(remote_module, "BACKOFF", 0.01)
     root = _triplets(tmp_path / "img", compress=True)
     for visit in (103, 104, 105):
@@ -218,6 +222,7 @@ def test_missing_forbidden_dropped_and_expired_objects_fail_their_rows_only(
 def test_transient_errors_are_retried_and_a_non_fits_object_is_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     monkeypatch.setattr(remote_module, "BACKOFF", 0.01)
     root = _triplets(tmp_path / "img", compress=True)
     rows = [(1, {"visit": 101, "x": 50.0, "y": 60.0})]
@@ -243,6 +248,7 @@ def test_transient_errors_are_retried_and_a_non_fits_object_is_not(
 def test_render_stage_with_url_templates_records_per_row_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     monkeypatch.setattr(remote_module, "BACKOFF", 0.01)
     root = _triplets(tmp_path / "img", compress=False)
     catalog = tmp_path / "sources.csv"
@@ -300,6 +306,7 @@ def test_urls_without_the_cloud_extra_fail_with_the_install_hint(
 
 
 def test_an_unknown_protocol_fails_before_any_work():
+    pytest.importorskip("fsspec")  # the cloud extra
     source = _source("nosuchproto://survey")
     with pytest.raises(InputError, match="unknown protocol 'nosuchproto'"):
         source.check(["visit", "x", "y"])
@@ -308,6 +315,7 @@ def test_an_unknown_protocol_fails_before_any_work():
 def test_credentials_come_from_the_environment_not_the_run(
     tmp_path: Path, s3: S3Server
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     root = _triplets(tmp_path / "img", compress=False)
     s3.upload_tree("survey", root)
     source = _source("s3://survey")
@@ -366,6 +374,7 @@ def test_butler_with_an_s3_datastore_reads_ranges_and_matches_a_local_repository
 def test_remote_images_keep_only_a_bounded_set_of_blocks(
     tmp_path: Path, compress: bool, monkeypatch: pytest.MonkeyPatch
 ):
+    pytest.importorskip("fsspec")  # the cloud extra
     bound = 256 << 10
     monkeypatch.setattr(remote_module, "BLOCK_CACHE_BYTES", bound)
     root = _triplets(tmp_path / "img", compress)

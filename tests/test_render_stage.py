@@ -244,6 +244,7 @@ def test_a_killed_worker_process_is_replaced_and_its_rows_rendered(
 def test_dask_local_cluster_matches_local_processes_and_survives_a_dead_worker(
     tmp_path: Path, decam: dict[str, str]
 ) -> None:
+    pytest.importorskip("distributed")  # the dask extra
     local, dask = _select(tmp_path, "local"), _select(tmp_path, "dask")
     zooprep.render(local, images=decam, jobs=2)
     victim = 506428274000265570 + 9 * 7919
@@ -272,6 +273,7 @@ def _worker_settings(_: int) -> tuple[str | None, bool, float]:
 def test_dask_workers_started_by_zooprep_skip_the_settings_that_slow_rendering() -> (
     None
 ):
+    pytest.importorskip("distributed")  # the dask extra
     from zooprep.executors import DaskExecutor
 
     ex = DaskExecutor(jobs=2)

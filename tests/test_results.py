@@ -198,6 +198,7 @@ def independent(
 
 
 def test_results_counts_and_fractions_match_an_independent_count(tmp_path, apdb_sqlite):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     result = zooprep.results(setup.run, setup.export, workflow_id=WORKFLOW)
     expected, skipped = independent(setup)
@@ -264,6 +265,7 @@ def _data_uri_pngs(page: str) -> list[Image.Image]:
 
 
 def test_results_report_opens_in_chromium_with_plots(tmp_path, apdb_sqlite, chromium):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     zooprep.results(setup.run, setup.export, workflow_id=str(WORKFLOW))
     page_path = setup.run / "results.html"
@@ -306,6 +308,7 @@ def test_results_report_opens_in_chromium_with_plots(tmp_path, apdb_sqlite, chro
 
 
 def test_results_refuses_to_overwrite_without_force(tmp_path, apdb_sqlite):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     zooprep.results(setup.run, setup.export, workflow_id=WORKFLOW)
     before = (setup.run / "results.csv").read_bytes()
@@ -335,6 +338,7 @@ def test_results_refuses_to_overwrite_without_force(tmp_path, apdb_sqlite):
 
 
 def test_results_unknown_task_lists_the_tasks_found(tmp_path, apdb_sqlite):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     with pytest.raises(InputError, match=r"task 'T7' .* tasks found: T0, T1"):
         zooprep.results(setup.run, setup.export, workflow_id=WORKFLOW, task="T7")
@@ -342,6 +346,7 @@ def test_results_unknown_task_lists_the_tasks_found(tmp_path, apdb_sqlite):
 
 
 def test_results_multiple_choice_task_and_explicit_real_answer(tmp_path, apdb_sqlite):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     with pytest.raises(InputError, match="cannot tell which answer means 'real'"):
         zooprep.results(setup.run, setup.export, workflow_id=WORKFLOW, task="T1")
@@ -358,6 +363,7 @@ def test_results_multiple_choice_task_and_explicit_real_answer(tmp_path, apdb_sq
 def test_results_asks_for_a_workflow_when_several_hold_run_subjects(
     tmp_path, apdb_sqlite
 ):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     with pytest.raises(InputError, match=r"several workflows.*--workflow-id.*101.*202"):
         zooprep.results(setup.run, setup.export)
@@ -368,6 +374,7 @@ def test_results_asks_for_a_workflow_when_several_hold_run_subjects(
 def test_results_export_of_another_project_is_refused_with_reasons(
     tmp_path, apdb_sqlite
 ):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     other = ExportBuilder(seed=3)
     simulate(other, {77_000_000 + i: 0.5 for i in range(5)}, volunteers=5)
@@ -382,6 +389,7 @@ def test_results_export_of_another_project_is_refused_with_reasons(
 def test_results_refuses_a_file_that_is_not_a_classification_export(
     tmp_path, apdb_sqlite
 ):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     bad = tmp_path / "subjects.csv"
     bad.write_text("subject_id,project_id,metadata\n1,2,{}\n")
@@ -394,6 +402,7 @@ def test_results_refuses_a_file_that_is_not_a_classification_export(
 
 
 def test_results_command_and_status(tmp_path, apdb_sqlite):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     runner = CliRunner()
     res = runner.invoke(
@@ -433,6 +442,7 @@ def test_results_command_and_status(tmp_path, apdb_sqlite):
 
 
 def test_results_command_can_use_every_workflow_version(tmp_path, apdb_sqlite):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     args = ["results", str(setup.run), "--classifications", str(setup.export)]
     args += ["--workflow-id", "101", "--workflow-version", "all"]
@@ -449,6 +459,7 @@ def test_results_command_can_use_every_workflow_version(tmp_path, apdb_sqlite):
 def test_results_download_fetches_the_project_export(
     tmp_path, apdb_sqlite, panoptes_standin, monkeypatch
 ):
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     setup = make_setup(tmp_path, apdb_sqlite)
     standin = panoptes_standin
     # No upload settings: which project's export?

@@ -123,6 +123,8 @@ def test_render_with_a_process_pool_stops_cleanly_on_each_signal(
 def test_render_on_a_dask_local_cluster_stops_cleanly_and_leaves_no_worker(
     tmp_path: Path, decam_args: list[str]
 ) -> None:
+    pytest.importorskip("distributed")  # the dask extra
+
     def cmd(run: Path) -> list[str]:
         return [*ZOOPREP, "render", str(run), "--jobs", "2", *decam_args]
 

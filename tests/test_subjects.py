@@ -469,6 +469,7 @@ def test_cli_renders_an_alert_run_as_frames_and_light_curves_for_the_manifest(
 def test_results_galleries_show_the_first_picture_of_multi_file_subjects(
     tmp_path: Path, apdb_sqlite: Path
 ) -> None:
+    pytest.importorskip("panoptes_aggregation")  # the results extra
     import base64
 
     from tests.test_results import WORKFLOW, make_setup

@@ -895,11 +895,9 @@ class RenderOptions(Options):
         help="Re-render everything, e.g. after changing picture settings.",
     )
 
-    #: The fields that change the pictures: changing them on a rendered run
-    #: needs ``force``.
     @classmethod
     def picture_fields(cls) -> list[str]:
-        """The fields marked ``picture``."""
+        """The fields that change the pictures (changing one needs ``force``)."""
         return [n for n in cls.field_names() if cls.spec(n).metadata["picture"]]
 
     def _check(self) -> None:
@@ -928,19 +926,12 @@ class RenderOptions(Options):
             and self.lightcurve is not UNSET
             and not self.lightcurve
         ):
-            raise _NEEDS_LIGHTCURVE
+            # (unset: the saved light curve, if any, decides once merged)
+            raise _needs_lightcurve()
         if self.cmap:
             _check_cmap(self.cmap)
         if self.nan_color:
             _check_color(self.nan_color)
-
-    def _check_request(self) -> None:
-        if (
-            self.lightcurve_json
-            and not self.lightcurve
-            and self.lightcurve is not UNSET
-        ):
-            raise _NEEDS_LIGHTCURVE
 
     def with_images(self, images: ImageOptions | Mapping[str, Any]) -> RenderOptions:
         """These options with image settings given apart (``render(images=...)``).
@@ -986,9 +977,8 @@ class RenderOptions(Options):
         could keep ``position`` in ``[render.images]``, where it was the one
         used.
         """
-        values = {
-            k: v for k, v in (table.get("options") or {}).items() if k in cls.names()
-        }
+        names = set(cls.field_names())
+        values = {k: v for k, v in (table.get("options") or {}).items() if k in names}
         if "chunk_size" in table and "chunk_size" not in values:
             values["chunk_size"] = table["chunk_size"]
         images = dict(table.get("images") or {})
@@ -1000,16 +990,13 @@ class RenderOptions(Options):
         )
         return cls.record(**values)
 
-    @classmethod
-    def names(cls) -> set[str]:
-        """The field names, as a set."""
-        return set(cls.field_names())
 
-
-_NEEDS_LIGHTCURVE = InputError(
-    "--lightcurve-json needs --lightcurve: the JSON goes after the "
-    "light-curve PNG in each subject"
-)
+def _needs_lightcurve() -> InputError:
+    """The error of --lightcurve-json without --lightcurve."""
+    return InputError(
+        "--lightcurve-json needs --lightcurve: the JSON goes after the "
+        "light-curve PNG in each subject"
+    )
 
 
 def _check_cmap(name: str) -> None:
