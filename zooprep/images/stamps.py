@@ -29,8 +29,6 @@ given (``schema=``); otherwise its rows fail with a reason saying so.
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import os
 import warnings
@@ -52,6 +50,7 @@ from zooprep.images.base import (
     consecutive_groups,
 )
 from zooprep.images.cutout import crop_or_pad, pad_to_shape
+from zooprep.images.cutoutdata import CutoutError, read_cutout
 
 __all__ = ["AlertStamps", "read_alert_records"]
 
@@ -63,34 +62,6 @@ ZTF_PIXEL_SCALE = 1.01
 RUBIN_PIXEL_SCALE = 0.2
 FIELDS = ("cutoutTemplate", "cutoutScience", "cutoutDifference")
 REQUIRED = ("_alert_path", "_alert_index")
-
-
-def _fits_bytes(value: Any) -> bytes | None:
-    """Return the FITS bytes of a stamp field (ZTF record or Rubin bytes), unzipped."""
-    if isinstance(value, Mapping):
-        value = value.get("stampData")
-    if value is None:
-        return None
-    data = bytes(value)
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return data
-
-
-def _read_stamp(data: bytes) -> tuple[np.ndarray, fits.Header]:
-    """Return the image (HDU 0) of a FITS stamp and its header."""
-    # ZTF stamps have a non-standard SIMPLE card: astropy warns (VerifyWarning)
-    # but reads them fine, so the warnings are logged, not raised.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with fits.open(io.BytesIO(data)) as hdul:
-            header = hdul[0].header.copy()
-            image = np.array(hdul[0].data, dtype=np.float32)
-    for w in caught:
-        log.debug("alert stamp: %s: %s", w.category.__name__, w.message)
-    if image.ndim != 2:
-        raise ValueError(f"stamp image has {image.ndim} dimensions")
-    return image, header
 
 
 def _rubin_pixel_scale(header: fits.Header) -> float:
@@ -255,12 +226,14 @@ class AlertStamps:
         stamps: list[np.ndarray] = []
         header: fits.Header | None = None
         for name in FIELDS:
+            value = record.get(name)
+            if isinstance(value, Mapping):
+                value = value.get("stampData")
+            if value is None:
+                return Failed(source_id, f"{path}: alert {index} has no {name}")
             try:
-                data = _fits_bytes(record.get(name))
-                if data is None:
-                    return Failed(source_id, f"{path}: alert {index} has no {name}")
-                image, h = _read_stamp(data)
-            except (OSError, ValueError, TypeError, EOFError) as exc:
+                image, h = read_cutout(value)
+            except CutoutError as exc:
                 return Failed(
                     source_id, f"{path}: alert {index} has an unreadable {name} ({exc})"
                 )
