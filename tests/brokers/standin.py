@@ -510,7 +510,7 @@ def _handler(standin: BrokerStandin) -> type[BaseHTTPRequestHandler]:
                     try:
                         params.update(json.loads(body))
                     except ValueError:
-                        pass
+                        params["_bad_body"] = True
                 else:
                     params.update(
                         {
@@ -558,6 +558,9 @@ def _handler(standin: BrokerStandin) -> type[BaseHTTPRequestHandler]:
             token = token or params.get("token")
             with standin._lock:
                 standin.calls.append((method, path, token))
+            if params.pop("_bad_body", False):
+                self._send(400, {"detail": "JSON parse error"})
+                return
             if path.startswith("/api/") and path.rstrip("/").count("/") == 2:
                 self._lasair(path.strip("/").split("/")[1], params, token)
             elif path.startswith("/fits/"):
