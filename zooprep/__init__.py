@@ -33,7 +33,14 @@ from zooprep.errors import (
     UploadError,
     ZooprepError,
 )
-from zooprep.options import RenderOptions, SelectOptions, UploadOptions
+from zooprep.options import (
+    ImageOptions,
+    ManifestOptions,
+    RenderOptions,
+    ResultsOptions,
+    SelectOptions,
+    UploadOptions,
+)
 from zooprep.run import Run
 
 if TYPE_CHECKING:
@@ -98,12 +105,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "ImageOptions",
     "InputError",
     "Interrupted",
     "ManifestEditError",
+    "ManifestOptions",
     "PanoptesError",
     "QuotaError",
     "RenderOptions",
+    "ResultsOptions",
     "Run",
     "RunError",
     "RunLocked",

@@ -28,15 +28,18 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zooprep.errors import InputError, RunError
+from zooprep.files import atomic_write, storage_guard
+from zooprep.options import ResultsOptions
 from zooprep.panoptes import download_classification_export
 from zooprep.progress import NullReporter, Reporter
 from zooprep.results_report import render_report
-from zooprep.run import Run, atomic_write, storage_guard
+from zooprep.run import Run
 from zooprep.stages.export import (
     EXPORT_COLUMNS,
     HIDDEN_ID_KEY,
@@ -54,7 +57,7 @@ from zooprep.stages.export import (
     _vtext,
     _Wanted,
 )
-from zooprep.vocabulary import PRODUCTION, is_flag_column
+from zooprep.vocabulary import is_flag_column
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -135,17 +138,10 @@ class ResultsResult:
 
 def results(
     run: str | os.PathLike[str],
-    classifications: str | os.PathLike[str] | None = None,
+    options: ResultsOptions | Mapping[str, Any] | str | os.PathLike[str] | None = None,
     *,
-    workflow_id: str | int | None = None,
-    task: str = "T0",
-    real_answer: str | None = None,
-    workflow_version: str | None = None,
-    download: bool = False,
-    endpoint: str = PRODUCTION,
-    timeout: float = 60.0,
-    force: bool = False,
     reporter: Reporter | None = None,
+    **fields: Any,
 ) -> ResultsResult:
     """Join a classification export to the run's sources.
 
@@ -154,6 +150,10 @@ def results(
     run : str or path-like
         The run directory (its subjects were uploaded by ``zooprep upload`` or
         carry the hidden ``#zooprep_id`` metadata).
+    options : ResultsOptions, mapping, str or path-like, optional
+        The options (`~zooprep.options.ResultsOptions`), or only the
+        classification export's path (``results(run, "export.csv")``); the
+        fields may also be given as keywords:
     classifications : str or path-like, optional
         The classification export CSV.  Required unless ``download``.
     workflow_id : str or int, optional
@@ -186,6 +186,9 @@ def results(
         Overwrite earlier results.
     reporter : zooprep.progress.Reporter, optional
         Progress over the export's rows.
+    **fields
+        The fields of `~zooprep.options.ResultsOptions`, when ``options`` is
+        not an object.
 
     Returns
     -------
@@ -216,29 +219,27 @@ def results(
     ``drb``/``rb``), ``ra``, ``dec``, ``band``, ``snr`` and every flag column
     present in the sources (names containing ``flag``, and ``isDipole``).
     """
+    if isinstance(options, str | os.PathLike):
+        fields = {**fields, "classifications": options}
+        options = None
+    o = ResultsOptions.coerce(options, fields).resolved()
+    workflow_id, task, real_answer = o.workflow_id, o.task, o.real_answer
     reporter = reporter or NullReporter()
-    if classifications is None and not download:
-        raise InputError(
-            "give the classification export with --classifications, or fetch it "
-            "with --download"
-        )
-    export = Path(classifications) if classifications is not None else None
-    if not download and export is not None and not export.is_file():
+    export = Path(o.classifications) if o.classifications else None
+    if not o.download and export is not None and not export.is_file():
         raise InputError(f"classification export {export} not found")
-    if not timeout > 0:
-        raise InputError(f"timeout must be positive, not {timeout}")
     agg = _load_aggregation()
 
     with storage_guard(run, lambda: "results not written"), Run.open(run) as r:
         outputs = [r.path / n for n in (RESULTS_CSV, RESULTS_PARQUET, RESULTS_HTML)]
         existing = [p.name for p in outputs if p.exists()]
-        if existing and not force:
+        if existing and not o.force:
             raise RunError(
                 f"{r.path} already has {', '.join(existing)}; pass --force to "
                 "replace them"
             )
-        if download:
-            export = _download(r, endpoint, export, timeout)
+        if o.download:
+            export = _download(r, o.endpoint, export, o.timeout)
         assert export is not None
         by_subject: dict[str, int] = {}
         for src in r.iter_sources():
@@ -250,7 +251,7 @@ def results(
             scan, None if workflow_id is None else str(workflow_id), export
         )
         versions = scan.versions.get(workflow, Counter())
-        use_version = _choose_versions(versions, workflow_version, workflow)
+        use_version = _choose_versions(versions, o.workflow_version, workflow)
 
         reporter.start("results", scan.rows)
         try:
@@ -314,15 +315,14 @@ def results(
         atomic_write(outputs[1], buf.getvalue())
         atomic_write(outputs[2], page.encode("utf-8"))
         result.paths = outputs
-        r.save_settings(
-            "results",
-            {
-                "classifications": str(export.resolve()),
-                "workflow_id": workflow,
-                "task": task,
-                "real_answer": real,
-                "workflow_version": workflow_version or "latest",
-            },
+        r.save(
+            ResultsOptions.record(
+                classifications=str(export.resolve()),
+                workflow_id=workflow,
+                task=task,
+                real_answer=real,
+                workflow_version=o.workflow_version or "latest",
+            )
         )
     log.info("%s", result)
     return result
@@ -330,7 +330,8 @@ def results(
 
 def _download(r: Run, endpoint: str, target: Path | None, timeout: float) -> Path:
     """Fetch the project's latest classification export; return where it is."""
-    project = str(r.settings.get("upload", {}).get("project") or "")
+    upload = r.settings.upload
+    project = str((upload.project if upload else None) or "")
     if not project:
         raise InputError(
             f"{r.path} has no upload settings naming a project, so --download "

@@ -44,11 +44,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from zooprep import interrupt
 from zooprep.errors import (
@@ -59,6 +59,7 @@ from zooprep.errors import (
     SettingsMismatch,
     UploadError,
 )
+from zooprep.files import atomic_write, remove_temporary, storage_guard
 from zooprep.options import MAX_FILE_BYTES, UploadOptions
 from zooprep.panoptes import (
     CreateUncertain,
@@ -69,13 +70,7 @@ from zooprep.panoptes import (
     check_endpoint,
 )
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import (
-    Run,
-    atomic_write,
-    remove_temporary,
-    saved_count,
-    storage_guard,
-)
+from zooprep.run import Run, saved_count
 from zooprep.stages.review import mark_removed, read_reviewed
 from zooprep.vocabulary import CONTENT_TYPES, ID_TEXT_KEY
 
@@ -271,12 +266,12 @@ class _State:
 
 def upload(
     run: Run | str | os.PathLike[str],
-    options: UploadOptions,
+    options: UploadOptions | Mapping[str, Any] | None = None,
     *,
-    via: Literal["direct", "import"] = "direct",
     reporter: Reporter | None = None,
     publish: Callable[[str, bytes], str] | None = None,
     retry: RetryPolicy | None = None,
+    **fields: Any,
 ) -> UploadResult:
     """Send the reviewed manifest's rows to a Zooniverse subject set, exactly once.
 
@@ -289,12 +284,12 @@ def upload(
     ----------
     run : Run, str or os.PathLike
         The run directory (opened and locked here when a path is given).
-    options : UploadOptions
-        Project, subject set, endpoint, workers, timeout, dry run.
-    via : {'direct', 'import'}
-        ``direct``: create subjects and PUT their PNGs.  ``import``: a
-        server-side subject-set import per 10,000 rows of a manifest written
-        with ``--url-root`` (the PNGs must already be on the web).
+    options : UploadOptions or mapping
+        Project, subject set, endpoint, workers, timeout, dry run, and
+        ``via``: ``direct`` creates subjects and PUTs their files,
+        ``import`` runs a server-side subject-set import per 10,000 rows of
+        a manifest written with ``--url-root`` (the files must already be
+        on the web).  The same fields may be given as keywords.
     reporter : Reporter, optional
         Progress reporting.
     publish : callable, optional
@@ -303,6 +298,9 @@ def upload(
         ``RUN/imports/`` and expected at ``<url_root>/imports/<name>``.
     retry : RetryPolicy, optional
         Retries of safe requests (GET, media PUT, link, subject update).
+    **fields
+        The fields of `~zooprep.options.UploadOptions`, when ``options`` is
+        not an object.
 
     Returns
     -------
@@ -328,19 +326,19 @@ def upload(
         A stop was asked for (SIGTERM, SIGINT, SIGHUP on the command line, or
         `zooprep.interrupt.request_stop`); finished rows are recorded.
     """
+    options = UploadOptions.coerce(options, fields).resolved()
     where = run.path if isinstance(run, Run) else Path(run)
     kept = lambda: f"{saved_count(where, ('linked',))} sources uploaded"  # noqa: E731
     with storage_guard(where, kept):
         if isinstance(run, Run):
-            return _upload(run, options, via, reporter, publish, retry)
+            return _upload(run, options, reporter, publish, retry)
         with Run.open(run) as opened:
-            return _upload(opened, options, via, reporter, publish, retry)
+            return _upload(opened, options, reporter, publish, retry)
 
 
 def _upload(
     run: Run,
     options: UploadOptions,
-    via: str,
     reporter: Reporter | None,
     publish: Callable[[str, bytes], str] | None,
     retry: RetryPolicy | None,
@@ -349,8 +347,7 @@ def _upload(
     started = time.monotonic()
     reporter = reporter or NullReporter()
     endpoint = check_endpoint(options.endpoint)
-    if via not in ("direct", "import"):
-        raise InputError(f"via must be 'direct' or 'import', not {via!r}")
+    via = options.via
 
     result = UploadResult(dry_run=options.dry_run, subject_set=options.subject_set)
     if not options.dry_run:  # files a killed upload was writing
@@ -392,15 +389,14 @@ def _upload(
             result.failed = len(problems)
             return result
         assert set_id is not None
-        run.save_settings(
-            "upload",
-            {
-                "project": str(options.project),
-                "subject_set_id": set_id,
-                "subject_set": options.subject_set,
-                "endpoint": endpoint,
-                "via": via,
-            },
+        run.save(
+            UploadOptions.record(
+                project=str(options.project),
+                subject_set_id=set_id,
+                subject_set=options.subject_set,
+                endpoint=endpoint,
+                via=via,
+            )
         )
         state = _State(run, set_id, str(options.project))
         if index_fields:
@@ -584,8 +580,8 @@ def _check_settings(
     run: Run, options: UploadOptions, endpoint: str, set_id: str | None
 ) -> None:
     """Refuse to send a run already uploaded elsewhere to another place."""
-    saved = run.settings.get("upload")
-    if not saved:
+    saved = run.settings.upload
+    if saved is None:
         return
     if not run.count_subjects():
         return
@@ -594,9 +590,10 @@ def _check_settings(
         ("project", str(options.project)),
         ("subject_set_id", set_id),
     ):
-        if now is not None and str(saved.get(key)) != str(now):
+        was = getattr(saved, key)
+        if now is not None and str(was) != str(now):
             raise SettingsMismatch(
-                f"run {run.path} was uploaded with {key} {saved.get(key)}, not "
+                f"run {run.path} was uploaded with {key} {was}, not "
                 f"{now}; start a new run directory to upload elsewhere"
             )
 
@@ -1045,7 +1042,8 @@ def _import_csv(items: list[_Item]) -> bytes:
 
 def _default_publisher(run: Run) -> Callable[[str, bytes], str]:
     """Write import CSVs to RUN/imports/ and expect them at <url_root>/imports/."""
-    url_root = str(run.settings.get("manifest", {}).get("url_root") or "").rstrip("/")
+    manifest = run.settings.manifest
+    url_root = str((manifest.url_root if manifest else None) or "").rstrip("/")
     if not url_root:
         raise InputError(
             "--via import needs a manifest written with --url-root (no url_root "
