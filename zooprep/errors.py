@@ -145,6 +145,7 @@ class RateLimited(Interrupted):
 
     def __init__(self, done: int, what: str) -> None:
         super().__init__(0, done, what)
+        self.what = what
         self.exit_code = 75
 
 

@@ -7,6 +7,9 @@ The history comes from what the run's source already holds:
   ``isdiffpos`` is ``'f'``), an entry with only ``diffmaglim`` an upper limit.
 - **Rubin alerts**: ``diaSource``, ``prvDiaSources`` (detections) and
   ``prvDiaForcedSources`` (forced photometry), ``psfFlux`` / ``psfFluxErr``.
+- **Alert brokers and streams** (Lasair, Fink, ALeRCE, Lasair's Kafka
+  topics): the object's history that select wrote into the run
+  (``RUN/history/<broker>-<id>.json``, named by the row's ``_history_path``).
 - **APDB**: the ``DiaSource`` rows (and ``DiaForcedSource`` rows, when that
   table exists) of the source's ``diaObjectId``, one query per chunk of
   objects (`APDB_CHUNK`), never one per source.
@@ -38,13 +41,14 @@ import numpy as np
 
 from zooprep.avro import read_records
 from zooprep.options import SelectOptions
-from zooprep.vocabulary import ZTF_BANDS, finite_number
+from zooprep.vocabulary import BROKER_KINDS, ZTF_BANDS, finite_number
 
 __all__ = [
     "APDB_CHUNK",
     "PALETTE",
     "AlertHistory",
     "ApdbHistory",
+    "BrokerHistory",
     "LightCurve",
     "LightCurveRenderer",
     "history_source",
@@ -570,13 +574,68 @@ class RowHistory:
             yield sid, row_light_curve(sid, row)
 
 
-def history_source(
-    select: SelectOptions | None,
-) -> AlertHistory | ApdbHistory | RowHistory:
+class BrokerHistory:
+    """Light curves from the object histories a broker select wrote in the run."""
+
+    def light_curves(
+        self, rows: Sequence[tuple[int, Mapping[str, Any]]]
+    ) -> Iterator[tuple[int, LightCurve | str]]:
+        """``(source_id, light curve or why not)`` per row; each file read once.
+
+        Rows of alerts read from a stream (``_alert_path``) get theirs from
+        the alert itself (`~zooprep.lightcurves.AlertHistory`).
+        """
+        alerts = [(sid, row) for sid, row in rows if row.get("_alert_path")]
+        if alerts:
+            yield from AlertHistory().light_curves(alerts)
+        histories: dict[str, dict[str, Any] | str] = {}
+        for sid, row in rows:
+            if row.get("_alert_path"):
+                continue
+            path = row.get("_history_path")
+            if not path:
+                yield sid, row_light_curve(sid, row)
+                continue
+            path = str(path)
+            if path not in histories:
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        histories[path] = json.load(f)
+                except (OSError, ValueError) as exc:
+                    histories[path] = f"light curve: cannot read {path} ({exc})"
+            doc = histories[path]
+            if isinstance(doc, str):
+                yield sid, doc
+                continue
+            sources = [s for s in doc.get("sources") or [] if isinstance(s, Mapping)]
+            own = next(
+                (s for s in sources if s.get("diaSourceId") == sid),
+                {
+                    k: row.get(k)
+                    for k in (
+                        "diaSourceId",
+                        "midpointMjdTai",
+                        "band",
+                        "psfFlux",
+                        "psfFluxErr",
+                    )
+                },
+            )
+            record = {
+                "diaSource": {**own, "diaObjectId": doc.get("diaObjectId")},
+                "prvDiaSources": sources,
+                "prvDiaForcedSources": doc.get("forced") or [],
+            }
+            yield sid, rubin_light_curve(sid, record)
+
+
+def history_source(select: SelectOptions | None) -> Any:
     """Where the histories of a run's sources come from (its select settings)."""
     kind = select.kind if select is not None else None
     if kind == "alerts":
         return AlertHistory()
+    if kind in BROKER_KINDS:
+        return BrokerHistory()
     if select is not None and kind == "apdb" and select.source:
         return ApdbHistory(str(select.source), select.schema)
     return RowHistory()

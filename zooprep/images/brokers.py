@@ -31,9 +31,14 @@ import numpy as np
 from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, column_listing
 from zooprep.images.cutoutdata import CutoutError, read_cutout
-from zooprep.images.stamps import RUBIN_PIXEL_SCALE, cut_stamps, stamp_pixel_scale
+from zooprep.images.stamps import (
+    RUBIN_PIXEL_SCALE,
+    AlertStamps,
+    cut_stamps,
+    stamp_pixel_scale,
+)
 
-__all__ = ["COLUMNS", "BrokerCutouts"]
+__all__ = ["COLUMNS", "BrokerCutouts", "StreamImages"]
 
 log = logging.getLogger(__name__)
 
@@ -217,3 +222,51 @@ class BrokerCutouts:
         triplets, padded = cut
         scale = stamp_pixel_scale(header) if header is not None else RUBIN_PIXEL_SCALE
         return Cutouts(source_id, triplets, pixel_scale=scale, padded=padded)
+
+
+class StreamImages:
+    """The image source of a run read from Kafka: stamps or broker cutouts, per row.
+
+    Rubin and Fink alerts were written into the run with their stamps
+    (``_alert_path``: `~zooprep.images.stamps.AlertStamps` cuts them);
+    Lasair's messages carry cutout URLs (`BrokerCutouts` fetches them).
+
+    Parameters
+    ----------
+    **kwargs
+        `BrokerCutouts`' settings.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.stamps = AlertStamps()
+        self.remote = BrokerCutouts(**kwargs)
+
+    def check(self, columns: Sequence[str]) -> None:
+        """Raise InputError unless rows carry stamps or cutout URLs."""
+        if "_alert_path" not in columns:
+            self.remote.check(columns)
+
+    def group_key(self, row: Mapping[str, Any]) -> str:
+        """The stream file of an alert, or the broker's object."""
+        if row.get("_alert_path") is not None:
+            return self.stamps.group_key(row)
+        return self.remote.group_key(row)
+
+    def cutouts(
+        self,
+        rows: Sequence[tuple[int, Mapping[str, Any]]],
+        sizes: Sequence[int],
+        use_footprint: bool = False,
+    ) -> Iterator[Cutouts | Failed]:
+        """Yield one `Cutouts` or `Failed` per row, in order."""
+        run: list[tuple[int, Mapping[str, Any]]] = []
+        stamped: bool | None = None
+        for item in [*rows, None]:
+            kind = None if item is None else item[1].get("_alert_path") is not None
+            if run and (item is None or kind != stamped):
+                source = self.stamps if stamped else self.remote
+                yield from source.cutouts(run, sizes, use_footprint)
+                run = []
+            if item is not None:
+                run.append(item)
+                stamped = kind

@@ -406,7 +406,7 @@ class BrokerReader(InMemoryFilter):
             path=None if folder is None else folder / "calls.json",
             name=self.broker.capitalize(),
         )
-        self.instrument = instrument or "LSSTCam"
+        self.instrument: str | None = instrument or "LSSTCam"
         self.ids = np.empty(0, dtype=np.int64)
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = []

@@ -87,16 +87,16 @@ def parse_config(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, s
     """
     if not items:
         return {}
-    pairs = items.items() if isinstance(items, Mapping) else None
-    out: dict[str, str] = {}
-    if pairs is None:
-        parsed = []
-        for item in items:  # type: ignore[union-attr]
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        for item in items:
             key, sep, value = str(item).partition("=")
             if not sep or not key.strip():
                 raise InputError(f"--kafka-config {item!r}: write KEY=VALUE")
-            parsed.append((key.strip(), value.strip()))
-        pairs = parsed  # type: ignore[assignment]
+            pairs.append((key.strip(), value.strip()))
+    out: dict[str, str] = {}
     for key, value in pairs:
         if any(s in str(key).lower() for s in (*_SECRET_KEYS, "password", "secret")):
             raise InputError(
@@ -220,7 +220,7 @@ class KafkaReader:
         self.schema_registry = schema_registry.rstrip("/") if schema_registry else None
         self.extra = dict(config or {})
         self.lasair_web = lasair_web.rstrip("/")
-        self.instrument = instrument or "LSSTCam"
+        self.instrument: str | None = instrument or "LSSTCam"
         self.batch = max(1, int(batch))
         self.consumer: Any = None
         self._schemas: dict[Any, Any] = {}
@@ -380,7 +380,7 @@ class KafkaReader:
                         ReadFailure(label, f"{label}: an Avro record with no diaSource")
                     )
                     continue
-                row = rubin_row(record, self.instrument)
+                row = rubin_row(record, self.instrument or "LSSTCam")
                 row["_alert_path"] = str(path)
                 row["_alert_index"] = index
                 row["_alert_format"] = "rubin"
@@ -423,7 +423,7 @@ class KafkaReader:
                 records = list(fastavro.reader(io.BytesIO(value)))
             except Exception as exc:  # fastavro raises many types on damage
                 raise _Bad(f"damaged Avro container ({type(exc).__name__})") from None
-            if not records:
+            if not records or not isinstance(records[0], dict):
                 raise _Bad("Avro container with no records")
             return "container", None, value, records[0]
         if value[:1] in (b"{", b"["):
@@ -524,7 +524,7 @@ class KafkaReader:
                 if m is None or m.error():
                     continue
                 try:
-                    return json.loads(bytes(m.key() or m.value()))
+                    return json.loads(bytes(m.key() or m.value() or b""))
                 except ValueError:
                     return None
             return None
@@ -536,14 +536,16 @@ class KafkaReader:
         oid = doc.get("diaObjectId") or doc.get("objectId")
         found = doc.get("alert")
         alert: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-        sources = [
+        sources: list[Mapping[str, Any]] = [
             s for s in alert.get("diaSourcesList") or [] if isinstance(s, Mapping)
         ]
-        forced = [
+        forced: list[Mapping[str, Any]] = [
             f for f in alert.get("diaForcedSourcesList") or [] if isinstance(f, Mapping)
         ]
+        newest: dict[str, Any]
         if sources:
-            newest = dict(max(sources, key=lambda s: s.get("midpointMjdTai") or 0))
+            latest: Mapping[str, Any] = max(sources, key=_mjd)
+            newest = dict(latest)
         elif doc.get("diaSourceId") is not None:
             newest = {k: v for k, v in doc.items() if k != "alert"}
         else:
@@ -596,3 +598,8 @@ def _packet_schema(schema_id: int) -> str:
             f"{minor}; give --schema-registry URL)"
         )
     return json.dumps(Schema.from_file(str(path)).definition)
+
+
+def _mjd(entry: Mapping[str, Any]) -> float:
+    """The time of a history entry (0 when it has none)."""
+    return float(entry.get("midpointMjdTai") or 0)
