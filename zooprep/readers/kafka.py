@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 #: Messages asked for per poll.
 BATCH = 500
+#: Seconds the idle clock waits for the group to assign partitions.
+JOIN_WAIT = 60.0
 #: Lasair's web site, where its cutouts are.
 LASAIR_WEB = "https://lasair.lsst.ac.uk"
 #: librdkafka settings that hold secrets: only from the environment.
@@ -223,6 +225,8 @@ class KafkaReader:
         self.instrument: str | None = instrument or "LSSTCam"
         self.batch = max(1, int(batch))
         self.consumer: Any = None
+        #: Whether the group has given this consumer its partitions.
+        self.assigned = False
         self._schemas: dict[Any, Any] = {}
         self._topic_schema: Any = None
         self.messages = 0
@@ -269,7 +273,12 @@ class KafkaReader:
             )
         except KafkaException as exc:
             raise InputError(f"--kafka {self.bootstrap}: {exc}") from None
-        self.consumer.subscribe([self.topic])
+        self.assigned = False
+
+        def on_assign(consumer: Any, partitions: Any) -> None:
+            self.assigned = True
+
+        self.consumer.subscribe([self.topic], on_assign=on_assign)
         return self
 
     def close(self) -> None:
@@ -286,7 +295,10 @@ class KafkaReader:
         from confluent_kafka import KafkaError
 
         assert self.consumer is not None, "open() first"
-        idle_since = time.monotonic()
+        # The idle time counts from when the group gave this consumer its
+        # partitions (joining a group takes seconds), or from the start when
+        # that never happens within a minute.
+        started = idle_since = time.monotonic()
         while True:
             if interrupt.requested():
                 self.ended = "stop"
@@ -319,10 +331,10 @@ class KafkaReader:
                 else:
                     log.warning("kafka: %s", err.str())
             if not good:
-                if (
-                    self.until_idle is not None
-                    and time.monotonic() - idle_since >= self.until_idle
-                ):
+                now = time.monotonic()
+                if not self.assigned and now - started < JOIN_WAIT:
+                    idle_since = now
+                if self.until_idle is not None and now - idle_since >= self.until_idle:
                     self.ended = "idle"
                     return
                 continue
@@ -434,12 +446,15 @@ class KafkaReader:
             if not isinstance(doc, dict):
                 raise _Bad("JSON that is not an object")
             return "json", None, value, doc
-        if value[0] == 0 and len(value) > 5:
+        key_schema = _json_schema(m.key())
+        if key_schema is not None:  # Fink: the writer schema is the key
+            schema, datum = key_schema, value
+        elif value[0] == 0 and len(value) > 5:  # Confluent wire format
             schema_id = int.from_bytes(value[1:5], "big")
             schema = self._schema_by_id(schema_id)
             datum = value[5:]
         else:
-            schema = self._fink_schema(m.key())
+            schema = self._fink_schema()
             datum = value
         try:
             record = fastavro.schemaless_reader(io.BytesIO(datum), self._parsed(schema))
@@ -495,13 +510,8 @@ class KafkaReader:
                 f"--schema-registry {self.schema_registry}: answer has no schema"
             ) from None
 
-    def _fink_schema(self, key: Any) -> Any:
-        """The schema Fink sent in the message key (or on ``<topic>_schema``)."""
-        if key:
-            try:
-                return json.loads(bytes(key))
-            except ValueError:
-                pass
+    def _fink_schema(self) -> Any:
+        """The schema Fink published on ``<topic>_schema`` (for keyless messages)."""
         if self._topic_schema is None:
             self._topic_schema = self._schema_topic() or False
         if self._topic_schema is False:
@@ -603,3 +613,16 @@ def _packet_schema(schema_id: int) -> str:
 def _mjd(entry: Mapping[str, Any]) -> float:
     """The time of a history entry (0 when it has none)."""
     return float(entry.get("midpointMjdTai") or 0)
+
+
+def _json_schema(key: Any) -> Any:
+    """A message key that is an Avro schema (Fink's convention), else None."""
+    if not key or bytes(key[:1]) not in (b"{", b"["):
+        return None
+    try:
+        doc = json.loads(bytes(key))
+    except ValueError:
+        return None
+    if isinstance(doc, dict) and doc.get("type") == "record":
+        return doc
+    return None
