@@ -92,7 +92,8 @@ def test_select_reads_rubin_alerts_records_bad_messages_and_commits_after(
     assert done.rendered == len(ids) + 1
     with Run.open(run, lock=False) as r:
         src = r.get(ids[-1])
-        assert src is not None and len(src.files) == 2  # triplet and light curve
+        assert src is not None
+        assert len(src.files) == 2
         assert all((run / f).stat().st_size > 1000 for f in src.files)
 
 
@@ -117,7 +118,8 @@ def test_select_reads_fink_and_lasair_messages(
     objects = {int(s.row["diaObjectId"]) for s in rows.values()}
     assert objects == set(broker_standin.objects)
     done = zooprep.render(run, lightcurve="mag")
-    assert done.rendered == len(rows) and not done.failed
+    assert done.rendered == len(rows)
+    assert not done.failed
     assert broker_standin.count("/fits/") == 3 * len(rows)
     assert broker_standin.count("/api/") == 0  # no API call: nothing rate-limited
 

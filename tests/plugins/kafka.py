@@ -104,7 +104,8 @@ class KafkaBroker:
             n += 1
             producer.poll(0)
         left = producer.flush(60)
-        assert left == 0 and not errors, (left, errors[:3])
+        assert left == 0, left
+        assert not errors, errors[:3]
         return n
 
     def committed(self, topic: str, group: str, partitions: int = 1) -> list[int]:
