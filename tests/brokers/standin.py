@@ -184,6 +184,8 @@ class BrokerStandin:
         self.now_mjd = newest + 10 if now_mjd is None else now_mjd
         self.latency = latency
         self.calls: list[tuple[str, str, str | None]] = []
+        #: Lasair calls answered 429 (over the rate).
+        self.refused = 0
         #: Fault injection: name -> set of object ids (or diaSourceIds).
         self.faults: dict[str, set[int]] = {}
         self._history: dict[str, list[float]] = {}
@@ -272,6 +274,7 @@ class BrokerStandin:
             history = [t for t in self._history.get(token, []) if t > now - self.period]
             if len(history) >= self.rate:
                 self._history[token] = history
+                self.refused += 1
                 return max(0.0, history[0] + self.period - now)
             history.append(now)
             self._history[token] = history

@@ -249,7 +249,9 @@ class CallLimit:
         window = self._window()
         if len(window) < self.rate[0]:
             return 0.0
-        return max(0.0, sorted(window)[-self.rate[0]] + self.rate[1] - self.clock())
+        oldest = sorted(window)[-self.rate[0]]
+        margin = min(1.0, 0.05 * self.rate[1])  # clocks and queues differ a little
+        return max(0.0, oldest + self.rate[1] + margin - self.clock())
 
     def _describe(self, wait: float) -> str:
         assert self.rate is not None
@@ -433,14 +435,28 @@ class BrokerReader(InMemoryFilter):
 
     # -- calling the broker ---------------------------------------------------------
 
-    def _call(self, key: str, call: Callable[[], Any]) -> Any:
-        """``call()``'s answer, from the run's cache when it was kept there."""
+    def _counted(self, call: Callable[[], Any]) -> Any:
+        """Make one call to the broker, within (and counted against) its limit.
+
+        The call is counted when its answer came: the broker counts it on
+        arrival, in between, so the window is never overrun.
+        """
+        self.limit.before(len(self._rows))
+        try:
+            return call()
+        finally:
+            self.limit.record()
+
+    def _call(self, key: str, call: Callable[[], Any], *, counted: bool = False) -> Any:
+        """``call()``'s answer, from the run's cache when it was kept there.
+
+        ``call`` makes one broker call through `_counted`, or (``counted``)
+        several, counting each itself.
+        """
         kept = self.cache.get(key)
         if kept is not None:
             return kept
-        self.limit.before(len(self._rows))
-        self.limit.record()
-        answer = call()
+        answer = call() if counted else self._counted(call)
         self.cache.put(key, answer)
         return answer
 

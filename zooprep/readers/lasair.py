@@ -147,15 +147,17 @@ class LasairReader(BrokerReader):
         from lasair import LasairError
 
         def call() -> Any:
+            client = self._lasair()
             tries = 0
             while True:
                 try:
-                    answer = getattr(self._lasair(), method)(*args, **kwargs)
+                    answer = self._counted(
+                        lambda: getattr(client, method)(*args, **kwargs)
+                    )
                 except LasairError as exc:
                     text = _message(exc)
                     if text.startswith("Request limit exceeded"):
                         self.limit.refused(len(self._rows))
-                        self.limit.record()
                         continue
                     if text == "Unauthorized":
                         raise InputError(
@@ -166,14 +168,12 @@ class LasairReader(BrokerReader):
                 if isinstance(answer, dict) and "error" in answer:
                     if tries < ERROR_RETRIES:
                         tries += 1
-                        self.limit.before(len(self._rows))
-                        self.limit.record()
                         continue
                     error = " ".join(str(answer["error"]).split())[:300]
                     raise BrokerAnswer(f"Lasair {method} {args[0]!r}: {error}")
                 return answer
 
-        return self._call(key, call)
+        return self._call(key, call, counted=True)
 
     def open(self) -> LasairReader:
         """Check the token first when the broker will be asked, then read."""

@@ -52,6 +52,7 @@ from zooprep.progress import NullReporter, Reporter
 from zooprep.readers.base import ReadFailure, SourceReader, StreamReader, failure_id
 from zooprep.readers.where import Expr, combine, parse_where, sugar, to_mask
 from zooprep.run import STATUSES, Run, saved_count
+from zooprep.vocabulary import BROKER_KINDS
 
 __all__ = ["SelectResult", "open_reader", "sample_ids", "select"]
 
@@ -76,11 +77,15 @@ class SelectResult:
     duplicate_ids : list of int
         The first few duplicated ids.
     failed : int
-        Alert files that could not be read (recorded as failed rows).
+        Alert files that could not be read, broker objects that could not be
+        used or stream messages that were not alerts (recorded as failed rows).
     source : str
         What was read (URL without password, file or glob).
     failures : list of ReadFailure
-        The unreadable files and why.
+        The unreadable files (objects, messages) and why.
+    what : str
+        What the failures were: ``unreadable files``, ``unusable objects``
+        or ``bad messages``.
     """
 
     selected: int = 0
@@ -90,6 +95,7 @@ class SelectResult:
     failed: int = 0
     source: str = ""
     failures: list[ReadFailure] = field(default_factory=list)
+    what: str = "unreadable files"
 
     def __str__(self) -> str:
         parts = [f"selected {self.selected} sources from {self.source}"]
@@ -99,7 +105,7 @@ class SelectResult:
             shown = ", ".join(str(i) for i in self.duplicate_ids)
             parts.append(f"{self.duplicates} duplicated ids skipped (e.g. {shown})")
         if self.failed:
-            parts.append(f"{self.failed} unreadable files recorded as failed")
+            parts.append(f"{self.failed} {self.what} recorded as failed")
         return "; ".join(parts)
 
 
@@ -398,7 +404,7 @@ def _stream(
     its offsets are committed, so a kill in between reads the batch again:
     nothing is lost, and the ids already recorded are kept as they are.
     """
-    result = SelectResult(source=reader.describe())
+    result = SelectResult(source=reader.describe(), what="bad messages")
     reporter.start("select", getattr(reader, "max_messages", None))
     for batch in reader.batches():
         rows = batch.rows
@@ -575,6 +581,9 @@ def _select(
     reader: SourceReader | StreamReader | None = None
     try:
         reader = given_reader if given_reader is not None else open_reader(o, path)
+        if handle is None and getattr(reader, "store", None) is not None:
+            # Brokers and streams keep what they read in the run: make it first.
+            handle = Run.create(path)
         reader.open()
         if not isinstance(reader, StreamReader):
             reader.check(expr, parse_stratify(stratify)[0])
@@ -655,6 +664,9 @@ def _select(
             failed=len(failures),
             source=reader.describe(),
             failures=failures,
+            what="unusable objects"
+            if reader.kind in BROKER_KINDS
+            else "unreadable files",
         )
         if added.duplicates:
             log.warning(
