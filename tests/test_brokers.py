@@ -343,7 +343,7 @@ def test_alerce_missing_stamp_fails_its_row_after_retries(
     """ALeRCE answers 500 for a stamp it has not got: tried again, then the row fails."""
     pytest.importorskip("alerce")
     objects = _few()
-    standin = broker_standin_factory(objects=objects)
+    broker_standin_factory(objects=objects)
     obj = objects[BIG[3]]
     sid = int(obj.sources[-1]["diaSourceId"])
     run = tmp_path / "run"

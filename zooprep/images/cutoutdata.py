@@ -98,11 +98,12 @@ def _from_json(doc: Any, depth: int) -> bytes | np.ndarray:
         stamps = [k for k in doc if str(k).removeprefix("b:").startswith("cutout")]
         if len(stamps) == 1:
             return _unwrap(doc[stamps[0]], depth + 1)
-        if len(doc) == 1:
-            return _unwrap(next(iter(doc.values())), depth + 1)
-        raise CutoutError(
-            f"JSON with no single stamp field (keys: {', '.join(map(str, doc))[:80]})"
+        keys = ", ".join(map(str, doc))[:80]
+        detail = next(
+            (str(doc[k])[:80] for k in ("error", "detail", "message") if k in doc), ""
         )
+        said = f": {' '.join(detail.split())}" if detail else ""
+        raise CutoutError(f"JSON with no single stamp field (keys: {keys}){said}")
     if isinstance(doc, list):
         try:
             array = np.asarray(doc, dtype=np.float32)
