@@ -359,3 +359,29 @@ def test_rate_limited_is_an_interruption_with_its_own_exit_status() -> None:
     exc = RateLimited(3, "(Lasair's limit ...)")
     assert exc.exit_code == 75
     assert str(exc).startswith("interrupted: 3 done (Lasair's limit")
+
+
+def test_the_lasair_example_runs_against_the_stand_in(
+    broker_standin_factory: Any, tmp_path: Path
+) -> None:
+    """examples/lasair_objects.py: select, render with light curves, dry-run upload."""
+    standin = broker_standin_factory(objects=_few())
+    script = Path(__file__).resolve().parent.parent / "examples" / "lasair_objects.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "run"),
+            f"{BIG[0]},{BIG[4]}",
+            "--latest",
+            "--endpoint",
+            standin.lasair_endpoint,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LASAIR_TOKEN": TOKEN},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 rendered" in proc.stdout
+    assert "nothing uploaded" in proc.stdout

@@ -403,7 +403,7 @@ def select(run: Path, **kw: Any) -> None:
     it; a different one on a run with sources needs --append.
 
     \b
-    Examples:
+    Example:
       zooprep select run1 --apdb sqlite:///apdb.sqlite3 \\
           --where 'reliability > 0.2' --sample 500 --seed 1
       LASAIR_TOKEN=... zooprep select run2 --lasair-query 'nDiaSources > 5'
