@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,10 +32,21 @@ from zooprep.stages.export import SKIP_REASONS
 if TYPE_CHECKING:
     import pandas as pd
 
-    from zooprep.run import Run
-    from zooprep.stages.results import ResultsResult
+__all__ = ["ReportFacts", "calibration", "render_report", "roc_curve"]
 
-__all__ = ["calibration", "render_report", "roc_curve"]
+
+class ReportFacts(Protocol):
+    """What the report shows of a results call (`zooprep.stages.results.ResultsResult`)."""
+
+    real_answer: str
+    workflow_id: str
+    task: str
+    rows: int
+    classifications: int
+    subjects: int
+    skipped: dict[str, int]
+    versions: dict[str, dict[str, int]]
+
 
 #: Cards per disagreement gallery.
 GALLERY = 12
@@ -241,11 +252,11 @@ def _fig_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, name: str) -> str:
     return _png(fig)
 
 
-def _cutout(run: Run, rel: str | None) -> str | None:
+def _cutout(run: Path, rel: str | None) -> str | None:
     """A cutout file as a data URI, when it exists and is small enough."""
     if not rel:
         return None
-    path = Path(rel) if Path(rel).is_absolute() else run.path / rel
+    path = Path(rel) if Path(rel).is_absolute() else run / rel
     try:
         if path.stat().st_size > MAX_EMBED:
             return None
@@ -266,7 +277,7 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 
 
 def _gallery(
-    run: Run,
+    run: Path,
     rows: pd.DataFrame,
     score: str,
     labels: Mapping[str, str],
@@ -303,10 +314,11 @@ def _gallery(
 
 
 def render_report(
-    run: Run,
+    run: Path,
     table: pd.DataFrame,
-    result: ResultsResult,
+    result: ReportFacts,
     *,
+    uploaded: int,
     answers: list[str],
     labels: Mapping[str, str],
     export: Path,
@@ -320,12 +332,15 @@ def render_report(
 
     Parameters
     ----------
-    run : zooprep.Run
-        The open run (for the cutout files and the upload counts).
+    run : pathlib.Path
+        The run directory (for the cutout files).
     table : pandas.DataFrame
         The results table (`zooprep.results` columns).
-    result : zooprep.stages.results.ResultsResult
-        Counts of what was used and skipped.
+    result : ReportFacts
+        Counts of what was used and skipped (a
+        `~zooprep.stages.results.ResultsResult`).
+    uploaded : int
+        Subjects the run uploaded.
     answers : list of str
         Answer slugs, in column order.
     labels : mapping
@@ -348,13 +363,12 @@ def render_report(
     str
         The page.
     """
-    uploaded = run.count_subjects()
     real = result.real_answer
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>zooprep results</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>Volunteers vs pipeline: {_esc(run.path.name)}</h1>",
+        f"<h1>Volunteers vs pipeline: {_esc(run.name)}</h1>",
         "<table id='summary'>",
     ]
     summary = [
@@ -420,7 +434,7 @@ def render_report(
 
 
 def _score_sections(
-    run: Run,
+    run: Path,
     table: pd.DataFrame,
     score: str,
     labels: Mapping[str, str],

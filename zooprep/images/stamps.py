@@ -51,6 +51,7 @@ from zooprep.images.base import (
 )
 from zooprep.images.cutout import crop_or_pad, pad_to_shape
 from zooprep.images.cutoutdata import CutoutError, read_cutout
+from zooprep.photometry import negative_difference
 
 __all__ = ["AlertStamps", "cut_stamps", "read_alert_records", "stamp_pixel_scale"]
 
@@ -292,7 +293,7 @@ class AlertStamps:
         notes: dict[str, Any] = {}
         if kind == "ztf":
             scale = ZTF_PIXEL_SCALE
-            if str(record.get("isdiffpos", "t")).lower() in ("f", "0", "false"):
+            if negative_difference(record.get("isdiffpos")):
                 notes["difference_sign"] = "reference - science"
         else:
             scale = (

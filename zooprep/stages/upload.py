@@ -60,6 +60,7 @@ from zooprep.errors import (
     UploadError,
 )
 from zooprep.files import atomic_write, remove_temporary, storage_guard
+from zooprep.manifest_format import header
 from zooprep.options import MAX_FILE_BYTES, UploadOptions
 from zooprep.panoptes import (
     CreateUncertain,
@@ -1027,11 +1028,9 @@ def _import_csv(items: list[_Item]) -> bytes:
                 keys.append(key)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        ["external_id"]
-        + [f"location:{n + 1}" for n in range(n_loc)]
-        + [f"metadata:{k}" for k in keys]
-    )
+    # The import layout of zooprep.manifest_format, without the #zooprep_id
+    # column (the import keeps the id as external_id).
+    writer.writerow(header("import", n_loc, keys)[:-1])
     for item in items:
         locs = item.urls + [""] * (n_loc - len(item.urls))
         writer.writerow(
