@@ -281,6 +281,8 @@ def test_object_ids_come_from_a_list_or_a_file(tmp_path: Path) -> None:
     from zooprep.readers.brokers import object_ids
 
     assert object_ids("3, 1,3", "--x") == [3, 1]
+    many = ",".join(str(10**17 + i) for i in range(500))  # no file name is that long
+    assert len(object_ids(many, "--x")) == 500
     lines = tmp_path / "ids.txt"
     lines.write_text("# my objects\n170028485706776685\n\n313893023095193658  # nice\n")
     assert object_ids(lines, "--x") == [170028485706776685, 313893023095193658]

@@ -116,7 +116,7 @@ def object_ids(value: str | os.PathLike[str] | Sequence[Any], flag: str) -> list
     [170028485706776685, 313893023095193658]
     """
     items: list[tuple[str, Any]] = []
-    if isinstance(value, str | os.PathLike) and Path(os.fspath(value)).is_file():
+    if isinstance(value, str | os.PathLike) and _is_file(value):
         path = Path(os.fspath(value))
         try:
             text = path.read_text(encoding="utf-8-sig")
@@ -161,6 +161,14 @@ def object_ids(value: str | os.PathLike[str] | Sequence[Any], flag: str) -> list
     if not out:
         raise InputError(f"{flag}: no object ids given")
     return out
+
+
+def _is_file(value: str | os.PathLike[str]) -> bool:
+    """Whether ``value`` names a file (a long id list is no file name)."""
+    try:
+        return Path(os.fspath(value)).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 class ResponseCache:
