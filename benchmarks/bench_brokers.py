@@ -82,8 +82,16 @@ def _tansu(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = s.getsockname()[1]
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [str(binary), "broker", "--listener-url", url, "--advertised-listener-url",
-         url, "--storage-engine", "memory://tansu/"],  # fmt: skip
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -112,7 +120,9 @@ def bench_kafka(n: int) -> None:
                     except BufferError:
                         producer.poll(0.1)
             producer.flush(300)
-            print(f"produced {n} alerts ({size:.0f} MB) in {time.perf_counter() - t:.1f} s")
+            print(
+                f"produced {n} alerts ({size:.0f} MB) in {time.perf_counter() - t:.1f} s"
+            )
 
             idle = 3.0
             run = folder / "run"
@@ -184,7 +194,9 @@ def _baseline(standin: Any, ids: list[int], out: Path) -> int:
         obj = ask(oid)
         for urls in obj["lasairData"]["imageUrls"]:
             fig, axes = pyplot.subplots(1, 3)
-            for ax, key in zip(axes, ("Science", "Template", "Difference"), strict=True):
+            for ax, key in zip(
+                axes, ("Science", "Template", "Difference"), strict=True
+            ):
                 with fits.open(urls[key], memmap=False) as hdul:
                     data = np.asarray(hdul[0].data)
                 ax.imshow(data, origin="lower", cmap="gray",

@@ -221,3 +221,63 @@ def test_stream_select_refuses_what_does_not_apply(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="secrets come only from the environment"):
         zooprep.select(tmp_path / "c", kafka="127.0.0.1:1", topic="t",
                        kafka_config=["sasl.password=hunter2"])  # fmt: skip
+
+
+def test_schemas_from_a_registry_and_fink_schema_topic_and_a_where_filter(
+    kafka_broker: KafkaBroker, tmp_path: Path, broker_standin: Any
+) -> None:
+    """--schema-registry gives the writer schemas of schema ids (an unknown id
+    fails its message); keyless Fink messages take the schema published on
+    <topic>_schema; --where keeps only the rows it passes."""
+    broker_standin.schemas[1000] = lsst_schema(10, 0)
+    topic = _topic(kafka_broker)
+    good = rubin_messages()[:6]
+    kafka_broker.produce(topic, [*good, b"\x00\x00\x00\x03\xe9" + good[0][5:]])
+    run = tmp_path / "registry"
+    zooprep.select(run, kafka=kafka_broker.bootstrap, topic=topic, until_idle=3,
+                   kafka_config=FAST_GROUP, schema_registry=broker_standin.url,
+                   where="reliability > 0.5")  # fmt: skip
+    rows = _rows(run)
+    kept = {
+        int(r["diaSource"]["diaSourceId"])
+        for r in rubin_alerts()[:6]
+        if (r["diaSource"]["reliability"] or 0) > 0.5
+    }
+    assert {i for i, s in rows.items() if s.status == "selected"} == kept
+    (bad,) = [s for s in rows.values() if s.status == "failed"]
+    assert f"unknown schema id 1001 (not in {broker_standin.url})" in bad.reason
+    assert broker_standin.count("/schemas/ids/") == 2  # each id asked once
+
+    fink = _topic(kafka_broker)
+    schema, messages = fink_messages()[0][0], fink_messages()
+    kafka_broker.create_topic(f"{fink}_schema")
+    kafka_broker.produce(f"{fink}_schema", [(schema, b"")])
+    kafka_broker.produce(fink, [value for _, value in messages])
+    run = tmp_path / "fink"
+    zooprep.select(run, kafka=kafka_broker.bootstrap, topic=fink, until_idle=3,
+                   kafka_config=FAST_GROUP)  # fmt: skip
+    assert len(_rows(run)) == len(messages)
+
+
+def test_sasl_credentials_come_from_the_environment_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """KAFKA_SASL_USERNAME / _PASSWORD reach librdkafka; the run never holds them."""
+    from zooprep.errors import InputError
+    from zooprep.readers.kafka import KafkaReader, kafka_config
+
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "zoo")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cret-pw")
+    conf = kafka_config("h:9092", "g")
+    assert conf["sasl.username"] == "zoo"
+    assert conf["sasl.password"] == "s3cret-pw"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["enable.auto.commit"] is False
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    assert kafka_config("h:9092", "g")["security.protocol"] == "SASL_PLAINTEXT"
+    reader = KafkaReader("h:9092", "t", store=tmp_path)
+    assert "s3cret" not in reader.describe()
+    monkeypatch.delenv("KAFKA_SASL_PASSWORD")
+    with pytest.raises(InputError, match="set both KAFKA_SASL_USERNAME"):
+        kafka_config("h:9092", "g")

@@ -536,7 +536,7 @@ class SelectOptions(Options):
     append : bool
         Add to a run that already holds sources (new ids only).
     lasair_query, lasair_objects, fink_objects, alerce_objects : str, optional
-        Alert brokers as sources (see ``docs/brokers.md``): a Lasair query,
+        Alert brokers as sources (README, "Brokers and streams"): a Lasair query,
         or object ids (comma-separated, or a file) of Lasair, Fink or ALeRCE.
     per_object : {'all', 'latest'}
         Broker objects give a source per diaSource with cutouts, or only the

@@ -44,6 +44,10 @@ ALeRCE (alercebroker/web-services ``multisurveys-apis``)
   cutoutScience|..., ``file_format=fits``, ``survey_id``) answers the gzipped
   FITS (``application/gzip``); a missing stamp is a 500.
 
+Confluent schema registry (for Rubin's alert stream)
+  ``GET /schemas/ids/<id>`` answers ``{"schema": "<the schema as JSON text>"}``
+  for the ids in `BrokerStandin.schemas`, else 404 with ``error_code`` 40403.
+
 Every request is recorded in `BrokerStandin.calls` (method, path, token).
 """
 
@@ -186,6 +190,8 @@ class BrokerStandin:
         self.calls: list[tuple[str, str, str | None]] = []
         #: Lasair calls answered 429 (over the rate).
         self.refused = 0
+        #: Schema registry: id -> schema (a mapping).
+        self.schemas: dict[int, Any] = {}
         #: Fault injection: name -> set of object ids (or diaSourceIds).
         self.faults: dict[str, set[int]] = {}
         self._history: dict[str, list[float]] = {}
@@ -577,6 +583,15 @@ def _handler(standin: BrokerStandin) -> type[BaseHTTPRequestHandler]:
                 self._send(*standin.alerce_rows("detections", params))
             elif path == "/lightcurve_api/forced-photometry":
                 self._send(*standin.alerce_rows("forced", params))
+            elif path.startswith("/schemas/ids/"):
+                try:
+                    schema = standin.schemas[int(path.rsplit("/", 1)[1])]
+                except (KeyError, ValueError):
+                    self._send(
+                        404, {"error_code": 40403, "message": "Schema not found"}
+                    )
+                else:
+                    self._send(200, {"schema": json.dumps(schema)})
             elif path == "/stamps_api/stamp":
                 status, body, ctype = standin.alerce_stamp(params)
                 self._send(status, body, ctype)
