@@ -91,7 +91,7 @@ def _tansu(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
             url,
             "--storage-engine",
             "memory://tansu/",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
