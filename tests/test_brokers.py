@@ -387,3 +387,27 @@ def test_the_lasair_example_runs_against_the_stand_in(
     assert proc.returncode == 0, proc.stderr
     assert "2 rendered" in proc.stdout
     assert "nothing uploaded" in proc.stdout
+
+
+def test_fink_tag_and_alerce_query_find_their_objects(
+    broker_standin_factory: Any, tmp_path: Path
+) -> None:
+    """Each broker's query form: a Fink tag, ALeRCE's query_objects (paged)."""
+    pytest.importorskip("alerce")
+    objects = _few()
+    standin = broker_standin_factory(objects=objects)
+    standin.tags["early_sn_candidates"] = {BIG[0], BIG[2]}
+    zooprep.select(tmp_path / "fink", fink_tag="early_sn_candidates",
+                   fink_endpoint=standin.url, per_object="latest")  # fmt: skip
+    found = {int(s.row["diaObjectId"]) for s in _sources(tmp_path / "fink").values()}
+    assert found == {BIG[0], BIG[2]}
+    with pytest.raises(InputError, match=r"--fink-tag 'nope'.*not a valid tag"):
+        zooprep.select(tmp_path / "bad", fink_tag="nope", fink_endpoint=standin.url)
+
+    standin.classes = {o: "SN" for o in BIG[1:4]}
+    zooprep.select(tmp_path / "alerce", per_object="latest",
+                   alerce_query="classifier=stamp_classifier class_name=SN")  # fmt: skip
+    found = {int(s.row["diaObjectId"]) for s in _sources(tmp_path / "alerce").values()}
+    assert found == set(BIG[1:4])
+    with pytest.raises(InputError, match="Invalid parameter: colour"):
+        zooprep.select(tmp_path / "bad2", alerce_query="colour=red")

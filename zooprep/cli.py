@@ -360,7 +360,9 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @flag(SelectOptions, "lasair_query", metavar="QUERY")
 @flag(SelectOptions, "lasair_objects", metavar="IDS|FILE")
 @flag(SelectOptions, "fink_objects", metavar="IDS|FILE")
+@flag(SelectOptions, "fink_tag", metavar="TAG")
 @flag(SelectOptions, "alerce_objects", metavar="IDS|FILE")
+@flag(SelectOptions, "alerce_query", metavar="KEY=VALUE...")
 @flag(SelectOptions, "kafka", metavar="HOST:PORT")
 @flag(SelectOptions, "topic", metavar="T")
 @flag(SelectOptions, "group", metavar="G")
@@ -395,7 +397,8 @@ def select(run: Path, **kw: Any) -> None:
 
     Exactly one source is needed: a Rubin APDB (--apdb, --apdb-config), a
     catalog file (--catalog), alert packets (--alerts), an alert broker
-    (--lasair-query, --lasair-objects, --fink-objects, --alerce-objects;
+    (--lasair-query, --lasair-objects, --fink-objects, --fink-tag,
+    --alerce-objects, --alerce-query;
     extra 'zooprep[brokers]') or a Kafka alert stream (--kafka with
     --topic; extra 'zooprep[kafka]').
     Sources are taken in ascending id order; --sample draws a reproducible

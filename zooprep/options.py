@@ -441,7 +441,9 @@ SOURCES = (
     ("lasair_query", "--lasair-query"),
     ("lasair_objects", "--lasair-objects"),
     ("fink_objects", "--fink-objects"),
+    ("fink_tag", "--fink-tag"),
     ("alerce_objects", "--alerce-objects"),
+    ("alerce_query", "--alerce-query"),
     ("kafka", "--kafka"),
 )
 #: Choices of ``SelectOptions.per_object``.
@@ -535,9 +537,10 @@ class SelectOptions(Options):
         the source gave).
     append : bool
         Add to a run that already holds sources (new ids only).
-    lasair_query, lasair_objects, fink_objects, alerce_objects : str, optional
-        Alert brokers as sources (README, "Brokers and streams"): a Lasair query,
-        or object ids (comma-separated, or a file) of Lasair, Fink or ALeRCE.
+    lasair_query, lasair_objects, fink_objects, fink_tag, alerce_objects, alerce_query : str, optional
+        Alert brokers as sources (README, "Brokers and streams"): object ids
+        (comma-separated, or a file) of Lasair, Fink or ALeRCE, or each
+        broker's query form (a Lasair query, a Fink tag, ALeRCE KEY=VALUEs).
     per_object : {'all', 'latest'}
         Broker objects give a source per diaSource with cutouts, or only the
         newest.
@@ -653,10 +656,20 @@ class SelectOptions(Options):
         help="Sources of these Fink (LSST) objects: ids or a file, as "
         "--lasair-objects.",
     )
+    fink_tag: str | None = setting(
+        saved=False,
+        help="Sources of the objects of the latest alerts Fink gave this tag "
+        "(its /api/v1/tags).",
+    )
     alerce_objects: str | None = setting(
         saved=False,
         help="Sources of these ALeRCE (LSST) objects: ids or a file, as "
         "--lasair-objects. Extra 'zooprep[brokers]'.",
+    )
+    alerce_query: str | None = setting(
+        saved=False,
+        help="Sources of the ALeRCE objects its query_objects finds, e.g. "
+        "'classifier=stamp_classifier class_name=SN probability=0.7'.",
     )
     per_object: str = setting(
         "all",

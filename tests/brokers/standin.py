@@ -190,6 +190,9 @@ class BrokerStandin:
         self.calls: list[tuple[str, str, str | None]] = []
         #: Lasair calls answered 429 (over the rate).
         self.refused = 0
+        #: Fink tags: tag -> object ids; ALeRCE classes: object id -> class.
+        self.tags: dict[str, set[int]] = {}
+        self.classes: dict[int, str] = {}
         #: Schema registry: id -> schema (a mapping).
         self.schemas: dict[int, Any] = {}
         #: Fault injection: name -> set of object ids (or diaSourceIds).
@@ -432,6 +435,34 @@ class BrokerStandin:
                 rows.append(row)
         return 200, rows
 
+    def fink_tag(self, params: Mapping[str, Any]) -> tuple[int, Any]:
+        """The latest alerts (newest source of each object) of a tag."""
+        tag = params.get("tag")
+        if tag not in self.tags:
+            return 400, str({"status": "error", "text": f"{tag} is not a valid tag"})
+        n = int(params.get("n") or 100)
+        rows = []
+        for oid in sorted(self.tags[str(tag)]):
+            last = self.objects[oid].sources[-1]
+            rows.append({"r:diaObjectId": oid, "r:diaSourceId": last["diaSourceId"],
+                         "r:midpointMjdTai": last["midpointMjdTai"]})  # fmt: skip
+        rows.sort(key=lambda r: -r["r:midpointMjdTai"])
+        cols = [c for c in str(params.get("columns", "")).split(",") if c]
+        return 200, [{k: r[k] for k in cols} if cols else r for r in rows[:n]]
+
+    def alerce_objects(self, params: Mapping[str, Any]) -> tuple[int, Any]:
+        """``list_objects``: objects of a class (`classes`), paged."""
+        if params.get("survey") != "lsst":
+            return 400, {"detail": "survey must be lsst"}
+        wanted = params.get("class_name")
+        oids = sorted(
+            o for o in self.objects if wanted is None or self.classes.get(o) == wanted
+        )
+        page, size = int(params.get("page") or 1), int(params.get("page_size") or 10)
+        items = [{"oid": o, "class_name": self.classes.get(o)} for o in oids]
+        part = items[(page - 1) * size : page * size]
+        return 200, {"items": part, "total": len(items), "page": page}
+
     def fink_cutout(self, params: Mapping[str, Any]) -> tuple[int, Any, str]:
         kind = params.get("kind")
         fmt = params.get("output-format", "PNG")
@@ -574,6 +605,10 @@ def _handler(standin: BrokerStandin) -> type[BaseHTTPRequestHandler]:
                 self._lasair(path.strip("/").split("/")[1], params, token)
             elif path.startswith("/fits/"):
                 self._send(*standin.lasair_fits(path.strip("/").split("/")[1]))
+            elif path == "/api/v1/tags":
+                self._send(*standin.fink_tag(params))
+            elif path == "/object_api/list_objects":
+                self._send(*standin.alerce_objects(params))
             elif path in ("/api/v1/sources", "/api/v1/fp", "/api/v1/objects"):
                 self._send(*standin.fink_rows(path.rsplit("/", 1)[1], params))
             elif path == "/api/v1/cutouts":

@@ -1,6 +1,9 @@
 """Sources from the ALeRCE broker (LSST), through its own client (``alerce``).
 
-``zooprep select RUN --alerce-objects IDS|FILE`` (extra ``zooprep[brokers]``).
+``zooprep select RUN --alerce-objects IDS|FILE``, or ``--alerce-query
+'classifier=C class_name=SN probability=0.7'`` (its query form, the client's
+``query_objects``: every page of objects that match; extra
+``zooprep[brokers]``).
 Per object ``query_detections(survey="lsst", oid=...)`` and
 ``query_forced_photometry(...)`` give the diaSources (``measurement_id`` is
 the diaSourceId, ``band_name`` the band, ``mjd`` the time, ``has_stamp``
@@ -16,15 +19,46 @@ configuration, or the JSON file named by ``ALERCE_CONFIG_PATH``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from zooprep.errors import InputError
 from zooprep.readers.brokers import BrokerAnswer, BrokerObject, BrokerReader
 
-__all__ = ["AlerceReader", "alerce_columns"]
+__all__ = ["AlerceReader", "alerce_columns", "parse_query"]
 
 _STAMP_TYPES = ("cutoutTemplate", "cutoutScience", "cutoutDifference")
+#: Objects per ``query_objects`` page.
+PAGE = 1000
+
+
+def parse_query(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` words of an ``--alerce-query`` as ``query_objects`` arguments.
+
+    Examples
+    --------
+    >>> parse_query("classifier=stamp_classifier class_name='SN'")
+    {'classifier': 'stamp_classifier', 'class_name': 'SN'}
+    """
+    import shlex
+
+    out: dict[str, str] = {}
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InputError(f"--alerce-query {text!r}: {exc}") from None
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise InputError(
+                f"--alerce-query {text!r}: {word!r} is not KEY=VALUE "
+                "(e.g. classifier=stamp_classifier class_name=SN)"
+            )
+        if key in ("survey", "page", "page_size", "format"):
+            raise InputError(f"--alerce-query: zooprep sets {key} itself")
+        out[key] = value
+    return out
 
 
 def alerce_columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -59,8 +93,12 @@ class AlerceReader(BrokerReader):
 
     Parameters
     ----------
-    ids : sequence of int
-        Object ids (ALeRCE's ``oid``, Rubin's ``diaObjectId``).
+    ids : sequence of int or None
+        Object ids (ALeRCE's ``oid``, Rubin's ``diaObjectId``); None when
+        ``query`` finds them.
+    query : str or None
+        ``KEY=VALUE`` words for the client's ``query_objects`` (see
+        `parse_query`).
     client : alerce.core.Alerce, optional
         A ready client (by default one is made, configured as the client is).
     **kwargs
@@ -72,10 +110,67 @@ class AlerceReader(BrokerReader):
     broker = "alerce"
 
     def __init__(
-        self, ids: Sequence[int], *, client: Any = None, **kwargs: Any
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        query: str | None = None,
+        client: Any = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(ids, **kwargs)
+        if (ids is None) == (query is None):
+            raise InputError("ALeRCE: give object ids or a query, not both")
+        self.query = query
+        self.query_params = parse_query(query) if query is not None else None
         self._client = client
+
+    def _candidates(self) -> list[int]:
+        if self.query_params is None:
+            return super()._candidates()
+        found: list[int] = []
+        page = 1
+        while True:
+            params = {**self.query_params, "page": page, "page_size": PAGE}
+            key = "query_objects?" + "&".join(f"{k}={v}" for k, v in params.items())
+            items = self._call(key, functools.partial(self._objects, params))
+            for item in items:
+                oid = item.get("oid") if isinstance(item, dict) else None
+                if oid is not None and int(oid) not in found:
+                    found.append(int(oid))
+            if len(items) < PAGE:
+                break
+            page += 1
+        self.object_list = found
+        return found
+
+    def _objects(self, params: dict[str, Any]) -> list[Any]:
+        """One page of ``query_objects`` (a bad query is an InputError)."""
+        import requests
+        from alerce.exceptions import APIError
+
+        try:
+            answer = self._alerce().query_objects(
+                survey="lsst", format="json", **params
+            )
+        except ValueError as exc:
+            raise InputError(f"--alerce-query {self.query!r}: {exc}") from None
+        except APIError as exc:
+            message = " ".join(str(getattr(exc, "message", exc)).split())[:200]
+            raise InputError(
+                f"--alerce-query {self.query!r}: ALeRCE says {message}"
+            ) from None
+        except requests.ConnectionError as exc:
+            raise InputError(
+                f"cannot reach ALeRCE ({type(exc).__name__}); check its "
+                "configuration (ALERCE_CONFIG_PATH)"
+            ) from None
+        return list(answer) if isinstance(answer, list) else []
+
+    def describe(self) -> str:
+        """The objects or the query."""
+        if self.query is not None:
+            return f"alerce query {self.query}"
+        return super().describe()
 
     def _alerce(self) -> Any:
         if self._client is None:

@@ -1,6 +1,8 @@
 """Sources from the Fink broker's LSST REST API (plain HTTP: Fink has no REST client).
 
-``zooprep select RUN --fink-objects IDS|FILE``.  Per object two calls,
+``zooprep select RUN --fink-objects IDS|FILE``, or ``--fink-tag TAG``: the
+objects of the latest alerts (`TAG_ALERTS`) Fink gave that tag
+(``/api/v1/tags``, its query form).  Per object two calls,
 ``POST {endpoint}/api/v1/sources`` and ``/api/v1/fp`` with
 ``{"diaObjectId": "...", "output-format": "json"}``, give every diaSource
 and the forced photometry as rows keyed ``r:<column>`` (Rubin's own names;
@@ -29,6 +31,8 @@ __all__ = ["DEFAULT_ENDPOINT", "FinkReader", "fink_columns"]
 #: Fink's LSST API.
 DEFAULT_ENDPOINT = "https://api.lsst.fink-portal.org"
 _KINDS = ("Template", "Science", "Difference")
+#: Latest alerts of a tag asked for (``n`` of ``/api/v1/tags``).
+TAG_ALERTS = 1000
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -61,8 +65,10 @@ class FinkReader(BrokerReader):
 
     Parameters
     ----------
-    ids : sequence of int
-        Object ids (``diaObjectId``).
+    ids : sequence of int or None
+        Object ids (``diaObjectId``); None when ``tag`` finds them.
+    tag : str or None
+        A Fink tag (``/api/v1/tags``): the objects of its latest alerts.
     endpoint : str
         The API root (``https://api.lsst.fink-portal.org``).
     timeout : float
@@ -79,14 +85,18 @@ class FinkReader(BrokerReader):
 
     def __init__(
         self,
-        ids: Sequence[int],
+        ids: Sequence[int] | None = None,
         *,
+        tag: str | None = None,
         endpoint: str = DEFAULT_ENDPOINT,
         timeout: float = 60.0,
         tries: int = 4,
         **kwargs: Any,
     ) -> None:
         super().__init__(ids, **kwargs)
+        if (ids is None) == (tag is None):
+            raise InputError("Fink: give object ids or a tag, not both")
+        self.tag = tag
         self.endpoint = endpoint.rstrip("/")
         self.timeout = timeout
         self.tries = tries
@@ -157,6 +167,31 @@ class FinkReader(BrokerReader):
             )
         return [fink_columns(r) for r in answer if isinstance(r, dict)]
 
+    def _candidates(self) -> list[int]:
+        if self.tag is None:
+            return super()._candidates()
+        payload = {
+            "tag": self.tag,
+            "n": TAG_ALERTS,
+            "columns": "r:diaObjectId",
+            "output-format": "json",
+        }
+        try:
+            answer = self._call(f"tags?{self.tag}", lambda: self._post("tags", payload))
+        except BrokerAnswer as exc:
+            raise InputError(f"--fink-tag {self.tag!r}: {exc}") from None
+        if not isinstance(answer, list):
+            raise InputError(f"--fink-tag {self.tag!r}: Fink answered no rows")
+        found: list[int] = []
+        for row in answer:
+            oid = (
+                fink_columns(row).get("diaObjectId") if isinstance(row, dict) else None
+            )
+            if oid and int(oid) not in found:
+                found.append(int(oid))
+        self.object_list = found
+        return found
+
     def cutout_urls(self, source_id: int) -> tuple[str, str, str]:
         """The three FITS cutout URLs of a diaSource (template, science, difference)."""
         urls = []
@@ -180,5 +215,7 @@ class FinkReader(BrokerReader):
         return BrokerObject(object_id, sources, forced, cutouts)
 
     def describe(self) -> str:
-        """The endpoint and the objects."""
+        """The endpoint and the objects or tag."""
+        if self.tag is not None:
+            return f"fink {self.endpoint} tag {self.tag}"
         return f"fink {self.endpoint} {super().describe().removeprefix('fink ')}"

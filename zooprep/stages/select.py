@@ -365,7 +365,14 @@ def _broker_reader(
             lasair_web=o.lasair_web,
             **common,
         )
-    if not (o.lasair_query or o.lasair_objects or o.fink_objects or o.alerce_objects):
+    if not (
+        o.lasair_query
+        or o.lasair_objects
+        or o.fink_objects
+        or o.fink_tag
+        or o.alerce_objects
+        or o.alerce_query
+    ):
         return None
     from zooprep.readers.brokers import object_ids, parse_rate
 
@@ -384,13 +391,18 @@ def _broker_reader(
         assert o.lasair_objects
         ids = object_ids(o.lasair_objects, "--lasair-objects")
         return LasairReader(ids, endpoint=o.lasair_endpoint, rate=rate, **common)
-    if o.fink_objects:
+    if o.fink_objects or o.fink_tag:
         from zooprep.readers.fink import FinkReader
 
+        if o.fink_tag:
+            return FinkReader(tag=o.fink_tag, endpoint=o.fink_endpoint, **common)
+        assert o.fink_objects
         ids = object_ids(o.fink_objects, "--fink-objects")
         return FinkReader(ids, endpoint=o.fink_endpoint, **common)
     from zooprep.readers.alerce import AlerceReader
 
+    if o.alerce_query:
+        return AlerceReader(query=o.alerce_query, **common)
     assert o.alerce_objects
     return AlerceReader(object_ids(o.alerce_objects, "--alerce-objects"), **common)
 
