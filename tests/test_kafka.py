@@ -281,3 +281,21 @@ def test_sasl_credentials_come_from_the_environment_only(
     monkeypatch.delenv("KAFKA_SASL_PASSWORD")
     with pytest.raises(InputError, match="set both KAFKA_SASL_USERNAME"):
         kafka_config("h:9092", "g")
+
+
+def test_the_same_stream_select_with_a_larger_max_reads_on(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """--max 4 then --max 10 on the same run: the second goes on from offset 4."""
+    topic = _topic(kafka_broker)
+    kafka_broker.produce(topic, rubin_messages()[:10])
+    run = tmp_path / "run"
+    common = {"kafka": kafka_broker.bootstrap, "topic": topic, "group": "g-max",
+              "kafka_config": FAST_GROUP}  # fmt: skip
+    first = zooprep.select(run, max=4, **common)
+    assert first.selected == 4
+    assert kafka_broker.committed(topic, "g-max") == [4]
+    second = zooprep.select(run, max=6, until_idle=3, **common)
+    assert second.selected == 6
+    assert len(_rows(run)) == 10
+    assert kafka_broker.committed(topic, "g-max") == [10]

@@ -576,7 +576,17 @@ class SelectOptions(Options):
 
     SECTION: ClassVar[str] = "select"
     #: Saved fields that do not define the selection (ignored when comparing).
-    NOT_COMPARED: ClassVar[tuple[str, ...]] = ("history", "instrument", "selected_at")
+    NOT_COMPARED: ClassVar[tuple[str, ...]] = (
+        "history",
+        "instrument",
+        "selected_at",
+        # how long or how fast to read, not what: a stream read on with a new
+        # --max, or a broker at another rate, is the same selection
+        "max",
+        "until_idle",
+        "broker_wait",
+        "lasair_rate",
+    )
 
     kind: str | None = setting(flag=None)
     source: str | None = setting(flag=None)
