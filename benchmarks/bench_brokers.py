@@ -5,7 +5,8 @@ Run by hand (needs the extras ``brokers`` and ``kafka`` and the test extra's
 
     python benchmarks/bench_brokers.py                    # both parts
     python benchmarks/bench_brokers.py --part kafka --alerts 10000
-    python benchmarks/bench_brokers.py --part lasair --objects 30 --rate 20/10
+    python benchmarks/bench_brokers.py --part lasair --objects 40 --rate 30/10
+    python benchmarks/bench_brokers.py --part lasair --zooniverse-lsst /venv313/bin/python
 
 **kafka**: ``--alerts`` Rubin alerts with their stamps (the ten small real
 alerts of ``tests/data``, renumbered; Confluent wire format, schema
@@ -208,7 +209,54 @@ def _baseline(standin: Any, ids: list[int], out: Path) -> int:
     return made
 
 
-def bench_lasair(n_objects: int, history: int, rate: str) -> None:
+#: Runs zooniverse-lsst's own generator (in its Python, 3.13+) against the stand-in.
+_REAL = """
+import sys, time
+from lasair import LasairError, lasair_client
+from zooniverse_lsst.generator import LSSTSubjectGenerator, TripletImageLocation
+
+class Patient(lasair_client):
+    # zooniverse-lsst has no rate-limit handling: without this it stops at 429
+    def fetch(self, method, input):
+        while True:
+            try:
+                return super().fetch(method, input)
+            except LasairError as exc:
+                if "Request limit" not in exc.message:
+                    raise
+                time.sleep(1.0)
+
+endpoint, token, ids = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+gen = LSSTSubjectGenerator([int(i) for i in ids], media_generators=[TripletImageLocation],
+                           lasair=Patient(token, endpoint=endpoint))
+t = time.perf_counter()
+n = sum(1 for _ in gen)
+print(n, time.perf_counter() - t)
+"""
+
+
+def _real_package(python: str, standin: Any, ids: list[int]) -> tuple[int, float]:
+    """Subjects made and seconds taken by zooniverse-lsst itself."""
+    out = subprocess.run(
+        [
+            python,
+            "-c",
+            _REAL,
+            standin.lasair_endpoint,
+            os.environ["LASAIR_TOKEN"],
+            ",".join(map(str, ids)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    made, took = out.stdout.split()
+    return int(made), float(took)
+
+
+def bench_lasair(
+    n_objects: int, history: int, rate: str, package_python: str | None = None
+) -> None:
     import zooprep
     from tests.brokers.standin import BrokerStandin, objects_from_alerts
     from zooprep.readers.brokers import parse_rate
@@ -254,21 +302,34 @@ def bench_lasair(n_objects: int, history: int, rate: str) -> None:
                   f"({made / base:.2f} subjects/s; {standin.count('/api/')} API calls, "
                   f"{standin.refused} refused)")  # fmt: skip
             print(f"ratio (its time / zooprep time): {base / took:.2f}x")
+        if package_python:
+            with BrokerStandin(objects, tokens=(token,), rate=calls, period=period,
+                               latency=0.05) as standin:  # fmt: skip
+                made, base = _real_package(package_python, standin, list(objects))
+                print(f"zooniverse-lsst 0.1.0 itself: {made} subjects in "
+                      f"{base:.1f} s ({made / base:.2f} subjects/s; "
+                      f"{standin.count('/api/')} API calls, {standin.refused} refused)")  # fmt: skip
+                print(f"ratio (its time / zooprep time): {base / took:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("kafka", "lasair", "both"), default="both")
     parser.add_argument("--alerts", type=int, default=10_000)
-    parser.add_argument("--objects", type=int, default=30)
-    parser.add_argument("--history", type=int, default=4)
-    parser.add_argument("--rate", default="20/10")
+    parser.add_argument("--objects", type=int, default=40)
+    parser.add_argument("--history", type=int, default=6)
+    parser.add_argument("--rate", default="30/10")
+    parser.add_argument(
+        "--zooniverse-lsst",
+        metavar="PYTHON",
+        help="a Python (3.13+) with zooniverse-lsst installed: run the package itself",
+    )
     args = parser.parse_args()
     print(json.dumps({"load": os.getloadavg()}))
     if args.part in ("kafka", "both"):
         bench_kafka(args.alerts)
     if args.part in ("lasair", "both"):
-        bench_lasair(args.objects, args.history, args.rate)
+        bench_lasair(args.objects, args.history, args.rate, args.zooniverse_lsst)
 
 
 if __name__ == "__main__":
