@@ -29,7 +29,8 @@ real one is 100 an hour).  Then:
   (one ``object()`` call per object, counted against the limit; the three
   cutouts of a source fetched at once, sources concurrently);
 * zooniverse-lsst's approach (its ``LSSTSubjectGenerator``, reimplemented
-  here because the package needs Python 3.13): one
+  here, since the package needs Python 3.13; ``--zooniverse-lsst PYTHON``
+  also runs the package itself in that Python): one
   ``object(id, lasair_added=True)`` call per object, then for every subject
   (each ``imageUrls`` entry) three ``astropy.io.fits.open`` downloads, one
   after the other, and a matplotlib triplet; on the 429 it
