@@ -298,13 +298,17 @@ class CallLimit:
             atomic_write(self.path, json.dumps(self._window()).encode("utf-8"))
 
     def refused(self, done: int) -> None:
-        """The broker answered 429: treat its window as full, then wait a slot."""
+        """The broker answered 429 (someone else used the token): wait one slot.
+
+        A refused call does not count against the limit (DRF's throttle keeps
+        only the calls it allowed), so asking again a slot later costs
+        nothing, and goes on as soon as the broker's window has room.
+        """
         if self.rate is None:
             self.wait(60.0, done)
             return
         n, period = self.rate
-        self.calls = (self._window() + [self.clock()] * n)[-n:]
-        self.wait(max(period / n, self.next_free()), done)
+        self.wait(max(period / n, 0.2), done)
 
 
 @dataclass
