@@ -14,6 +14,8 @@ pytest_plugins = [
     "tests.plugins.postgres",
     "tests.plugins.panoptes",
     "tests.plugins.chromium",
+    "tests.plugins.kafka",
+    "tests.plugins.brokers",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from typing import Any
 
 from zooprep.errors import InputError
 
-__all__ = ["AVRO_MAGIC", "read_records"]
+__all__ = ["AVRO_MAGIC", "container_bytes", "read_records"]
 
 #: The first four bytes of an Avro object-container file.
 AVRO_MAGIC = b"Obj\x01"
@@ -116,3 +116,44 @@ def read_records(
                 f"{path}: damaged Avro file after {count} record(s) "
                 f"({type(exc).__name__}: {detail})"
             ) from None
+
+
+def _long(n: int) -> bytes:
+    """An Avro ``long``: zig-zag, then base-128 varint."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z & ~0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def container_bytes(schema: str | Mapping[str, Any], datums: list[bytes]) -> bytes:
+    """An Avro object-container file of already encoded records, uncompressed.
+
+    Parameters
+    ----------
+    schema : str or mapping
+        The writer schema of every datum (JSON text or its parsed form).
+    datums : list of bytes
+        Records in Avro's binary encoding with that schema (e.g. a Kafka
+        payload without its Confluent header), written as they are.
+
+    Returns
+    -------
+    bytes
+        The file: header (schema, ``null`` codec, sync marker), then one block.
+    """
+    text = schema if isinstance(schema, str) else json.dumps(schema)
+    sync = os.urandom(16)
+    meta = {b"avro.schema": text.encode("utf-8"), b"avro.codec": b"null"}
+    head = bytearray(AVRO_MAGIC)
+    head += _long(len(meta))
+    for key, value in meta.items():
+        head += _long(len(key)) + key + _long(len(value)) + value
+    head += _long(0) + sync
+    body = b"".join(datums)
+    if datums:
+        head += _long(len(datums)) + _long(len(body)) + body + sync
+    return bytes(head)

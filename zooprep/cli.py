@@ -357,6 +357,25 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @flag(SelectOptions, "catalog", type=click.Path(dir_okay=False, path_type=Path))
 @flag(SelectOptions, "alerts", metavar="GLOB")
 @flag(SelectOptions, "apdb_config", type=click.Path(dir_okay=False, path_type=Path))
+@flag(SelectOptions, "lasair_query", metavar="QUERY")
+@flag(SelectOptions, "lasair_objects", metavar="IDS|FILE")
+@flag(SelectOptions, "fink_objects", metavar="IDS|FILE")
+@flag(SelectOptions, "fink_tag", metavar="TAG")
+@flag(SelectOptions, "alerce_objects", metavar="IDS|FILE")
+@flag(SelectOptions, "alerce_query", metavar="KEY=VALUE...")
+@flag(SelectOptions, "kafka", metavar="HOST:PORT")
+@flag(SelectOptions, "topic", metavar="T")
+@flag(SelectOptions, "group", metavar="G")
+@flag(SelectOptions, "max", type=int, metavar="N")
+@flag(SelectOptions, "until_idle", type=float, metavar="S")
+@flag(SelectOptions, "schema_registry", metavar="URL")
+@flag(SelectOptions, "kafka_config", multiple=True, metavar="KEY=VALUE")
+@flag(SelectOptions, "per_object")
+@flag(SelectOptions, "lasair_endpoint", metavar="URL")
+@flag(SelectOptions, "lasair_rate", metavar="N[/SECONDS]")
+@flag(SelectOptions, "lasair_web", metavar="URL")
+@flag(SelectOptions, "fink_endpoint", metavar="URL")
+@flag(SelectOptions, "broker_wait", type=float, metavar="SECONDS")
 @flag(SelectOptions, "schema", metavar="NAME")
 @flag(SelectOptions, "where", metavar="EXPR")
 @flag(SelectOptions, "visit", multiple=True, type=int)
@@ -376,7 +395,12 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 def select(run: Path, **kw: Any) -> None:
     """Choose the sources to show volunteers and start (or extend) RUN.
 
-    Exactly one of --apdb, --catalog, --alerts (or --apdb-config) is needed.
+    Exactly one source is needed: a Rubin APDB (--apdb, --apdb-config), a
+    catalog file (--catalog), alert packets (--alerts), an alert broker
+    (--lasair-query, --lasair-objects, --fink-objects, --fink-tag,
+    --alerce-objects, --alerce-query;
+    extra 'zooprep[brokers]') or a Kafka alert stream (--kafka with
+    --topic; extra 'zooprep[kafka]').
     Sources are taken in ascending id order; --sample draws a reproducible
     random sample. A catalog needs an id (diaSourceId or --id-column), visit
     and detector (or image), and x and y (or ra and dec), under DiaSource
@@ -387,6 +411,8 @@ def select(run: Path, **kw: Any) -> None:
     Example:
       zooprep select run1 --apdb sqlite:///apdb.sqlite3 \\
           --where 'reliability > 0.2' --sample 500 --seed 1
+      LASAIR_TOKEN=... zooprep select run2 --lasair-query 'nDiaSources > 5'
+      zooprep select run3 --kafka broker:9092 --topic alerts --until-idle 60
     """
     kw = _given(kw)
     if "rename" in kw:

@@ -11,7 +11,8 @@
     │   └── StorageError         the run directory cannot be written: disk full,
     │                            quota, read-only (what is saved stays consistent)
     ├── Interrupted              SIGTERM, SIGINT or SIGHUP stopped a stage cleanly
-    │                            (exit 128 + the signal's number)
+    │   │                        (exit 128 + the signal's number)
+    │   └── RateLimited          a broker's rate limit stopped it cleanly (exit 75)
     └── UploadError              talking to Zooniverse failed (exit 1)
         ├── AuthError            no or bad credentials, expired session
         ├── QuotaError           the upload would exceed the user's subject quota
@@ -32,6 +33,7 @@ __all__ = [
     "ManifestEditError",
     "PanoptesError",
     "QuotaError",
+    "RateLimited",
     "RunError",
     "RunLocked",
     "SettingsMismatch",
@@ -125,6 +127,26 @@ class Interrupted(ZooprepError):
         self.signum = signum
         self.done = done
         self.exit_code = 128 + signum
+
+
+class RateLimited(Interrupted):
+    """A broker's rate limit stopped a stage cleanly, with its work recorded.
+
+    Raised instead of waiting longer than allowed for the broker's next free
+    call.  ``exit_code`` is 75 (``EX_TEMPFAIL``: try again later).
+
+    Parameters
+    ----------
+    done : int
+        Rows finished (and recorded) before it stopped.
+    what : str
+        Which limit, and when the next call is allowed.
+    """
+
+    def __init__(self, done: int, what: str) -> None:
+        super().__init__(0, done, what)
+        self.what = what
+        self.exit_code = 75
 
 
 class UploadError(ZooprepError):

@@ -438,7 +438,22 @@ SOURCES = (
     ("catalog", "--catalog"),
     ("alerts", "--alerts"),
     ("apdb_config", "--apdb-config"),
+    ("lasair_query", "--lasair-query"),
+    ("lasair_objects", "--lasair-objects"),
+    ("fink_objects", "--fink-objects"),
+    ("fink_tag", "--fink-tag"),
+    ("alerce_objects", "--alerce-objects"),
+    ("alerce_query", "--alerce-query"),
+    ("kafka", "--kafka"),
 )
+#: Choices of ``SelectOptions.per_object``.
+PER_OBJECT = ("all", "latest")
+
+
+def _one_of_sources() -> str:
+    """``give exactly one of --apdb, ... or --kafka``."""
+    flags = [flag for _, flag in SOURCES]
+    return f"give exactly one of {', '.join(flags[:-1])} or {flags[-1]}"
 
 
 def parse_stratify(stratify: str | None) -> tuple[str | None, int]:
@@ -479,8 +494,9 @@ def parse_stratify(stratify: str | None) -> tuple[str | None, int]:
 class SelectOptions(Options):
     """Which sources `~zooprep.select` takes, and from where.
 
-    Exactly one of ``apdb``, ``catalog``, ``alerts`` or ``apdb_config`` is
-    needed (or a reader object given to `~zooprep.select`, which sets
+    Exactly one of ``apdb``, ``catalog``, ``alerts``, ``apdb_config``,
+    ``lasair_query``, ``lasair_objects``, ``fink_objects``,
+    ``alerce_objects`` or ``kafka`` is needed (or a reader object given to `~zooprep.select`, which sets
     ``kind`` and ``source``).  Catalog files need an id (``diaSourceId`` or
     ``id_column``), ``visit`` and ``detector`` (or an ``image`` column) and
     ``x``/``y`` (or ``ra``/``dec``), under DiaSource names (use ``rename``).
@@ -521,9 +537,37 @@ class SelectOptions(Options):
         the source gave).
     append : bool
         Add to a run that already holds sources (new ids only).
+    lasair_query, lasair_objects, fink_objects, fink_tag, alerce_objects, alerce_query : str, optional
+        Alert brokers as sources (README, "Brokers and streams"): object ids
+        (comma-separated, or a file) of Lasair, Fink or ALeRCE, or each
+        broker's query form (a Lasair query, a Fink tag, ALeRCE KEY=VALUEs).
+    per_object : {'all', 'latest'}
+        Broker objects give a source per diaSource with cutouts, or only the
+        newest.
+    lasair_endpoint, fink_endpoint : str
+        The brokers' APIs.
+    lasair_rate : str
+        Lasair calls allowed per hour (``CALLS`` or ``CALLS/SECONDS``).
+    broker_wait : float
+        Seconds select may wait in all for a rate limit before stopping.
+    kafka : str, optional
+        ``HOST:PORT`` of a Kafka broker to read ``topic`` from.
+    topic, group : str, optional
+        The topic and consumer group (default: named after the run).
+    max : int, optional
+        Stop after this many messages.
+    until_idle : float, optional
+        Stop after this many seconds without a message.
+    schema_registry : str, optional
+        Confluent schema registry for schema ids (default lsst-alert-packet).
+    kafka_config : sequence of str, optional
+        Extra librdkafka settings ``KEY=VALUE`` (no secrets).
+    lasair_web : str
+        Where Lasair's cutouts are, for sources read from its Kafka topics.
     kind, source : str, optional
         Recorded by select: the reader's kind (``apdb``, ``catalog``,
-        ``alerts``, ...) and what it read, without secrets.
+        ``alerts``, ``lasair``, ``fink``, ``alerce``, ``kafka``, ...) and what
+        it read, without secrets.
     selected_at : str, optional
         Recorded by select: when (ISO 8601).
     history : sequence of str, optional
@@ -532,7 +576,17 @@ class SelectOptions(Options):
 
     SECTION: ClassVar[str] = "select"
     #: Saved fields that do not define the selection (ignored when comparing).
-    NOT_COMPARED: ClassVar[tuple[str, ...]] = ("history", "instrument", "selected_at")
+    NOT_COMPARED: ClassVar[tuple[str, ...]] = (
+        "history",
+        "instrument",
+        "selected_at",
+        # how long or how fast to read, not what: a stream read on with a new
+        # --max, or a broker at another rate, is the same selection
+        "max",
+        "until_idle",
+        "broker_wait",
+        "lasair_rate",
+    )
 
     kind: str | None = setting(flag=None)
     source: str | None = setting(flag=None)
@@ -594,6 +648,90 @@ class SelectOptions(Options):
         saved=False,
         help="Add new sources to an existing run (ids already there are kept).",
     )
+    lasair_query: str | None = setting(
+        saved=False,
+        help="Sources of the Lasair objects a query finds: 'SELECT ... FROM "
+        "tables WHERE ...', a watchlist ('watchlist:42') or conditions on "
+        "objects ('nDiaSources > 5'). Extra 'zooprep[brokers]'; token from "
+        "LASAIR_TOKEN.",
+    )
+    lasair_objects: str | None = setting(
+        saved=False,
+        help="Sources of these Lasair objects: comma-separated diaObjectIds or "
+        "a file of them (one per line, or a CSV with a diaObjectId column). "
+        "Token from LASAIR_TOKEN.",
+    )
+    fink_objects: str | None = setting(
+        saved=False,
+        help="Sources of these Fink (LSST) objects: ids or a file, as "
+        "--lasair-objects.",
+    )
+    fink_tag: str | None = setting(
+        saved=False,
+        help="Sources of the objects of the latest alerts Fink gave this tag "
+        "(its /api/v1/tags).",
+    )
+    alerce_objects: str | None = setting(
+        saved=False,
+        help="Sources of these ALeRCE (LSST) objects: ids or a file, as "
+        "--lasair-objects. Extra 'zooprep[brokers]'.",
+    )
+    alerce_query: str | None = setting(
+        saved=False,
+        help="Sources of the ALeRCE objects its query_objects finds, e.g. "
+        "'classifier=stamp_classifier class_name=SN probability=0.7'.",
+    )
+    per_object: str = setting(
+        "all",
+        choices=PER_OBJECT,
+        help="Broker objects: a source for every diaSource with cutouts (all) "
+        "or only the newest (latest).",
+    )
+    lasair_endpoint: str = setting(
+        "https://api.lasair.lsst.ac.uk/api", help="The Lasair API."
+    )
+    lasair_rate: str = setting(
+        "100",
+        help="Lasair calls allowed per hour (CALLS or CALLS/SECONDS); 100 for "
+        "an ordinary token, 10000 for a power user.",
+    )
+    fink_endpoint: str = setting(
+        "https://api.lsst.fink-portal.org",
+        help="The Fink (LSST) API, for sources and cutouts.",
+    )
+    broker_wait: float = setting(
+        3600.0,
+        help="Longest a select waits in all for a broker's rate limit; past "
+        "it, it stops cleanly (run the same command to continue).",
+    )
+    kafka: str | None = setting(
+        saved=False,
+        help="Read alerts from this Kafka broker (HOST:PORT) and --topic: "
+        "Rubin (Confluent wire format), Fink Avro or Lasair JSON. Extra "
+        "'zooprep[kafka]'; SASL from KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD.",
+    )
+    topic: str | None = setting(help="The Kafka topic.")
+    group: str | None = setting(
+        help="Kafka consumer group; the default is named after the run, so "
+        "the same command continues where it stopped.",
+    )
+    max: int | None = setting(help="Stop after N Kafka messages.")
+    until_idle: float | None = setting(
+        help="Stop when no Kafka message came for S seconds (default: run "
+        "until stopped, e.g. Ctrl-C)."
+    )
+    schema_registry: str | None = setting(
+        help="A Confluent schema registry URL for the alerts' schema ids "
+        "(default: the schemas of lsst-alert-packet)."
+    )
+    kafka_config: Sequence[str] | None = setting(
+        help="A librdkafka setting KEY=VALUE (repeatable; no secrets).",
+        convert=_tuple,
+    )
+    lasair_web: str = setting(
+        "https://lasair.lsst.ac.uk",
+        help="Where Lasair serves cutouts (for sources from Lasair's Kafka).",
+    )
     selected_at: str | None = setting(flag=None)
     history: Sequence[str] | None = setting(flag=None, convert=_tuple)
 
@@ -601,11 +739,8 @@ class SelectOptions(Options):
         super()._check()
         given = [flag for name, flag in SOURCES if self.given().get(name)]
         if len(given) > 1:
-            raise InputError(
-                "give exactly one of --apdb, --catalog, --alerts or --apdb-config"
-                f" (got {', '.join(given)})"
-            )
-        for name in ("limit", "sample"):
+            raise InputError(f"{_one_of_sources()} (got {', '.join(given)})")
+        for name in ("limit", "sample", "max"):
             value = getattr(self, name)
             if value is not UNSET and value is not None and value < 1:
                 raise InputError(f"--{name} must be at least 1, not {value}")
@@ -614,8 +749,16 @@ class SelectOptions(Options):
     def _check_request(self) -> None:
         given = [flag for name, flag in SOURCES if getattr(self, name)]
         if not given and not self.source:
+            raise InputError(_one_of_sources())
+        if self.kafka and not self.topic:
+            raise InputError("--kafka needs --topic T")
+        stream_only = ("topic", "group", "max", "until_idle", "schema_registry")
+        for name in stream_only:
+            if getattr(self, name) and not (self.kafka or self.kind == "kafka"):
+                raise InputError(f"--{name.replace('_', '-')} applies to --kafka only")
+        if (self.kafka or self.kind == "kafka") and (self.sample or self.limit):
             raise InputError(
-                "give exactly one of --apdb, --catalog, --alerts or --apdb-config"
+                "--sample and --limit do not apply to a stream; use --max N"
             )
         if self.rename and not self.catalog:
             raise InputError("--rename applies to --catalog files only")

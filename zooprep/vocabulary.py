@@ -17,12 +17,14 @@ from urllib.parse import parse_qsl, urlsplit
 from zooprep.errors import InputError
 
 __all__ = [
+    "BROKER_KINDS",
     "BUTLER_DATASET_TYPES",
     "CONTENT_TYPES",
     "ID_TEXT_KEY",
     "POSITIONS",
     "PRODUCTION",
     "STAGING",
+    "STAMP_KINDS",
     "ZTF_BANDS",
     "expand_env",
     "is_flag_column",
@@ -30,6 +32,12 @@ __all__ = [
     "refuse_secret_query",
     "truthy",
 ]
+
+#: Select kinds whose sources come from an alert broker or stream.
+BROKER_KINDS = ("lasair", "fink", "alerce", "kafka")
+#: Select kinds whose sources carry (or link to) their own stamps: render needs
+#: no image flags and shows each stamp whole unless --sizes is given.
+STAMP_KINDS = ("alerts", *BROKER_KINDS)
 
 #: The production Panoptes endpoint (the default of upload and results).
 PRODUCTION = "https://www.zooniverse.org"

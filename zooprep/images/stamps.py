@@ -29,8 +29,6 @@ given (``schema=``); otherwise its rows fail with a reason saying so.
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import os
 import warnings
@@ -52,9 +50,10 @@ from zooprep.images.base import (
     consecutive_groups,
 )
 from zooprep.images.cutout import crop_or_pad, pad_to_shape
+from zooprep.images.cutoutdata import CutoutError, read_cutout
 from zooprep.photometry import negative_difference
 
-__all__ = ["AlertStamps", "read_alert_records"]
+__all__ = ["AlertStamps", "cut_stamps", "read_alert_records", "stamp_pixel_scale"]
 
 log = logging.getLogger(__name__)
 
@@ -66,36 +65,53 @@ FIELDS = ("cutoutTemplate", "cutoutScience", "cutoutDifference")
 REQUIRED = ("_alert_path", "_alert_index")
 
 
-def _fits_bytes(value: Any) -> bytes | None:
-    """Return the FITS bytes of a stamp field (ZTF record or Rubin bytes), unzipped."""
-    if isinstance(value, Mapping):
-        value = value.get("stampData")
-    if value is None:
-        return None
-    data = bytes(value)
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return data
+def cut_stamps(
+    source_id: int,
+    stamps: Sequence[np.ndarray],
+    sizes: Sequence[int],
+    row: Mapping[str, Any],
+    use_footprint: bool,
+) -> tuple[list[Triplet], bool] | str:
+    """Crop or pad three stamps (template, science, difference) to each size.
+
+    With no ``sizes`` the stamps are kept whole, NaN-padded to a common shape.
+    Returns ``(triplets, padded)``, or the reason (``"cutoutScience is all
+    NaN"``) when a stamp holds no data.
+    """
+    padded = False
+    if sizes:
+        bbox = row.get("bboxSize") if use_footprint else None
+        try:
+            grow = int(np.ceil(float(bbox))) if bbox is not None else 0
+        except (TypeError, ValueError):
+            grow = 0
+        triplets = []
+        for size in sizes:
+            n = max(int(size), grow if grow > 0 else 0)
+            cut = []
+            for stamp in stamps:
+                array, pad = crop_or_pad(stamp, n)
+                padded |= pad
+                cut.append(array)
+            triplets.append(Triplet(*cut))
+    else:
+        same, padded = pad_to_shape(list(stamps))
+        triplets = [Triplet(*same)]
+    for t in triplets:
+        for name, array in zip(
+            FIELDS, (t.template, t.science, t.difference), strict=True
+        ):
+            if not np.isfinite(array).any():
+                return f"{name} is all NaN"
+    return triplets, padded
 
 
-def _read_stamp(data: bytes) -> tuple[np.ndarray, fits.Header]:
-    """Return the image (HDU 0) of a FITS stamp and its header."""
-    # ZTF stamps have a non-standard SIMPLE card: astropy warns (VerifyWarning)
-    # but reads them fine, so the warnings are logged, not raised.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with fits.open(io.BytesIO(data)) as hdul:
-            header = hdul[0].header.copy()
-            image = np.array(hdul[0].data, dtype=np.float32)
-    for w in caught:
-        log.debug("alert stamp: %s: %s", w.category.__name__, w.message)
-    if image.ndim != 2:
-        raise ValueError(f"stamp image has {image.ndim} dimensions")
-    return image, header
+def stamp_pixel_scale(header: fits.Header) -> float:
+    """The pixel scale (arcsec/px) of a Rubin stamp from its PC/CDELT.
 
-
-def _rubin_pixel_scale(header: fits.Header) -> float:
-    """Return the pixel scale (arcsec/px) of a Rubin stamp from its PC/CDELT."""
+    Rubin stamps give ``CRVAL``, ``PC`` and ``CDELT`` but no ``CTYPE``: the
+    projection (TAN, degrees) is supplied.  0.2 when the header has none.
+    """
     h = header.copy()
     if "CRVAL1" not in h:
         return RUBIN_PIXEL_SCALE
@@ -256,43 +272,24 @@ class AlertStamps:
         stamps: list[np.ndarray] = []
         header: fits.Header | None = None
         for name in FIELDS:
+            value = record.get(name)
+            if isinstance(value, Mapping):
+                value = value.get("stampData")
+            if value is None:
+                return Failed(source_id, f"{path}: alert {index} has no {name}")
             try:
-                data = _fits_bytes(record.get(name))
-                if data is None:
-                    return Failed(source_id, f"{path}: alert {index} has no {name}")
-                image, h = _read_stamp(data)
-            except (OSError, ValueError, TypeError, EOFError) as exc:
+                image, h = read_cutout(value)
+            except CutoutError as exc:
                 return Failed(
                     source_id, f"{path}: alert {index} has an unreadable {name} ({exc})"
                 )
             if name == "cutoutScience":
                 header = h
             stamps.append(image)
-        padded = False
-        if sizes:
-            bbox = row.get("bboxSize") if use_footprint else None
-            try:
-                grow = int(np.ceil(float(bbox))) if bbox is not None else 0
-            except (TypeError, ValueError):
-                grow = 0
-            triplets = []
-            for size in sizes:
-                n = max(int(size), grow if grow > 0 else 0)
-                cut = []
-                for stamp in stamps:
-                    array, pad = crop_or_pad(stamp, n)
-                    padded |= pad
-                    cut.append(array)
-                triplets.append(Triplet(*cut))
-        else:
-            same, padded = pad_to_shape(stamps)
-            triplets = [Triplet(*same)]
-        for t in triplets:
-            for name, array in zip(
-                FIELDS, (t.template, t.science, t.difference), strict=True
-            ):
-                if not np.isfinite(array).any():
-                    return Failed(source_id, f"{path}: alert {index} {name} is all NaN")
+        cut = cut_stamps(source_id, stamps, sizes, row, use_footprint)
+        if isinstance(cut, str):
+            return Failed(source_id, f"{path}: alert {index} {cut}")
+        triplets, padded = cut
         notes: dict[str, Any] = {}
         if kind == "ztf":
             scale = ZTF_PIXEL_SCALE
@@ -300,7 +297,7 @@ class AlertStamps:
                 notes["difference_sign"] = "reference - science"
         else:
             scale = (
-                _rubin_pixel_scale(header) if header is not None else RUBIN_PIXEL_SCALE
+                stamp_pixel_scale(header) if header is not None else RUBIN_PIXEL_SCALE
             )
         return Cutouts(
             source_id, triplets, pixel_scale=scale, padded=padded, notes=notes

@@ -36,7 +36,7 @@ from zooprep.readers.base import InMemoryFilter, ReadFailure, kept_positions
 from zooprep.readers.where import Expr, unknown_column
 from zooprep.vocabulary import ZTF_BANDS
 
-__all__ = ["AlertReader", "alert_rows", "ztf_row", "ztf_schema_instrument"]
+__all__ = ["AlertReader", "alert_rows", "rubin_row", "ztf_row", "ztf_schema_instrument"]
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def ztf_schema_instrument(record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _rubin_row(record: Mapping[str, Any], instrument: str) -> dict[str, Any]:
+def rubin_row(record: Mapping[str, Any], instrument: str) -> dict[str, Any]:
     """The row of one Rubin alert record: its diaSource fields as they are."""
     source = record["diaSource"]
     row: dict[str, Any] = {k: v for k, v in source.items() if _scalar(v)}
@@ -153,7 +153,7 @@ def alert_rows(
             elif row["instrument"] is None:
                 del row["instrument"]
         elif isinstance(record.get("diaSource"), Mapping):
-            row, fmt = _rubin_row(record, instrument or "LSSTCam"), "rubin"
+            row, fmt = rubin_row(record, instrument or "LSSTCam"), "rubin"
         else:
             raise InputError(
                 f"{path}: record {index} is neither a ZTF alert (candidate) "

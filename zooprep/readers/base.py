@@ -38,6 +38,7 @@ from zooprep.readers.where import Expr, to_mask, unknown_column
 __all__ = [
     "ReadFailure",
     "SourceReader",
+    "StreamReader",
     "failure_id",
     "image_group",
     "kept_positions",
@@ -120,6 +121,53 @@ class SourceReader(Protocol):
 
     def group(self, row: Mapping[str, Any]) -> str | None:
         """The image group of a row: rows of one group share their images."""
+        ...
+
+
+@runtime_checkable
+class StreamReader(Protocol):
+    """A source read as it arrives (a Kafka topic), batch by batch.
+
+    Select records each batch's rows and failures in the run, then calls
+    `commit`: what was committed is never read again, what was not is.
+    """
+
+    kind: str
+    id_column: str
+    instrument: str | None
+
+    def open(self) -> Any:
+        """Connect (select calls it first)."""
+        ...
+
+    def close(self) -> None:
+        """Disconnect (select calls it last, also after an error)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the rows come from, without secrets."""
+        ...
+
+    @property
+    def paths(self) -> Sequence[str]:
+        """Files read (none for a stream)."""
+        ...
+
+    @property
+    def failures(self) -> Sequence[ReadFailure]:
+        """Failures outside batches (none for a stream)."""
+        ...
+
+    def batches(self) -> Iterator[Any]:
+        """Batches with ``rows``, ``failures``, ``messages`` until the stream ends."""
+        ...
+
+    def commit(self, batch: Any) -> None:
+        """Mark a recorded batch as read."""
+        ...
+
+    def group(self, row: Mapping[str, Any]) -> str | None:
+        """The image group of a row."""
         ...
 
 

@@ -6,6 +6,10 @@
   an upper limit.
 - **Rubin alerts**: ``diaSource``, ``prvDiaSources`` (detections) and
   ``prvDiaForcedSources`` (forced photometry), ``psfFlux`` / ``psfFluxErr``.
+- **Alert brokers and streams** (Lasair, Fink, ALeRCE, Lasair's Kafka
+  topics): the object's history that select wrote into the run
+  (``RUN/history/<broker>-<id>.json``, named by the row's ``_history_path``);
+  alerts read from a stream keep theirs in the alert written into the run.
 - **APDB**: the ``DiaSource`` rows (and ``DiaForcedSource`` rows, when that
   table exists) of the source's ``diaObjectId``, one query per chunk of
   objects (`APDB_CHUNK`), never one per source.
@@ -18,6 +22,7 @@ history gets a light curve of its own point.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,12 +33,13 @@ from zooprep.lightcurves import DETECTION, FORCED, LIMIT, LightCurve, LightCurve
 from zooprep.options import SelectOptions
 from zooprep.photometry import mag_to_njy, ztf_flux
 from zooprep.readers.apdb import ApdbReader, parse_description
-from zooprep.vocabulary import ZTF_BANDS, finite_number
+from zooprep.vocabulary import BROKER_KINDS, ZTF_BANDS, finite_number
 
 __all__ = [
     "APDB_CHUNK",
     "AlertHistory",
     "ApdbHistory",
+    "BrokerHistory",
     "RowHistory",
     "history_source",
     "light_curves_for",
@@ -318,13 +324,70 @@ class RowHistory:
             yield sid, row_light_curve(sid, row)
 
 
+class BrokerHistory:
+    """Light curves from the object histories a broker select wrote in the run."""
+
+    def light_curves(
+        self, rows: Sequence[tuple[int, Mapping[str, Any]]]
+    ) -> Iterator[tuple[int, LightCurve | str]]:
+        """``(source_id, light curve or why not)`` per row; each file read once.
+
+        Rows of alerts read from a stream (``_alert_path``) get theirs from
+        the alert itself (`~zooprep.lightcurves.AlertHistory`).
+        """
+        alerts = [(sid, row) for sid, row in rows if row.get("_alert_path")]
+        if alerts:
+            yield from AlertHistory().light_curves(alerts)
+        histories: dict[str, dict[str, Any] | str] = {}
+        for sid, row in rows:
+            if row.get("_alert_path"):
+                continue
+            path = row.get("_history_path")
+            if not path:
+                yield sid, row_light_curve(sid, row)
+                continue
+            path = str(path)
+            if path not in histories:
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        histories[path] = json.load(f)
+                except (OSError, ValueError) as exc:
+                    histories[path] = f"light curve: cannot read {path} ({exc})"
+            doc = histories[path]
+            if isinstance(doc, str):
+                yield sid, doc
+                continue
+            sources = [s for s in doc.get("sources") or [] if isinstance(s, Mapping)]
+            own = next(
+                (s for s in sources if s.get("diaSourceId") == sid),
+                {
+                    k: row.get(k)
+                    for k in (
+                        "diaSourceId",
+                        "midpointMjdTai",
+                        "band",
+                        "psfFlux",
+                        "psfFluxErr",
+                    )
+                },
+            )
+            record = {
+                "diaSource": {**own, "diaObjectId": doc.get("diaObjectId")},
+                "prvDiaSources": sources,
+                "prvDiaForcedSources": doc.get("forced") or [],
+            }
+            yield sid, rubin_light_curve(sid, record)
+
+
 def history_source(
     select: SelectOptions | None,
-) -> AlertHistory | ApdbHistory | RowHistory:
+) -> AlertHistory | ApdbHistory | BrokerHistory | RowHistory:
     """Where the histories of a run's sources come from (its select settings)."""
     kind = select.kind if select is not None else None
     if kind == "alerts":
         return AlertHistory()
+    if kind in BROKER_KINDS:
+        return BrokerHistory()
     if select is not None and kind == "apdb" and select.source:
         url, schema = parse_description(str(select.source))
         return ApdbHistory(url, select.schema or schema)

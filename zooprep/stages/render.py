@@ -31,7 +31,7 @@ from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import Run, cutout_relpath, decode_row, saved_count
 from zooprep.scatterplot import scatter_plot_json
-from zooprep.vocabulary import BUTLER_DATASET_TYPES, reason_key
+from zooprep.vocabulary import BUTLER_DATASET_TYPES, STAMP_KINDS, reason_key
 
 __all__ = ["RenderResult", "RowResult", "TaskResult", "render"]
 
@@ -323,6 +323,14 @@ def _image_source(options: RenderOptions, kind: str | None) -> ImageSource:
         from zooprep.images.stamps import AlertStamps
 
         return AlertStamps()
+    if kind in ("lasair", "fink", "alerce"):
+        from zooprep.images.brokers import BrokerCutouts
+
+        return BrokerCutouts()
+    if kind == "kafka":
+        from zooprep.images.brokers import StreamImages
+
+        return StreamImages()
     raise InputError(
         "no images given: use --science/--template/--difference path "
         "templates or --butler REPO"
@@ -354,7 +362,7 @@ def _resolve_options(run: Run, given: RenderOptions, kind: str | None) -> Render
     saved = run.settings.render
     if saved is None:
         base = RenderOptions.defaults()
-        if kind == "alerts":
+        if kind in STAMP_KINDS:
             base = base.merge(sizes=())
     else:
         base = saved

@@ -45,13 +45,14 @@ from typing import Any
 import numpy as np
 
 from zooprep import interrupt
-from zooprep.errors import InputError, RunError
+from zooprep.errors import InputError, RateLimited, RunError
 from zooprep.files import remove_temporary, storage_guard
 from zooprep.options import SelectOptions, parse_stratify
 from zooprep.progress import NullReporter, Reporter
-from zooprep.readers.base import ReadFailure, SourceReader, failure_id
-from zooprep.readers.where import Expr, combine, parse_where, sugar
+from zooprep.readers.base import ReadFailure, SourceReader, StreamReader, failure_id
+from zooprep.readers.where import Expr, combine, parse_where, sugar, to_mask
 from zooprep.run import STATUSES, Run, saved_count
+from zooprep.vocabulary import BROKER_KINDS
 
 __all__ = ["SelectResult", "open_reader", "sample_ids", "select"]
 
@@ -76,11 +77,15 @@ class SelectResult:
     duplicate_ids : list of int
         The first few duplicated ids.
     failed : int
-        Alert files that could not be read (recorded as failed rows).
+        Alert files that could not be read, broker objects that could not be
+        used or stream messages that were not alerts (recorded as failed rows).
     source : str
         What was read (URL without password, file or glob).
     failures : list of ReadFailure
-        The unreadable files and why.
+        The unreadable files (objects, messages) and why.
+    what : str
+        What the failures were: ``unreadable files``, ``unusable objects``
+        or ``bad messages``.
     """
 
     selected: int = 0
@@ -90,6 +95,7 @@ class SelectResult:
     failed: int = 0
     source: str = ""
     failures: list[ReadFailure] = field(default_factory=list)
+    what: str = "unreadable files"
 
     def __str__(self) -> str:
         parts = [f"selected {self.selected} sources from {self.source}"]
@@ -99,7 +105,7 @@ class SelectResult:
             shown = ", ".join(str(i) for i in self.duplicate_ids)
             parts.append(f"{self.duplicates} duplicated ids skipped (e.g. {shown})")
         if self.failed:
-            parts.append(f"{self.failed} unreadable files recorded as failed")
+            parts.append(f"{self.failed} {self.what} recorded as failed")
         return "; ".join(parts)
 
 
@@ -276,23 +282,33 @@ def _apdb_config(path: str | os.PathLike[str]) -> tuple[str, str | None, str]:
     )
 
 
-def open_reader(options: SelectOptions) -> SourceReader:
+def open_reader(
+    options: SelectOptions, run: str | os.PathLike[str] | None = None
+) -> SourceReader | StreamReader:
     """The reader of the one source ``options`` names (not opened yet).
 
     Parameters
     ----------
     options : SelectOptions
-        ``apdb``, ``catalog``, ``alerts`` or ``apdb_config`` names the source;
-        ``schema``, ``id_column``, ``rename`` and ``instrument`` configure
-        its reader.
+        ``apdb``, ``catalog``, ``alerts``, ``apdb_config``, a broker
+        (``lasair_query``, ``lasair_objects``, ``fink_objects``,
+        ``alerce_objects``) or ``kafka`` names the source; the other fields
+        configure its reader.
+    run : path, optional
+        The run directory: brokers and streams keep what they read there.
 
     Returns
     -------
     SourceReader
         An `~zooprep.readers.apdb.ApdbReader`,
-        `~zooprep.readers.catalog.CatalogReader` or
-        `~zooprep.readers.alerts.AlertReader`.
+        `~zooprep.readers.catalog.CatalogReader`,
+        `~zooprep.readers.alerts.AlertReader`, a broker reader
+        (`~zooprep.readers.lasair.LasairReader`, ...) or
+        `~zooprep.readers.kafka.KafkaReader`.
     """
+    broker = _broker_reader(options, run)
+    if broker is not None:
+        return broker
     apdb, schema, prefix = options.apdb, options.schema, ""
     if options.apdb_config:
         apdb, config_schema, prefix = _apdb_config(options.apdb_config)
@@ -324,7 +340,104 @@ def open_reader(options: SelectOptions) -> SourceReader:
             id_column=options.id_column or None,
             instrument=options.instrument or None,
         )
-    raise InputError("give exactly one of --apdb, --catalog, --alerts or --apdb-config")
+    raise InputError("give exactly one source (see zooprep select --help)")
+
+
+def _broker_reader(
+    options: SelectOptions, run: str | os.PathLike[str] | None
+) -> SourceReader | StreamReader | None:
+    """The broker or stream reader ``options`` asks for, or None."""
+    o = options
+    common: dict[str, Any] = {"store": run, "instrument": o.instrument or None}
+    if o.kafka:
+        from zooprep.readers.kafka import KafkaReader, parse_config
+
+        assert o.topic
+        assert run is not None
+        return KafkaReader(
+            o.kafka,
+            o.topic,
+            group=o.group or None,
+            max_messages=o.max,
+            until_idle=o.until_idle,
+            schema_registry=o.schema_registry or None,
+            config=parse_config(o.kafka_config),
+            lasair_web=o.lasair_web,
+            **common,
+        )
+    if not (
+        o.lasair_query
+        or o.lasair_objects
+        or o.fink_objects
+        or o.fink_tag
+        or o.alerce_objects
+        or o.alerce_query
+    ):
+        return None
+    from zooprep.readers.brokers import object_ids, parse_rate
+
+    common.update(per_object=o.per_object, max_wait=float(o.broker_wait))
+    if o.lasair_query or o.lasair_objects:
+        from zooprep.readers.lasair import LasairReader
+
+        rate = parse_rate(o.lasair_rate, "--lasair-rate")
+        if o.lasair_query:
+            return LasairReader(
+                query=o.lasair_query,
+                endpoint=o.lasair_endpoint,
+                rate=rate,
+                **common,
+            )
+        assert o.lasair_objects
+        ids = object_ids(o.lasair_objects, "--lasair-objects")
+        return LasairReader(ids, endpoint=o.lasair_endpoint, rate=rate, **common)
+    if o.fink_objects or o.fink_tag:
+        from zooprep.readers.fink import FinkReader
+
+        if o.fink_tag:
+            return FinkReader(tag=o.fink_tag, endpoint=o.fink_endpoint, **common)
+        assert o.fink_objects
+        ids = object_ids(o.fink_objects, "--fink-objects")
+        return FinkReader(ids, endpoint=o.fink_endpoint, **common)
+    from zooprep.readers.alerce import AlerceReader
+
+    if o.alerce_query:
+        return AlerceReader(query=o.alerce_query, **common)
+    assert o.alerce_objects
+    return AlerceReader(object_ids(o.alerce_objects, "--alerce-objects"), **common)
+
+
+def _stream(
+    handle: Run, reader: StreamReader, expr: Expr | None, reporter: Reporter
+) -> SelectResult:
+    """Read a stream batch by batch: record each batch, then commit its offsets.
+
+    A batch's rows and its bad messages (failed rows) are in the run before
+    its offsets are committed, so a kill in between reads the batch again:
+    nothing is lost, and the ids already recorded are kept as they are.
+    """
+    result = SelectResult(source=reader.describe(), what="bad messages")
+    reporter.start("select", getattr(reader, "max_messages", None))
+    for batch in reader.batches():
+        rows = batch.rows
+        if expr is not None and rows:
+            import pandas as pd
+
+            frame = pd.DataFrame(rows).convert_dtypes()
+            mask = np.asarray(to_mask(expr, frame), dtype=bool)
+            rows = [r for r, keep in zip(rows, mask, strict=True) if keep]
+        added = handle.add_sources(rows, reader.id_column, group=reader.group)
+        _record_failures(handle, reader, batch.failures)
+        reader.commit(batch)
+        result.selected += added.added
+        result.already_in_run += added.already_in_run
+        result.duplicates += len(added.duplicates)
+        result.failed += len(batch.failures)
+        result.failures.extend(batch.failures)
+        reporter.advance(batch.messages, failed=len(batch.failures))
+    reporter.finish()
+    interrupt.check(result.selected)
+    return result
 
 
 # -- the stage --------------------------------------------------------------------------
@@ -352,7 +465,7 @@ def _counted(
 
 
 def _record_failures(
-    run: Run, reader: SourceReader, failures: Sequence[ReadFailure]
+    run: Run, reader: SourceReader | StreamReader, failures: Sequence[ReadFailure]
 ) -> None:
     """Record unreadable files as failed rows; retire those now read fine."""
     id_column = reader.id_column
@@ -455,7 +568,7 @@ def _saved(path: Path) -> str:
 def _select(
     path: Path,
     options: SelectOptions,
-    given_reader: SourceReader | None,
+    given_reader: SourceReader | StreamReader | None,
     reporter: Reporter | None,
 ) -> SelectResult:
     """`select` with validated options."""
@@ -477,11 +590,15 @@ def _select(
     )
     existing = (path / Run.STATE).is_file()
     handle = Run.open(path) if existing else None
-    reader: SourceReader | None = None
+    reader: SourceReader | StreamReader | None = None
     try:
-        reader = given_reader if given_reader is not None else open_reader(o)
+        reader = given_reader if given_reader is not None else open_reader(o, path)
+        if handle is None and getattr(reader, "store", None) is not None:
+            # Brokers and streams keep what they read in the run: make it first.
+            handle = Run.create(path)
         reader.open()
-        reader.check(expr, parse_stratify(stratify)[0])
+        if not isinstance(reader, StreamReader):
+            reader.check(expr, parse_stratify(stratify)[0])
         request = o.merge(
             kind=reader.kind,
             source=reader.describe(),
@@ -527,6 +644,8 @@ def _select(
             )
         )
 
+        if isinstance(reader, StreamReader):
+            return _stream(handle, reader, expr, reporter)
         ids: np.ndarray | None = None
         if sample:
             assert seed is not None
@@ -543,6 +662,9 @@ def _select(
         interrupt.check(added.added)
         failures = list(reader.failures)
         _record_failures(handle, reader, failures)
+        stopped = getattr(reader, "stopped", None)
+        if stopped is not None:  # a broker's rate limit ended reading early
+            raise RateLimited(added.added, str(stopped.what))
         if failures:
             reporter.advance(0, failed=len(failures))
         reporter.finish()
@@ -554,6 +676,9 @@ def _select(
             failed=len(failures),
             source=reader.describe(),
             failures=failures,
+            what="unusable objects"
+            if reader.kind in BROKER_KINDS
+            else "unreadable files",
         )
         if added.duplicates:
             log.warning(
