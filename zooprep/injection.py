@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from zooprep.errors import InputError
+from zooprep.options import PSF_CHOICES
 
 __all__ = [
     "AB_NJY_ZEROPOINT",
@@ -74,12 +75,11 @@ __all__ = [
     "measure_psf",
     "place",
     "require_photutils",
+    "sky_and_noise",
 ]
 
 log = logging.getLogger(__name__)
 
-#: ``--psf`` choices: the first usable of psfimage, epsf, gaussian; or one of them.
-PSF_CHOICES = ("auto", "psfimage", "epsf", "gaussian")
 PSFKind = Literal["psfimage", "epsf", "gaussian"]
 
 #: Fewest stars an effective PSF is built from; fewer give a Gaussian.
@@ -559,7 +559,7 @@ def measure_psf(
     require_photutils()
     data = np.asarray(science, dtype=float)
     bad = ~np.isfinite(data) if bad is None else (bad | ~np.isfinite(data))
-    sky, noise = _sky(data, bad)
+    sky, noise = sky_and_noise(data, bad)
     guess = header_fwhm(header)
     fwhm0 = guess[0] if guess else 3.0
     stars = _find_stars(data - sky, bad, fwhm0, noise, saturation, sky)
@@ -620,7 +620,7 @@ def _image_fwhm(image: np.ndarray) -> float:
     return float(2.0 * math.sqrt(2.0 * math.log(2.0)) * math.sqrt(max(var, 1e-6)))
 
 
-def _sky(data: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
+def sky_and_noise(data: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
     """Sigma-clipped median and standard deviation of the good pixels."""
     from astropy.stats import sigma_clipped_stats
 
@@ -651,7 +651,7 @@ def _detected(
     smooth = convolve(clean, kernel, boundary="extend", normalize_kernel=True)
     # measured, not sigma / sqrt(kernel area): a difference image's noise is
     # correlated between pixels, so smoothing lowers it less than that
-    _, smooth_noise = _sky(smooth, bad)
+    _, smooth_noise = sky_and_noise(smooth, bad)
     found = np.zeros(image.shape, dtype=bool)
     signs = (1.0, -1.0) if both_signs else (1.0,)
     for sign in signs:
@@ -743,8 +743,8 @@ def allowed_map(
     if ny > 2 * margin and nx > 2 * margin:
         ok[margin : ny - margin, margin : nx - margin] = True
     ok &= ~binary_dilation(bad, structure=_disk(psf.half))
-    sky_s, _ = _sky(sci, bad)
-    sky_d, _ = _sky(dif, bad)
+    sky_s, _ = sky_and_noise(sci, bad)
+    sky_d, _ = sky_and_noise(dif, bad)
     ok &= ~_detected(sci - sky_s, bad, psf.fwhm, both_signs=False)
     ok &= ~_detected(dif - sky_d, bad, psf.fwhm, both_signs=True)
     blocked = np.zeros(sci.shape, dtype=bool)
@@ -896,7 +896,7 @@ def flux_noise(
         raise InputError("no blank sky to measure the noise on")
     picks = candidates[rng.integers(candidates.size, size=n)]
     bad = ~np.isfinite(difference)
-    sky, noise = _sky(np.asarray(difference, dtype=float), bad)
+    sky, noise = sky_and_noise(np.asarray(difference, dtype=float), bad)
     fluxes = []
     for k in picks:
         iy, ix = divmod(int(k), allowed.shape[1])

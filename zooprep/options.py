@@ -9,6 +9,7 @@ Python API refuses exactly what the command line refuses.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -23,6 +24,8 @@ __all__ = [
     "MAX_SIZE",
     "MIN_SIZE",
     "PICTURE_OPTIONS",
+    "PSF_CHOICES",
+    "FakesOptions",
     "RenderOptions",
     "SelectOptions",
     "UploadOptions",
@@ -398,3 +401,116 @@ class SelectOptions:
         if self.stratify and not self.sample:
             raise InputError("--stratify needs --sample N")
         parse_stratify(self.stratify)
+
+
+#: ``zooprep fakes --psf`` choices: the first usable of a PSF image, an
+#: effective PSF and a Gaussian of the seeing, or one of them
+#: (see `zooprep.injection`).
+PSF_CHOICES = ("auto", "psfimage", "epsf", "gaussian")
+
+
+def parse_mag_range(text: str) -> tuple[float, float]:
+    """``"20:25"`` as ``(20.0, 25.0)``, or InputError.
+
+    Examples
+    --------
+    >>> parse_mag_range("20:24.5")
+    (20.0, 24.5)
+    """
+    parts = str(text).split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise InputError(
+            f"--mag {text!r} is not BRIGHT:FAINT in AB magnitudes (e.g. 20:25)"
+        ) from None
+    return low, high
+
+
+@dataclass(frozen=True)
+class FakesOptions:
+    """Which known answers ``zooprep fakes`` adds to a run.
+
+    Parameters
+    ----------
+    count : int or None
+        Fakes to inject, spread over the run's images in proportion to their
+        sources (None with ``truth_column``).
+    mag : tuple of float
+        ``(bright, faint)`` AB magnitudes; fakes are uniform in magnitude.
+    seed : int
+        Seed of every random choice (positions, magnitudes, noise, streams):
+        the same seed gives the same fakes.
+    training : float
+        Share of the known answers that are training subjects (feedback,
+        their own subject set); the rest are blind (no feedback, mixed into
+        the ordinary set).  Chosen per fake.
+    psf : {'auto', 'psfimage', 'epsf', 'gaussian'}
+        How each image's PSF is had (`zooprep.injection`).
+    zeropoint : float or None
+        AB magnitude of one count, for images whose header gives none.
+    gain : float or None
+        Electrons per count, for images whose header gives none (use the
+        effective gain of a stack: gain times the number of exposures averaged).
+    separation : float or None
+        Least distance in pixels from a fake to another fake or to any of the
+        run's sources (default: half the diagonal of the largest cutout, and
+        far enough that two fakes' stamps never overlap).
+    truth_column : str or None
+        Instead of injecting: the column that says which sources are known
+        real (true, 1, ``real``, ``injected``) or known bogus (``bogus``,
+        ``artefact``); other values (false, 0, empty) leave a source unknown.
+    truth_mag : str or None
+        With ``truth_column``: the column of the injected magnitude.
+    """
+
+    count: int | None = None
+    mag: tuple[float, float] = (20.0, 25.0)
+    seed: int = 0
+    training: float = 0.0
+    psf: str = "auto"
+    zeropoint: float | None = None
+    gain: float | None = None
+    separation: float | None = None
+    truth_column: str | None = None
+    truth_mag: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.truth_column is None:
+            if self.count is None:
+                raise InputError(
+                    "give --count N (fakes to inject) or --truth-column COL"
+                )
+            if self.count < 1:
+                raise InputError(f"--count must be at least 1, not {self.count}")
+        elif self.count is not None:
+            raise InputError(
+                "--count injects fakes, --truth-column marks sources already "
+                "there: give one of them"
+            )
+        if self.truth_mag is not None and self.truth_column is None:
+            raise InputError("--truth-mag goes with --truth-column")
+        low, high = (float(v) for v in self.mag)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise InputError(
+                f"--mag {low:g}:{high:g}: give BRIGHT:FAINT with BRIGHT < FAINT"
+            )
+        object.__setattr__(self, "mag", (low, high))
+        if not 0.0 <= self.training <= 1.0:
+            raise InputError(f"--training must be between 0 and 1, not {self.training}")
+        if self.psf not in PSF_CHOICES:
+            raise InputError(
+                f"--psf must be one of {', '.join(PSF_CHOICES)}, not {self.psf!r}"
+            )
+        for name in ("zeropoint", "gain", "separation"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"--{name} must be a positive number, not {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain table (for ``zooprep.toml``)."""
+        out = asdict(self)
+        out["mag"] = list(self.mag)
+        return out

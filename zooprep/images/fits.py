@@ -90,6 +90,7 @@ from zooprep.images.cutting import (
     cut_group,
 )
 from zooprep.images.fitsimage import FitsImage, _log_warnings, image_hdu
+from zooprep.images.injected import Injection
 from zooprep.images.remote import is_url, open_remote, pool, require
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
@@ -299,6 +300,9 @@ class CachedImages:
 
     cache_bytes: int
     _cache: ImageCache | None = None
+    #: Fakes to add to the science and difference images of the group being
+    #: cut (set by render for each group that has them).
+    injection: Injection | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -451,5 +455,5 @@ class FitsImages(CachedImages):
                 yield Failed(source_id, key[1])
             return
         yield from cut_group(
-            self.cache, key, batch, sizes, use_footprint, self.position
+            self.cache, key, batch, sizes, use_footprint, self.position, self.injection
         )

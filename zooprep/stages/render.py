@@ -11,6 +11,7 @@ rows of the tasks that were in flight (the files are replaced whole).
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
@@ -24,7 +25,9 @@ import numpy as np
 from zooprep import interrupt
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
+from zooprep.images import absolute, from_settings
 from zooprep.images.base import Cutouts, Failed, ImageSource
+from zooprep.images.injected import load_injection, load_plans, plan_key
 from zooprep.options import MAX_FILE_BYTES, PICTURE_OPTIONS, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
@@ -90,6 +93,7 @@ class _Task:
     history: Any = None
     lightcurve: Any = None
     lightcurve_json: bool = False
+    injection: Any = None  # the fakes of these rows' images (zooprep fakes)
 
 
 #: What the files of one source are called after ``<id>``, in location order:
@@ -210,7 +214,11 @@ def _draw_rows(
         from zooprep.lightcurves import light_curves_for
 
         curves = light_curves_for(task.history, items)
-    for item in task.images.cutouts(items, task.sizes, task.use_footprint):
+    images = task.images
+    if task.injection is not None:  # the same source, cutting these images with fakes
+        images = copy.copy(images)
+        images.injection = task.injection  # type: ignore[attr-defined]
+    for item in images.cutouts(items, task.sizes, task.use_footprint):
         if interrupt.requested():
             return  # rendering in this process (--jobs 1): stop between rows
         if isinstance(item, Failed):
@@ -263,51 +271,6 @@ def _draw_rows(
             _write(run / rel_np, data)
             files.append(rel_np)
         out.append((item.source_id, "rendered", files, item.padded, notes))
-
-
-def _image_source(settings: Mapping[str, Any], kind: str | None) -> ImageSource:
-    """Build the image source described by ``[render.images]`` or implied by the run."""
-    if settings.get("butler"):
-        from zooprep.images.butler import ButlerImages
-
-        names = {
-            "science_type": "science",
-            "template_type": "template",
-            "difference_type": "difference",
-            "position": "position",
-        }
-        kwargs = {names[k]: settings[k] for k in names if k in settings}
-        return ButlerImages(
-            settings["butler"], settings.get("collections") or [], **kwargs
-        )
-    paths = [settings.get(k) for k in ("science", "template", "difference")]
-    if any(paths):
-        if not all(paths):
-            raise InputError("give all three of --science, --template and --difference")
-        from zooprep.images.fits import FitsImages
-
-        science, template, difference = (str(p) for p in paths)
-        return FitsImages(
-            science, template, difference, position=settings.get("position", "auto")
-        )
-    if kind == "alerts":
-        from zooprep.images.stamps import AlertStamps
-
-        return AlertStamps()
-    raise InputError(
-        "no images given: use --science/--template/--difference path "
-        "templates or --butler REPO"
-    )
-
-
-def _absolute(images: Mapping[str, Any]) -> dict[str, Any]:
-    """Anchor relative path templates at the current directory, so a resumed run finds them."""
-    out = dict(images)
-    for key in ("science", "template", "difference", "butler"):
-        value = out.get(key)
-        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
-            out[key] = os.path.join(os.getcwd(), value)
-    return out
 
 
 def _columns(run: Run) -> list[str]:
@@ -367,6 +330,19 @@ def _tasks(
         history = history_source(run.settings.get("select", {}))
         curve_renderer = LightCurveRenderer(opts.lightcurve)
 
+    plans = load_plans(run.path)
+    injections: dict[str, Any] = {}
+
+    def injection(key: Any) -> Any:
+        """The fakes of one image, loaded once (None when it has none)."""
+        text = plan_key(key)
+        if text not in plans:
+            return None
+        if text not in injections:
+            injections.clear()  # images come in order: keep one at a time
+            injections[text] = load_injection(plans[text])
+        return injections[text]
+
     def task(rows: list[tuple[int, int, dict[str, Any]]]) -> _Task:
         return _Task(
             str(run.path),
@@ -381,6 +357,7 @@ def _tasks(
             history=history,
             lightcurve=curve_renderer,
             lightcurve_json=opts.lightcurve_json,
+            injection=injection(key),
         )
 
     rows: list[tuple[int, int, dict[str, Any]]] = []
@@ -492,12 +469,12 @@ def _render(
         saved = r.settings.get("render", {})
         image_settings = dict(saved.get("images", {}))
         if isinstance(images, Mapping):
-            image_settings.update(_absolute(images))
+            image_settings.update(absolute(images))
         opts = _resolve_options(r, options, kind, force)
         source = (
             images
             if images is not None and not isinstance(images, Mapping)
-            else _image_source(image_settings, kind)
+            else from_settings(image_settings, kind)
         )
         source.check(_columns(r))
         if renderer is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -37,6 +38,7 @@ from zooprep.panoptes import download_classification_export
 from zooprep.progress import NullReporter, Reporter
 from zooprep.results_report import render_report
 from zooprep.run import Run, atomic_write, storage_guard
+from zooprep.skill import Vote
 from zooprep.stages.export import (
     EXPORT_COLUMNS,
     HIDDEN_ID_KEY,
@@ -54,6 +56,7 @@ from zooprep.stages.export import (
     _vtext,
     _Wanted,
 )
+from zooprep.stages.known import KnownReport, analyse
 from zooprep.vocabulary import PRODUCTION, is_flag_column
 
 __all__ = [
@@ -75,6 +78,9 @@ PIPELINE_COLUMNS = ("ra", "dec", "band", "snr")
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 RESULTS_HTML = "results.html"
+#: Written when the run has known answers (``zooprep fakes``).
+COMPLETENESS_CSV = "completeness.csv"
+VOLUNTEERS_CSV = "volunteers.csv"
 
 _REAL_WORDS = {"real", "yes", "true", "astrophysical", "transient"}
 _BOGUS_WORDS = {"not", "no", "bogus", "fake", "artifact", "artefact", "false"}
@@ -115,6 +121,7 @@ class ResultsResult:
     task: str = "T0"
     real_answer: str = ""
     paths: list[Path] = field(default_factory=list)
+    known: KnownReport | None = None
 
     def __str__(self) -> str:
         skipped = sum(self.skipped.values())
@@ -124,7 +131,17 @@ class ResultsResult:
             f"classifications used of {self.rows} rows (workflow "
             f"{self.workflow_id}, task {self.task}); {skipped} skipped"
             + (f" ({detail})" if detail else "")
+            + _known_text(self.known)
         )
+
+
+def _known_text(known: KnownReport | None) -> str:
+    """The known answers' part of the summary line."""
+    if known is None:
+        return ""
+    fit = known.fits.get(("consensus", "mag"))
+    m50 = f", consensus 50 % at mag {fit.x50:.2f} +- {fit.x50_err:.2f}" if fit else ""
+    return f"; known answers: {known.real} real, {known.bogus} bogus{m50}"
 
 
 # -- reading the export --------------------------------------------------------
@@ -145,6 +162,7 @@ def results(
     endpoint: str = PRODUCTION,
     timeout: float = 60.0,
     force: bool = False,
+    reliability_threshold: float = 0.5,
     reporter: Reporter | None = None,
 ) -> ResultsResult:
     """Join a classification export to the run's sources.
@@ -184,6 +202,9 @@ def results(
         Seconds before one request of ``download`` is abandoned and retried.
     force : bool
         Overwrite earlier results.
+    reliability_threshold : float
+        The pipeline score at which the pipeline says real, for its
+        completeness and purity on the known answers (`zooprep fakes`).
     reporter : zooprep.progress.Reporter, optional
         Progress over the export's rows.
 
@@ -215,6 +236,14 @@ def results(
     ``workflow_versions``, then the pipeline's score (``reliability``, or
     ``drb``/``rb``), ``ra``, ``dec``, ``band``, ``snr`` and every flag column
     present in the sources (names containing ``flag``, and ``isDipole``).
+
+    When the run has known answers (``zooprep fakes``) the table gains
+    ``known`` (``real``/``bogus``), ``known_origin``, ``known_stream``,
+    ``fake_mag``, ``fake_snr``, ``swap_real_probability`` and ``swap_real``
+    (`zooprep.stages.known`), and ``RUN/completeness.csv`` (completeness per
+    classifier and bin of magnitude and S/N, with the 50 % points) and
+    ``RUN/volunteers.csv`` (each volunteer's confusion matrix and skill) are
+    written beside it.
     """
     reporter = reporter or NullReporter()
     if classifications is None and not download:
@@ -229,6 +258,10 @@ def results(
         raise InputError(f"timeout must be positive, not {timeout}")
     agg = _load_aggregation()
 
+    if not math.isfinite(reliability_threshold):
+        raise InputError(
+            f"--reliability-threshold must be a number, not {reliability_threshold}"
+        )
     with storage_guard(run, lambda: "results not written"), Run.open(run) as r:
         outputs = [r.path / n for n in (RESULTS_CSV, RESULTS_PARQUET, RESULTS_HTML)]
         existing = [p.name for p in outputs if p.exists()]
@@ -277,6 +310,7 @@ def results(
         state.skipped["duplicate"] += int(table["n_duplicates"].sum())
         real = _pick_real_answer(answers, state.labels, real_answer, agg)
         score, files = _add_columns(r, table, answers, real)
+        known = _known_answers(r, table, subjects, real, score, reliability_threshold)
 
         result = ResultsResult(
             subjects=len(table),
@@ -290,6 +324,7 @@ def results(
             workflow_id=workflow,
             task=task,
             real_answer=real,
+            known=known,
         )
         for reason, n in result.skipped.items():
             log.info("skipped %d rows: %s (%s)", n, reason, SKIP_REASONS[reason])
@@ -313,7 +348,7 @@ def results(
         atomic_write(outputs[0], csv_bytes)
         atomic_write(outputs[1], buf.getvalue())
         atomic_write(outputs[2], page.encode("utf-8"))
-        result.paths = outputs
+        result.paths = outputs + _write_known(r, known)
         r.save_settings(
             "results",
             {
@@ -466,6 +501,61 @@ def _add_columns(
     for col in pipeline:
         table[col] = [rows.get(i, {}).get(col) for i in ids]
     return score, {i: files.get(i) for i in ids}
+
+
+def _votes(subjects: dict[str, _Subject], real: str) -> list[Vote]:
+    """Each volunteer's first vote on each subject: whether it said real."""
+    out = []
+    for subject in subjects.values():
+        first: dict[str, _Vote] = {}
+        for vote in sorted(
+            subject.votes, key=lambda v: (v.created_at, v.classification_id)
+        ):
+            first.setdefault(vote.volunteer, vote)
+        out += [
+            Vote(v.volunteer, subject.source_id, bool(v.extract.get(real)))
+            for v in first.values()
+        ]
+    return out
+
+
+def _known_answers(
+    r: Run,
+    table: Any,
+    subjects: dict[str, _Subject],
+    real: str,
+    score: str | None,
+    threshold: float,
+) -> KnownReport | None:
+    """Measure volunteers and pipeline on the run's known answers (None without)."""
+    known = r.known_answers()
+    if not known:
+        return None
+    return analyse(
+        table,
+        _votes(subjects, real),
+        known,
+        real_answer=real,
+        score=score,
+        threshold=threshold,
+    )
+
+
+def _write_known(r: Run, known: KnownReport | None) -> list[Path]:
+    """``completeness.csv`` and ``volunteers.csv`` (nothing without known answers)."""
+    import pandas as pd
+
+    if known is None:
+        return []
+    written = []
+    for name, rows in (
+        (COMPLETENESS_CSV, known.completeness_rows()),
+        (VOLUNTEERS_CSV, known.volunteer_rows()),
+    ):
+        data = pd.DataFrame.from_records(rows).to_csv(index=False, lineterminator="\n")
+        atomic_write(r.path / name, data.encode("utf-8"))
+        written.append(r.path / name)
+    return written
 
 
 def _parquet_safe(table: Any) -> Any:
