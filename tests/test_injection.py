@@ -254,7 +254,10 @@ def test_one_seed_gives_the_same_fakes_and_another_does_not(decam: dict) -> None
 
 
 def test_a_gaussian_psf_is_the_measured_seeing_when_asked(decam: dict) -> None:
-    psf = inj.measure_psf(decam["science"], decam["header"], choice="gaussian")
+    saturation, _ = inj.header_saturation(decam["header"]) or (None, "")
+    psf = inj.measure_psf(
+        decam["science"], decam["header"], choice="gaussian", saturation=saturation
+    )
     assert psf.kind == "gaussian"
     assert "measured on" in psf.how
     assert psf.fwhm == pytest.approx(decam["psf"].fwhm, rel=0.05)

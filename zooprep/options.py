@@ -26,6 +26,7 @@ __all__ = [
     "PICTURE_OPTIONS",
     "PSF_CHOICES",
     "FakesOptions",
+    "Feedback",
     "RenderOptions",
     "SelectOptions",
     "UploadOptions",
@@ -218,7 +219,12 @@ class UploadOptions:
     workflow : str or None
         A workflow of the project to link the subject set to (once; a
         workflow that does not exist or belongs to another project is
-        refused before anything is uploaded).
+        refused before anything is uploaded).  The feedback rule the
+        manifest's training subjects name must be defined in its task.
+    training_set, training_set_id : str or None
+        The subject set (by name, created when absent, or by id) the
+        manifest's training subjects (``#training_subject``) go to, apart
+        from the ordinary ones; needed when the manifest has any.
     """
 
     project: str
@@ -230,8 +236,12 @@ class UploadOptions:
     timeout: float = 60.0
     verify: bool = True
     workflow: str | None = None
+    training_set: str | None = None
+    training_set_id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.training_set is not None and self.training_set_id is not None:
+            raise InputError("give one of --training-set and --training-set-id")
         if bool(self.subject_set_id) == bool(self.subject_set):
             raise InputError(
                 "give exactly one of subject_set_id (--subject-set-id) and "
@@ -514,3 +524,71 @@ class FakesOptions:
         out = asdict(self)
         out["mag"] = list(self.mag)
         return out
+
+
+#: The fields a feedback message may name, filled per subject.
+MESSAGE_FIELDS = ("mag", "snr")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The Zooniverse feedback rule the manifest writes on training subjects.
+
+    Parameters
+    ----------
+    rule : str
+        The rule's id, as defined in the workflow task's feedback section.
+    real_answer : int
+        Zero-based index of the task's answer that means real.
+    bogus_answer : int or None
+        Index of the answer that means bogus (needed when known-bogus
+        subjects are training subjects).
+    success, failure : str or None
+        Messages of this subject's rule (the workflow's defaults otherwise);
+        ``{mag}`` and ``{snr}`` are replaced by the fake's magnitude and S/N.
+    """
+
+    rule: str
+    real_answer: int
+    bogus_answer: int | None = None
+    success: str | None = None
+    failure: str | None = None
+
+    def __post_init__(self) -> None:
+        import string
+
+        if not str(self.rule).strip():
+            raise InputError("--feedback needs the rule id defined in the workflow")
+        if self.real_answer < 0:
+            raise InputError(
+                f"--real-answer is the answer's index from 0, not {self.real_answer}"
+            )
+        if self.bogus_answer is not None and (
+            self.bogus_answer < 0 or self.bogus_answer == self.real_answer
+        ):
+            raise InputError(
+                f"--bogus-answer {self.bogus_answer} must be another answer's index "
+                "from 0"
+            )
+        for flag, text in (
+            ("--success-message", self.success),
+            ("--failure-message", self.failure),
+        ):
+            if not text:
+                continue
+            try:
+                names = [
+                    f for _, f, _, _ in string.Formatter().parse(text) if f is not None
+                ]
+            except ValueError as exc:
+                raise InputError(f"{flag} {text!r}: {exc}") from None
+            bad = [n for n in names if n.split(":")[0] not in MESSAGE_FIELDS]
+            if bad:
+                raise InputError(
+                    f"{flag} names {{{bad[0]}}}; a message may name "
+                    + ", ".join(f"{{{f}}}" for f in MESSAGE_FIELDS)
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain table (for ``zooprep.toml``)."""
+        return asdict(self)

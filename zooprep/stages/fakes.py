@@ -76,7 +76,7 @@ DEFAULT_SIZE = 30
 
 _REAL = {"real", "injected", "fake", "transient", "true", "yes", "1"}
 _BOGUS = {"bogus", "artefact", "artifact", "artifacts", "artefacts", "junk"}
-_UNKNOWN = {"", "false", "no", "0", "none", "nan", "null", "unknown"}
+_UNKNOWN = {"", "false", "f", "no", "n", "0", "none", "nan", "null", "unknown"}
 
 
 @dataclass
@@ -316,7 +316,7 @@ def _inject(
     injected = [a for a in known.values() if a.origin == "injected"]
     saved = r.settings.get("fakes", {})
     if injected:
-        if saved.get("options") == options.to_dict():
+        if _plain(saved.get("options") or {}) == _plain(options.to_dict()):
             return FakesResult(already=len(injected))
         if not force:
             raise SettingsMismatch(
@@ -400,6 +400,15 @@ def _inject(
         result.psf[kind] = result.psf.get(kind, 0) + 1
     log.info("%s", result)
     return result
+
+
+def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options as ``zooprep.toml`` keeps them (no None values, lists of floats)."""
+    return {
+        k: [float(x) for x in v] if isinstance(v, list | tuple) else v
+        for k, v in options.items()
+        if v is not None
+    }
 
 
 def _groups(r: Run, source: ImageSource, skip: set[int]) -> list[_Group]:

@@ -53,10 +53,19 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from zooprep import interrupt
 from zooprep.errors import InputError
+from zooprep.feedback import TRAINING_KEY, feedback_keys
 from zooprep.files import atomic_file
+from zooprep.options import Feedback
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import Run, Source, remove_temporary, storage_guard
-from zooprep.vocabulary import CONTENT_TYPES, ID_TEXT_KEY, is_flag_column
+from zooprep.run import KnownAnswer, Run, Source, remove_temporary, storage_guard
+from zooprep.vocabulary import (
+    CONTENT_TYPES,
+    ID_TEXT_KEY,
+    KNOWN_ANSWER_KEY,
+    KNOWN_MAG_KEY,
+    KNOWN_SNR_KEY,
+    is_flag_column,
+)
 
 __all__ = [
     "DEFAULT_METADATA",
@@ -195,6 +204,8 @@ def manifest(
     index: Sequence[str] | None = None,
     split: int | None = None,
     layout: str | None = None,
+    feedback: Feedback | None = None,
+    truth_metadata: bool | None = None,
     reporter: Reporter | None = None,
 ) -> ManifestResult:
     """Write the run's manifest: one CSV row per rendered source.
@@ -237,6 +248,16 @@ def manifest(
         ``#zooprep_id``, ``#location:N`` and bare ``<key>`` headers, so that
         ``panoptes subject-set upload-subjects`` gives subjects the intended
         metadata keys (``zooprep upload`` reads it too).
+    feedback : Feedback, optional
+        Write the Zooniverse feedback keys (``#feedback_1_id``,
+        ``#feedback_1_answer`` ...) on the run's training subjects
+        (``zooprep fakes --training``), never on blind ones.
+    truth_metadata : bool, optional
+        Write the known answers as hidden metadata (``#known_answer``,
+        ``#fake_mag``, ``#fake_snr``, ``#training_subject``) when the run has
+        them (default true).  Hidden keys are not shown by the classifier but
+        the API returns them to anyone who asks; `zooprep.results` reads the
+        truth from the run, so false keeps it off Zooniverse.
     reporter : Reporter, optional
         Progress callbacks.
 
@@ -262,9 +283,9 @@ def manifest(
     where = run.path if isinstance(run, Run) else Path(run)
     with storage_guard(where, lambda: "manifest not written"):
         if isinstance(run, Run):
-            return _write(run, *choices, reporter)
+            return _write(run, *choices, reporter, feedback, truth_metadata)
         with Run.open(run) as r:
-            return _write(r, *choices, reporter)
+            return _write(r, *choices, reporter, feedback, truth_metadata)
 
 
 def _write(
@@ -278,6 +299,8 @@ def _write(
     split: int | None,
     kind: str | None,
     reporter: Reporter | None,
+    feedback: Feedback | None = None,
+    truth_metadata: bool | None = None,
 ) -> ManifestResult:
     """Body of `manifest` on an open run."""
     reporter = reporter or NullReporter()
@@ -303,6 +326,7 @@ def _write(
             f"run {run.path} has no rendered source; run 'zooprep render' first"
         )
     id_column = _id_column(run, first)
+    known = _KnownCells.of(run, saved, feedback, truth_metadata)
     layout = _layout(
         first,
         id_column,
@@ -313,6 +337,7 @@ def _write(
         _max_locations(run),
         url_root,
         kind,
+        known.keys,
     )
     total = _count_listed(run)
     prefix = _prefix(run, path.parent.resolve())
@@ -334,7 +359,7 @@ def _write(
             for src in _listed(run):
                 # Stopped (SIGTERM, Ctrl-C): abandon; the old manifest stays.
                 interrupt.check(0, "(manifest not written)")
-                cells = _cells(run, src, layout, prefix)
+                cells = _cells(run, src, layout, prefix, known)
                 if cells is None:
                     result.failed += 1
                     reporter.advance(1, failed=1)
@@ -364,13 +389,14 @@ def _write(
     run.save_settings(
         "manifest",
         {
-            "metadata": list(layout.columns),
-            "keys": list(layout.keys),
+            "metadata": [c for c in layout.columns if c not in known.keys],
+            "keys": [k for k in layout.keys if k not in known.keys],
             "id_column": id_column,
             "url_root": url_root,
             "layout": kind,
             "output": str(path) if path != run.path / "manifest.csv" else None,
             "split": split,
+            **known.settings(),
             "rows": result.rows,
             "sha256": digest.hexdigest(),
             "written": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -379,6 +405,101 @@ def _write(
     )
     logger.info("%s", result)
     return result
+
+
+class _KnownCells:
+    """The known answers' metadata: truth, training flag and feedback keys.
+
+    On a known-answer subject: ``#known_answer`` (``real``/``bogus``),
+    ``#fake_mag`` and ``#fake_snr`` (injected), ``#training_subject``
+    (``true`` on training subjects, Caesar's key), and with a `Feedback` the
+    ``#feedback_1_*`` keys on training subjects only.  Other subjects' cells
+    are empty (upload leaves empty known-answer keys out).
+    """
+
+    def __init__(
+        self,
+        known: dict[int, KnownAnswer],
+        feedback: Feedback | None,
+        truth: bool,
+    ) -> None:
+        self.known = known
+        self.feedback = feedback
+        self.truth = truth and bool(known)
+        keys: list[str] = []
+        if self.truth:
+            keys += [KNOWN_ANSWER_KEY, KNOWN_MAG_KEY, KNOWN_SNR_KEY, TRAINING_KEY]
+        if feedback is not None:
+            keys += list(feedback_keys(feedback.rule, 0, "x", "x"))
+        self.keys: tuple[str, ...] = tuple(keys)
+
+    @classmethod
+    def of(
+        cls,
+        run: Run,
+        saved: dict[str, Any],
+        feedback: Feedback | None,
+        truth: bool | None,
+    ) -> _KnownCells:
+        """The run's known answers with these choices (or the saved ones)."""
+        known = run.known_answers()
+        if feedback is None and saved.get("feedback"):
+            feedback = Feedback(**saved["feedback"])
+        if truth is None:
+            truth = bool(saved.get("truth_metadata", True))
+        if feedback is not None:
+            training = [a for a in known.values() if a.stream == "training"]
+            if not training:
+                raise InputError(
+                    f"--feedback {feedback.rule}: {run.path} has no training subjects "
+                    "(zooprep fakes --training chooses them); feedback on blind "
+                    "fakes would tell volunteers which subjects are fakes"
+                )
+            if feedback.bogus_answer is None and any(
+                a.truth == "bogus" for a in training
+            ):
+                raise InputError(
+                    f"--feedback {feedback.rule}: some training subjects are known "
+                    "bogus; give --bogus-answer (the index of the answer that means "
+                    "bogus)"
+                )
+        return cls(known, feedback, truth)
+
+    def settings(self) -> dict[str, Any]:
+        """The choices, for ``zooprep.toml``."""
+        return {
+            "feedback": self.feedback.to_dict() if self.feedback else None,
+            "truth_metadata": self.truth or not self.known,
+        }
+
+    def cells(self, source_id: int) -> dict[str, str]:
+        """The known-answer cells of one source (empty strings where none)."""
+        out = dict.fromkeys(self.keys, "")
+        answer = self.known.get(source_id)
+        if answer is None:
+            return out
+        if self.truth:
+            out[KNOWN_ANSWER_KEY] = answer.truth
+            out[KNOWN_MAG_KEY] = "" if answer.mag is None else f"{answer.mag:.3f}"
+            out[KNOWN_SNR_KEY] = "" if answer.snr is None else f"{answer.snr:.2f}"
+            out[TRAINING_KEY] = "true" if answer.stream == "training" else ""
+        fb = self.feedback
+        if fb is not None and answer.stream == "training":
+            index = fb.real_answer if answer.truth == "real" else fb.bogus_answer
+            assert index is not None
+            fields = {
+                "mag": "" if answer.mag is None else f"{answer.mag:.1f}",
+                "snr": "" if answer.snr is None else f"{answer.snr:.0f}",
+            }
+            out.update(
+                feedback_keys(
+                    fb.rule,
+                    index,
+                    fb.success.format(**fields) if fb.success else None,
+                    fb.failure.format(**fields) if fb.failure else None,
+                )
+            )
+        return out
 
 
 def _remove_own_temporary(path: Path) -> None:
@@ -524,8 +645,13 @@ def _layout(
     locations: int,
     url_root: str | None,
     kind: str = "import",
+    known_keys: Sequence[str] = (),
 ) -> _Layout:
-    """Resolve the metadata columns and their prefixes."""
+    """Resolve the metadata columns and their prefixes.
+
+    ``known_keys`` (the known answers' keys, `_KnownCells`) come after the
+    catalog columns, already prefixed.
+    """
     available = [k for k in first.row if not str(k).startswith("_")]
     if id_column not in available:
         available.insert(0, id_column)
@@ -585,6 +711,14 @@ def _layout(
             keys.append("!" + col)
         else:
             keys.append(col)
+    clash = [k for k in known_keys if k in keys]
+    if clash:
+        raise InputError(
+            f"metadata column {clash[0][1:]} would give the key {clash[0]}, which "
+            "zooprep writes for the known answers; leave it out of --metadata"
+        )
+    columns += list(known_keys)
+    keys += list(known_keys)
     if kind == "panoptes-cli" and ID_TEXT_COLUMN in keys:
         raise InputError(
             f"metadata column {ID_TEXT_COLUMN[1:]} would give the key "
@@ -609,7 +743,9 @@ def _visibility_lists(layout: _Layout) -> dict[str, list[str]]:
     return out
 
 
-def _cells(run: Run, src: Source, layout: _Layout, prefix: str) -> list[str] | None:
+def _cells(
+    run: Run, src: Source, layout: _Layout, prefix: str, known: _KnownCells
+) -> list[str] | None:
     """The CSV cells of one source, or None (recorded as failed) when its file is gone."""
     files = _uploadable(src.files)
     root = str(run.path)
@@ -630,7 +766,11 @@ def _cells(run: Run, src: Source, layout: _Layout, prefix: str) -> list[str] | N
         locations = [prefix + f for f in files]
     locations += [""] * (layout.locations - len(locations))
     values = []
+    extra = known.cells(src.id)
     for col in layout.columns:
+        if col in extra:
+            values.append(_escape(extra[col]))
+            continue
         value = src.id if col == layout.id_column else src.row.get(col)
         values.append(_escape(_text(value)))
     if layout.kind == "panoptes-cli":
