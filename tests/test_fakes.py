@@ -230,7 +230,7 @@ def test_fakes_on_an_alert_run_point_to_the_truth_column(
     with pytest.raises(InputError, match="--truth-column") as err:
         fakes(path, FakesOptions(count=4, zeropoint=30.0))
     assert "alert" in str(err.value)
-    with pytest.raises(InputError, match="no source .* has a column 'label'"):
+    with pytest.raises(InputError, match=r"no source .* has a column 'label'"):
         fakes(path, FakesOptions(truth_column="label"))
     # a column does mark known answers on an alert run (here: every positive
     # difference, 't', as real; 'f' leaves a source unknown)
