@@ -50,7 +50,8 @@ def _made(
         zooprep.render(
             path,
             images=None if options is not None else IMAGES,
-            options={"sizes": (30,), "numpy": True},
+            sizes=(30,),
+            numpy=True,
             jobs=1,
         )
     return path
@@ -179,7 +180,7 @@ def test_running_fakes_again_does_nothing_and_other_settings_are_refused(
     other = FakesOptions(count=5, mag=(19.0, 23.5), seed=4, zeropoint=30.0)
     with pytest.raises(SettingsMismatch, match="--force"):
         fakes(path, other)
-    replaced = fakes(path, other, force=True)
+    replaced = fakes(path, other.merge(force=True))
     assert replaced.added == 5
     known, sources = _sources(path)
     assert len(known) == 5

@@ -87,7 +87,7 @@ def test_ztf_stamps_without_wcs_get_a_scale_bar_from_the_camera(
 ) -> None:
     run = tmp_path / "run"
     zooprep.select(run, alerts=str(test_data / "ztf_alerts" / "ampel" / "5*.avro"))
-    zooprep.render(run, options={"annotate": True}, jobs=1)
+    zooprep.render(run, annotate=True, jobs=1)
     pngs = sorted((run / "cutouts").rglob("*.png"))
     assert pngs
     for path in pngs:

@@ -18,7 +18,7 @@ from PIL import Image
 import zooprep
 from zooprep.cli import cli
 from zooprep.errors import InputError, ManifestEditError
-from zooprep.options import UploadOptions
+from zooprep.options import RenderOptions, UploadOptions
 from zooprep.panoptes import RetryPolicy
 from zooprep.run import Run
 from zooprep.stages.manifest import DEFAULT_METADATA, ID_TEXT_COLUMN
@@ -43,7 +43,7 @@ def _apdb_rows(apdb: Path, limit: int) -> list[dict]:
 def _make_run(path: Path, apdb: Path, n: int = N_SOURCES, chunk: int = 10) -> Path:
     """A run whose first ``n - 2`` sources are rendered to small real PNGs (+ .npy)."""
     with Run.create(path) as run:
-        run.save_settings("render", {"chunk_size": chunk})
+        run.save(RenderOptions(chunk_size=chunk))
         run.add_sources(_apdb_rows(apdb, n), "diaSourceId")
         for src in run.iter_sources():
             if src.seq >= n - 2:
@@ -114,10 +114,11 @@ def test_manifest_lists_rendered_sources_with_exact_ids_and_safe_prefixes(run_di
         assert row["metadata:band"] == src.row["band"]
         assert float(row["metadata:!ra"]) == src.row["ra"]  # full precision
         assert float(row["metadata:#reliability"]) == src.row["reliability"]
-    settings = Run.open(run_dir, lock=False).settings["manifest"]
-    assert settings["hidden"] == ["diaSourceId", "reliability", "snr", "diaObjectId"]
-    assert settings["talk_only"] == ["visit", "detector", "ra", "dec"]
-    assert settings["rows"] == result.rows
+    settings = Run.open(run_dir, lock=False).settings.manifest
+    assert settings is not None
+    assert settings.hidden == ("diaSourceId", "reliability", "snr", "diaObjectId")
+    assert settings.talk_only == ("visit", "detector", "ra", "dec")
+    assert settings.rows == result.rows
 
 
 def test_metadata_choices_are_saved_and_reused(run_dir):
@@ -138,8 +139,9 @@ def test_metadata_choices_are_saved_and_reused(run_dir):
     ]
     # A second call without flags reuses what zooprep.toml saved.
     with Run.open(run_dir) as run:
-        saved = run.settings["manifest"]
-        assert saved["index"] == ["band"]
+        saved = run.settings.manifest
+        assert saved is not None
+        assert saved.index == ("band",)
         zooprep.manifest(run)
     assert list(_read(run_dir / "manifest.csv")[0].keys()) == list(header)
 
@@ -305,7 +307,7 @@ def test_panoptes_cli_layout_writes_the_metadata_keys_as_headers(run_dir):
     assert all(p[0] == lines[0] for p in parts)
     assert [line for p in parts for line in p[1:]] == lines[1:]
     with Run.open(run_dir, lock=False) as run:
-        assert run.settings["manifest"]["layout"] == "panoptes-cli"
+        assert run.settings.manifest.layout == "panoptes-cli"
     assert _review(run_dir).layout == "panoptes-cli"
 
     # Saved and reused; the import layout is one flag away.

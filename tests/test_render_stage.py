@@ -81,7 +81,7 @@ def test_render_writes_one_png_per_source_named_by_id_in_chunk_folders(
     tmp_path: Path, decam: dict[str, str]
 ) -> None:
     run = _select(tmp_path)
-    result = zooprep.render(run, images=decam, options={"chunk_size": 10}, jobs=1)
+    result = zooprep.render(run, images=decam, chunk_size=10, jobs=1)
     assert (result.rendered, result.failed, result.padded) == (N - 1, 1, 1)
     state = {s[0]: s for s in _state(run)}
     with Run.open(run, lock=False) as r:
@@ -114,8 +114,8 @@ def test_render_twice_renders_nothing_new_and_changed_settings_need_force(
     assert again.skipped == N - 1
     assert _pngs(run) == before
     with pytest.raises(SettingsMismatch, match="--force"):
-        zooprep.render(run, options={"sizes": (32, 64)}, jobs=1)
-    forced = zooprep.render(run, options={"sizes": (32, 64)}, jobs=1, force=True)
+        zooprep.render(run, sizes=(32, 64), jobs=1)
+    forced = zooprep.render(run, sizes=(32, 64), jobs=1, force=True)
     assert forced.rendered == N - 1
 
 
@@ -123,7 +123,7 @@ def test_numpy_cutouts_are_saved_beside_the_png(
     tmp_path: Path, decam: dict[str, str]
 ) -> None:
     run = _select(tmp_path, n=5)
-    zooprep.render(run, images=decam, options={"numpy": True, "sizes": (30,)}, jobs=1)
+    zooprep.render(run, images=decam, numpy=True, sizes=(30,), jobs=1)
     with Run.open(run, lock=False) as r:
         src = next(r.iter_sources(["rendered"]))
     png, npy = src.files
@@ -306,7 +306,9 @@ def test_a_picture_over_zooniverse_1mb_limit_fails_its_row_with_the_reason(
     result = zooprep.render(
         run,
         images=noise,
-        options={"sizes": (250, 250, 250), "scale": 2, "cmap": "bone"},
+        sizes=(250, 250, 250),
+        scale=2,
+        cmap="bone",
         jobs=1,
     )
     assert (result.rendered, result.failed) == (0, 2)

@@ -23,6 +23,7 @@ import zooprep
 from tests.exportgen import ExportBuilder, Row, simulate
 from zooprep.cli import cli
 from zooprep.errors import AuthError, InputError, RunError
+from zooprep.options import UploadOptions
 from zooprep.run import Run
 
 WORKFLOW = 101
@@ -454,7 +455,7 @@ def test_results_download_fetches_the_project_export(
     with pytest.raises(InputError, match="no upload settings naming a project"):
         zooprep.results(setup.run, download=True, endpoint=standin.url)
     with Run.open(setup.run) as run:
-        run.save_settings("upload", {"project": standin.project_id})
+        run.save(UploadOptions.record(project=standin.project_id))
     with pytest.raises(AuthError, match="no Panoptes credentials"):
         zooprep.results(setup.run, download=True, endpoint=standin.url)
     monkeypatch.setenv("PANOPTES_USERNAME", standin.username)

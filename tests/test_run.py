@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import zooprep
 from tests.killing import kill_at_random, timed_run
 from zooprep.errors import InputError, RunError, RunLocked
+from zooprep.options import RenderOptions, UploadOptions
 from zooprep.run import FORMAT_VERSION, Run
 
 BIG_ID = 506428274000265570  # a real ci_dc2 diaSourceId: above 2**53
@@ -245,20 +247,54 @@ def test_a_read_only_run_directory_is_reported_and_unchanged(tmp_path: Path) -> 
 
 def test_settings_survive_and_are_toml(tmp_path: Path) -> None:
     with Run.create(tmp_path / "run") as run:
-        run.save_settings(
-            "render",
-            {
-                "sizes": [32, 64],
-                "cmap": "bone",
-                "images": {"science": "a/{visit}.fits"},
-            },
+        run.save(
+            RenderOptions(
+                sizes=[32, 64], cmap="bone", images={"science": "a/{visit}.fits"}
+            )
         )
     with Run.open(tmp_path / "run") as run:
-        assert run.settings["render"] == {
-            "sizes": [32, 64],
-            "cmap": "bone",
-            "images": {"science": "a/{visit}.fits"},
-        }
+        render = run.settings.render
+        assert render is not None
+        assert render.sizes == (32, 64)
+        assert render.cmap == "bone"
+        assert render.images.science == "a/{visit}.fits"
+        assert render.annotate is False  # not saved: its default
+    document = tomllib.loads((tmp_path / "run" / "zooprep.toml").read_text())
+    assert document["render"] == {
+        "options": {"sizes": [32, 64], "cmap": "bone"},
+        "images": {"science": "a/{visit}.fits"},
+    }
+
+
+def test_saving_one_section_keeps_the_others_even_those_zooprep_does_not_know(
+    tmp_path: Path,
+) -> None:
+    with Run.create(tmp_path / "run") as run:
+        run.save(RenderOptions(sizes=[32]))
+    path = tmp_path / "run" / "zooprep.toml"
+    path.write_text(path.read_text() + '\n[mytool]\nnote = "kept"\n')
+    with Run.open(tmp_path / "run") as run:
+        run.save(UploadOptions.record(project="1", subject_set_id="2"))
+        assert run.settings.sections == ("render", "mytool", "upload")
+        assert run.settings.upload.project == "1"
+    document = tomllib.loads(path.read_text())
+    assert document["mytool"] == {"note": "kept"}
+    assert document["render"]["options"] == {"sizes": [32]}
+
+
+def test_a_bad_value_in_zooprep_toml_is_one_line_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    with Run.create(tmp_path / "run") as run:
+        run.save(RenderOptions(sizes=[32]))
+    path = tmp_path / "run" / "zooprep.toml"
+    path.write_text("[render.options]\nsizes = [2000]\n")  # edited by hand
+    with Run.open(tmp_path / "run") as run, pytest.raises(RunError) as info:
+        run.settings  # noqa: B018
+    assert str(info.value) == (
+        f"{path} [render] sizes: 2000 is out of range; each size must be "
+        "between 3 and 1024 pixels"
+    )
 
 
 # -- kill -9 at random moments -------------------------------------------------
@@ -345,7 +381,7 @@ def test_status_json_shows_counts_failures_and_the_next_command(tmp_path: Path) 
         run.update(0, status="rendered", files=["cutouts/0/0.png"])
         run.mark_failed(1, "render", "source is off the image: /data/x.fits")
         run.mark_failed(2, "render", "source is off the image: /data/y.fits")
-        run.save_settings("render", {"images": {"science": "x"}})
+        run.save(RenderOptions(images={"science": "x"}))
     result = CliRunner().invoke(cli, ["status", str(tmp_path / "run"), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -417,8 +453,9 @@ def test_a_full_state_database_raises_its_own_error_and_keeps_earlier_rows(
         first = run.add_sources(
             ({"diaSourceId": i, "visit": 1} for i in range(100)), "diaSourceId"
         )
-        pages = run.db.execute("PRAGMA page_count").fetchone()[0]
-        run.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        # The test reaches the (private) connection to set SQLite's page limit.
+        pages = run._db.execute("PRAGMA page_count").fetchone()[0]
+        run._db.execute(f"PRAGMA max_page_count = {pages + 2}")
         with pytest.raises(sqlite3.OperationalError, match="full"):
             run.add_sources(
                 (
@@ -428,7 +465,7 @@ def test_a_full_state_database_raises_its_own_error_and_keeps_earlier_rows(
                 "diaSourceId",
                 batch=1000,
             )
-        assert not run.db.in_transaction
+        assert not run._db.in_transaction
         assert first.added == 100
     with Run.open(tmp_path / "run") as run:
         assert len(run) == 100  # the failed batch was rolled back whole

@@ -67,10 +67,11 @@ def test_select_whole_apdb_keeps_64bit_ids_groups_and_instrument(apdb_sqlite, tm
     groups = pd.Series([g for _, g, _ in rows]).value_counts().to_dict()
     assert groups == {"943296/168": 164, "982985/164": 126}
     with Run.open(tmp_path / "run", lock=False) as run:
-        settings = run.settings["select"]
-    assert settings["kind"] == "apdb"
-    assert settings["instrument"] == "LSSTCam-imSim"
-    assert settings["id_column"] == "diaSourceId"
+        settings = run.settings.select
+    assert settings is not None
+    assert settings.kind == "apdb"
+    assert settings.instrument == "LSSTCam-imSim"
+    assert settings.id_column == "diaSourceId"
 
 
 def test_where_filter_selects_what_sql_selects(apdb_sqlite, tmp_path):
@@ -140,7 +141,7 @@ def test_sample_is_reproducible_and_seed_dependent(apdb_sqlite, tmp_path):
 def test_sample_without_seed_saves_the_seed_it_drew(apdb_sqlite, tmp_path):
     zooprep.select(tmp_path / "a", apdb=apdb_url(apdb_sqlite), sample=25)
     with Run.open(tmp_path / "a", lock=False) as run:
-        seed = run.settings["select"]["seed"]
+        seed = run.settings.select.seed
     zooprep.select(tmp_path / "b", apdb=apdb_url(apdb_sqlite), sample=25, seed=seed)
     assert run_ids(tmp_path / "a") == run_ids(tmp_path / "b")
 
@@ -228,7 +229,7 @@ def test_append_adds_new_ids_only_and_keeps_rendered_state(apdb_sqlite, tmp_path
         assert s1 is not None
         assert (s0.status, s0.files) == ("rendered", ["cutouts/0/x.png"])
         assert (s1.status, s1.subject_id) == ("uploaded", "123")
-        history = run.settings["select"]["history"]
+        history = run.settings.select.history
     assert len(history) == 1
     assert "apdb" in history[0]
     assert run_ids(tmp_path / "run")[:10] == first
@@ -391,7 +392,7 @@ def test_apdb_config_reads_through_lsst_dax_apdb_or_says_it_is_needed(
     assert result.selected == direct.selected > 0
     assert run_rows(tmp_path / "run") == run_rows(tmp_path / "direct")
     with Run.open(tmp_path / "run", lock=False) as run:
-        assert run.settings["select"]["apdb_config"] == str(config)
+        assert run.settings.select.apdb_config == str(config)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------
@@ -434,8 +435,8 @@ def test_postgres_password_never_saved_or_shown(apdb_postgres, tmp_path):
     assert password not in str(result)
     assert password not in (tmp_path / "run" / "zooprep.toml").read_text()
     with Run.open(tmp_path / "run", lock=False) as run:
-        assert run.settings["select"]["schema"] == "apdb"
-        assert run.settings["select"]["instrument"] == "LSSTCam-imSim"
+        assert run.settings.select.schema == "apdb"
+        assert run.settings.select.instrument == "LSSTCam-imSim"
 
 
 @pytest.mark.postgres

@@ -90,7 +90,9 @@ def test_frames_are_the_triplets_panels_pixel_for_pixel(
     result = zooprep.render(
         run,
         images=images,
-        options={"sizes": (24, 48), "layout": "both", "annotate": annotate},
+        sizes=(24, 48),
+        layout="both",
+        annotate=annotate,
         jobs=1,
     )
     assert result.rendered == 6
@@ -123,7 +125,7 @@ def test_frames_layout_alone_writes_only_the_frames_in_the_documented_order(
     decam_run: tuple[Path, dict[str, str]],
 ) -> None:
     run, images = decam_run
-    zooprep.render(run, images=images, options={"layout": "frames"}, jobs=1)
+    zooprep.render(run, images=images, layout="frames", jobs=1)
     for sid, files in _files(run).items():
         assert [Path(f).name for f in files] == [
             f"{sid}_1_template.png",
@@ -138,7 +140,7 @@ def test_changing_the_layout_of_a_rendered_run_needs_force(
     run, images = decam_run
     zooprep.render(run, images=images, jobs=1)
     with pytest.raises(zooprep.SettingsMismatch, match="layout"):
-        zooprep.render(run, options={"layout": "both"}, jobs=1)
+        zooprep.render(run, layout="both", jobs=1)
 
 
 def test_lightcurve_json_without_lightcurve_is_refused_with_exit_2(
@@ -220,9 +222,7 @@ def test_alert_light_curves_hold_every_point_of_the_packets_per_band(
         (packets / Path(f).name).symlink_to(f)
     run = tmp_path / "run"
     zooprep.select(run, alerts=str(packets / "*.avro"))
-    result = zooprep.render(
-        run, options={"lightcurve": "flux", "lightcurve_json": True}, jobs=1
-    )
+    result = zooprep.render(run, lightcurve="flux", lightcurve_json=True, jobs=1)
     assert result.failed == 0
     assert result.rendered > 0
     expected: dict[int, dict[tuple[str, int], int]] = {}
@@ -283,7 +283,8 @@ def test_apdb_run_renders_light_curves_with_every_point_of_the_object(
     result = zooprep.render(
         run,
         images=FlatImages(),
-        options={"lightcurve": "flux", "lightcurve_json": True},
+        lightcurve="flux",
+        lightcurve_json=True,
         jobs=1,
     )
     assert result.rendered == len(objects) == 290
@@ -305,7 +306,7 @@ def test_a_source_without_history_gets_a_light_curve_of_its_one_point(
     decam_run: tuple[Path, dict[str, str]],
 ) -> None:
     run, images = decam_run
-    result = zooprep.render(run, images=images, options={"lightcurve": "mag"}, jobs=1)
+    result = zooprep.render(run, images=images, lightcurve="mag", jobs=1)
     assert result.failed == 0
     assert result.notes == {"light curves of one point (no history)": 6}
     assert "6 light curves of one point" in str(result)
@@ -413,7 +414,9 @@ def test_preview_shows_every_location_of_a_subject_in_chromium(
     zooprep.render(
         run,
         images=images,
-        options={"layout": "both", "lightcurve": "flux", "lightcurve_json": True},
+        layout="both",
+        lightcurve="flux",
+        lightcurve_json=True,
         jobs=1,
     )
     page = zooprep.preview(run)
@@ -444,10 +447,11 @@ def test_cli_renders_an_alert_run_as_frames_and_light_curves_for_the_manifest(
     )
     assert out.exit_code == 0, out.output
     with Run.open(run, lock=False) as r:
-        options = r.settings["render"]["options"]
-    assert options["layout"] == "both"
-    assert options["lightcurve"] == "flux"
-    assert options["lightcurve_json"] is True
+        options = r.settings.render
+    assert options is not None
+    assert options.layout == "both"
+    assert options.lightcurve == "flux"
+    assert options.lightcurve_json is True
     assert runner.invoke(cli, ["manifest", str(run)]).exit_code == 0
     with open(run / "manifest.csv", newline="") as fh:
         header = next(iter(fh)).strip().split(",")

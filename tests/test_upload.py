@@ -114,10 +114,11 @@ def test_upload_makes_one_linked_subject_per_source_with_its_png(
     )
     assert "1000" in first.metadata.values()  # the first source's visit
     with Run.open(run, lock=False) as opened:
-        saved = opened.settings["upload"]
-    assert saved["subject_set_id"] == panoptes_standin.subject_set_id
-    assert saved["endpoint"] == panoptes_standin.url
-    assert saved["project"] == panoptes_standin.project_id
+        saved = opened.settings.upload
+    assert saved is not None
+    assert saved.subject_set_id == panoptes_standin.subject_set_id
+    assert saved.endpoint == panoptes_standin.url
+    assert saved.project == panoptes_standin.project_id
     again = zooprep.upload(run, options(panoptes_standin), retry=FAST)
     assert (again.created, again.skipped, again.failed) == (0, 24, 0)
     assert "24 already linked" in str(again)
@@ -449,7 +450,7 @@ def test_dry_run_checks_everything_and_uploads_nothing(
     assert panoptes_standin.subjects() == []
     with Run.open(run, lock=False) as opened:
         assert opened.counts()["rendered"] == 5
-        assert "upload" not in opened.settings
+        assert opened.settings.upload is None
 
 
 def test_credentials_are_never_written_or_logged(
@@ -500,8 +501,7 @@ def test_import_route_creates_each_subject_once(
     for _ in range(2):
         result = zooprep.upload(
             run,
-            options(panoptes_standin),
-            via="import",
+            options(panoptes_standin, via="import"),
             publish=panoptes_standin.register_file,
             retry=FAST,
         )

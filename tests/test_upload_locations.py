@@ -168,8 +168,7 @@ def test_import_route_sends_every_location(panoptes_standin, tmp_path, monkeypat
     login_env(monkeypatch, panoptes_standin)
     result = zooprep.upload(
         run,
-        options(panoptes_standin),
-        via="import",
+        options(panoptes_standin, via="import"),
         publish=panoptes_standin.register_file,
         retry=FAST,
     )

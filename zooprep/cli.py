@@ -25,8 +25,16 @@ import click
 import zooprep
 from zooprep import interrupt
 from zooprep.errors import Interrupted, ZooprepError
-from zooprep.options import PICTURE_OPTIONS, SelectOptions, UploadOptions
-from zooprep.vocabulary import PRODUCTION, STAGING
+from zooprep.options import (
+    FakesOptions,
+    ImageOptions,
+    ManifestOptions,
+    Options,
+    RenderOptions,
+    ResultsOptions,
+    SelectOptions,
+    UploadOptions,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -286,6 +294,31 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
 RUN = click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 
 
+def flag(
+    options: type[Options], name: str, *, decl: str | None = None, **kw: Any
+) -> Callable[[F], F]:
+    """The click option of field ``name`` of an options class.
+
+    Its flag, help line (with the default) and choices come from
+    `zooprep.options`; ``kw`` gives what only click needs (``type``,
+    ``is_flag``, ``multiple``, ``metavar``...).  A flag that is not given
+    passes nothing, so the stage merges what was given over the run's saved
+    settings.
+    """
+    spelled = decl or options.flag(name)
+    assert spelled, f"{options.__name__}.{name} has no flag"
+    choices = options.choices(name)
+    if choices and "type" not in kw:
+        kw["type"] = click.Choice(choices)
+    kw.setdefault("default", None)
+    return click.option(spelled, name, help=options.help(name), **kw)
+
+
+def _given(kw: dict[str, Any]) -> dict[str, Any]:
+    """The flags that were given (click passes None, or () for a repeatable one)."""
+    return {k: v for k, v in kw.items() if v is not None and v != ()}
+
+
 # -- the group ----------------------------------------------------------------
 
 
@@ -319,79 +352,27 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 
 @cli.command()
 @RUN
-@click.option(
-    "--apdb",
-    metavar="URL",
-    help="SQLAlchemy URL of a Rubin APDB, e.g. sqlite:///apdb.sqlite3 or "
-    "postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass).",
-)
-@click.option(
-    "--catalog",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A catalog file: CSV, Parquet, FITS or ECSV table with DiaSource "
-    "column names.",
-)
-@click.option(
-    "--alerts",
-    metavar="GLOB",
-    help="ZTF or Rubin Avro alert packets, e.g. 'alerts/*.avro'.",
-)
-@click.option(
-    "--apdb-config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="An APDB config file read through lsst-dax-apdb (optional extra).",
-)
-@click.option(
-    "--schema",
-    metavar="NAME",
-    help="Database schema (PostgreSQL namespace) holding the APDB tables.",
-)
-@click.option(
-    "--where",
-    metavar="EXPR",
-    help='Filter, e.g. \'reliability > 0.5 and band == "r" and not '
-    "pixelFlags_edge'. Comparisons joined by and/or/not.",
-)
-@click.option(
-    "--visit", multiple=True, type=int, help="Only these visits (repeatable)."
-)
-@click.option(
-    "--detector", multiple=True, type=int, help="Only these detectors (repeatable)."
-)
-@click.option("--band", multiple=True, help="Only these bands (repeatable).")
-@click.option("--reliability-min", type=float, help="Keep reliability >= this.")
-@click.option("--reliability-max", type=float, help="Keep reliability <= this.")
-@click.option("--limit", type=int, help="At most N sources.")
-@click.option(
-    "--sample",
-    type=int,
-    help="A random sample of N sources (reproducible with --seed).",
-)
-@click.option("--seed", type=int, default=None, help="Random seed for --sample.")
-@click.option(
-    "--stratify",
-    metavar="COLUMN:BINS",
-    help="Spread --sample evenly over BINS bins of COLUMN, e.g. reliability:10.",
-)
-@click.option(
-    "--id-column",
-    metavar="NAME",
-    help="Column holding the source id (default diaSourceId, or candid for ZTF).",
-)
-@click.option(
-    "--rename",
-    multiple=True,
-    metavar="OLD=NEW",
-    help="Rename a catalog column to its DiaSource name (repeatable).",
-)
-@click.option("--instrument", help="Instrument name, when the source does not say.")
-@click.option(
-    "--append",
-    is_flag=True,
-    help="Add new sources to an existing run (ids already there are kept).",
-)
+@flag(SelectOptions, "apdb", metavar="URL")
+@flag(SelectOptions, "catalog", type=click.Path(dir_okay=False, path_type=Path))
+@flag(SelectOptions, "alerts", metavar="GLOB")
+@flag(SelectOptions, "apdb_config", type=click.Path(dir_okay=False, path_type=Path))
+@flag(SelectOptions, "schema", metavar="NAME")
+@flag(SelectOptions, "where", metavar="EXPR")
+@flag(SelectOptions, "visit", multiple=True, type=int)
+@flag(SelectOptions, "detector", multiple=True, type=int)
+@flag(SelectOptions, "band", multiple=True)
+@flag(SelectOptions, "reliability_min", type=float)
+@flag(SelectOptions, "reliability_max", type=float)
+@flag(SelectOptions, "limit", type=int)
+@flag(SelectOptions, "sample", type=int)
+@flag(SelectOptions, "seed", type=int)
+@flag(SelectOptions, "stratify", metavar="COLUMN:BINS")
+@flag(SelectOptions, "id_column", metavar="NAME")
+@flag(SelectOptions, "rename", multiple=True, metavar="OLD=NEW")
+@flag(SelectOptions, "instrument")
+@flag(SelectOptions, "append", is_flag=True)
 @command
-def select(run: Path, **kwargs: Any) -> None:
+def select(run: Path, **kw: Any) -> None:
     """Choose the sources to show volunteers and start (or extend) RUN.
 
     Exactly one of --apdb, --catalog, --alerts (or --apdb-config) is needed.
@@ -406,17 +387,18 @@ def select(run: Path, **kwargs: Any) -> None:
       zooprep select run1 --apdb sqlite:///apdb.sqlite3 \\
           --where 'reliability > 0.2' --sample 500 --seed 1
     """
-    kwargs["visit"] = kwargs["visit"] or None
-    kwargs["detector"] = kwargs["detector"] or None
-    kwargs["band"] = kwargs["band"] or None
-    rename = {}
-    for item in kwargs.pop("rename"):
-        old, sep, new = item.partition("=")
-        if not sep or not old or not new:
-            raise click.BadParameter(f"{item!r}: use OLD=NEW", param_hint="--rename")
-        rename[old] = new
-    options = SelectOptions(rename=rename or None, **kwargs)
-    result = zooprep.select(run, options, reporter=_reporter())
+    kw = _given(kw)
+    if "rename" in kw:
+        rename = {}
+        for item in kw["rename"]:
+            old, sep, new = item.partition("=")
+            if not sep or not old or not new:
+                raise click.BadParameter(
+                    f"{item!r}: use OLD=NEW", param_hint="--rename"
+                )
+            rename[old] = new
+        kw["rename"] = rename
+    result = zooprep.select(run, reporter=_reporter(), **kw)
     _finish(result)
 
 
@@ -425,166 +407,33 @@ def select(run: Path, **kwargs: Any) -> None:
 
 @cli.command()
 @RUN
-@click.option(
-    "--science",
-    metavar="TEMPLATE",
-    help="Path template of science images, e.g. 'data/{visit}/{detector}/"
-    "calexp.fits' (Python format over the source's columns). May be a URL "
-    "(s3://, https://, gs://, ...; extra 'zooprep[cloud]'): only the bytes "
-    "under the cutouts are read; credentials from the store's usual "
-    "environment variables and files.",
-)
-@click.option(
-    "--template",
-    "template_",
-    metavar="TEMPLATE",
-    help="Path template of template (reference) images.",
-)
-@click.option(
-    "--difference", metavar="TEMPLATE", help="Path template of difference images."
-)
-@click.option(
-    "--butler",
-    metavar="REPO",
-    help="A Butler repository (optional extra 'zooprep[butler]'); remote "
-    "datastores are read by byte ranges (extra 'zooprep[cloud]').",
-)
-@click.option(
-    "--collections",
-    multiple=True,
-    metavar="C",
-    help="Butler collections to search (repeatable).",
-)
-@click.option(
-    "--science-type",
-    default=None,
-    metavar="NAME",
-    help="Butler dataset type of science images [preliminary_visit_image].",
-)
-@click.option(
-    "--template-type",
-    default=None,
-    metavar="NAME",
-    help="Butler dataset type of templates [template_matched].",
-)
-@click.option(
-    "--difference-type",
-    default=None,
-    metavar="NAME",
-    help="Butler dataset type of differences [difference_image].",
-)
-@click.option(
-    "--position",
-    type=click.Choice(["auto", "xy", "radec"]),
-    default=None,
-    help="Locate sources by catalog x/y (images share a pixel grid) or by "
-    "ra/dec through each image's WCS. auto: x/y when present [auto].",
-)
-@click.option(
-    "--sizes",
-    callback=_sizes,
-    metavar="N[,N...]",
-    help="Cutout size(s) in pixels; several give one row each [30; alert "
-    "stamps: their native size].",
-)
-@click.option(
-    "--annotate",
-    is_flag=True,
-    default=None,
-    help="Add the metadata block (ids, fluxes, flags, RB) and a labelled scale bar (a round length, 10-35 % of the panel).",
-)
-@click.option(
-    "--use-footprint",
-    is_flag=True,
-    default=None,
-    help="Grow each cutout to the source's footprint (bboxSize).",
-)
-@click.option(
-    "--numpy",
-    is_flag=True,
-    default=None,
-    help="Also save the float32 cutouts as .npy beside each PNG.",
-)
-@click.option(
-    "--chunk-size",
-    type=int,
-    default=None,
-    help="At most this many files per cutouts/ sub-directory [10000].",
-)
-@click.option(
-    "--cmap", default=None, help="Matplotlib colour map [gray]; the seed uses bone."
-)
-@click.option(
-    "--scale",
-    type=int,
-    default=None,
-    help="Screen pixels per cutout pixel [about 200 px per panel].",
-)
-@click.option(
-    "--nan-color", default=None, help="Colour of pixels with no data [#ff00ff]."
-)
-@click.option(
-    "--difference-stretch",
-    type=click.Choice(["zscale", "asinh-central"]),
-    default=None,
-    help="zscale + linear (the seed) or min/max + asinh on "
-    "the central 15x15 pixels [zscale].",
-)
-@click.option(
-    "--pixel-scale",
-    type=float,
-    default=None,
-    help="Arcsec per pixel for the scale bar when images have no WCS.",
-)
-@click.option("--instrument", default=None, help="Instrument name for the annotation.")
-@click.option(
-    "--layout",
-    type=click.Choice(["triplet", "frames", "both"]),
-    default=None,
-    help="triplet: one PNG of the three panels [default]; frames: one PNG per "
-    "panel (template, science, difference per size) for a flipbook; both: "
-    "the triplet, then the frames.",
-)
-@click.option(
-    "--lightcurve",
-    type=click.Choice(["flux", "mag"]),
-    is_flag=False,
-    flag_value="flux",
-    default=None,
-    help="Also draw each source's light curve from its object's history "
-    "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
-    "DiaForcedSource): flux in nJy [flux] or AB magnitude (mag).",
-)
-@click.option(
-    "--lightcurve-json",
-    is_flag=True,
-    default=None,
-    help="Also write the light curve as JSON for Zooniverse's scatter-plot / "
-    "light-curve viewer, after its PNG (needs --lightcurve).",
-)
-@click.option(
-    "--jobs",
-    type=int,
-    default=None,
-    help="Worker processes [all cores].",
-)
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "dask"]),
-    default="local",
-    show_default=True,
-    help="Where rendering runs: local processes or Dask.",
-)
-@click.option(
-    "--scheduler",
-    metavar="ADDR",
-    help="Dask scheduler address (tcp://host:8786); a LocalCluster when absent.",
-)
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Re-render everything, e.g. after changing picture settings.",
-)
+@flag(ImageOptions, "science", metavar="TEMPLATE")
+@flag(ImageOptions, "template", metavar="TEMPLATE")
+@flag(ImageOptions, "difference", metavar="TEMPLATE")
+@flag(ImageOptions, "butler", metavar="REPO")
+@flag(ImageOptions, "collections", multiple=True, metavar="C")
+@flag(ImageOptions, "science_type", metavar="NAME")
+@flag(ImageOptions, "template_type", metavar="NAME")
+@flag(ImageOptions, "difference_type", metavar="NAME")
+@flag(RenderOptions, "position")
+@flag(RenderOptions, "sizes", callback=_sizes, metavar="N[,N...]")
+@flag(RenderOptions, "annotate", is_flag=True)
+@flag(RenderOptions, "use_footprint", is_flag=True)
+@flag(RenderOptions, "numpy", is_flag=True)
+@flag(RenderOptions, "chunk_size", type=int)
+@flag(RenderOptions, "cmap")
+@flag(RenderOptions, "scale", type=int)
+@flag(RenderOptions, "nan_color")
+@flag(RenderOptions, "difference_stretch")
+@flag(RenderOptions, "pixel_scale", type=float)
+@flag(RenderOptions, "instrument")
+@flag(RenderOptions, "layout")
+@flag(RenderOptions, "lightcurve", is_flag=False, flag_value="flux")
+@flag(RenderOptions, "lightcurve_json", is_flag=True)
+@flag(RenderOptions, "jobs", type=int)
+@flag(RenderOptions, "executor")
+@flag(RenderOptions, "scheduler", metavar="ADDR")
+@flag(RenderOptions, "force", is_flag=True)
 @command
 def render(run: Path, **kw: Any) -> None:
     """Cut template, science and difference images and draw one PNG per source.
@@ -594,6 +443,8 @@ def render(run: Path, **kw: Any) -> None:
     Templates may be URLs (s3://, https://, gs://): only the byte ranges under
     each cutout are read, retried on transient errors; a missing object, a 403
     or a truncated file fails that image's rows, named without the URL's query.
+    A signed URL's token goes in an environment variable, named in the
+    template as {env:NAME} (zooprep.toml keeps the template, not the token).
 
     \b
     Example:
@@ -609,32 +460,71 @@ def render(run: Path, **kw: Any) -> None:
     triplet), <id>_<n>_template|science|difference.png (frames, size n),
     <id>_lightcurve.png, <id>_lightcurve.json.
     """
-    images = {
-        k: v
-        for k, v in {
-            "science": kw.pop("science"),
-            "template": kw.pop("template_"),
-            "difference": kw.pop("difference"),
-            "butler": kw.pop("butler"),
-            "collections": list(kw.pop("collections")) or None,
-            "science_type": kw.pop("science_type"),
-            "template_type": kw.pop("template_type"),
-            "difference_type": kw.pop("difference_type"),
-            "position": kw.pop("position"),
-        }.items()
-        if v is not None
-    }
-    options = {k: kw.pop(k) for k in PICTURE_OPTIONS if kw.get(k) is not None}
-    result = zooprep.render(
-        run,
-        images=images or None,
-        options=options or None,
-        jobs=kw["jobs"],
-        executor=kw["executor"],
-        scheduler=kw["scheduler"],
-        force=kw["force"],
-        reporter=_reporter(),
-    )
+    kw = _given(kw)
+    images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}
+    result = zooprep.render(run, images=images or None, reporter=_reporter(), **kw)
+    _finish(result)
+
+
+# -- fakes --------------------------------------------------------------------
+
+
+@cli.command()
+@RUN
+@flag(FakesOptions, "count", type=int, metavar="N")
+@flag(FakesOptions, "mag", metavar="BRIGHT:FAINT")
+@flag(FakesOptions, "seed", type=int)
+@flag(FakesOptions, "training", type=float, metavar="SHARE")
+@flag(FakesOptions, "psf")
+@flag(FakesOptions, "zeropoint", type=float, metavar="MAG")
+@flag(FakesOptions, "gain", type=float, metavar="E/COUNT")
+@flag(FakesOptions, "separation", type=float, metavar="PX")
+@flag(FakesOptions, "truth_column", metavar="COL")
+@flag(FakesOptions, "truth_mag", metavar="COL")
+@flag(FakesOptions, "force", is_flag=True)
+@flag(ImageOptions, "science", metavar="TEMPLATE")
+@flag(ImageOptions, "template", metavar="TEMPLATE")
+@flag(ImageOptions, "difference", metavar="TEMPLATE")
+@flag(ImageOptions, "butler", metavar="REPO")
+@flag(ImageOptions, "collections", multiple=True, metavar="C")
+@flag(ImageOptions, "science_type", metavar="NAME")
+@flag(ImageOptions, "template_type", metavar="NAME")
+@flag(ImageOptions, "difference_type", metavar="NAME")
+@command
+def fakes(run: Path, **kw: Any) -> None:
+    """Add known answers to RUN: injected fakes, or sources a column names.
+
+    --count N injects N point sources of known magnitude (uniform in --mag)
+    into the science and difference images, never the template: flux times
+    the image's PSF (its PSFIMAGE, else an effective PSF built from its stars
+    with photutils, else a Gaussian of the measured seeing) plus the photon
+    noise, at random places away from edges, masked pixels, detected sources
+    and the run's own sources. They become sources of the run, mixed in
+    among the real ones and looking like them; the truth is kept in the run
+    (and, by the manifest, in hidden metadata). --training SHARE makes that
+    share training subjects (feedback, their own subject set); the rest are
+    blind. Every image is planned and checked before anything is written;
+    the same --seed gives the same fakes. Needs photutils: pip install
+    'zooprep[fakes]'. The images are those of render (give them here or to a
+    render before); each image's PSF, zero point and gain are recorded in
+    RUN/fakes/plans.json.
+
+    --truth-column COL injects nothing: it marks the sources the column says
+    are known real (true, 1, real: the pipeline's own injections matched to
+    DiaSources; --truth-mag their magnitude) or known bogus (bogus,
+    artefact: an expert's labels). It works on alert runs too.
+
+    \b
+    Example:
+      zooprep fakes run1 --count 300 --mag 20:25 --seed 7 --training 0.2
+      zooprep fakes run1 --science 'img/{visit}/{detector}/sci.fits' \\
+          --template 'img/{visit}/{detector}/tmpl.fits' \\
+          --difference 'img/{visit}/{detector}/diff.fits' --count 100 --zeropoint 31.4
+      zooprep fakes alerts1 --truth-column is_injected --truth-mag injected_mag
+    """
+    kw = _given(kw)
+    images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}
+    result = zooprep.fakes(run, images=images or None, reporter=_reporter(), **kw)
     _finish(result)
 
 
@@ -643,50 +533,20 @@ def render(run: Path, **kw: Any) -> None:
 
 @cli.command()
 @RUN
-@click.option(
-    "--url-root",
-    metavar="URL",
-    help="Where you will host the PNGs; locations become URL_ROOT/cutouts/...",
-)
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here instead of RUN/manifest.csv.",
-)
-@click.option(
-    "--metadata",
-    metavar="COL,...",
-    help="Catalog columns to include as subject metadata ('id' is the source id; "
-    "default: id,visit,detector,band,ra,dec,reliability,snr).",
-)
-@click.option(
-    "--hidden",
-    metavar="COL,...",
-    help="Columns hidden from volunteers ('#' prefix; ids, reliability, S/N and "
-    "flags are hidden by default).",
-)
-@click.option(
-    "--talk-only",
-    metavar="COL,...",
-    help="Columns hidden in the classifier but shown in Talk ('!' prefix; "
-    "default: visit,detector,ra,dec).",
-)
-@click.option(
-    "--index", metavar="COL,...", help="Index fields of the subject set ('%')."
-)
-@click.option(
-    "--split",
-    type=int,
-    metavar="N",
-    help="Also write numbered parts of at most N rows (10000 for "
-    "Zooniverse's server-side import).",
-)
-@click.option(
-    "--layout",
-    type=click.Choice(["import", "panoptes-cli"]),
-    help="Column layout: import (default) or panoptes-cli (for 'panoptes "
-    "subject-set upload-subjects').",
-)
+@flag(ManifestOptions, "url_root", metavar="URL")
+@flag(ManifestOptions, "output", type=click.Path(dir_okay=False, path_type=Path))
+@flag(ManifestOptions, "metadata", metavar="COL,...")
+@flag(ManifestOptions, "hidden", metavar="COL,...")
+@flag(ManifestOptions, "talk_only", metavar="COL,...")
+@flag(ManifestOptions, "index", metavar="COL,...")
+@flag(ManifestOptions, "split", type=int, metavar="N")
+@flag(ManifestOptions, "layout")
+@flag(ManifestOptions, "feedback", metavar="RULE_ID")
+@flag(ManifestOptions, "real_answer", type=int, metavar="K")
+@flag(ManifestOptions, "bogus_answer", type=int, metavar="K")
+@flag(ManifestOptions, "success_message", metavar="TEXT")
+@flag(ManifestOptions, "failure_message", metavar="TEXT")
+@flag(ManifestOptions, "truth_metadata", decl="--truth-metadata/--no-truth-metadata")
 @command
 def manifest(run: Path, **kw: Any) -> None:
     """Write RUN/manifest.csv: one row per rendered source, for review and upload.
@@ -701,13 +561,21 @@ def manifest(run: Path, **kw: Any) -> None:
     that 'panoptes subject-set upload-subjects SET RUN/manifest.csv' gives the
     subjects the intended metadata keys (#reliability stays hidden).
 
+    Runs with known answers (zooprep fakes) get hidden #known_answer,
+    #fake_mag, #fake_snr and #training_subject keys; --feedback RULE_ID
+    --real-answer K writes the Zooniverse feedback keys (#feedback_1_id,
+    #feedback_1_answer as text) on the training subjects only.
+
     \b
     Example:
       zooprep manifest run1 --metadata diaSourceId,visit,band,reliability --hidden reliability
       zooprep manifest run1 --layout panoptes-cli
+      zooprep manifest run1 --feedback fake-check --real-answer 0 --bogus-answer 1
     """
+    kw = _given(kw)
     for key in ("metadata", "hidden", "talk_only", "index"):
-        kw[key] = _csv(kw[key])
+        if key in kw:
+            kw[key] = _csv(kw[key])
     result = zooprep.manifest(run, reporter=_reporter(), **kw)
     _finish(result)
 
@@ -717,60 +585,18 @@ def manifest(run: Path, **kw: Any) -> None:
 
 @cli.command()
 @RUN
-@click.option("--project", required=True, metavar="ID", help="Zooniverse project id.")
-@click.option("--subject-set-id", metavar="ID", help="An existing subject set's id.")
-@click.option(
-    "--subject-set",
-    metavar="NAME",
-    help="A subject set's display name; created if the project has none.",
-)
-@click.option(
-    "--endpoint",
-    default=PRODUCTION,
-    show_default=True,
-    help=f"Panoptes endpoint; rehearse on {STAGING}.",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=8,
-    show_default=True,
-    help="Concurrent upload threads (1 to 64).",
-)
-@click.option(
-    "--timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Seconds before one HTTP request is abandoned and retried.",
-)
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Check manifest, files, login and quota; upload nothing.",
-)
-@click.option(
-    "--verify/--no-verify",
-    default=True,
-    show_default=True,
-    help="Read each file back from the subject's public location after its PUT "
-    "(size, and MD5 where the store gives one) before the subject counts as "
-    "uploaded; a missing file is PUT again. --no-verify trusts the store's 201.",
-)
-@click.option(
-    "--workflow",
-    metavar="ID",
-    help="Link the subject set to this workflow of the project (once; a "
-    "missing workflow or one of another project is refused before uploading).",
-)
-@click.option(
-    "--via",
-    type=click.Choice(["direct", "import"]),
-    default="direct",
-    show_default=True,
-    help="direct: create subjects and put PNGs; import: a server-side "
-    "import of a manifest written with --url-root (PNGs hosted by you).",
-)
+@flag(UploadOptions, "project", required=True, metavar="ID")
+@flag(UploadOptions, "subject_set_id", metavar="ID")
+@flag(UploadOptions, "subject_set", metavar="NAME")
+@flag(UploadOptions, "endpoint")
+@flag(UploadOptions, "workers", type=int)
+@flag(UploadOptions, "timeout", type=float)
+@flag(UploadOptions, "dry_run", is_flag=True)
+@flag(UploadOptions, "verify", decl="--verify/--no-verify")
+@flag(UploadOptions, "workflow", metavar="ID")
+@flag(UploadOptions, "via")
+@flag(UploadOptions, "training_set", metavar="NAME")
+@flag(UploadOptions, "training_set_id", metavar="ID")
 @command
 def upload(run: Path, **kw: Any) -> None:
     """Send the manifest's rows to a Zooniverse subject set, exactly once.
@@ -786,9 +612,7 @@ def upload(run: Path, **kw: Any) -> None:
       zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
           --endpoint https://panoptes-staging.zooniverse.org
     """
-    via = kw.pop("via")
-    options = UploadOptions(**kw)
-    result = zooprep.upload(run, options, via=via, reporter=_reporter())
+    result = zooprep.upload(run, reporter=_reporter(), **_given(kw))
     _finish(result)
 
 
@@ -797,47 +621,21 @@ def upload(run: Path, **kw: Any) -> None:
 
 @cli.command()
 @RUN
-@click.option(
-    "--classifications",
+@flag(
+    ResultsOptions,
+    "classifications",
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="EXPORT.csv",
-    help="A classification export (project Data Exports).",
 )
-@click.option(
-    "--workflow-id", metavar="ID", help="Only this workflow's classifications."
-)
-@click.option(
-    "--task", default="T0", show_default=True, help="The question task to reduce."
-)
-@click.option(
-    "--real-answer",
-    default=None,
-    help="The answer that means 'real' (default: an answer containing 'real' "
-    "or 'yes').",
-)
-@click.option(
-    "--workflow-version",
-    default=None,
-    metavar="all|latest|MAJOR[.MINOR]",
-    help="Workflow versions to use (default: every minor version of the latest "
-    "major one; a major version change means the tasks changed).",
-)
-@click.option(
-    "--download",
-    is_flag=True,
-    help="Fetch the export through the API (needs upload credentials).",
-)
-@click.option(
-    "--endpoint", default=PRODUCTION, show_default=True, help="Panoptes endpoint."
-)
-@click.option(
-    "--timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Seconds before one --download request is abandoned and retried.",
-)
-@click.option("--force", is_flag=True, help="Overwrite earlier results.")
+@flag(ResultsOptions, "workflow_id", metavar="ID")
+@flag(ResultsOptions, "task")
+@flag(ResultsOptions, "real_answer")
+@flag(ResultsOptions, "workflow_version", metavar="all|latest|MAJOR[.MINOR]")
+@flag(ResultsOptions, "download", is_flag=True)
+@flag(ResultsOptions, "endpoint")
+@flag(ResultsOptions, "timeout", type=float)
+@flag(ResultsOptions, "force", is_flag=True)
+@flag(ResultsOptions, "reliability_threshold", type=float, metavar="SCORE")
 @command
 def results(run: Path, **kw: Any) -> None:
     """Join volunteers' classifications back to the sources.
@@ -848,7 +646,7 @@ def results(run: Path, **kw: Any) -> None:
     Example:
       zooprep results run1 --classifications my-project-classifications.csv --task T0
     """
-    result = zooprep.results(run, **kw)
+    result = zooprep.results(run, **_given(kw))
     _finish(result)
 
 

@@ -280,7 +280,7 @@ def _pipeline(
     existing = (path / Run.STATE).is_file()
     log.info("demo: %s in %s", name, path)
     select_sources(path, append=existing, reporter=reporter, **select)
-    render(path, images=images, options=options, jobs=jobs, reporter=reporter)
+    render(path, {**(options or {}), "jobs": jobs}, images=images, reporter=reporter)
     written = manifest(path, reporter=reporter)
     page = preview(path)
     with _no_credentials():

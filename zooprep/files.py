@@ -1,4 +1,4 @@
-"""Writing files so that readers see the old file or the new one, never half.
+"""Writing files: whole or not at all, and one line when the disk says no.
 
 Every file zooprep writes whole (settings, PNG cutouts, the manifest and its
 parts, preview, results, a downloaded export) goes through `atomic_file` or
@@ -10,13 +10,30 @@ it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from collections.abc import Iterator
+import re
+import resource
+import sqlite3
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_file", "atomic_write", "temporary_name"]
+from zooprep.errors import StorageError, ZooprepError
+
+__all__ = [
+    "atomic_file",
+    "atomic_write",
+    "remove_temporary",
+    "storage_error",
+    "storage_guard",
+    "temporary_name",
+]
+
+#: The run's state file (`zooprep.run.Run.STATE`), named in SQLite errors.
+STATE_FILE = "state.sqlite"
 
 
 def temporary_name(path: Path) -> Path:
@@ -66,3 +83,141 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = False) -> None:
     """Write ``data`` to ``path`` through `atomic_file`."""
     with atomic_file(path, "wb", fsync=fsync) as fh:
         fh.write(data)
+
+
+#: Names `atomic_write` gives its temporary files: ``.<name>.<pid>.tmp``.
+TEMPORARY = re.compile(r"\..+\.\d+\.tmp")
+
+
+def remove_temporary(folder: Path, *, recursive: bool = False) -> int:
+    """Delete the temporary files `atomic_write` left in ``folder``; return how many.
+
+    A process killed while writing (or stopped by a full disk) can leave
+    ``.<name>.<pid>.tmp`` files.  Only call this on a folder that no other
+    process is writing to (the run's lock guarantees that for the run).
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                removed += remove_temporary(Path(entry.path), recursive=True)
+        elif TEMPORARY.fullmatch(entry.name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+#: OSError numbers that mean "this cannot be written", with what to say.
+_WRITE_ERRORS = {
+    errno.ENOSPC: ("no space left on", "free space"),
+    errno.EDQUOT: ("disk quota exceeded on", "free space or raise the quota"),
+    errno.EFBIG: ("file size limit reached on", "raise the limit"),
+    errno.EROFS: ("read-only file system at", "make it writable"),
+    errno.EIO: ("input/output error writing", "check the disk"),
+}
+_PERMISSION = (errno.EACCES, errno.EPERM)
+#: SQLite primary result codes that mean the same.
+_SQLITE_CODES = {13: errno.ENOSPC, 8: errno.EROFS, 10: errno.EIO}
+
+
+def storage_error(
+    exc: BaseException,
+    where: str | os.PathLike[str],
+    saved: str,
+    *,
+    database: str = STATE_FILE,
+) -> StorageError | None:
+    """The `StorageError` for a failed write, or None if ``exc`` is something else.
+
+    Parameters
+    ----------
+    exc : BaseException
+        An `OSError` or `sqlite3.DatabaseError`.
+    where : path-like
+        The run directory (or output file): errors about permissions count
+        only for paths inside it; SQLite errors are reported as its state file.
+    saved : str
+        What is kept, e.g. ``"1200 sources saved"``.
+    database : str
+        The name SQLite errors are reported under, inside ``where``.
+    """
+    base = Path(where)
+    code: int | None = None
+    path = str(base)
+    inside = True
+    if isinstance(exc, sqlite3.DatabaseError):
+        primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        code = _SQLITE_CODES.get(primary)
+        if code is None and "disk is full" in str(exc):
+            code = errno.ENOSPC
+        if code is None and "readonly database" in str(exc):
+            code = errno.EROFS
+        path = str(base / database) if base.is_dir() else str(base)
+        if code == errno.EIO and _nearly_full(base):
+            code = errno.ENOSPC  # SQLite says "disk I/O error" for some full disks
+        elif code == errno.EIO and _file_limit():
+            code = errno.EFBIG  # ... and for a file (or its log) past RLIMIT_FSIZE
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        code = exc.errno
+        path = str(exc.filename) if exc.filename else str(base)
+        root = os.path.abspath(base)
+        full = os.path.abspath(path)
+        inside = full == root or full.startswith(root + os.sep)
+        if code in (*_PERMISSION, errno.EIO) and not inside:
+            return None  # e.g. an unreadable input file: not ours to report
+    if code in _PERMISSION:
+        return StorageError(
+            f"no permission to write {path}: {saved}; make it writable and run "
+            "the same command again",
+            path,
+        )
+    if code not in _WRITE_ERRORS:
+        return None
+    what, todo = _WRITE_ERRORS[code]
+    if code in (errno.ENOSPC, errno.EDQUOT) and inside:
+        path = str(base)  # the full file system, named by the run directory
+    return StorageError(
+        f"{what} {path}: {saved}; {todo} and run the same command again", path
+    )
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has less than 1 MiB free."""
+    try:
+        stat = os.statvfs(path if path.exists() else path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 1 << 20
+
+
+def _file_limit() -> bool:
+    """Whether this process may not write files past a size (RLIMIT_FSIZE)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return soft != resource.RLIM_INFINITY
+
+
+@contextlib.contextmanager
+def storage_guard(
+    where: str | os.PathLike[str], saved: Callable[[], str]
+) -> Iterator[None]:
+    """Turn a failed write under ``where`` into one `StorageError` line.
+
+    ``saved()`` says what is kept (it is called only after an error, once
+    the run is closed, and may open it read-only).
+    """
+    try:
+        yield
+    except (OSError, sqlite3.DatabaseError) as exc:
+        try:
+            kept = saved()
+        except (OSError, sqlite3.Error, ZooprepError):
+            kept = "everything recorded before is kept"
+        err = storage_error(exc, where, kept)
+        if err is None:
+            raise
+        raise err from exc

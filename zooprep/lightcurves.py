@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from zooprep.avro import read_records
+from zooprep.options import SelectOptions
 from zooprep.vocabulary import ZTF_BANDS, finite_number
 
 __all__ = [
@@ -570,14 +571,14 @@ class RowHistory:
 
 
 def history_source(
-    select: Mapping[str, Any],
+    select: SelectOptions | None,
 ) -> AlertHistory | ApdbHistory | RowHistory:
     """Where the histories of a run's sources come from (its select settings)."""
-    kind = select.get("kind")
+    kind = select.kind if select is not None else None
     if kind == "alerts":
         return AlertHistory()
-    if kind == "apdb" and select.get("source"):
-        return ApdbHistory(str(select["source"]), select.get("schema"))
+    if select is not None and kind == "apdb" and select.source:
+        return ApdbHistory(str(select.source), select.schema)
     return RowHistory()
 
 

@@ -30,24 +30,23 @@ failed row is retried when its stage runs again.
 from __future__ import annotations
 
 import contextlib
-import copy
-import errno
 import fcntl
 import json
 import math
 import os
-import re
-import resource
 import sqlite3
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from zooprep.errors import InputError, RunError, RunLocked, StorageError, ZooprepError
-from zooprep.files import atomic_write, temporary_name
+import tomli_w
+
+from zooprep.errors import InputError, RunError, RunLocked
+from zooprep.files import STATE_FILE, atomic_write, storage_error, temporary_name
+from zooprep.options import Options, RenderOptions, Settings
 
 __all__ = [
     "STATUSES",
@@ -55,13 +54,10 @@ __all__ = [
     "KnownAnswer",
     "Run",
     "Source",
-    "atomic_write",
     "cutout_relpath",
     "decode_row",
     "encode_row",
-    "remove_temporary",
-    "storage_error",
-    "storage_guard",
+    "saved_count",
 ]
 
 #: Version of the run directory layout; a newer one is refused.
@@ -193,180 +189,11 @@ def decode_row(text: str) -> dict[str, Any]:
     return value
 
 
-#: Names `atomic_write` gives its temporary files: ``.<name>.<pid>.tmp``.
-TEMPORARY = re.compile(r"\..+\.\d+\.tmp")
-
-
-def remove_temporary(folder: Path, *, recursive: bool = False) -> int:
-    """Delete the temporary files `atomic_write` left in ``folder``; return how many.
-
-    A process killed while writing (or stopped by a full disk) can leave
-    ``.<name>.<pid>.tmp`` files.  Only call this on a folder that no other
-    process is writing to (the run's lock guarantees that for the run).
-    """
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            if recursive:
-                removed += remove_temporary(Path(entry.path), recursive=True)
-        elif TEMPORARY.fullmatch(entry.name):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed += 1
-    return removed
-
-
-#: OSError numbers that mean "this cannot be written", with what to say.
-_WRITE_ERRORS = {
-    errno.ENOSPC: ("no space left on", "free space"),
-    errno.EDQUOT: ("disk quota exceeded on", "free space or raise the quota"),
-    errno.EFBIG: ("file size limit reached on", "raise the limit"),
-    errno.EROFS: ("read-only file system at", "make it writable"),
-    errno.EIO: ("input/output error writing", "check the disk"),
-}
-_PERMISSION = (errno.EACCES, errno.EPERM)
-#: SQLite primary result codes that mean the same.
-_SQLITE_CODES = {13: errno.ENOSPC, 8: errno.EROFS, 10: errno.EIO}
-
-
-def storage_error(
-    exc: BaseException, where: str | os.PathLike[str], saved: str
-) -> StorageError | None:
-    """The `StorageError` for a failed write, or None if ``exc`` is something else.
-
-    Parameters
-    ----------
-    exc : BaseException
-        An `OSError` or `sqlite3.DatabaseError`.
-    where : path-like
-        The run directory (or output file): errors about permissions count
-        only for paths inside it; SQLite errors are reported as its state file.
-    saved : str
-        What is kept, e.g. ``"1200 sources saved"``.
-    """
-    base = Path(where)
-    code: int | None = None
-    path = str(base)
-    inside = True
-    if isinstance(exc, sqlite3.DatabaseError):
-        primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-        code = _SQLITE_CODES.get(primary)
-        if code is None and "disk is full" in str(exc):
-            code = errno.ENOSPC
-        if code is None and "readonly database" in str(exc):
-            code = errno.EROFS
-        path = str(base / Run.STATE) if base.is_dir() else str(base)
-        if code == errno.EIO and _nearly_full(base):
-            code = errno.ENOSPC  # SQLite says "disk I/O error" for some full disks
-        elif code == errno.EIO and _file_limit():
-            code = errno.EFBIG  # ... and for a file (or its log) past RLIMIT_FSIZE
-    elif isinstance(exc, OSError) and exc.errno is not None:
-        code = exc.errno
-        path = str(exc.filename) if exc.filename else str(base)
-        root = os.path.abspath(base)
-        full = os.path.abspath(path)
-        inside = full == root or full.startswith(root + os.sep)
-        if code in (*_PERMISSION, errno.EIO) and not inside:
-            return None  # e.g. an unreadable input file: not ours to report
-    if code in _PERMISSION:
-        return StorageError(
-            f"no permission to write {path}: {saved}; make it writable and run "
-            "the same command again",
-            path,
-        )
-    if code not in _WRITE_ERRORS:
-        return None
-    what, todo = _WRITE_ERRORS[code]
-    if code in (errno.ENOSPC, errno.EDQUOT) and inside:
-        path = str(base)  # the full file system, named by the run directory
-    return StorageError(
-        f"{what} {path}: {saved}; {todo} and run the same command again", path
-    )
-
-
-def _nearly_full(path: Path) -> bool:
-    """Whether the file system holding ``path`` has less than 1 MiB free."""
-    try:
-        stat = os.statvfs(path if path.exists() else path.parent)
-    except OSError:
-        return False
-    return stat.f_bavail * stat.f_frsize < 1 << 20
-
-
-def _file_limit() -> bool:
-    """Whether this process may not write files past a size (RLIMIT_FSIZE)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    return soft != resource.RLIM_INFINITY
-
-
-@contextlib.contextmanager
-def storage_guard(
-    where: str | os.PathLike[str], saved: Callable[[], str]
-) -> Iterator[None]:
-    """Turn a failed write under ``where`` into one `StorageError` line.
-
-    ``saved()`` says what is kept (it is called only after an error, once
-    the run is closed, and may open it read-only).
-    """
-    try:
-        yield
-    except (OSError, sqlite3.DatabaseError) as exc:
-        try:
-            kept = saved()
-        except (OSError, sqlite3.Error, ZooprepError):
-            kept = "everything recorded before is kept"
-        err = storage_error(exc, where, kept)
-        if err is None:
-            raise
-        raise err from exc
-
-
 def saved_count(run: str | os.PathLike[str], statuses: Iterable[str]) -> int:
     """Sources of a closed run in ``statuses`` (read-only; for error messages)."""
     wanted = list(statuses)
     with Run.open(run, lock=False) as r:
-        marks = ", ".join("?" * len(wanted))
-        row = r.db.execute(
-            f"SELECT COUNT(*) FROM sources WHERE status IN ({marks})", wanted
-        ).fetchone()
-    return int(row[0])
-
-
-def _toml_value(value: Any) -> str:
-    """One TOML value (str, bool, int, float, list of those)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def _dump_toml(settings: Mapping[str, Mapping[str, Any]]) -> str:
-    """Write nested ``{section: {key: value}}`` settings as TOML."""
-    lines = [
-        "# zooprep run settings. Written by zooprep; safe to read, edit with care."
-    ]
-    for section, values in settings.items():
-        lines.append(f"\n[{section}]")
-        for key, value in values.items():
-            if value is None:
-                continue
-            if isinstance(value, Mapping):
-                inner = ", ".join(
-                    f"{json.dumps(str(k))} = {_toml_value(v)}"
-                    for k, v in value.items()
-                    if v is not None
-                )
-                lines.append(f"{key} = {{ {inner} }}")
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+        return r.count(wanted) if wanted else 0
 
 
 @dataclass
@@ -449,16 +276,17 @@ class Run:
     1
     """
 
-    STATE = "state.sqlite"
+    STATE = STATE_FILE
     SETTINGS = "zooprep.toml"
     LOCK = ".lock"
 
     def __init__(self, path: str | os.PathLike[str], *, lock: bool = True) -> None:
         self.path = Path(path)
         self._lock_fh: Any = None
-        self._db: sqlite3.Connection | None = None
+        self._connection: sqlite3.Connection | None = None
         self._lock = lock
-        self._settings: dict[str, dict[str, Any]] | None = None
+        self._document: dict[str, Any] | None = None
+        self._settings: Settings | None = None
 
     # -- opening and closing --------------------------------------------------
 
@@ -594,13 +422,13 @@ class Run:
                 f"run {self.path} was made by a newer zooprep (format "
                 f"{version[0]} > {FORMAT_VERSION}); upgrade zooprep"
             )
-        self._db = db
+        self._connection = db
 
     def close(self) -> None:
         """Close the state and release the lock."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         if self._lock_fh is not None:
             self._lock_fh.close()  # closing the file releases the flock
             self._lock_fh = None
@@ -612,41 +440,68 @@ class Run:
         self.close()
 
     @property
-    def db(self) -> sqlite3.Connection:
-        """The state database connection (for stages that need custom queries)."""
-        if self._db is None:
+    def _db(self) -> sqlite3.Connection:
+        """The state database connection (this module's queries only)."""
+        if self._connection is None:
             raise RunError(f"run {self.path} is closed")
-        return self._db
+        return self._connection
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Group several updates into one commit (faster for bulk progress)."""
-        with _tx(self.db):
+        with _tx(self._db):
             yield
 
     # -- settings -------------------------------------------------------------
 
-    @property
-    def settings(self) -> dict[str, dict[str, Any]]:
-        """The contents of ``zooprep.toml`` (empty when absent); read once, then cached."""
-        if self._settings is None:
+    def _read_document(self) -> dict[str, Any]:
+        """``zooprep.toml`` parsed (empty when absent); read once, then cached."""
+        if self._document is None:
             path = self.path / self.SETTINGS
             if not path.exists():
                 return {}
             try:
-                self._settings = tomllib.loads(path.read_text(encoding="utf-8"))
+                self._document = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise RunError(f"{path} is not valid TOML: {exc}") from None
-        return copy.deepcopy(self._settings)
+        return self._document
 
-    def save_settings(self, section: str, values: Mapping[str, Any]) -> None:
-        """Replace one section of ``zooprep.toml`` (atomically)."""
-        settings = self.settings
-        settings[section] = dict(values)
-        atomic_write(
-            self.path / self.SETTINGS, _dump_toml(settings).encode("utf-8"), fsync=True
-        )
-        self._settings = settings
+    @property
+    def settings(self) -> Settings:
+        """The saved settings of each stage, typed (`~zooprep.options.Settings`).
+
+        ``run.settings.select.kind``, ``run.settings.render.chunk_size``:
+        each section resolved with its defaults, None for a stage that never
+        saved one.
+
+        Raises
+        ------
+        RunError
+            ``zooprep.toml`` is not valid TOML, or holds a bad value.
+        """
+        if self._settings is None:
+            document = self._read_document()
+            try:
+                settings = Settings.from_toml(document)
+            except InputError as exc:
+                raise RunError(f"{self.path / self.SETTINGS} {exc}") from None
+            if not document:
+                return settings  # not cached: a new run's file may appear
+            self._settings = settings
+        return self._settings
+
+    def save(self, options: Options) -> None:
+        """Replace the options' section of ``zooprep.toml`` (atomically).
+
+        The other sections, also those zooprep does not know, stay as they
+        are.  What is written is `~zooprep.options.Options.to_toml`.
+        """
+        document = dict(self._read_document())
+        document[options.SECTION] = options.to_toml()
+        text = _HEADER + tomli_w.dumps(document)
+        atomic_write(self.path / self.SETTINGS, text.encode("utf-8"), fsync=True)
+        self._document = document
+        self._settings = None
 
     # -- sources --------------------------------------------------------------
 
@@ -677,7 +532,7 @@ class Run:
             Counts of added rows and rows already present, and ids that were
             duplicated within ``rows``.
         """
-        db = self.db
+        db = self._db
         result = AddResult()
         seq = db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM sources").fetchone()[0]
         pending: list[tuple[Any, ...]] = []
@@ -731,7 +586,7 @@ class Run:
             params.append(value)
         if values.get("status") not in (None, "failed"):
             sets += ["stage = NULL", "reason = NULL"]
-        self.db.execute(
+        self._db.execute(
             f"UPDATE sources SET {', '.join(sets)} WHERE id = ?",
             (*params, int(source_id)),
         )
@@ -747,7 +602,7 @@ class Run:
 
     def get(self, source_id: int) -> Source | None:
         """One source by id, or None."""
-        cur = self.db.execute(
+        cur = self._db.execute(
             f"SELECT {_COLUMNS} FROM sources WHERE id = ?", (int(source_id),)
         )
         found = cur.fetchone()
@@ -779,7 +634,7 @@ class Run:
         last = -1
         while True:
             params[0] = last
-            rows = self.db.execute(sql, params).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
             if not rows:
                 return
             for found in rows:
@@ -789,14 +644,14 @@ class Run:
     def counts(self) -> dict[str, int]:
         """Number of sources per status (every status present, zeros included)."""
         out = dict.fromkeys(STATUSES, 0)
-        for status, n in self.db.execute(
+        for status, n in self._db.execute(
             "SELECT status, COUNT(*) FROM sources GROUP BY status"
         ):
             out[status] = n
         return out
 
     def __len__(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM sources").fetchone()[0])
 
     # -- what the stages ask ------------------------------------------------------
 
@@ -804,12 +659,12 @@ class Run:
         """How many sources `iter_sources` would yield for these arguments."""
         clause, params = _status_clause(statuses, stage)
         sql = f"SELECT COUNT(*) FROM sources WHERE {clause}"
-        return int(self.db.execute(sql, params).fetchone()[0])
+        return int(self._db.execute(sql, params).fetchone()[0])
 
     def count_subjects(self) -> int:
         """How many sources have a Zooniverse subject."""
         return int(
-            self.db.execute(
+            self._db.execute(
                 "SELECT COUNT(*) FROM sources WHERE subject_id IS NOT NULL"
             ).fetchone()[0]
         )
@@ -817,7 +672,7 @@ class Run:
     def iter_to_render(
         self, statuses: Iterable[str], *, page: int = 2000
     ) -> Iterator[tuple[int, int, str]]:
-        """Yield ``(seq, id, row JSON)`` of rows to render, in image-group order.
+        """Yield ``(id, seq, row JSON)`` of rows to render, in image-group order.
 
         Rows with one of ``statuses``, and rows the render stage failed.
         Pages through the ``(grp, seq)`` index: within the current group by
@@ -838,13 +693,13 @@ class Run:
         )
         grp, seq = "", -1
         while True:
-            rows = self.db.execute(same, (grp, seq, *params)).fetchall()
+            rows = self._db.execute(same, (grp, seq, *params)).fetchall()
             if not rows:
-                rows = self.db.execute(later, (grp, *params)).fetchall()
+                rows = self._db.execute(later, (grp, *params)).fetchall()
                 if not rows:
                     return
             for found in rows:
-                yield found[0], found[1], found[2]
+                yield found[1], found[0], found[2]
             seq, grp = rows[-1][0], rows[-1][3]
 
     def max_files(
@@ -862,7 +717,7 @@ class Run:
         ends = list(suffixes)
         like = " OR ".join("lower(j.value) LIKE ?" for _ in ends)
         clause, params = _status_clause(statuses, stage)
-        found = self.db.execute(
+        found = self._db.execute(
             "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM sources, "
             f"json_each(sources.files) AS j WHERE ({like}) AND ({clause}) "
             "GROUP BY sources.id)",
@@ -874,7 +729,7 @@ class Run:
         """Source ids from ``low`` to ``high`` (inclusive), ascending."""
         return [
             int(i)
-            for (i,) in self.db.execute(
+            for (i,) in self._db.execute(
                 "SELECT id FROM sources WHERE id BETWEEN ? AND ? ORDER BY id",
                 (int(low), int(high)),
             )
@@ -885,9 +740,9 @@ class Run:
         with self.transaction():
             for statement in _MANIFEST_SCHEMA.strip().split(";"):
                 if statement.strip():
-                    self.db.execute(statement)
-            self.db.execute("DELETE FROM manifest_rows")
-            self.db.executemany(
+                    self._db.execute(statement)
+            self._db.execute("DELETE FROM manifest_rows")
+            self._db.executemany(
                 "INSERT INTO manifest_rows (id, line) VALUES (?, ?)", written
             )
 
@@ -896,14 +751,14 @@ class Run:
 
         Empty when no manifest was recorded.
         """
-        exists = self.db.execute(
+        exists = self._db.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='manifest_rows'"
         ).fetchone()
         if not exists:
             return []
         return [
             int(sid)
-            for (sid,) in self.db.execute(
+            for (sid,) in self._db.execute(
                 "SELECT m.id FROM manifest_rows m JOIN sources s ON s.id = m.id "
                 "ORDER BY s.seq"
             )
@@ -914,7 +769,7 @@ class Run:
     def _has_table(self, name: str) -> bool:
         """Whether the state has table ``name`` (older runs lack the newer ones)."""
         return (
-            self.db.execute(
+            self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
             ).fetchone()
             is not None
@@ -926,7 +781,7 @@ class Run:
             return {}
         return {
             int(r[0]): KnownAnswer(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-            for r in self.db.execute(
+            for r in self._db.execute(
                 "SELECT id, truth, origin, stream, mag, snr, flux, plan "
                 "FROM known_answers ORDER BY id"
             )
@@ -943,8 +798,8 @@ class Run:
         """Insert or replace known answers (inside a transaction)."""
         for statement in _KNOWN_SCHEMA.strip().split(";"):
             if statement.strip():
-                self.db.execute(statement)
-        self.db.executemany(
+                self._db.execute(statement)
+        self._db.executemany(
             "INSERT OR REPLACE INTO known_answers "
             "(id, truth, origin, stream, mag, snr, flux, plan) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -959,7 +814,7 @@ class Run:
         if not self._has_table("known_answers"):
             return 0
         with self.transaction():
-            cur = self.db.execute(
+            cur = self._db.execute(
                 "DELETE FROM known_answers WHERE origin = ?", (origin,)
             )
         return int(cur.rowcount)
@@ -995,7 +850,7 @@ class Run:
         int
             Fakes added.
         """
-        db = self.db
+        db = self._db
         ids = [
             _as_id(row.get(id_column), id_column, n) for n, (row, _) in enumerate(rows)
         ]
@@ -1047,12 +902,14 @@ class Run:
         with self.transaction():
             ids = [
                 int(i)
-                for (i,) in self.db.execute(
+                for (i,) in self._db.execute(
                     "SELECT id FROM known_answers WHERE origin = 'injected'"
                 )
             ]
-            self.db.executemany("DELETE FROM sources WHERE id = ?", [(i,) for i in ids])
-            self.db.execute("DELETE FROM known_answers WHERE origin = 'injected'")
+            self._db.executemany(
+                "DELETE FROM sources WHERE id = ?", [(i,) for i in ids]
+            )
+            self._db.execute("DELETE FROM known_answers WHERE origin = 'injected'")
         return len(ids)
 
     def failures(self, limit: int | None = None) -> list[Source]:
@@ -1060,7 +917,7 @@ class Run:
         sql = f"SELECT {_COLUMNS} FROM sources WHERE status = 'failed' ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_to_source(r) for r in self.db.execute(sql)]
+        return [_to_source(r) for r in self._db.execute(sql)]
 
     def cutout_path(self, source: Source, suffix: str = ".png") -> str:
         """Relative path of a source's file: ``cutouts/<chunk>/<id><suffix>``.
@@ -1069,7 +926,8 @@ class Run:
         lsst.analysis.ap (``(seq // chunk_size) * chunk_size``), so no folder
         holds more than ``chunk_size`` sources.
         """
-        chunk = int(self.settings.get("render", {}).get("chunk_size", 10_000))
+        render = self.settings.render
+        chunk = render.chunk_size if render else RenderOptions.default("chunk_size")
         return cutout_relpath(source.seq, source.id, chunk, suffix)
 
 
@@ -1079,6 +937,9 @@ def cutout_relpath(
     """``cutouts/<(seq // chunk_size) * chunk_size>/<id><suffix>``."""
     return f"cutouts/{(seq // chunk_size) * chunk_size}/{source_id}{suffix}"
 
+
+#: The first line of ``zooprep.toml``.
+_HEADER = "# zooprep run settings. Written by zooprep; safe to read, edit with care.\n"
 
 _COLUMNS = "seq, id, status, stage, reason, grp, row, files, padded, subject_id, upload"
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from zooprep.options import Settings
 from zooprep.run import Run
 from zooprep.vocabulary import reason_key
 
@@ -64,7 +65,7 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
         "total": total,
         "counts": counts,
         "failures": failures,
-        "stages": sorted(settings),
+        "stages": sorted(settings.sections),
         "results": results_info,
     }
     report["next"] = _next_command(path, counts, failures, settings)
@@ -95,23 +96,23 @@ def _next_command(
     path: Path,
     counts: dict[str, int],
     failures: dict[str, Any],
-    settings: dict[str, Any],
+    settings: Settings,
 ) -> str | None:
     """The command that moves the run on, as a user would type it."""
     run = shlex.quote(str(path))
     if counts["selected"] or "render" in failures:
-        if "render" in settings:
+        if settings.render is not None:
             return f"zooprep render {run}"
         return f"zooprep render {run} --science ... --template ... --difference ..."
     manifest = path / "manifest.csv"
     if counts["rendered"] and not manifest.exists():
         return f"zooprep manifest {run}"
     if counts["rendered"] or counts["uploaded"] or "upload" in failures:
-        up = settings.get("upload", {})
-        project = up.get("project", "ID")
+        up = settings.upload
+        project = up.project if up and up.project else "ID"
         target = (
-            f"--subject-set-id {up['subject_set_id']}"
-            if up.get("subject_set_id")
+            f"--subject-set-id {up.subject_set_id}"
+            if up and up.subject_set_id
             else "--subject-set NAME"
         )
         return f"zooprep upload {run} --project {project} {target}"

@@ -9,9 +9,15 @@ grouped.  This module imports nothing heavy, so the command line can use it.
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from zooprep.errors import InputError
 
 __all__ = [
+    "BUTLER_DATASET_TYPES",
     "CONTENT_TYPES",
     "ID_TEXT_KEY",
     "KNOWN_ANSWER_KEY",
@@ -21,8 +27,10 @@ __all__ = [
     "PRODUCTION",
     "STAGING",
     "ZTF_BANDS",
+    "expand_env",
     "is_flag_column",
     "reason_key",
+    "refuse_secret_query",
     "truthy",
 ]
 
@@ -57,6 +65,13 @@ CONTENT_TYPES = {
     ".mp4": "video/mp4",
     ".txt": "text/plain",
     ".json": "application/json",
+}
+
+#: The default Butler dataset types of the three images (current Rubin names).
+BUTLER_DATASET_TYPES = {
+    "science": "preliminary_visit_image",
+    "template": "template_matched",
+    "difference": "difference_image",
 }
 
 #: ZTF filter ids (``fid``) and their band names.
@@ -119,3 +134,102 @@ def reason_key(reason: object) -> str:
     text = str(reason) if reason else "unknown"
     head = text.split(":", 1)[0]
     return head if len(head) < REASON_WIDTH else head[: REASON_WIDTH - 3] + "..."
+
+
+# -- secrets in templates ----------------------------------------------------------
+
+#: Query parameters that carry a signature, a key or a token (lower case):
+#: Azure SAS ``sig``, AWS ``X-Amz-*`` (and SigV2 ``Signature``), GCS
+#: ``X-Goog-*``, CloudFront ``Policy``/``Key-Pair-Id``, and the generic names.
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "awsaccesskeyid",
+        "x-goog-signature",
+        "x-goog-credential",
+        "googleaccessid",
+        "policy",
+        "key-pair-id",
+        "token",
+        "access_token",
+        "auth",
+        "key",
+        "api_key",
+        "apikey",
+        "secret",
+        "password",
+    }
+)
+
+#: ``{env:NAME}`` in a template: the environment variable NAME.
+ENV_FIELD = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def refuse_secret_query(template: str, what: str) -> None:
+    """Raise InputError when a URL template's query holds a literal secret.
+
+    Templates are saved in ``zooprep.toml``; a signature, key or token
+    (`SECRET_QUERY_KEYS`) must come from the environment instead, written
+    ``{env:NAME}`` (a whole query too: ``...fits?{env:AZURE_SAS}``).
+
+    Examples
+    --------
+    >>> refuse_secret_query("https://a.blob.core.windows.net/c/{visit}.fits"
+    ...                     "?{env:AZURE_SAS}", "--science")
+    >>> refuse_secret_query("https://x.org/{visit}.fits?sv=1&sig=abc", "--science")
+    Traceback (most recent call last):
+    ...
+    zooprep.errors.InputError: --science https://x.org/{visit}.fits: its query holds a secret (sig=...), which zooprep.toml would keep; name an environment variable instead: sig={env:NAME}, or the whole query: ?{env:NAME}
+    """
+    if "?" not in template:
+        return
+    parts = urlsplit(template)
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.strip().lower() not in SECRET_QUERY_KEYS:
+            continue
+        if value and not ENV_FIELD.sub("", value):
+            continue  # the value is {env:NAME} (or several): read when used
+        shown = template.split("?", 1)[0]
+        raise InputError(
+            f"{what} {shown}: its query holds a secret ({key}=...), which "
+            f"zooprep.toml would keep; name an environment variable instead: "
+            f"{key}={{env:NAME}}, or the whole query: ?{{env:NAME}}"
+        )
+
+
+def expand_env(template: str, what: str) -> str:
+    """``template`` with each ``{env:NAME}`` replaced by that variable (braces escaped).
+
+    The result is still a format template over a row's columns: braces of a
+    variable's value are doubled so that they stay text.
+
+    Raises
+    ------
+    InputError
+        When a variable named is not set (its value is never shown).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["ZOOPREP_DOCTEST_SAS"] = "sv=1&sig=abc"
+    >>> expand_env("https://x.org/{visit}.fits?{env:ZOOPREP_DOCTEST_SAS}", "--science")
+    'https://x.org/{visit}.fits?sv=1&sig=abc'
+    """
+    if "{env:" not in template:
+        return template
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = os.environ.get(name)
+        if found is None:
+            raise InputError(
+                f"{what} names {{env:{name}}}, but the environment variable "
+                f"{name} is not set"
+            )
+        return found.replace("{", "{{").replace("}", "}}")
+
+    return ENV_FIELD.sub(value, template)

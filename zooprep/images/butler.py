@@ -54,6 +54,7 @@ from zooprep.images.cutting import (
     cut_group,
 )
 from zooprep.images.fits import DEFAULT_CACHE_BYTES, CachedImages
+from zooprep.vocabulary import BUTLER_DATASET_TYPES
 
 __all__ = ["ButlerImages"]
 
@@ -104,9 +105,9 @@ class ButlerImages(CachedImages):
         self,
         repo: str | os.PathLike[str],
         collections: Sequence[str] | str,
-        science: str = "preliminary_visit_image",
-        template: str = "template_matched",
-        difference: str = "difference_image",
+        science: str = BUTLER_DATASET_TYPES["science"],
+        template: str = BUTLER_DATASET_TYPES["template"],
+        difference: str = BUTLER_DATASET_TYPES["difference"],
         instrument: str | None = None,
         position: Position = "auto",
         cache_bytes: int = DEFAULT_CACHE_BYTES,

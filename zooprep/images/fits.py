@@ -23,7 +23,10 @@ is read; compressed (and gzipped) images are decompressed once.  ``BSCALE``,
 
 Templates may be URLs (``s3://``, ``https://``, ``gs://``...): such images are
 read by byte ranges, only the rows or tiles under the cutouts
-(`zooprep.images.remote`, optional extra ``cloud``).
+(`zooprep.images.remote`, optional extra ``cloud``).  ``{env:NAME}`` in a
+template is the environment variable NAME, read in each process that reads
+images (`~zooprep.vocabulary.expand_env`): a signed URL's token stays out of
+the run's settings (``...fits?{env:AZURE_SAS}``).
 
 Positions
 ---------
@@ -92,6 +95,7 @@ from zooprep.images.cutting import (
 from zooprep.images.fitsimage import FitsImage, _log_warnings, image_hdu
 from zooprep.images.injected import Injection
 from zooprep.images.remote import is_url, open_remote, pool, require
+from zooprep.vocabulary import expand_env
 
 __all__ = ["FitsImage", "FitsImages", "ImageCache", "open_image"]
 
@@ -273,14 +277,20 @@ class ImageCache:
 
 
 def template_fields(template: str) -> list[str]:
-    """Return the column names a path template refers to."""
+    """Return the column names a path template refers to (``{env:NAME}`` aside).
+
+    Examples
+    --------
+    >>> template_fields("s3://b/{visit}/{detector:03d}.fits?{env:SAS}")
+    ['visit', 'detector']
+    """
     names = []
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise InputError(f"bad path template {template!r}: {exc}") from exc
-    for _, name, _, _ in parsed:
-        if name is None:
+    for _, name, spec, _ in parsed:
+        if name is None or (name == "env" and spec):
             continue
         root = name.split(".")[0].split("[")[0]
         if not root or root.isdigit():
@@ -385,7 +395,8 @@ class FitsImages(CachedImages):
                         f" sources lack; available columns: {listing}"
                     )
         check_position_columns(self.position, columns)
-        for t in self._templates:
+        for role, t in zip(ROLES, self._templates, strict=True):
+            expand_env(t, f"--{role}")  # every variable named is set
             if is_url(t):
                 require(t)
 
@@ -398,9 +409,9 @@ class FitsImages(CachedImages):
             When a template cannot be filled from the row.
         """
         out = []
-        for t in self._templates:
+        for role, t in zip(ROLES, self._templates, strict=True):
             try:
-                path = t.format_map(row)
+                path = expand_env(t, f"--{role}").format_map(row)
             except (KeyError, AttributeError, IndexError, ValueError) as exc:
                 raise InputError(f"cannot fill path template {t!r}: {exc!r}") from exc
             if self.root is not None:

@@ -284,6 +284,11 @@ class ApdbReader:
         """Databases have no per-file failures."""
         return ()
 
+    @property
+    def paths(self) -> Sequence[str]:
+        """Databases have no files."""
+        return ()
+
     def columns(self) -> list[str]:
         """The table's column names (plus ``instrument``)."""
         names = [str(c.name) for c in self.table.columns]

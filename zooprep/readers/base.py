@@ -12,8 +12,16 @@ backend gives the same answer for the same filter:
   names, plus ``instrument``), all of them, the first ``limit`` or only the
   given ids.
 
-Readers that read files (alerts) also report the files they could not read
-in `SourceReader.failures`, so that the stage records them and carries on.
+Select calls `SourceReader.open` before anything else and
+`SourceReader.close` at the end, whatever happens (readers that hold nothing
+open make both do nothing).  Readers that read files (alerts) also report
+the files they could not read in `SourceReader.failures`, so that the stage
+records them and carries on, and list every file in `SourceReader.paths`, so
+that a file that failed before and reads well now is retired.
+
+A reader of your own plugs in as ``zooprep.select(run, reader=MyReader(...),
+where=..., limit=...)``: its ``kind`` and ``describe()`` become the run's
+``[select] kind`` and ``source``.
 """
 
 from __future__ import annotations
@@ -49,10 +57,25 @@ class ReadFailure:
 class SourceReader(Protocol):
     """A source of DiaSource-like rows (APDB, catalog file, alert packets)."""
 
-    #: ``'apdb'``, ``'catalog'`` or ``'alerts'``.
+    #: ``'apdb'``, ``'catalog'``, ``'alerts'``, or the kind of your own source.
     kind: str
     #: The column holding each row's 64-bit integer id.
     id_column: str
+    #: The instrument the source names (or the one given), None when unknown.
+    instrument: str | None
+
+    def open(self) -> Any:
+        """Connect or read what is needed before `check` (select calls it first)."""
+        ...
+
+    def close(self) -> None:
+        """Release what `open` took (select calls it last, also after an error)."""
+        ...
+
+    @property
+    def paths(self) -> Sequence[str]:
+        """The files read (empty for databases), to retire their old failures."""
+        ...
 
     def describe(self) -> str:
         """Where the rows come from, without secrets (for logs and settings)."""
@@ -145,6 +168,13 @@ class InMemoryFilter:
 
     ids: np.ndarray
     _masks: dict[Expr, np.ndarray]
+
+    def open(self) -> Any:
+        """Nothing to open: the rows were read when the reader was made."""
+        return self
+
+    def close(self) -> None:
+        """Nothing to close."""
 
     def columns(self) -> list[str]:
         """Every column the rows have."""

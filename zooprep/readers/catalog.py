@@ -285,6 +285,11 @@ class CatalogReader(InMemoryFilter):
         """A catalog is read whole or not at all."""
         return ()
 
+    @property
+    def paths(self) -> Sequence[str]:
+        """The catalog file."""
+        return (str(self.path),)
+
     def columns(self) -> list[str]:
         """The (renamed) columns."""
         return [str(c) for c in self.frame.columns]

@@ -48,6 +48,7 @@ def make_renderer(options: RenderOptions) -> Renderer:
     ValueError
         For an unknown colour map, colour or stretch, or a scale below 1.
     """
+    options = options.resolved()
     if options.annotate:
         return AnnotatedRenderer(
             cmap=options.cmap,

@@ -53,14 +53,15 @@ import numpy as np
 
 from zooprep import injection as inj
 from zooprep.errors import InputError, SettingsMismatch
-from zooprep.images import absolute, from_settings
+from zooprep.files import atomic_write, storage_guard
+from zooprep.images import absolute, from_options
 from zooprep.images.base import ImageSource
 from zooprep.images.fits import open_image
 from zooprep.images.injected import PLANS, Injection, plan_key, save_injection
 from zooprep.images.stamps import AlertStamps
-from zooprep.options import FakesOptions
+from zooprep.options import FakesOptions, ImageOptions, RenderOptions
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import KnownAnswer, Run, Source, atomic_write, storage_guard
+from zooprep.run import KnownAnswer, Run, Source
 from zooprep.vocabulary import is_flag_column, truthy
 
 __all__ = ["FakesResult", "fakes"]
@@ -131,11 +132,11 @@ class FakesResult:
 
 def fakes(
     run: str | os.PathLike[str],
-    options: FakesOptions,
+    options: FakesOptions | Mapping[str, Any] | None = None,
     *,
-    images: ImageSource | Mapping[str, Any] | None = None,
-    force: bool = False,
+    images: ImageSource | ImageOptions | Mapping[str, Any] | None = None,
     reporter: Reporter | None = None,
+    **fields: Any,
 ) -> FakesResult:
     """Add known answers to a run: injected fakes, or sources a column names.
 
@@ -143,18 +144,19 @@ def fakes(
     ----------
     run : str or path-like
         The run directory (made by `zooprep.select`).
-    options : FakesOptions
+    options : FakesOptions or mapping, optional
         Count, magnitudes, seed, training share, PSF choice; or the truth
-        column.
-    images : ImageSource or dict, optional
+        column (`~zooprep.options.FakesOptions`).
+    images : ImageSource, ImageOptions or mapping, optional
         The images to inject into, in render's words (``science``,
         ``template``, ``difference`` path templates, or ``butler`` ...); saved
-        as the run's render images, so ``zooprep render RUN`` uses them.  None
-        uses the run's saved render images.
-    force : bool
-        Replace fakes made with other settings (refused once any is uploaded).
+        as the run's render images, so ``zooprep render RUN`` draws from the
+        same ones.  None uses the run's saved render images.
     reporter : Reporter, optional
         Progress over the images.
+    **fields
+        The fields of `~zooprep.options.FakesOptions`, when ``options`` is
+        not given.
 
     Returns
     -------
@@ -172,11 +174,13 @@ def fakes(
     zooprep.errors.StorageError
         The run directory is full or cannot be written.
     """
+    given = FakesOptions.coerce(options, fields)
+    opts = given.resolved()
     reporter = reporter or NullReporter()
     with storage_guard(run, lambda: "no fake was added"), Run.open(run) as r:
-        if options.truth_column is not None:
-            return _from_column(r, options)
-        return _inject(r, options, images, force, reporter)
+        if opts.truth_column is not None:
+            return _from_column(r, opts)
+        return _inject(r, opts, images, reporter)
 
 
 # -- known answers from a column ----------------------------------------------------
@@ -247,7 +251,7 @@ def _from_column(r: Run, options: FakesOptions) -> FakesResult:
         )
     r.clear_known("column")
     r.record_known(answers)
-    r.save_settings("fakes_column", options.to_dict())
+    r.save(options)
     result = FakesResult(marked=len(answers))
     result.real = sum(1 for a in answers if a.truth == "real")
     result.bogus = len(answers) - result.real
@@ -300,13 +304,13 @@ class _Plan:
 def _inject(
     r: Run,
     options: FakesOptions,
-    images: ImageSource | Mapping[str, Any] | None,
-    force: bool,
+    images: ImageSource | ImageOptions | Mapping[str, Any] | None,
     reporter: Reporter,
 ) -> FakesResult:
     """Plan every image's fakes, then record them all at once."""
-    select = r.settings.get("select", {})
-    if select.get("kind") == "alerts":
+    select = r.settings.select
+    kind = select.kind if select is not None else None
+    if kind == "alerts":
         raise InputError(
             f"{r.path} holds alert packets, whose stamps are cutouts, not images: "
             "no fake can be injected into them; mark known answers from a column "
@@ -314,11 +318,11 @@ def _inject(
         )
     known = r.known_answers()
     injected = [a for a in known.values() if a.origin == "injected"]
-    saved = r.settings.get("fakes", {})
+    saved = r.settings.fakes
     if injected:
-        if _plain(saved.get("options") or {}) == _plain(options.to_dict()):
+        if saved is not None and _plain(saved.to_toml()) == _plain(options.to_toml()):
             return FakesResult(already=len(injected))
-        if not force:
+        if not options.force:
             raise SettingsMismatch(
                 f"{r.path} already has {len(injected)} fakes made with other "
                 "settings; pass --force to replace them"
@@ -334,15 +338,20 @@ def _inject(
         r.remove_fakes()
         known = r.known_answers()
 
-    render = r.settings.get("render", {})
-    image_settings = dict(render.get("images", {}))
+    render = r.settings.render or RenderOptions.defaults()
+    given_images: ImageOptions | None = None
     if isinstance(images, Mapping):
-        image_settings.update(absolute(images))
+        given_images = ImageOptions(**images)
+    elif isinstance(images, ImageOptions):
+        given_images = images
+    if given_images is not None:
+        render = render.merge(images=absolute(given_images))
     source = (
         images
-        if images is not None and not isinstance(images, Mapping)
-        else from_settings(image_settings, select.get("kind"))
+        if images is not None and given_images is None
+        else from_options(render, kind)
     )
+    assert not isinstance(source, Mapping | ImageOptions)
     if isinstance(source, AlertStamps):
         raise InputError(
             f"{r.path} has no images to inject into (its sources carry alert "
@@ -350,8 +359,8 @@ def _inject(
             "--truth-column COL"
         )
     source.check(_columns(r))
-    id_column = str(select.get("id_column") or "id")
-    sizes = tuple(render.get("options", {}).get("sizes") or (DEFAULT_SIZE,))
+    id_column = str((select.id_column if select is not None else None) or "id")
+    sizes = tuple(render.sizes or (DEFAULT_SIZE,))
     groups = _groups(r, source, set(known))
     shares = _shares(options.count or 0, [len(g.sources) for g in groups])
 
@@ -386,18 +395,17 @@ def _inject(
         r.path / PLANS,
         json.dumps({"images": records}, indent=1).encode("utf-8"),
     )
-    if isinstance(images, Mapping):  # render draws from the same images
-        r.save_settings("render", {**render, "images": image_settings})
+    if given_images is not None:  # render draws from the same images
+        saved_render = r.settings.render or RenderOptions.record()
+        r.save(saved_render.merge(images=render.images))
     r.add_fakes(rows, id_column, answers, before)
-    r.save_settings(
-        "fakes", {"options": options.to_dict(), "added": len(rows), "plans": PLANS}
-    )
+    r.save(options)
     result = FakesResult(added=len(rows), images=len(plans))
     result.real = len(rows)
     result.training = sum(1 for a in answers if a.stream == "training")
     for plan in plans:
-        kind = str(plan.record["psf"])
-        result.psf[kind] = result.psf.get(kind, 0) + 1
+        kind_psf = str(plan.record["psf"])
+        result.psf[kind_psf] = result.psf.get(kind_psf, 0) + 1
     log.info("%s", result)
     return result
 

@@ -43,7 +43,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -54,10 +54,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from zooprep import interrupt
 from zooprep.errors import InputError
 from zooprep.feedback import TRAINING_KEY, feedback_keys
-from zooprep.files import atomic_file
-from zooprep.options import Feedback
+from zooprep.files import atomic_file, remove_temporary, storage_guard
+from zooprep.options import ManifestOptions
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import KnownAnswer, Run, Source, remove_temporary, storage_guard
+from zooprep.run import KnownAnswer, Run, Source
 from zooprep.vocabulary import (
     CONTENT_TYPES,
     ID_TEXT_KEY,
@@ -195,18 +195,10 @@ class _Layout:
 
 def manifest(
     run: str | os.PathLike[str] | Run,
+    options: ManifestOptions | Mapping[str, Any] | None = None,
     *,
-    url_root: str | None = None,
-    output: str | os.PathLike[str] | None = None,
-    metadata: Sequence[str] | None = None,
-    hidden: Sequence[str] | None = None,
-    talk_only: Sequence[str] | None = None,
-    index: Sequence[str] | None = None,
-    split: int | None = None,
-    layout: str | None = None,
-    feedback: Feedback | None = None,
-    truth_metadata: bool | None = None,
     reporter: Reporter | None = None,
+    **fields: Any,
 ) -> ManifestResult:
     """Write the run's manifest: one CSV row per rendered source.
 
@@ -218,48 +210,37 @@ def manifest(
     ----------
     run : str, path-like or Run
         The run directory (or an open `~zooprep.run.Run`).
-    url_root : str, optional
-        Where the run directory's files will be hosted: locations become
-        ``URL_ROOT/cutouts/<chunk>/<id>.png`` (a query string, e.g. a
-        signed-URL token, is kept at the end).
-    output : str or path-like, optional
-        Write here instead of ``RUN/manifest.csv``; relative locations are
-        then relative to this file's folder.
-    metadata : sequence of str, optional
-        Catalog columns to include (``id`` is the source id column).
-        Default: those of `DEFAULT_METADATA` that the sources have.
-    hidden : sequence of str, optional
-        Columns hidden from volunteers (``#``).  Id columns and columns that
-        could bias a classification (reliability, S/N, flags, scores) are
-        hidden unless named in ``talk_only`` or ``index``.
-    talk_only : sequence of str, optional
-        Columns hidden in the classifier but shown in Talk (``!``).
-        Default: visit, detector, ra, dec.
-    index : sequence of str, optional
-        Index fields of the subject set (``%``).  Default: none.
-    split : int, optional
-        Also write numbered parts of at most ``split`` rows beside the
-        manifest (``manifest-001.csv``, ...), e.g. 10000 for Zooniverse's
-        server-side import.
-    layout : {"import", "panoptes-cli"}, optional
-        The columns.  ``"import"`` (default): ``external_id``,
-        ``location:N``, ``metadata:<key>``, ``#zooprep_id``, for Zooniverse's
-        server-side import and ``zooprep upload``.  ``"panoptes-cli"``:
-        ``#zooprep_id``, ``#location:N`` and bare ``<key>`` headers, so that
-        ``panoptes subject-set upload-subjects`` gives subjects the intended
-        metadata keys (``zooprep upload`` reads it too).
-    feedback : Feedback, optional
-        Write the Zooniverse feedback keys (``#feedback_1_id``,
-        ``#feedback_1_answer`` ...) on the run's training subjects
-        (``zooprep fakes --training``), never on blind ones.
-    truth_metadata : bool, optional
-        Write the known answers as hidden metadata (``#known_answer``,
-        ``#fake_mag``, ``#fake_snr``, ``#training_subject``) when the run has
-        them (default true).  Hidden keys are not shown by the classifier but
-        the API returns them to anyone who asks; `zooprep.results` reads the
-        truth from the run, so false keeps it off Zooniverse.
+    options : ManifestOptions or mapping, optional
+        The choices (or give its fields as keywords):
+
+        - ``url_root``: where the run directory's files will be hosted:
+          locations become ``URL_ROOT/cutouts/<chunk>/<id>.png`` (a query
+          string is kept at the end).
+        - ``output``: write here instead of ``RUN/manifest.csv``; relative
+          locations are then relative to this file's folder.
+        - ``metadata``: catalog columns to include (``id`` is the source id
+          column). Default: those of `DEFAULT_METADATA` that the sources have.
+        - ``hidden``: columns hidden from volunteers (``#``).  Id columns and
+          columns that could bias a classification (reliability, S/N, flags,
+          scores) are hidden unless named in ``talk_only`` or ``index``.
+        - ``talk_only``: columns hidden in the classifier but shown in Talk
+          (``!``). Default: visit, detector, ra, dec.
+        - ``index``: index fields of the subject set (``%``).  Default: none.
+        - ``split``: also write numbered parts of at most ``split`` rows
+          beside the manifest (``manifest-001.csv``, ...), e.g. 10000 for
+          Zooniverse's server-side import.
+        - ``layout``: ``"import"`` (default): ``external_id``,
+          ``location:N``, ``metadata:<key>``, ``#zooprep_id``, for
+          Zooniverse's server-side import and ``zooprep upload``.
+          ``"panoptes-cli"``: ``#zooprep_id``, ``#location:N`` and bare
+          ``<key>`` headers, so that ``panoptes subject-set upload-subjects``
+          gives subjects the intended metadata keys (``zooprep upload`` reads
+          it too).
     reporter : Reporter, optional
         Progress callbacks.
+    **fields
+        The fields of `~zooprep.options.ManifestOptions`, when ``options`` is
+        not an object.
 
     Returns
     -------
@@ -279,43 +260,26 @@ def manifest(
     zooprep.errors.Interrupted
         A stop was asked for; the manifest was not written.
     """
-    choices = (url_root, output, metadata, hidden, talk_only, index, split, layout)
+    given = ManifestOptions.coerce(options, fields)
     where = run.path if isinstance(run, Run) else Path(run)
     with storage_guard(where, lambda: "manifest not written"):
         if isinstance(run, Run):
-            return _write(run, *choices, reporter, feedback, truth_metadata)
+            return _write(run, given, reporter)
         with Run.open(run) as r:
-            return _write(r, *choices, reporter, feedback, truth_metadata)
+            return _write(r, given, reporter)
 
 
 def _write(
-    run: Run,
-    url_root: str | None,
-    output: str | os.PathLike[str] | None,
-    metadata: Sequence[str] | None,
-    hidden: Sequence[str] | None,
-    talk_only: Sequence[str] | None,
-    index: Sequence[str] | None,
-    split: int | None,
-    kind: str | None,
-    reporter: Reporter | None,
-    feedback: Feedback | None = None,
-    truth_metadata: bool | None = None,
+    run: Run, given: ManifestOptions, reporter: Reporter | None
 ) -> ManifestResult:
     """Body of `manifest` on an open run."""
     reporter = reporter or NullReporter()
-    saved = run.settings.get("manifest", {})
-    kind = kind if kind is not None else saved.get("layout") or "import"
-    if kind not in LAYOUTS:
-        raise InputError(f"--layout must be one of {', '.join(LAYOUTS)}, not {kind!r}")
-    url_root = url_root if url_root is not None else saved.get("url_root")
-    split = split if split is not None else saved.get("split")
-    if split is not None and int(split) < 1:
-        raise InputError(f"--split must be at least 1, not {split}")
-    if output is not None:
-        path = Path(output).absolute()
-    elif saved.get("output"):
-        path = Path(saved["output"])
+    saved = run.settings.manifest
+    options = (saved or ManifestOptions.defaults()).merge(given)
+    kind = options.layout
+    url_root, split = options.url_root, options.split
+    if options.output:
+        path = Path(options.output).absolute()
     else:
         path = run.path / "manifest.csv"
     _refuse_overwriting_review(path, saved)
@@ -326,14 +290,14 @@ def _write(
             f"run {run.path} has no rendered source; run 'zooprep render' first"
         )
     id_column = _id_column(run, first)
-    known = _KnownCells.of(run, saved, feedback, truth_metadata)
+    known = _KnownCells.of(run, options)
     layout = _layout(
         first,
         id_column,
-        metadata if metadata is not None else saved.get("metadata"),
-        hidden if hidden is not None else saved.get("hidden"),
-        talk_only if talk_only is not None else saved.get("talk_only"),
-        index if index is not None else saved.get("index"),
+        options.metadata,
+        options.hidden,
+        options.talk_only,
+        options.index,
         _max_locations(run),
         url_root,
         kind,
@@ -375,8 +339,10 @@ def _write(
             # the end of this block): a kill between the two leaves a manifest
             # whose hash zooprep knows, so the next run does not mistake it
             # for a reviewed (edited) one.
-            run.save_settings(
-                "manifest", {**saved, "sha256_pending": digest.hexdigest()}
+            run.save(
+                (saved or ManifestOptions.record()).merge(
+                    sha256_pending=digest.hexdigest()
+                )
             )
         if parts is not None:
             result.parts = parts.close()
@@ -386,22 +352,29 @@ def _write(
         reporter.finish()
     result.rows = len(written)
     _record_written(run, written)
-    run.save_settings(
-        "manifest",
-        {
-            "metadata": [c for c in layout.columns if c not in known.keys],
-            "keys": [k for k in layout.keys if k not in known.keys],
-            "id_column": id_column,
-            "url_root": url_root,
-            "layout": kind,
-            "output": str(path) if path != run.path / "manifest.csv" else None,
-            "split": split,
-            **known.settings(),
-            "rows": result.rows,
-            "sha256": digest.hexdigest(),
-            "written": datetime.now().astimezone().isoformat(timespec="seconds"),
-            **_visibility_lists(layout),
-        },
+    visibility = _visibility_lists(layout)
+    run.save(
+        ManifestOptions(
+            hidden=visibility["hidden"],
+            talk_only=visibility["talk_only"],
+            index=visibility["index"],
+            metadata=[c for c in layout.columns if c not in known.keys],
+            keys=[k for k in layout.keys if k not in known.keys],
+            id_column=id_column,
+            feedback=options.feedback,
+            real_answer=options.real_answer,
+            bogus_answer=options.bogus_answer,
+            success_message=options.success_message,
+            failure_message=options.failure_message,
+            truth_metadata=options.truth_metadata,
+            url_root=url_root,
+            layout=kind,
+            output=str(path) if path != run.path / "manifest.csv" else None,
+            split=split,
+            rows=result.rows,
+            sha256=digest.hexdigest(),
+            written=datetime.now().astimezone().isoformat(timespec="seconds"),
+        )
     )
     logger.info("%s", result)
     return result
@@ -417,60 +390,38 @@ class _KnownCells:
     are empty (upload leaves empty known-answer keys out).
     """
 
-    def __init__(
-        self,
-        known: dict[int, KnownAnswer],
-        feedback: Feedback | None,
-        truth: bool,
-    ) -> None:
+    def __init__(self, known: dict[int, KnownAnswer], options: ManifestOptions) -> None:
         self.known = known
-        self.feedback = feedback
-        self.truth = truth and bool(known)
+        self.options = options
+        self.truth = bool(options.truth_metadata) and bool(known)
         keys: list[str] = []
         if self.truth:
             keys += [KNOWN_ANSWER_KEY, KNOWN_MAG_KEY, KNOWN_SNR_KEY, TRAINING_KEY]
-        if feedback is not None:
-            keys += list(feedback_keys(feedback.rule, 0, "x", "x"))
+        if options.feedback:
+            keys += list(feedback_keys(str(options.feedback), 0, "x", "x"))
         self.keys: tuple[str, ...] = tuple(keys)
 
     @classmethod
-    def of(
-        cls,
-        run: Run,
-        saved: dict[str, Any],
-        feedback: Feedback | None,
-        truth: bool | None,
-    ) -> _KnownCells:
-        """The run's known answers with these choices (or the saved ones)."""
+    def of(cls, run: Run, options: ManifestOptions) -> _KnownCells:
+        """The run's known answers with these choices; refuse feedback that cannot be."""
         known = run.known_answers()
-        if feedback is None and saved.get("feedback"):
-            feedback = Feedback(**saved["feedback"])
-        if truth is None:
-            truth = bool(saved.get("truth_metadata", True))
-        if feedback is not None:
+        rule = options.feedback
+        if rule:
             training = [a for a in known.values() if a.stream == "training"]
             if not training:
                 raise InputError(
-                    f"--feedback {feedback.rule}: {run.path} has no training subjects "
-                    "(zooprep fakes --training chooses them); feedback on blind "
-                    "fakes would tell volunteers which subjects are fakes"
+                    f"--feedback {rule}: {run.path} has no training subjects (zooprep "
+                    "fakes --training chooses them); feedback on blind fakes would "
+                    "tell volunteers which subjects are fakes"
                 )
-            if feedback.bogus_answer is None and any(
+            if options.bogus_answer is None and any(
                 a.truth == "bogus" for a in training
             ):
                 raise InputError(
-                    f"--feedback {feedback.rule}: some training subjects are known "
-                    "bogus; give --bogus-answer (the index of the answer that means "
-                    "bogus)"
+                    f"--feedback {rule}: some training subjects are known bogus; give "
+                    "--bogus-answer (the index of the answer that means bogus)"
                 )
-        return cls(known, feedback, truth)
-
-    def settings(self) -> dict[str, Any]:
-        """The choices, for ``zooprep.toml``."""
-        return {
-            "feedback": self.feedback.to_dict() if self.feedback else None,
-            "truth_metadata": self.truth or not self.known,
-        }
+        return cls(known, options)
 
     def cells(self, source_id: int) -> dict[str, str]:
         """The known-answer cells of one source (empty strings where none)."""
@@ -483,9 +434,9 @@ class _KnownCells:
             out[KNOWN_MAG_KEY] = "" if answer.mag is None else f"{answer.mag:.3f}"
             out[KNOWN_SNR_KEY] = "" if answer.snr is None else f"{answer.snr:.2f}"
             out[TRAINING_KEY] = "true" if answer.stream == "training" else ""
-        fb = self.feedback
-        if fb is not None and answer.stream == "training":
-            index = fb.real_answer if answer.truth == "real" else fb.bogus_answer
+        o = self.options
+        if o.feedback and answer.stream == "training":
+            index = o.real_answer if answer.truth == "real" else o.bogus_answer
             assert index is not None
             fields = {
                 "mag": "" if answer.mag is None else f"{answer.mag:.1f}",
@@ -493,10 +444,10 @@ class _KnownCells:
             }
             out.update(
                 feedback_keys(
-                    fb.rule,
-                    index,
-                    fb.success.format(**fields) if fb.success else None,
-                    fb.failure.format(**fields) if fb.failure else None,
+                    str(o.feedback),
+                    int(index),
+                    o.success_message.format(**fields) if o.success_message else None,
+                    o.failure_message.format(**fields) if o.failure_message else None,
                 )
             )
         return out
@@ -583,7 +534,7 @@ class _Parts:
             self.fh, self._file = None, None
 
 
-def _refuse_overwriting_review(path: Path, saved: dict[str, Any]) -> None:
+def _refuse_overwriting_review(path: Path, saved: ManifestOptions | None) -> None:
     """Raise when ``path`` is a manifest someone edited since zooprep wrote it."""
     if not path.exists():
         return
@@ -591,7 +542,7 @@ def _refuse_overwriting_review(path: Path, saved: dict[str, Any]) -> None:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() in (saved.get("sha256"), saved.get("sha256_pending")):
+    if saved is not None and digest.hexdigest() in (saved.sha256, saved.sha256_pending):
         return
     raise InputError(
         f"{path} was edited after zooprep wrote it; zooprep will not overwrite "
@@ -622,10 +573,9 @@ def _uploadable(files: Iterable[str]) -> list[str]:
 
 def _id_column(run: Run, first: Source) -> str:
     """Name of the catalog column that holds the source id."""
-    for section in ("select", "manifest"):
-        name = run.settings.get(section, {}).get("id_column")
-        if name:
-            return str(name)
+    for section in (run.settings.select, run.settings.manifest):
+        if section is not None and section.id_column:
+            return str(section.id_column)
     for name in _ID_COLUMNS:
         if first.row.get(name) == first.id:
             return name

@@ -16,33 +16,26 @@ import io
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from zooprep import interrupt
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
-from zooprep.images import absolute, from_settings
+from zooprep.files import atomic_write, remove_temporary, storage_guard
+from zooprep.images import absolute, from_options
 from zooprep.images.base import Cutouts, Failed, ImageSource
 from zooprep.images.injected import load_injection, load_plans, plan_key
-from zooprep.options import MAX_FILE_BYTES, PICTURE_OPTIONS, RenderOptions
+from zooprep.options import MAX_FILE_BYTES, ImageOptions, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
-from zooprep.run import (
-    Run,
-    atomic_write,
-    cutout_relpath,
-    decode_row,
-    remove_temporary,
-    saved_count,
-    storage_guard,
-)
+from zooprep.run import Run, cutout_relpath, decode_row, saved_count
 from zooprep.vocabulary import reason_key
 
-__all__ = ["RenderResult", "render"]
+__all__ = ["RenderResult", "RowResult", "TaskResult", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +70,59 @@ class RenderResult:
         return text
 
 
+class TaskRow(NamedTuple):
+    """One source to render: its id, its selection order and its columns."""
+
+    id: int
+    seq: int
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What a worker did with one source.
+
+    Attributes
+    ----------
+    id : int
+        The source.
+    status : {'rendered', 'failed'}
+        Whether its files were written.
+    files : tuple of str
+        The files written, relative to the run, in location order.
+    reason : str
+        Why it failed (one line).
+    padded : bool
+        A cutout reached past an image edge.
+    notes : dict of str to int
+        Counts for the summary line (e.g. light curves of one point).
+    """
+
+    id: int
+    status: Literal["rendered", "failed"]
+    files: tuple[str, ...] = ()
+    reason: str = ""
+    padded: bool = False
+    notes: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, source_id: int, reason: str) -> RowResult:
+        """A failed row and its reason."""
+        return cls(source_id, "failed", reason=reason)
+
+
+@dataclass
+class TaskResult:
+    """What a worker did with one task: a result per row it finished.
+
+    ``stopped`` says the worker was told to stop: the rows without a result
+    are left for the next run, not failed.
+    """
+
+    rows: list[RowResult] = field(default_factory=list)
+    stopped: bool = False
+
+
 @dataclass(frozen=True)
 class _Task:
     """One unit of work for a worker: rows sharing images."""
@@ -84,7 +130,7 @@ class _Task:
     run_path: str
     images: ImageSource
     renderer: Renderer
-    rows: list[tuple[int, int, dict[str, Any]]]  # (id, seq, row)
+    rows: list[TaskRow]
     sizes: tuple[int, ...]
     use_footprint: bool
     numpy: bool
@@ -115,7 +161,7 @@ def _pictures(
     if task.layout in ("triplet", "both"):
         out.append((".png", task.renderer.render(cutouts, row)))
     if task.layout in ("frames", "both"):
-        frames = task.renderer.render_frames(cutouts, row)  # type: ignore[attr-defined]
+        frames = task.renderer.render_frames(cutouts, row)
         for n, png in enumerate(frames):
             size, panel = divmod(n, 3)
             out.append((f"_{size + 1}_{FRAME_PANELS[panel]}.png", png))
@@ -165,79 +211,68 @@ def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
     return ".npz", buf.getvalue()
 
 
-#: Id of the marker a worker adds to a task's results when it stopped early.
-_STOPPED = -1
-
-
-def _render_task(task: _Task) -> list[tuple[Any, ...]]:
+def _render_task(task: _Task) -> TaskResult:
     """Worker: cut, draw and write every row of a task.
 
-    Returns ``(id, status, files or reason, padded)`` per row.  When the image
-    source itself raises, the rows not yet done are retried one by one, so an
-    error caused by one source fails that source only.
+    When the image source itself raises, the rows not yet done are retried
+    one by one, so an error caused by one source fails that source only.
     """
-    out: list[tuple[Any, ...]] = []
+    out = TaskResult()
     try:
-        _draw_rows(task, task.rows, out)
+        _draw_rows(task, task.rows, out.rows)
     except WriteFailed:
         raise  # the disk, not the row: the driver stops the stage
     except Exception:
         log.debug("task failed; retrying its rows one by one", exc_info=True)
-        done = {o[0] for o in out}
+        done = {o.id for o in out.rows}
         for item in task.rows:
-            if item[0] in done:
+            if item.id in done:
                 continue
             try:
-                _draw_rows(task, [item], out)
+                _draw_rows(task, [item], out.rows)
             except WriteFailed:
                 raise
             except Exception as exc:  # this row's own error, recorded as its failure
-                out.append((item[0], "failed", f"{type(exc).__name__}: {exc}", False))
-    if interrupt.requested():
-        # Told to stop (SIGTERM from the driver): the rows not in ``out`` are
-        # left for the next run, not failed.
-        out.append((_STOPPED, "stopped", None, False))
+                out.rows.append(
+                    RowResult.failed(item.id, f"{type(exc).__name__}: {exc}")
+                )
+    # Told to stop (SIGTERM from the driver): the rows not answered are left
+    # for the next run, not failed.
+    out.stopped = interrupt.requested()
     return out
 
 
-def _draw_rows(
-    task: _Task,
-    rows: list[tuple[int, int, dict[str, Any]]],
-    out: list[tuple[Any, ...]],
-) -> None:
+def _draw_rows(task: _Task, rows: list[TaskRow], out: list[RowResult]) -> None:
     """Cut and draw ``rows``, appending one result per row to ``out``."""
     run = Path(task.run_path)
-    by_id = {sid: (seq, row) for sid, seq, row in rows}
-    items = [(sid, row) for sid, _, row in rows]
+    by_id = {item.id: item for item in rows}
+    items = [(item.id, item.row) for item in rows]
     curves: dict[int, Any] = {}
     if task.lightcurve is not None:
         from zooprep.lightcurves import light_curves_for
 
         curves = light_curves_for(task.history, items)
     images = task.images
-    if task.injection is not None:  # the same source, cutting these images with fakes
+    if task.injection is not None:  # the same source, cutting images with fakes
         images = copy.copy(images)
         images.injection = task.injection  # type: ignore[attr-defined]
-    for item in images.cutouts(items, task.sizes, task.use_footprint):
+    for cut in images.cutouts(items, task.sizes, task.use_footprint):
         if interrupt.requested():
             return  # rendering in this process (--jobs 1): stop between rows
-        if isinstance(item, Failed):
-            out.append((item.source_id, "failed", item.reason, False))
+        if isinstance(cut, Failed):
+            out.append(RowResult.failed(cut.source_id, cut.reason))
             continue
-        seq, row = by_id[item.source_id]
+        item = by_id[cut.source_id]
         try:
-            pictures, notes = _pictures(task, item, row, curves.get(item.source_id))
+            pictures, notes = _pictures(task, cut, item.row, curves.get(item.id))
         except _RowFailed as exc:
-            out.append((item.source_id, "failed", str(exc), False))
+            out.append(RowResult.failed(item.id, str(exc)))
             continue
         except Exception as exc:  # one bad row must not stop the others
-            log.debug("render of %s failed", item.source_id, exc_info=True)
+            log.debug("render of %s failed", item.id, exc_info=True)
             out.append(
-                (
-                    item.source_id,
-                    "failed",
-                    f"drawing failed: {type(exc).__name__}: {exc}",
-                    False,
+                RowResult.failed(
+                    item.id, f"drawing failed: {type(exc).__name__}: {exc}"
                 )
             )
             continue
@@ -251,26 +286,24 @@ def _draw_rows(
                 else "use smaller --sizes or --scale"
             )
             out.append(
-                (
-                    item.source_id,
-                    "failed",
+                RowResult.failed(
+                    item.id,
                     f"{what} is {n} bytes, over Zooniverse's {MAX_FILE_BYTES}-byte "
                     f"limit; {hint}",
-                    False,
                 )
             )
             continue
         files = []
         for sfx, data in pictures:
-            rel = cutout_relpath(seq, item.source_id, task.chunk_size, sfx)
+            rel = cutout_relpath(item.seq, item.id, task.chunk_size, sfx)
             _write(run / rel, data)
             files.append(rel)
         if task.numpy:
-            suffix, data = _npy_bytes(item)
-            rel_np = cutout_relpath(seq, item.source_id, task.chunk_size, suffix)
+            suffix, data = _npy_bytes(cut)
+            rel_np = cutout_relpath(item.seq, item.id, task.chunk_size, suffix)
             _write(run / rel_np, data)
             files.append(rel_np)
-        out.append((item.source_id, "rendered", files, item.padded, notes))
+        out.append(RowResult(item.id, "rendered", tuple(files), "", cut.padded, notes))
 
 
 def _columns(run: Run) -> list[str]:
@@ -283,28 +316,24 @@ def _columns(run: Run) -> list[str]:
     return list(cols)
 
 
-def _resolve_options(
-    run: Run,
-    options: RenderOptions | Mapping[str, Any] | None,
-    kind: str | None,
-    force: bool,
-) -> RenderOptions:
-    """Merge new options over the run's saved ones; refuse silent changes."""
-    saved = dict(run.settings.get("render", {}).get("options", {}))
-    base = (
-        RenderOptions.from_dict(saved)
-        if saved
-        else RenderOptions(sizes=() if kind == "alerts" else (30,))
-    )
-    if options is None:
-        return base
-    given = options.to_dict() if isinstance(options, RenderOptions) else dict(options)
-    changes: dict[str, Any] = {
-        k: (tuple(v) if k == "sizes" else v) for k, v in given.items()
-    }
-    merged = replace(base, **changes)
-    if saved and not force:
-        changed = [k for k in PICTURE_OPTIONS if getattr(merged, k) != getattr(base, k)]
+def _resolve_options(run: Run, given: RenderOptions, kind: str | None) -> RenderOptions:
+    """The given options merged over the run's saved ones; refuse silent changes."""
+    saved = run.settings.render
+    if saved is None:
+        base = RenderOptions.defaults()
+        if kind == "alerts":
+            base = base.merge(sizes=())
+    else:
+        base = saved
+    if given.images:
+        given = given.merge(images=absolute(given.images))
+    merged = base.merge(given)
+    if saved is not None and not merged.force:
+        changed = [
+            k
+            for k in RenderOptions.picture_fields()
+            if getattr(merged, k) != getattr(saved, k)
+        ]
         done = run.counts()["rendered"]
         if changed and done:
             raise SettingsMismatch(
@@ -327,7 +356,7 @@ def _tasks(
     if opts.lightcurve:
         from zooprep.lightcurves import LightCurveRenderer, history_source
 
-        history = history_source(run.settings.get("select", {}))
+        history = history_source(run.settings.select)
         curve_renderer = LightCurveRenderer(opts.lightcurve)
 
     plans = load_plans(run.path)
@@ -343,13 +372,13 @@ def _tasks(
             injections[text] = load_injection(plans[text])
         return injections[text]
 
-    def task(rows: list[tuple[int, int, dict[str, Any]]]) -> _Task:
+    def task(rows: list[TaskRow]) -> _Task:
         return _Task(
             str(run.path),
             images,
             renderer,
             rows,
-            opts.sizes,
+            tuple(opts.sizes),
             opts.use_footprint,
             opts.numpy,
             opts.chunk_size,
@@ -360,31 +389,29 @@ def _tasks(
             injection=injection(key),
         )
 
-    rows: list[tuple[int, int, dict[str, Any]]] = []
+    rows: list[TaskRow] = []
     key: Any = None
-    for seq, sid, text in run.iter_to_render(statuses):
+    for sid, seq, text in run.iter_to_render(statuses):
         row = decode_row(text)
         k = images.group_key(row)
         if rows and (k != key or len(rows) >= TASK_ROWS):
             yield task(rows)
             rows = []
         key = k
-        rows.append((sid, seq, row))
+        rows.append(TaskRow(sid, seq, row))
     if rows:
         yield task(rows)
 
 
 def render(
     run: str | os.PathLike[str],
-    *,
-    images: ImageSource | Mapping[str, Any] | None = None,
     options: RenderOptions | Mapping[str, Any] | None = None,
-    jobs: int | None = None,
-    executor: str | Executor = "local",
-    scheduler: str | None = None,
-    force: bool = False,
+    *,
+    images: ImageSource | ImageOptions | Mapping[str, Any] | None = None,
     renderer: Renderer | None = None,
+    executor: Executor | str | None = None,
     reporter: Reporter | None = None,
+    **fields: Any,
 ) -> RenderResult:
     """Render every selected (or previously failed) source of a run to PNG.
 
@@ -392,27 +419,28 @@ def render(
     ----------
     run : str or path-like
         The run directory (made by `zooprep.select`).
-    images : ImageSource or dict, optional
-        Where the pixels are.  A dict holds the CLI's words: ``science``,
-        ``template``, ``difference`` (path templates) and ``position``, or
-        ``butler``, ``collections`` and ``*_type`` dataset names.  Saved in
-        ``zooprep.toml``; None reuses the saved one, or the alert packets'
-        stamps for an alert run.
-    options : RenderOptions or dict, optional
-        Picture settings; merged over those saved by an earlier render.
-    jobs : int, optional
-        Worker processes (default: all cores).  1 renders in this process.
-    executor : {'local', 'dask'} or Executor
-        Where the work runs.
-    scheduler : str, optional
-        Dask scheduler address; a LocalCluster when None.
-    force : bool
-        Re-render sources already rendered (needed after changing settings).
-        Uploaded sources are never re-rendered.
+    options : RenderOptions or mapping, optional
+        Picture settings, where the images are (``images``) and how the work
+        runs (``jobs``, ``executor``, ``scheduler``, ``force``); merged over
+        those saved by an earlier render.  The same fields may be given as
+        a mapping or as keywords (``render(run, sizes=(32, 64), jobs=1)``).
+    images : ImageSource, ImageOptions or mapping, optional
+        Where the pixels are: an image source object (see
+        `zooprep.images.base.ImageSource`), or its settings: the command
+        line's words ``science``, ``template``, ``difference`` (path
+        templates) and ``position``, or ``butler``, ``collections`` and
+        ``*_type`` dataset names.  Settings are saved in ``zooprep.toml``;
+        None reuses the saved ones, or the alert packets' stamps for an
+        alert run.
     renderer : Renderer, optional
-        A custom renderer; by default plain or annotated from ``options``.
+        A custom renderer; by default plain or annotated from the options.
+    executor : Executor or {'local', 'dask'}, optional
+        Where the work runs (an object, or the ``executor`` option).
     reporter : Reporter, optional
         Progress callbacks.
+    **fields
+        The fields of `~zooprep.options.RenderOptions`, when ``options`` is
+        not an object.
 
     Returns
     -------
@@ -432,12 +460,19 @@ def render(
         A stop was asked for (SIGTERM, SIGINT, SIGHUP on the command line, or
         `zooprep.interrupt.request_stop`); finished rows are recorded.
     """
+    if isinstance(executor, str):
+        fields = {**fields, "executor": executor}
+        executor = None
+    given = RenderOptions.coerce(options, fields)
+    source: ImageSource | None = None
+    if isinstance(images, ImageOptions | Mapping):
+        given = given.with_images(images)
+    else:
+        source = images
     with storage_guard(
         run, lambda: f"{saved_count(run, _DONE)} sources rendered and saved"
     ):
-        return _render(
-            run, images, options, jobs, executor, scheduler, force, renderer, reporter
-        )
+        return _render(run, given, source, renderer, executor, reporter)
 
 
 #: Statuses of rows whose rendering is done.
@@ -446,65 +481,43 @@ _DONE = ("rendered", "uploaded", "linked")
 
 def _render(
     run: str | os.PathLike[str],
-    images: ImageSource | Mapping[str, Any] | None,
-    options: RenderOptions | Mapping[str, Any] | None,
-    jobs: int | None,
-    executor: str | Executor,
-    scheduler: str | None,
-    force: bool,
+    given: RenderOptions,
+    source: ImageSource | None,
     renderer: Renderer | None,
+    executor: Executor | None,
     reporter: Reporter | None,
 ) -> RenderResult:
     """Body of `render` (inside the storage guard)."""
     reporter = reporter or NullReporter()
-    if jobs is not None and jobs < 1:
-        raise InputError(f"jobs must be at least 1, not {jobs}")
     result = RenderResult()
     with Run.open(run) as r:
         # Files a killed or stopped render was writing; the lock says nobody
         # else is writing them now.
         remove_temporary(r.path)
         remove_temporary(r.path / "cutouts", recursive=True)
-        kind = r.settings.get("select", {}).get("kind")
-        saved = r.settings.get("render", {})
-        image_settings = dict(saved.get("images", {}))
-        if isinstance(images, Mapping):
-            image_settings.update(absolute(images))
-        opts = _resolve_options(r, options, kind, force)
-        source = (
-            images
-            if images is not None and not isinstance(images, Mapping)
-            else from_settings(image_settings, kind)
-        )
+        select = r.settings.select
+        kind = select.kind if select is not None else None
+        opts = _resolve_options(r, given, kind)
+        if source is None:
+            source = from_options(opts, kind)
         source.check(_columns(r))
         if renderer is None:
             from zooprep.renderers import make_renderer
 
             renderer = make_renderer(opts)
-        if opts.layout != "triplet" and not hasattr(renderer, "render_frames"):
+        if not isinstance(renderer, Renderer):
             raise InputError(
-                f"--layout {opts.layout} needs a renderer with render_frames; "
-                f"{type(renderer).__name__} has none"
+                f"{type(renderer).__name__} is not a renderer: it needs render() "
+                "and render_frames() (zooprep.renderers.base.Renderer)"
             )
-        r.save_settings(
-            "render",
-            {
-                "chunk_size": opts.chunk_size,
-                "images": image_settings,
-                "options": opts.to_dict(),
-            },
-        )
-        statuses = ["selected", "rendered"] if force else ["selected"]
+        r.save(opts)
+        statuses = ["selected", "rendered"] if opts.force else ["selected"]
         counts = r.counts()
         failed_here = r.count(["failed"], stage="render")
         total = sum(counts[s] for s in statuses) + failed_here
-        result.skipped = counts["rendered"] if not force else 0
+        result.skipped = counts["rendered"] if not opts.force else 0
         reporter.start("render", total)
-        ex = (
-            executor
-            if not isinstance(executor, str)
-            else make_executor(executor, jobs, scheduler)
-        )
+        ex = executor or make_executor(opts.executor, opts.jobs, opts.scheduler)
         try:
             for task, outcome in ex.run(
                 _render_task, _tasks(r, source, renderer, opts, statuses)
@@ -519,21 +532,22 @@ def _render(
                         if isinstance(outcome, WorkerDied)
                         else f"{type(outcome).__name__}: {outcome}"
                     )
-                    outcome = [(sid, "failed", why, False) for sid, _, _ in task.rows]
-                stopped = any(o[1] == "stopped" for o in outcome)
-                outcome = [o for o in outcome if o[1] != "stopped"]
-                answered = {o[0] for o in outcome}
-                if stopped or interrupt.requested():
-                    answered.update(sid for sid, _, _ in task.rows)  # left for later
-                outcome += [
-                    (sid, "failed", "the image source gave no cutouts for it", False)
-                    for sid, _, _ in task.rows
-                    if sid not in answered
+                    outcome = TaskResult(
+                        [RowResult.failed(item.id, why) for item in task.rows]
+                    )
+                rows = list(outcome.rows)
+                answered = {o.id for o in rows}
+                if outcome.stopped or interrupt.requested():
+                    answered.update(item.id for item in task.rows)  # left for later
+                rows += [
+                    RowResult.failed(item.id, "the image source gave no cutouts for it")
+                    for item in task.rows
+                    if item.id not in answered
                 ]
-                failed = _record(r, outcome, result)
-                reporter.advance(len(outcome), failed=failed)
+                failed = _record(r, rows, result)
+                reporter.advance(len(rows), failed=failed)
         finally:
-            if isinstance(executor, str):
+            if executor is None:
                 ex.close()
             reporter.finish()
             # Workers stopped mid-write (a signal, a full disk) leave these.
@@ -542,25 +556,30 @@ def _render(
     return result
 
 
-def _record(r: Run, outcome: list[tuple[Any, ...]], result: RenderResult) -> int:
+def _record(r: Run, rows: list[RowResult], result: RenderResult) -> int:
     """Write one task's results to the state in one transaction."""
     failed = 0
     with r.transaction():
-        for sid, status, payload, padded, *extra in outcome:
-            for what, n in (extra[0] if extra else {}).items():
+        for row in rows:
+            for what, n in row.notes.items():
                 result.notes[what] = result.notes.get(what, 0) + n
-            if status == "rendered":
+            if row.status == "rendered":
                 log.info(
-                    "%d rendered: %s%s", sid, payload[0], " (padded)" if padded else ""
+                    "%d rendered: %s%s",
+                    row.id,
+                    row.files[0],
+                    " (padded)" if row.padded else "",
                 )
-                r.update(sid, status="rendered", files=payload, padded=padded)
+                r.update(
+                    row.id, status="rendered", files=list(row.files), padded=row.padded
+                )
                 result.rendered += 1
-                result.padded += int(padded)
+                result.padded += int(row.padded)
             else:
-                log.info("%d failed: %s", sid, payload)
-                r.mark_failed(sid, "render", payload)
+                log.info("%d failed: %s", row.id, row.reason)
+                r.mark_failed(row.id, "render", row.reason)
                 result.failed += 1
                 failed += 1
-                key = reason_key(payload)
+                key = reason_key(row.reason)
                 result.reasons[key] = result.reasons.get(key, 0) + 1
     return failed

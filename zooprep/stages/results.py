@@ -25,19 +25,21 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zooprep.errors import InputError, RunError
+from zooprep.files import atomic_write, storage_guard
+from zooprep.options import ResultsOptions
 from zooprep.panoptes import download_classification_export
 from zooprep.progress import NullReporter, Reporter
 from zooprep.results_report import render_report
-from zooprep.run import Run, atomic_write, storage_guard
+from zooprep.run import Run
 from zooprep.skill import Vote
 from zooprep.stages.export import (
     EXPORT_COLUMNS,
@@ -57,7 +59,7 @@ from zooprep.stages.export import (
     _Wanted,
 )
 from zooprep.stages.known import KnownReport, analyse
-from zooprep.vocabulary import PRODUCTION, is_flag_column
+from zooprep.vocabulary import is_flag_column
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -152,18 +154,10 @@ def _known_text(known: KnownReport | None) -> str:
 
 def results(
     run: str | os.PathLike[str],
-    classifications: str | os.PathLike[str] | None = None,
+    options: ResultsOptions | Mapping[str, Any] | str | os.PathLike[str] | None = None,
     *,
-    workflow_id: str | int | None = None,
-    task: str = "T0",
-    real_answer: str | None = None,
-    workflow_version: str | None = None,
-    download: bool = False,
-    endpoint: str = PRODUCTION,
-    timeout: float = 60.0,
-    force: bool = False,
-    reliability_threshold: float = 0.5,
     reporter: Reporter | None = None,
+    **fields: Any,
 ) -> ResultsResult:
     """Join a classification export to the run's sources.
 
@@ -172,6 +166,10 @@ def results(
     run : str or path-like
         The run directory (its subjects were uploaded by ``zooprep upload`` or
         carry the hidden ``#zooprep_id`` metadata).
+    options : ResultsOptions, mapping, str or path-like, optional
+        The options (`~zooprep.options.ResultsOptions`), or only the
+        classification export's path (``results(run, "export.csv")``); the
+        fields may also be given as keywords:
     classifications : str or path-like, optional
         The classification export CSV.  Required unless ``download``.
     workflow_id : str or int, optional
@@ -202,11 +200,11 @@ def results(
         Seconds before one request of ``download`` is abandoned and retried.
     force : bool
         Overwrite earlier results.
-    reliability_threshold : float
-        The pipeline score at which the pipeline says real, for its
-        completeness and purity on the known answers (`zooprep fakes`).
     reporter : zooprep.progress.Reporter, optional
         Progress over the export's rows.
+    **fields
+        The fields of `~zooprep.options.ResultsOptions`, when ``options`` is
+        not an object.
 
     Returns
     -------
@@ -245,33 +243,27 @@ def results(
     ``RUN/volunteers.csv`` (each volunteer's confusion matrix and skill) are
     written beside it.
     """
+    if isinstance(options, str | os.PathLike):
+        fields = {**fields, "classifications": options}
+        options = None
+    o = ResultsOptions.coerce(options, fields).resolved()
+    workflow_id, task, real_answer = o.workflow_id, o.task, o.real_answer
     reporter = reporter or NullReporter()
-    if classifications is None and not download:
-        raise InputError(
-            "give the classification export with --classifications, or fetch it "
-            "with --download"
-        )
-    export = Path(classifications) if classifications is not None else None
-    if not download and export is not None and not export.is_file():
+    export = Path(o.classifications) if o.classifications else None
+    if not o.download and export is not None and not export.is_file():
         raise InputError(f"classification export {export} not found")
-    if not timeout > 0:
-        raise InputError(f"timeout must be positive, not {timeout}")
     agg = _load_aggregation()
 
-    if not math.isfinite(reliability_threshold):
-        raise InputError(
-            f"--reliability-threshold must be a number, not {reliability_threshold}"
-        )
     with storage_guard(run, lambda: "results not written"), Run.open(run) as r:
         outputs = [r.path / n for n in (RESULTS_CSV, RESULTS_PARQUET, RESULTS_HTML)]
         existing = [p.name for p in outputs if p.exists()]
-        if existing and not force:
+        if existing and not o.force:
             raise RunError(
                 f"{r.path} already has {', '.join(existing)}; pass --force to "
                 "replace them"
             )
-        if download:
-            export = _download(r, endpoint, export, timeout)
+        if o.download:
+            export = _download(r, o.endpoint, export, o.timeout)
         assert export is not None
         by_subject: dict[str, int] = {}
         for src in r.iter_sources():
@@ -283,7 +275,7 @@ def results(
             scan, None if workflow_id is None else str(workflow_id), export
         )
         versions = scan.versions.get(workflow, Counter())
-        use_version = _choose_versions(versions, workflow_version, workflow)
+        use_version = _choose_versions(versions, o.workflow_version, workflow)
 
         reporter.start("results", scan.rows)
         try:
@@ -310,7 +302,7 @@ def results(
         state.skipped["duplicate"] += int(table["n_duplicates"].sum())
         real = _pick_real_answer(answers, state.labels, real_answer, agg)
         score, files = _add_columns(r, table, answers, real)
-        known = _known_answers(r, table, subjects, real, score, reliability_threshold)
+        known = _known_answers(r, table, subjects, real, score, o.reliability_threshold)
 
         result = ResultsResult(
             subjects=len(table),
@@ -349,15 +341,14 @@ def results(
         atomic_write(outputs[1], buf.getvalue())
         atomic_write(outputs[2], page.encode("utf-8"))
         result.paths = outputs + _write_known(r, known)
-        r.save_settings(
-            "results",
-            {
-                "classifications": str(export.resolve()),
-                "workflow_id": workflow,
-                "task": task,
-                "real_answer": real,
-                "workflow_version": workflow_version or "latest",
-            },
+        r.save(
+            ResultsOptions.record(
+                classifications=str(export.resolve()),
+                workflow_id=workflow,
+                task=task,
+                real_answer=real,
+                workflow_version=o.workflow_version or "latest",
+            )
         )
     log.info("%s", result)
     return result
@@ -365,7 +356,8 @@ def results(
 
 def _download(r: Run, endpoint: str, target: Path | None, timeout: float) -> Path:
     """Fetch the project's latest classification export; return where it is."""
-    project = str(r.settings.get("upload", {}).get("project") or "")
+    upload = r.settings.upload
+    project = str((upload.project if upload else None) or "")
     if not project:
         raise InputError(
             f"{r.path} has no upload settings naming a project, so --download "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zooprep.errors import InputError, ManifestEditError
+from zooprep.options import ManifestOptions
 from zooprep.run import Run
 from zooprep.stages.manifest import (
     _CLI_LOCATION,
@@ -160,17 +161,15 @@ def read_reviewed(
     zooprep.errors.InputError
         The file does not exist.
     """
-    saved = run.settings.get("manifest", {})
+    saved = run.settings.manifest or ManifestOptions.defaults()
     if path is None:
-        path = saved.get("output") or run.path / "manifest.csv"
+        path = saved.output or run.path / "manifest.csv"
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no manifest at {path}; run 'zooprep manifest {run.path}'")
     for encoding in _encodings(path):
         try:
-            return _read(
-                run, path, encoding, saved.get("url_root"), saved.get("id_column", "")
-            )
+            return _read(run, path, encoding, saved.url_root, saved.id_column or "")
         except UnicodeDecodeError:
             continue
     raise InputError(f"{path}: cannot decode the file as UTF-8, UTF-16 or Windows-1252")

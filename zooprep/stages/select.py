@@ -46,20 +46,19 @@ import numpy as np
 
 from zooprep import interrupt
 from zooprep.errors import InputError, RunError
+from zooprep.files import remove_temporary, storage_guard
 from zooprep.options import SelectOptions, parse_stratify
 from zooprep.progress import NullReporter, Reporter
 from zooprep.readers.base import ReadFailure, SourceReader, failure_id
 from zooprep.readers.where import Expr, combine, parse_where, sugar
-from zooprep.run import STATUSES, Run, remove_temporary, saved_count, storage_guard
+from zooprep.run import STATUSES, Run, saved_count
 
-__all__ = ["SelectResult", "sample_ids", "select"]
+__all__ = ["SelectResult", "open_reader", "sample_ids", "select"]
 
 log = logging.getLogger(__name__)
 
 #: How many duplicated ids a result lists.
 SHOW_DUPLICATES = 10
-#: Settings keys that do not define the selection (ignored when comparing).
-_NOT_REQUEST = {"history", "instrument", "selected_at"}
 
 
 @dataclass
@@ -277,8 +276,23 @@ def _apdb_config(path: str | os.PathLike[str]) -> tuple[str, str | None, str]:
     )
 
 
-def _open_reader(options: SelectOptions) -> Any:
-    """The reader for the one source given (APDB readers still need opening)."""
+def open_reader(options: SelectOptions) -> SourceReader:
+    """The reader of the one source ``options`` names (not opened yet).
+
+    Parameters
+    ----------
+    options : SelectOptions
+        ``apdb``, ``catalog``, ``alerts`` or ``apdb_config`` names the source;
+        ``schema``, ``id_column``, ``rename`` and ``instrument`` configure
+        its reader.
+
+    Returns
+    -------
+    SourceReader
+        An `~zooprep.readers.apdb.ApdbReader`,
+        `~zooprep.readers.catalog.CatalogReader` or
+        `~zooprep.readers.alerts.AlertReader`.
+    """
     apdb, schema, prefix = options.apdb, options.schema, ""
     if options.apdb_config:
         apdb, config_schema, prefix = _apdb_config(options.apdb_config)
@@ -288,47 +302,32 @@ def _open_reader(options: SelectOptions) -> Any:
 
         return ApdbReader(
             apdb,
-            schema=schema,
-            id_column=options.id_column,
-            instrument=options.instrument,
+            schema=schema or None,
+            id_column=options.id_column or None,
+            instrument=options.instrument or None,
             table=f"{prefix}DiaSource",
         )
-    if options.catalog is not None:
+    if options.catalog:
         from zooprep.readers.catalog import CatalogReader
 
         return CatalogReader(
             options.catalog,
-            id_column=options.id_column,
-            rename=options.rename,
-            instrument=options.instrument,
+            id_column=options.id_column or None,
+            rename=options.rename or None,
+            instrument=options.instrument or None,
         )
-    from zooprep.readers.alerts import AlertReader
+    if options.alerts:
+        from zooprep.readers.alerts import AlertReader
 
-    assert options.alerts is not None
-    return AlertReader(
-        options.alerts, id_column=options.id_column, instrument=options.instrument
-    )
+        return AlertReader(
+            options.alerts,
+            id_column=options.id_column or None,
+            instrument=options.instrument or None,
+        )
+    raise InputError("give exactly one of --apdb, --catalog, --alerts or --apdb-config")
 
 
 # -- the stage --------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """Settings values as TOML-friendly plain types."""
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-def _request(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of ``[select]`` settings that defines the selection."""
-    return {
-        k: _plain(v)
-        for k, v in settings.items()
-        if k not in _NOT_REQUEST and v is not None
-    }
 
 
 def _counted(
@@ -365,7 +364,7 @@ def _record_failures(
         run.add_sources([row], id_column, group=None)
         run.mark_failed(fid, "select", failure.reason)
     bad = {f.path for f in failures}
-    for path in getattr(reader, "paths", ()):
+    for path in reader.paths:
         if path in bad:
             continue
         old = run.get(failure_id(path))
@@ -373,12 +372,18 @@ def _record_failures(
             run.update(old.id, status="removed")
 
 
+#: Reader settings that a reader object already has (refused beside one).
+_READER_FIELDS = ("apdb", "catalog", "alerts", "apdb_config", "schema", "id_column",
+                  "rename", "instrument")  # fmt: skip
+
+
 def select(
     run: str | os.PathLike[str],
-    options: SelectOptions | None = None,
+    options: SelectOptions | Mapping[str, Any] | None = None,
     *,
+    reader: SourceReader | None = None,
     reporter: Reporter | None = None,
-    **kwargs: Any,
+    **fields: Any,
 ) -> SelectResult:
     """Choose sources and add them to a run (creating it).
 
@@ -386,15 +391,19 @@ def select(
     ----------
     run : str or os.PathLike
         The run directory (created when absent).
-    options : SelectOptions, optional
+    options : SelectOptions or mapping, optional
         Where to read sources and which to keep.  Instead of an options
-        object the same fields may be given as keywords
+        object the same fields may be given as a mapping or as keywords
         (``select(run, apdb=..., limit=100)``).
+    reader : SourceReader, optional
+        A source reader of your own (see `zooprep.readers.base.SourceReader`)
+        instead of ``apdb``/``catalog``/``alerts``: its ``kind`` and
+        ``describe()`` are saved as the run's ``kind`` and ``source``.
     reporter : Reporter, optional
         Progress reporting.
-    **kwargs
+    **fields
         The fields of `~zooprep.options.SelectOptions`, when ``options`` is
-        not given.
+        not an object.
 
     Returns
     -------
@@ -419,15 +428,21 @@ def select(
     >>> select("run1", apdb="sqlite:///apdb.sqlite3",  # doctest: +SKIP
     ...        where="reliability > 0.5", sample=100, seed=1)
     """
-    if options is None:
-        options = SelectOptions(**kwargs)
-    elif kwargs:
-        raise TypeError(
-            "select() takes an options object or keywords, not both "
-            f"(got {', '.join(sorted(kwargs))})"
+    if reader is not None and not isinstance(options, SelectOptions):
+        given = {**(options or {}), **fields}
+        mixed = [k for k in _READER_FIELDS if given.get(k)]
+        if mixed:
+            raise InputError(
+                f"select() got a reader object and {', '.join(mixed)}; give the "
+                "reader what it needs when you make it"
+            )
+        options = SelectOptions.coerce(
+            options, {**fields, "kind": reader.kind, "source": reader.describe()}
         )
+    else:
+        options = SelectOptions.coerce(options, fields)
     with storage_guard(run, functools.partial(_saved, Path(run))):
-        return _select(Path(run), options, reporter)
+        return _select(Path(run), options.resolved(), reader, reporter)
 
 
 def _saved(path: Path) -> str:
@@ -438,86 +453,79 @@ def _saved(path: Path) -> str:
 
 
 def _select(
-    path: Path, options: SelectOptions, reporter: Reporter | None
+    path: Path,
+    options: SelectOptions,
+    given_reader: SourceReader | None,
+    reporter: Reporter | None,
 ) -> SelectResult:
     """`select` with validated options."""
     o = options
-    where, visit, detector, band = o.where, o.visit, o.detector, o.band
-    reliability_min, reliability_max = o.reliability_min, o.reliability_max
-    limit, sample, seed, stratify = o.limit, o.sample, o.seed, o.stratify
-    schema, apdb_config, rename, append = o.schema, o.apdb_config, o.rename, o.append
+    sample, seed, stratify, limit = o.sample, o.seed, o.stratify, o.limit
     reporter = reporter or NullReporter()
     if sample is None and seed is not None:
         log.info("--seed has no effect without --sample")
         seed = None
     expr: Expr | None = combine(
-        parse_where(where) if where else None,
+        parse_where(o.where) if o.where else None,
         sugar(
-            visit=visit,
-            detector=detector,
-            band=band,
-            reliability_min=reliability_min,
-            reliability_max=reliability_max,
+            visit=o.visit,
+            detector=o.detector,
+            band=o.band,
+            reliability_min=o.reliability_min,
+            reliability_max=o.reliability_max,
         ),
     )
     existing = (path / Run.STATE).is_file()
     handle = Run.open(path) if existing else None
-    reader: Any = None
+    reader: SourceReader | None = None
     try:
-        reader = _open_reader(options)
-        if hasattr(reader, "open"):
-            reader.open()
+        reader = given_reader if given_reader is not None else open_reader(o)
+        reader.open()
         reader.check(expr, parse_stratify(stratify)[0])
-        settings: dict[str, Any] = {
-            "kind": reader.kind,
-            "source": reader.describe(),
-            "schema": schema,
-            "apdb_config": os.fspath(apdb_config) if apdb_config else None,
-            "where": where,
-            "visit": list(visit) if visit else None,
-            "detector": list(detector) if detector else None,
-            "band": list(band) if band else None,
-            "reliability_min": reliability_min,
-            "reliability_max": reliability_max,
-            "limit": limit,
-            "sample": sample,
-            "seed": seed,
-            "stratify": stratify,
-            "id_column": reader.id_column,
-            "rename": dict(rename) if rename else None,
-        }
+        request = o.merge(
+            kind=reader.kind,
+            source=reader.describe(),
+            id_column=reader.id_column,
+            seed=seed,
+        )
         if handle is not None:
-            saved = handle.settings.get("select", {})
-            if sample and seed is None and saved.get("seed") is not None:
-                settings["seed"] = seed = int(saved["seed"])
-            if len(handle) and not append and _request(saved) != _request(settings):
+            saved = handle.settings.select
+            if sample and seed is None and saved is not None and saved.seed is not None:
+                seed = int(saved.seed)
+                request = request.merge(seed=seed)
+            if (
+                len(handle)
+                and not o.append
+                and (saved is None or saved.request() != request.request())
+            ):
                 raise RunError(
                     f"{path} already holds {len(handle)} sources (selected from "
-                    f"{saved.get('source', 'another source')}); use --append to add "
-                    "sources to it, or choose a new run directory"
+                    f"{saved.source if saved else 'another source'}); use --append "
+                    "to add sources to it, or choose a new run directory"
                 )
-            if len(handle) and not append:
+            if len(handle) and not o.append:
                 log.info("%s: continuing the same selection", path)
         if sample and seed is None:
-            settings["seed"] = seed = secrets.randbelow(2**31)
+            seed = secrets.randbelow(2**31)
+            request = request.merge(seed=seed)
             log.info("--sample without --seed: using seed %d", seed)
         if handle is None:
             handle = Run.create(path)
         remove_temporary(path)  # a settings file a killed select was writing
-        previous = handle.settings.get("select", {})
-        history = list(previous.get("history", [])) if append else []
-        settings["instrument"] = getattr(reader, "instrument", None)
-        settings["selected_at"] = (
-            datetime.now().astimezone().isoformat(timespec="seconds")
-        )
-        if append and previous:
+        previous = handle.settings.select
+        history = list(previous.history or ()) if o.append and previous else []
+        if o.append and previous is not None:
             history.append(
-                f"{previous.get('selected_at', '?')}: {previous.get('kind')} "
-                f"{previous.get('source')}"
-                + (f" where {previous['where']}" if previous.get("where") else "")
+                f"{previous.selected_at or '?'}: {previous.kind} {previous.source}"
+                + (f" where {previous.where}" if previous.where else "")
             )
-        settings["history"] = history or None
-        handle.save_settings("select", {k: _plain(v) for k, v in settings.items()})
+        handle.save(
+            request.merge(
+                instrument=reader.instrument,
+                selected_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+                history=history or None,
+            )
+        )
 
         ids: np.ndarray | None = None
         if sample:
@@ -555,7 +563,7 @@ def _select(
             )
         return result
     finally:
-        if reader is not None and hasattr(reader, "close"):
+        if reader is not None:
             reader.close()
         if handle is not None:
             handle.close()

@@ -44,11 +44,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from zooprep import interrupt
 from zooprep.errors import (
@@ -60,6 +60,7 @@ from zooprep.errors import (
     UploadError,
 )
 from zooprep.feedback import FEEDBACK_PREFIX, TRAINING_KEY, check_rule
+from zooprep.files import atomic_write, remove_temporary, storage_guard
 from zooprep.options import MAX_FILE_BYTES, UploadOptions
 from zooprep.panoptes import (
     CreateUncertain,
@@ -70,13 +71,7 @@ from zooprep.panoptes import (
     check_endpoint,
 )
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import (
-    Run,
-    atomic_write,
-    remove_temporary,
-    saved_count,
-    storage_guard,
-)
+from zooprep.run import Run, saved_count
 from zooprep.stages.review import mark_removed, read_reviewed
 from zooprep.vocabulary import (
     CONTENT_TYPES,
@@ -287,12 +282,12 @@ class _State:
 
 def upload(
     run: Run | str | os.PathLike[str],
-    options: UploadOptions,
+    options: UploadOptions | Mapping[str, Any] | None = None,
     *,
-    via: Literal["direct", "import"] = "direct",
     reporter: Reporter | None = None,
     publish: Callable[[str, bytes], str] | None = None,
     retry: RetryPolicy | None = None,
+    **fields: Any,
 ) -> UploadResult:
     """Send the reviewed manifest's rows to a Zooniverse subject set, exactly once.
 
@@ -305,12 +300,12 @@ def upload(
     ----------
     run : Run, str or os.PathLike
         The run directory (opened and locked here when a path is given).
-    options : UploadOptions
-        Project, subject set, endpoint, workers, timeout, dry run.
-    via : {'direct', 'import'}
-        ``direct``: create subjects and PUT their PNGs.  ``import``: a
-        server-side subject-set import per 10,000 rows of a manifest written
-        with ``--url-root`` (the PNGs must already be on the web).
+    options : UploadOptions or mapping
+        Project, subject set, endpoint, workers, timeout, dry run, and
+        ``via``: ``direct`` creates subjects and PUTs their files,
+        ``import`` runs a server-side subject-set import per 10,000 rows of
+        a manifest written with ``--url-root`` (the files must already be
+        on the web).  The same fields may be given as keywords.
     reporter : Reporter, optional
         Progress reporting.
     publish : callable, optional
@@ -319,6 +314,9 @@ def upload(
         ``RUN/imports/`` and expected at ``<url_root>/imports/<name>``.
     retry : RetryPolicy, optional
         Retries of safe requests (GET, media PUT, link, subject update).
+    **fields
+        The fields of `~zooprep.options.UploadOptions`, when ``options`` is
+        not an object.
 
     Returns
     -------
@@ -344,19 +342,19 @@ def upload(
         A stop was asked for (SIGTERM, SIGINT, SIGHUP on the command line, or
         `zooprep.interrupt.request_stop`); finished rows are recorded.
     """
+    options = UploadOptions.coerce(options, fields).resolved()
     where = run.path if isinstance(run, Run) else Path(run)
     kept = lambda: f"{saved_count(where, ('linked',))} sources uploaded"  # noqa: E731
     with storage_guard(where, kept):
         if isinstance(run, Run):
-            return _upload(run, options, via, reporter, publish, retry)
+            return _upload(run, options, reporter, publish, retry)
         with Run.open(run) as opened:
-            return _upload(opened, options, via, reporter, publish, retry)
+            return _upload(opened, options, reporter, publish, retry)
 
 
 def _upload(
     run: Run,
     options: UploadOptions,
-    via: str,
     reporter: Reporter | None,
     publish: Callable[[str, bytes], str] | None,
     retry: RetryPolicy | None,
@@ -365,8 +363,7 @@ def _upload(
     started = time.monotonic()
     reporter = reporter or NullReporter()
     endpoint = check_endpoint(options.endpoint)
-    if via not in ("direct", "import"):
-        raise InputError(f"via must be 'direct' or 'import', not {via!r}")
+    via = options.via
 
     result = UploadResult(dry_run=options.dry_run, subject_set=options.subject_set)
     if not options.dry_run:  # files a killed upload was writing
@@ -377,8 +374,7 @@ def _upload(
         logger.warning("source %d: %s", source_id, reason)
     training = [i for i in items if i.training]
     items = [i for i in items if not i.training]
-    wants_training = options.training_set is not None or options.training_set_id
-    if training and not wants_training:
+    if training and not (options.training_set or options.training_set_id):
         raise InputError(
             f"{len(training)} manifest rows are training subjects "
             f"({TRAINING_KEY} true, e.g. source {training[0].id}): give "
@@ -414,6 +410,7 @@ def _upload(
         sets = [(set_id, items)] + ([(training_id, training)] if training else [])
         deletions = []
         for sid, group in sets:
+            # zooprep id -> subject ids
             existing = _list_set(api, sid, via) if sid and group else {}
             deletions += [(sid, d) for d in _reconcile(group, existing)]
         to_create = sum(1 for i in items + training if i.action == "create")
@@ -423,18 +420,19 @@ def _upload(
             result.failed = len(problems)
             return result
         assert set_id is not None
-        run.save_settings(
-            "upload",
-            {
-                "project": str(options.project),
-                "subject_set_id": set_id,
-                "subject_set": options.subject_set,
-                "endpoint": endpoint,
-                "via": via,
-                "training_set_id": training_id
-                or run.settings.get("upload", {}).get("training_set_id"),
-                "training_set": options.training_set,
-            },
+        saved = run.settings.upload
+        run.save(
+            UploadOptions.record(
+                project=str(options.project),
+                subject_set_id=set_id,
+                subject_set=options.subject_set,
+                endpoint=endpoint,
+                via=via,
+                training_set_id=training_id
+                or (saved.training_set_id if saved else None),
+                training_set=options.training_set
+                or (saved.training_set if saved else None),
+            )
         )
         if index_fields:
             api.set_index_fields(set_id, index_fields)
@@ -498,10 +496,10 @@ def _resolve_training_set(api: PanoptesAPI, options: UploadOptions) -> str | Non
     if options.training_set_id:
         return _resolve_set(
             api,
-            replace(options, subject_set_id=options.training_set_id, subject_set=None),
+            options.merge(subject_set_id=options.training_set_id, subject_set=None),
         )
     return _resolve_set(
-        api, replace(options, subject_set=options.training_set, subject_set_id=None)
+        api, options.merge(subject_set=options.training_set, subject_set_id=None)
     )
 
 
@@ -699,8 +697,8 @@ def _check_settings(
     training_id: str | None = None,
 ) -> None:
     """Refuse to send a run already uploaded elsewhere to another place."""
-    saved = run.settings.get("upload")
-    if not saved:
+    saved = run.settings.upload
+    if saved is None:
         return
     if not run.count_subjects():
         return
@@ -710,11 +708,12 @@ def _check_settings(
         ("subject_set_id", set_id),
         ("training_set_id", training_id),
     ):
-        if key == "training_set_id" and saved.get(key) is None:
+        was = getattr(saved, key)
+        if key == "training_set_id" and was is None:
             continue  # the first upload of training subjects
-        if now is not None and str(saved.get(key)) != str(now):
+        if now is not None and str(was) != str(now):
             raise SettingsMismatch(
-                f"run {run.path} was uploaded with {key} {saved.get(key)}, not "
+                f"run {run.path} was uploaded with {key} {was}, not "
                 f"{now}; start a new run directory to upload elsewhere"
             )
 
@@ -1163,7 +1162,8 @@ def _import_csv(items: list[_Item]) -> bytes:
 
 def _default_publisher(run: Run) -> Callable[[str, bytes], str]:
     """Write import CSVs to RUN/imports/ and expect them at <url_root>/imports/."""
-    url_root = str(run.settings.get("manifest", {}).get("url_root") or "").rstrip("/")
+    manifest = run.settings.manifest
+    url_root = str((manifest.url_root if manifest else None) or "").rstrip("/")
     if not url_root:
         raise InputError(
             "--via import needs a manifest written with --url-root (no url_root "
