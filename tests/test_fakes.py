@@ -271,3 +271,48 @@ def test_a_killed_fakes_adds_nothing_and_running_it_again_adds_the_same_fakes(
     a_known, _ = _sources(path)
     b_known, _ = _sources(runs["fakes"])
     assert a_known == b_known
+
+
+def test_the_command_line_says_each_bad_input_in_one_line(
+    tmp_path: Path, test_data: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    path = _made(tmp_path / "run", options=None, render=False)
+    images = [
+        "--science",
+        IMAGES["science"],
+        "--template",
+        IMAGES["template"],
+        "--difference",
+        IMAGES["difference"],
+    ]
+    alerts = tmp_path / "alerts"
+    zooprep.select(alerts, alerts=str(test_data / "ztf_alerts" / "ampel" / "*.avro"))
+    cases = [
+        ([str(path), *images, "--count", "60", "--zeropoint", "30"], "would crowd"),
+        (
+            [str(path), *images, "--count", "4", "--mag", "12:20", "--zeropoint", "30"],
+            "saturation level",
+        ),
+        ([str(path), *images, "--count", "4"], "give --zeropoint"),
+        ([str(path), *images, "--count", "4", "--mag", "25:20"], "BRIGHT < FAINT"),
+        ([str(path), *images], "give --count N"),
+        ([str(alerts), "--count", "4"], "--truth-column"),
+    ]
+    for args, words in cases:
+        out = CliRunner().invoke(cli, ["fakes", *args])
+        assert out.exit_code == 2, out.output
+        # (progress lines may come first; the error is one line, the last)
+        errors = [x for x in out.output.splitlines() if x.startswith("Error")]
+        assert len(errors) == 1, out.output
+        assert out.output.strip().splitlines()[-1] == errors[0]
+        assert words in errors[0]
+    _unchanged(path)
+    done = CliRunner().invoke(
+        cli, ["fakes", str(path), *images, "--count", "4", "--zeropoint", "30"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "fakes: 4 injected into 1 images" in done.output

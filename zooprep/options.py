@@ -1295,8 +1295,6 @@ class UploadOptions(Options):
     )
 
     def _check(self) -> None:
-        if self.training_set and self.training_set_id:
-            raise InputError("give one of --training-set and --training-set-id")
         if self.via and self.via not in VIAS:
             raise InputError(f"via must be 'direct' or 'import', not {self.via!r}")
         super()._check()
@@ -1308,6 +1306,8 @@ class UploadOptions(Options):
             raise InputError(f"timeout must be positive, not {self.timeout}")
 
     def _check_request(self) -> None:
+        if self.training_set and self.training_set_id:
+            raise InputError("give one of --training-set and --training-set-id")
         if not self.project:
             raise InputError("give the Zooniverse project id (--project)")
         if bool(self.subject_set_id) == bool(self.subject_set):
