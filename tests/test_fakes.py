@@ -316,3 +316,53 @@ def test_the_command_line_says_each_bad_input_in_one_line(
     )
     assert done.exit_code == 0, done.output
     assert "fakes: 4 injected into 1 images" in done.output
+
+
+def test_an_lsst_exposure_gives_its_gain_saturation_and_masked_pixels(
+    tmp_path: Path,
+) -> None:
+    """MASK planes are avoided, the VARIANCE plane gives the gain, SAT the level."""
+    from astropy.io import fits
+
+    science = fits.getdata(IMAGES["science"]).astype(np.float32)
+    header = fits.getheader(IMAGES["science"])
+    wcs = {
+        k: header[k]
+        for k in header
+        if k.startswith(
+            ("CTYPE", "CRPIX", "CRVAL", "CD", "PV", "CUNIT", "RADESYS", "EQUINOX")
+        )
+    }
+    true_gain = 5.0
+    mask = np.zeros(science.shape, dtype=np.int32)
+    mask[100:116, :] |= 1  # BAD rows
+    mask[science > 5000] |= 2  # SAT (the brightest star cores)
+    # the variance of a sky-subtracted image: (counts + the sky taken off) / gain
+    sky_level = 320.0
+    variance = ((science + sky_level) / true_gain).astype(np.float32)
+    image_header = fits.Header(wcs)
+    image_header["MAGZERO"] = 30.0
+    mask_header = fits.Header({"MP_BAD": 0, "MP_SAT": 1, "MP_EDGE": 4})
+    exposure = tmp_path / "calexp.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(header=fits.Header({"INSTRUME": "DECam"})),
+            fits.ImageHDU(science, header=image_header, name="IMAGE"),
+            fits.ImageHDU(mask, header=mask_header, name="MASK"),
+            fits.ImageHDU(variance, name="VARIANCE"),
+        ]
+    ).writeto(exposure)
+    path = tmp_path / "run"
+    zooprep.select(path, apdb=APDB)
+    images = {**IMAGES, "science": str(exposure)}
+    result = fakes(path, FakesOptions(count=6, mag=(19.0, 22.0), seed=2), images=images)
+    assert result.added == 6
+    record = json.loads((path / PLANS).read_text())["images"][0]
+    assert record["gain_from"].startswith("VARIANCE")
+    assert record["gain"] == pytest.approx(true_gain, rel=0.1)
+    assert record["saturation_from"] == "MASK SAT pixels"
+    assert record["zeropoint_from"] == "MAGZERO"
+    plan = load_injection(path / "fakes" / "0.npz")
+    k = plan.stamps.shape[1]
+    for y0, _ in plan.corners:
+        assert y0 + k <= 100 or y0 >= 116  # no stamp touches the BAD rows
