@@ -280,3 +280,12 @@ def test_feedback_without_training_subjects_is_refused(tmp_path: Path) -> None:
         zooprep.manifest(path, feedback=RULE, real_answer=0)
     with pytest.raises(InputError, match="--real-answer"):
         zooprep.manifest(path, feedback=RULE)
+
+
+def test_no_truth_metadata_keeps_the_truth_off_zooniverse(fake_run: Path) -> None:
+    rows = _manifest(fake_run, truth_metadata=False)
+    assert not [k for k in rows[0] if "known_answer" in k or "fake_" in k]
+    # the choice is kept for the next manifest, and feedback still works
+    rows = _manifest(fake_run, feedback=RULE, real_answer=0)
+    assert not [k for k in rows[0] if "known_answer" in k]
+    assert "metadata:#feedback_1_id" in rows[0]
