@@ -94,9 +94,9 @@ OVERSAMPLE_STARS = 40
 STAR_PEAK_SNR = 5.0
 #: The AB magnitude of 1 nJy: ``-2.5 log10(1e-9 * 1e-23 / 3631e-23)``.
 AB_NJY_ZEROPOINT = 31.4
-#: The drawn stamp reaches this many FWHM from the fake's centre (at least
-#: `MIN_HALF` pixels): more than 99.99 % of a Gaussian's flux.
-STAMP_FWHM = 3.0
+#: A Gaussian stamp reaches this many FWHM (4.7 sigma) from the fake's centre (at least
+#: `MIN_HALF` pixels): all but 2e-5 of its flux.
+STAMP_FWHM = 2.0
 MIN_HALF = 7
 
 #: Header keywords, in order of preference.
@@ -561,12 +561,21 @@ def measure_psf(
     bad = ~np.isfinite(data) if bad is None else (bad | ~np.isfinite(data))
     sky, noise = sky_and_noise(data, bad)
     guess = header_fwhm(header)
-    fwhm0 = guess[0] if guess else 3.0
-    stars = _find_stars(data - sky, bad, fwhm0, noise, saturation, sky)
-    widths = _fit_fwhm(data - sky, stars, fwhm0)
-    if len(widths) >= 3:
-        fwhm = float(np.median(widths))
+    # The seeing: find stars with a guess, fit their width, and again with
+    # that width until it settles, so that it does not depend on the guess.
+    fwhm = guess[0] if guess else 3.0
+    widths = np.zeros(0)
+    for _ in range(6):
         stars = _find_stars(data - sky, bad, fwhm, noise, saturation, sky)
+        widths = _fit_fwhm(data - sky, stars, fwhm)
+        if len(widths) < 3:
+            break
+        measured = float(np.median(widths))
+        settled = abs(measured - fwhm) < 0.01 * fwhm
+        fwhm = measured
+        if settled:
+            break
+    stars = _find_stars(data - sky, bad, fwhm, noise, saturation, sky)
     n_good = int(stars.good.sum())
     if choice in ("auto", "epsf") and n_good >= MIN_EPSF_STARS and len(widths) >= 3:
         try:
@@ -742,7 +751,9 @@ def allowed_map(
     ok = np.zeros(sci.shape, dtype=bool)
     if ny > 2 * margin and nx > 2 * margin:
         ok[margin : ny - margin, margin : nx - margin] = True
-    ok &= ~binary_dilation(bad, structure=_disk(psf.half))
+    # a fake's stamp is the square of side 2 half + 1 around its pixel
+    square = np.ones((2 * psf.half + 1, 2 * psf.half + 1), dtype=bool)
+    ok &= ~binary_dilation(bad, structure=square)
     sky_s, _ = sky_and_noise(sci, bad)
     sky_d, _ = sky_and_noise(dif, bad)
     ok &= ~_detected(sci - sky_s, bad, psf.fwhm, both_signs=False)
@@ -750,8 +761,13 @@ def allowed_map(
     blocked = np.zeros(sci.shape, dtype=bool)
     for x, y in sources:
         if math.isfinite(x) and math.isfinite(y):
-            _stamp_mask(blocked, x, y, separation)
+            _stamp_mask(blocked, x, y, separation + _HALF_DIAGONAL)
     return np.asarray(ok & ~blocked, dtype=bool)
+
+
+#: A position is anywhere within its pixel: pixels whose centre is this much
+#: farther than a distance are kept out too.
+_HALF_DIAGONAL = math.sqrt(0.5)
 
 
 class Crowded(InputError):
@@ -790,7 +806,7 @@ def place(
         dx, dy = rng.uniform(-0.5, 0.5, size=2)
         x, y = ix + float(dx), iy + float(dy)
         out.append((x, y))
-        _stamp_mask(taken, x, y, separation)
+        _stamp_mask(taken, x, y, separation + _HALF_DIAGONAL)
     return out
 
 

@@ -470,13 +470,17 @@ def _extension(path: str, names: Sequence[str]) -> tuple[np.ndarray, Any] | None
 def _variance_gain(
     image: np.ndarray, variance: np.ndarray, bad: np.ndarray
 ) -> float | None:
-    """Electrons per count from the slope of variance against counts (1 / slope)."""
+    """Electrons per count from the slope of variance against counts (1 / slope).
+
+    None when the plane does not rise with the counts enough to measure it
+    (a constant placeholder, or too few good pixels).
+    """
     good = ~bad & np.isfinite(image) & np.isfinite(variance)
     if good.sum() < 100:
         return None
     x, y = image[good].astype(float), variance[good].astype(float)
     # medians in bins of the counts, robust to sources and cosmic rays
-    edges = np.unique(np.percentile(x, np.linspace(1, 99, 21)))
+    edges = np.unique(np.percentile(x, np.linspace(1, 99.9, 25)))
     if len(edges) < 4:
         return None
     which = np.digitize(x, edges)
@@ -484,12 +488,15 @@ def _variance_gain(
     for b in range(1, len(edges)):
         sel = which == b
         if sel.sum() >= 10:
-            xs.append(np.median(x[sel]))
-            ys.append(np.median(y[sel]))
+            xs.append(float(np.median(x[sel])))
+            ys.append(float(np.median(y[sel])))
     if len(xs) < 3 or np.ptp(xs) <= 0:
         return None
     slope = float(np.polyfit(xs, ys, 1)[0])
-    return 1.0 / slope if math.isfinite(slope) and slope > 0 else None
+    rise = slope * float(np.ptp(xs))
+    if not (math.isfinite(slope) and slope > 0 and rise > 0.05 * abs(np.median(ys))):
+        return None
+    return 1.0 / slope
 
 
 def _where(image: Any, row: Mapping[str, Any]) -> tuple[float, float]:
