@@ -25,14 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zooprep.lightcurves import (  # noqa: E402
-    FORCED,
-    LIMIT,
-    LightCurve,
-    LightCurveRenderer,
-    _record_light_curve,
-    style,
-)
+from zooprep.lightcurves import FORCED, LIMIT, LightCurve, style  # noqa: E402
+from zooprep.readers.history import record_light_curve  # noqa: E402
+from zooprep.renderers.lightcurve import LightCurveRenderer  # noqa: E402
 
 
 def load_curves(data: Path) -> list[LightCurve]:
@@ -47,7 +42,7 @@ def load_curves(data: Path) -> list[LightCurve]:
                     records = list(fastavro.reader(fh))
             except Exception:  # damaged packets kept for the error tests
                 continue
-            curves += [_record_light_curve(n, r) for n, r in enumerate(records)]
+            curves += [record_light_curve(n, r) for n, r in enumerate(records)]
     return curves
 
 

@@ -176,13 +176,14 @@ import zooprep
 from zooprep.run import Run
 from zooprep.stages.render import _tasks, _resolve_options
 from zooprep.images.fits import FitsImages
+from zooprep.options import RenderOptions
 from zooprep.renderers import make_renderer
 run, catalog = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 zooprep.select(run, catalog=catalog)
 t1 = time.perf_counter()
 with Run.open(run) as r:
-    opts = _resolve_options(r, None, None, False)
+    opts = _resolve_options(r, RenderOptions(), None)
     images = FitsImages("{visit}/s.fits", "{visit}/t.fits", "{visit}/d.fits")
     n = sum(len(t.rows) for t in _tasks(r, images, make_renderer(opts), opts, ["selected"]))
 t2 = time.perf_counter()

@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import zooprep  # noqa: E402
+from zooprep.files import atomic_write  # noqa: E402
 from zooprep.panoptes import Credentials, PanoptesAPI, TokenManager  # noqa: E402
-from zooprep.run import Run, atomic_write  # noqa: E402
+from zooprep.run import Run  # noqa: E402
 
 
 def png(seed: int) -> bytes:

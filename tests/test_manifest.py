@@ -21,8 +21,9 @@ from zooprep.errors import InputError, ManifestEditError
 from zooprep.options import RenderOptions, UploadOptions
 from zooprep.panoptes import RetryPolicy
 from zooprep.run import Run
-from zooprep.stages.manifest import DEFAULT_METADATA, ID_TEXT_COLUMN
+from zooprep.stages.manifest import DEFAULT_METADATA
 from zooprep.stages.review import mark_removed, read_reviewed
+from zooprep.vocabulary import ID_TEXT_KEY
 
 N_SOURCES = 25
 
@@ -103,13 +104,13 @@ def test_manifest_lists_rendered_sources_with_exact_ids_and_safe_prefixes(run_di
         "metadata:#reliability",
         "metadata:#snr",
         "metadata:#diaObjectId",
-        ID_TEXT_COLUMN,
+        ID_TEXT_KEY,
     ]
     rows = _read(run_dir / "manifest.csv")
     for src, row in zip(rendered, rows, strict=True):  # selection order
         assert int(row["external_id"]) == src.id  # exact 64-bit id
         assert row["location:1"] == src.files[0]  # the PNG, never the .npy
-        assert row[ID_TEXT_COLUMN] == f"id:{src.id}"
+        assert row[ID_TEXT_KEY] == f"id:{src.id}"
         assert row["metadata:#diaSourceId"] == str(src.id)
         assert row["metadata:band"] == src.row["band"]
         assert float(row["metadata:!ra"]) == src.row["ra"]  # full precision
@@ -264,7 +265,7 @@ def test_cli_writes_the_manifest(run_dir):
         "metadata:#diaSourceId",
         "metadata:!band",
         "metadata:#snr",
-        ID_TEXT_COLUMN,
+        ID_TEXT_KEY,
     ]
     # Locations are relative to the manifest's own folder.
     assert rows[0]["location:1"].startswith("../run/cutouts/0/")
@@ -289,14 +290,14 @@ CLI_KEYS = [
 def test_panoptes_cli_layout_writes_the_metadata_keys_as_headers(run_dir):
     result = zooprep.manifest(run_dir, layout="panoptes-cli", index=["band"], split=10)
     assert result.layout == "panoptes-cli"
-    header = [ID_TEXT_COLUMN, "#location:1", *CLI_KEYS]
+    header = [ID_TEXT_KEY, "#location:1", *CLI_KEYS]
     assert result.columns == header
     lines = (run_dir / "manifest.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == ",".join(header)
     rows = _read(run_dir / "manifest.csv")
     rendered = _rendered(run_dir)
     for src, row in zip(rendered, rows, strict=True):
-        assert row[ID_TEXT_COLUMN] == f"id:{src.id}"
+        assert row[ID_TEXT_KEY] == f"id:{src.id}"
         assert row["#location:1"] == src.files[0]
         assert row["#diaSourceId"] == str(src.id)
         assert row["%band"] == src.row["band"]
@@ -336,12 +337,12 @@ def test_cli_writes_the_panoptes_cli_layout(run_dir):
     )
     assert done.exit_code == 0, done.output
     assert list(_read(run_dir / "manifest.csv")[0])[:3] == [
-        ID_TEXT_COLUMN,
+        ID_TEXT_KEY,
         "#location:1",
         "#diaSourceId",
     ]
     part_header = (run_dir / "manifest-002.csv").read_text().splitlines()[0]
-    assert part_header.startswith(f"{ID_TEXT_COLUMN},#location:1,")
+    assert part_header.startswith(f"{ID_TEXT_KEY},#location:1,")
     bad = CliRunner().invoke(cli, ["manifest", str(run_dir), "--layout", "x"])
     assert bad.exit_code == 2
     assert "panoptes-cli" in CliRunner().invoke(cli, ["manifest", "--help"]).output
@@ -435,10 +436,10 @@ def test_damaged_rows_of_the_panoptes_cli_layout_are_refused_naming_rows(run_dir
     zooprep.manifest(run_dir, layout="panoptes-cli")
     path = run_dir / "manifest.csv"
     rendered = _rendered(run_dir)
-    _edit_cell(path, 3, ID_TEXT_COLUMN, str(rendered[1].id))  # lost its 'id:'
-    _edit_cell(path, 5, ID_TEXT_COLUMN, "")
+    _edit_cell(path, 3, ID_TEXT_KEY, str(rendered[1].id))  # lost its 'id:'
+    _edit_cell(path, 5, ID_TEXT_KEY, "")
     _edit_cell(path, 7, "#location:1", "cutouts/0/renamed.png")
-    _edit_cell(path, 9, ID_TEXT_COLUMN, "id:123456789")
+    _edit_cell(path, 9, ID_TEXT_KEY, "id:123456789")
     _edit_cell(path, 11, "#diaObjectId", "5.06428274000266E+17")
     with pytest.raises(ManifestEditError) as info:
         _review(run_dir)
@@ -486,7 +487,7 @@ def test_reviewed_panoptes_cli_layout_manifest_drives_zooprep_upload(
     # Reviewed with pandas: rows deleted, sorted the other way, metadata edited.
     table = pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
     deleted = [rendered[2].id, rendered[7].id, rendered[20].id]
-    table = table[~table[ID_TEXT_COLUMN].isin([f"id:{i}" for i in deleted])]
+    table = table[~table[ID_TEXT_KEY].isin([f"id:{i}" for i in deleted])]
     table = table.iloc[::-1]
     first = table.index[0]
     table.loc[first, "%band"] = "g, said the reviewer"
@@ -530,7 +531,7 @@ def test_damaged_ids_unknown_ids_and_duplicates_are_refused_naming_rows(run_dir)
     _edit_cell(path, 3, "external_id", "5.06428E+17")
     _edit_cell(path, 6, "external_id", str(rounded))
     _edit_cell(path, 8, "external_id", "123456789")
-    _edit_cell(path, 8, ID_TEXT_COLUMN, "id:123456789")
+    _edit_cell(path, 8, ID_TEXT_KEY, "id:123456789")
     with path.open(encoding="utf-8", newline="") as fh:
         lines = fh.read().splitlines(keepends=True)
     lines[9] = lines[3]  # a row pasted twice
@@ -565,7 +566,7 @@ def test_damaged_ids_unknown_ids_and_duplicates_are_refused_naming_rows(run_dir)
 def test_rounded_id_is_refused_even_without_the_text_column(run_dir):
     zooprep.manifest(run_dir)
     table = pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
-    table = table.drop(columns=[ID_TEXT_COLUMN])
+    table = table.drop(columns=[ID_TEXT_KEY])
     exact = int(table.loc[5, "external_id"])
     table.loc[5, "external_id"] = f"{exact / 1.0:.0f}"  # float64 rounding
     table.to_csv(run_dir / "manifest.csv", index=False)
@@ -668,7 +669,7 @@ def test_libreoffice_round_trip(run_dir, tmp_path, layout):
 
     # Opened with the id columns set to Text (as manifests/README.md says): accepted,
     # and numbers LibreOffice shortened to 15 digits come back exact.
-    text = {"external_id", "metadata:#diaSourceId", "#diaSourceId", ID_TEXT_COLUMN}
+    text = {"external_id", "metadata:#diaSourceId", "#diaSourceId", ID_TEXT_KEY}
     columns = "/".join(
         f"{i}/{2 if name in text else 1}" for i, name in enumerate(header, 1)
     )

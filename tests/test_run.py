@@ -303,7 +303,8 @@ WORKER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from zooprep.errors import RunError
-    from zooprep.run import Run, atomic_write
+    from zooprep.files import atomic_write
+    from zooprep.run import Run
 
     path, n = Path(sys.argv[1]), int(sys.argv[2])
     try:
@@ -388,9 +389,49 @@ def test_status_json_shows_counts_failures_and_the_next_command(tmp_path: Path) 
     assert report["counts"]["selected"] == 2
     assert report["counts"]["failed"] == 2
     assert report["failures"]["render"] == [
-        {"reason": "source is off the image", "count": 2, "examples": ["1", "2"]}
+        {
+            "reason": "source is off the image",
+            "count": 2,
+            "examples": ["1", "2"],
+            "example": "source is off the image: /data/x.fits",
+        }
     ]
     assert report["next"] == f"zooprep render {tmp_path / 'run'}"
+
+
+def test_status_groups_failures_by_what_went_wrong_not_by_url_or_path(
+    tmp_path: Path,
+) -> None:
+    with Run.create(tmp_path / "run") as run:
+        run.add_sources([{"id": i} for i in range(7)], "id")
+        for i, visit in enumerate((1234567, 1234568, 1234569)):
+            url = f"http://store.example.org/{visit}/42/science.fits"
+            run.mark_failed(i, "render", f"{url}: no such object")
+        run.mark_failed(3, "render", "s3://b/9/tmpl.fits: access denied (HTTP 403): x")
+        for i, x in ((4, 5000.0), (5, -30.5)):
+            run.mark_failed(
+                i,
+                "render",
+                f"source at x={x}, y=11.0 is off the science image "
+                f"/data/{i}/sci.fits (400x300 pixels)",
+            )
+        run.mark_failed(6, "upload", "source 6: subject 99: the store answered 201 "
+                        "twice but file 1 is missing")  # fmt: skip
+    report = zooprep.status(tmp_path / "run")
+    render = {item["reason"]: item for item in report["failures"]["render"]}
+    assert sorted(render) == [
+        "access denied (HTTP 403)",
+        "no such object",
+        "source is off the science image",
+    ]
+    assert render["no such object"]["count"] == 3
+    assert render["no such object"]["examples"] == [0, 1, 2]
+    assert render["no such object"]["example"] == (
+        "http://store.example.org/1234567/42/science.fits: no such object"
+    )
+    assert render["source is off the science image"]["count"] == 2
+    (upload,) = report["failures"]["upload"]
+    assert upload["reason"] == "the store answered twice but file is missing"
 
 
 def test_status_json_writes_64_bit_source_ids_as_exact_strings(tmp_path: Path) -> None:
@@ -474,7 +515,7 @@ def test_a_full_state_database_raises_its_own_error_and_keeps_earlier_rows(
 def test_storage_errors_name_the_run_and_what_to_do(tmp_path: Path) -> None:
     import errno
 
-    from zooprep.run import storage_error
+    from zooprep.files import storage_error
 
     full = storage_error(
         OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "a.png")),

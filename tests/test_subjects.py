@@ -20,11 +20,13 @@ from PIL import Image
 import zooprep
 from zooprep.cli import cli
 from zooprep.images.base import Cutouts, Triplet
-from zooprep.lightcurves import DETECTION, FORCED, LIMIT, ApdbHistory
+from zooprep.lightcurves import DETECTION, FORCED, LIMIT
 from zooprep.options import RenderOptions
+from zooprep.readers.history import ApdbHistory
 from zooprep.renderers import _draw, make_renderer
 from zooprep.renderers.annotated import TEXT_LINES
 from zooprep.run import Run
+from zooprep.scatterplot import scatter_plot_json
 
 
 class FlatImages:
@@ -313,7 +315,8 @@ def test_a_source_without_history_gets_a_light_curve_of_its_one_point(
 
 
 def test_a_source_without_any_photometry_gets_empty_axes_not_a_crash() -> None:
-    from zooprep.lightcurves import LightCurveRenderer, row_light_curve
+    from zooprep.readers.history import row_light_curve
+    from zooprep.renderers.lightcurve import LightCurveRenderer
 
     curve = row_light_curve(5, {"band": "r"})
     assert curve.dropped == 1
@@ -323,7 +326,7 @@ def test_a_source_without_any_photometry_gets_empty_axes_not_a_crash() -> None:
 
 
 def test_malformed_and_nan_history_entries_are_left_out_and_counted() -> None:
-    from zooprep.lightcurves import rubin_light_curve, ztf_light_curve
+    from zooprep.readers.history import rubin_light_curve, ztf_light_curve
 
     ztf = ztf_light_curve(
         1,
@@ -358,15 +361,15 @@ def test_malformed_and_nan_history_entries_are_left_out_and_counted() -> None:
     assert rubin.counts() == {("r", DETECTION): 1}
     assert rubin.dropped == 1
     # A negative flux in magnitude mode becomes a limit; it never crashes.
-    from zooprep.lightcurves import LightCurveRenderer
+    from zooprep.renderers.lightcurve import LightCurveRenderer
 
     assert LightCurveRenderer("mag").render(rubin)[:4] == b"\x89PNG"
-    body = json.loads(rubin.viewer_json("mag"))
+    body = json.loads(scatter_plot_json(rubin, "mag"))
     assert [s["seriesOptions"]["label"] for s in body["data"]] == ["r limit"]
 
 
 def test_viewer_json_has_the_scatter_plot_viewer_shape() -> None:
-    from zooprep.lightcurves import ztf_light_curve
+    from zooprep.readers.history import ztf_light_curve
 
     curve = ztf_light_curve(
         1,
@@ -377,7 +380,7 @@ def test_viewer_json_has_the_scatter_plot_viewer_shape() -> None:
             ],
         },
     )
-    body = json.loads(curve.viewer_json("flux"))
+    body = json.loads(scatter_plot_json(curve, "flux"))
     assert set(body) == {"data", "chartOptions"}
     assert body["chartOptions"]["xAxisLabel"] == "Days since first detection"
     g, r = body["data"]

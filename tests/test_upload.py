@@ -20,6 +20,7 @@ from PIL import Image
 import zooprep
 from tests.plugins.panoptes import upload_command, upload_killed_then_resumed
 from zooprep.errors import AuthError, InputError, QuotaError, SettingsMismatch
+from zooprep.files import atomic_write
 from zooprep.options import UploadOptions
 from zooprep.panoptes import (
     Credentials,
@@ -28,7 +29,7 @@ from zooprep.panoptes import (
     TokenManager,
     check_endpoint,
 )
-from zooprep.run import Run, atomic_write
+from zooprep.run import Run
 
 FIRST_ID = 506428274000265570  # a real-looking 64-bit DiaSource id
 FAST = RetryPolicy(attempts=4, initial=0.05, maximum=0.3)

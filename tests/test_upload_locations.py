@@ -18,8 +18,9 @@ import zooprep
 from tests.plugins.panoptes import upload_killed_then_resumed
 from tests.test_upload import FAST, FIRST_ID, _png, login_env, options
 from zooprep.errors import ManifestEditError
+from zooprep.files import atomic_write
 from zooprep.options import MAX_FILE_BYTES
-from zooprep.run import Run, atomic_write
+from zooprep.run import Run
 
 SUFFIXES = ("_1_template.png", "_1_science.png", "_lightcurve.png", ".json")
 KINDS = ("image/png", "image/png", "image/png", "image/png", "application/json")

@@ -243,14 +243,16 @@ def _print_status(report: dict[str, Any]) -> None:
     console.print(table)
     for stage, items in report["failures"].items():
         failed = Table(title=f"failed in {stage}")
-        failed.add_column("reason")
+        failed.add_column("what went wrong")
         failed.add_column("rows", justify="right")
         failed.add_column("e.g. source ids")
+        failed.add_column("first, in full")
         for item in items:
             failed.add_row(
                 item["reason"],
                 str(item["count"]),
                 ", ".join(str(i) for i in item["examples"]),
+                item["example"],
             )
         console.print(failed)
     if report.get("results"):

@@ -53,6 +53,7 @@ import numpy as np
 
 from zooprep.errors import InputError
 from zooprep.options import PSF_CHOICES
+from zooprep.photometry import NJY_ZEROPOINT
 
 __all__ = [
     "AB_NJY_ZEROPOINT",
@@ -92,8 +93,8 @@ WELL_SAMPLED = 2.5
 OVERSAMPLE_STARS = 40
 #: Stars for the PSF peak at least this many times the pixel noise.
 STAR_PEAK_SNR = 5.0
-#: The AB magnitude of 1 nJy: ``-2.5 log10(1e-9 * 1e-23 / 3631e-23)``.
-AB_NJY_ZEROPOINT = 31.4
+#: The AB magnitude of 1 nJy (`zooprep.photometry`'s).
+AB_NJY_ZEROPOINT = NJY_ZEROPOINT
 #: A Gaussian stamp reaches this many FWHM (4.7 sigma) from the fake's centre (at least
 #: `MIN_HALF` pixels): all but 2e-5 of its flux.
 STAMP_FWHM = 2.0

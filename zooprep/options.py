@@ -52,6 +52,7 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
 from zooprep.errors import InputError
+from zooprep.manifest_format import LAYOUTS as MANIFEST_LAYOUTS
 from zooprep.vocabulary import (
     BUTLER_DATASET_TYPES,
     POSITIONS,
@@ -94,8 +95,6 @@ LAYOUTS = ("triplet", "frames", "both")
 LIGHTCURVES = ("flux", "mag")
 #: Where ``zooprep render`` runs.
 EXECUTORS = ("local", "dask")
-#: Column layouts of ``zooprep manifest --layout`` (`zooprep.manifest_format`).
-MANIFEST_LAYOUTS = ("import", "panoptes-cli")
 #: How ``zooprep upload`` sends subjects.
 VIAS = ("direct", "import")
 #: The largest media file Zooniverse accepts (its web front end refuses more).

@@ -30,7 +30,6 @@ import html
 import io
 import json
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -41,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from zooprep.run import STATUSES, Run, Source, atomic_write
+from zooprep.files import atomic_write
+from zooprep.photometry import ztf_snr
+from zooprep.run import STATUSES, Run, Source
 from zooprep.vocabulary import ZTF_BANDS, finite_number, is_flag_column, truthy
 
 __all__ = ["flag_columns", "preview"]
@@ -166,10 +167,7 @@ def _snr(row: Mapping[str, Any]) -> float | None:
     flux, err = _number(row, "psfFlux"), _number(row, "psfFluxErr")
     if flux is not None and err:
         return abs(flux / err)
-    sigma = _number(row, "sigmapsf")
-    if sigma:
-        return 2.5 / math.log(10) / sigma
-    return None
+    return ztf_snr(row.get("sigmapsf"))
 
 
 def _band(row: Mapping[str, Any]) -> str:

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,11 +36,23 @@ from zooprep.stages.export import SKIP_REASONS
 if TYPE_CHECKING:
     import pandas as pd
 
-    from zooprep.run import Run
     from zooprep.stages.known import KnownReport
-    from zooprep.stages.results import ResultsResult
 
-__all__ = ["calibration", "render_report", "roc_curve"]
+__all__ = ["ReportFacts", "calibration", "render_report", "roc_curve"]
+
+
+class ReportFacts(Protocol):
+    """What the report shows of a results call (`zooprep.stages.results.ResultsResult`)."""
+
+    real_answer: str
+    workflow_id: str
+    task: str
+    rows: int
+    classifications: int
+    subjects: int
+    skipped: dict[str, int]
+    versions: dict[str, dict[str, int]]
+
 
 #: Cards per disagreement gallery.
 GALLERY = 12
@@ -246,11 +258,11 @@ def _fig_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, name: str) -> str:
     return _png(fig)
 
 
-def _cutout(run: Run, rel: str | None) -> str | None:
+def _cutout(run: Path, rel: str | None) -> str | None:
     """A cutout file as a data URI, when it exists and is small enough."""
     if not rel:
         return None
-    path = Path(rel) if Path(rel).is_absolute() else run.path / rel
+    path = Path(rel) if Path(rel).is_absolute() else run / rel
     try:
         if path.stat().st_size > MAX_EMBED:
             return None
@@ -271,7 +283,7 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 
 
 def _gallery(
-    run: Run,
+    run: Path,
     rows: pd.DataFrame,
     score: str,
     labels: Mapping[str, str],
@@ -308,10 +320,11 @@ def _gallery(
 
 
 def render_report(
-    run: Run,
+    run: Path,
     table: pd.DataFrame,
-    result: ResultsResult,
+    result: ReportFacts,
     *,
+    uploaded: int,
     answers: list[str],
     labels: Mapping[str, str],
     export: Path,
@@ -320,17 +333,21 @@ def render_report(
     examples: Mapping[str, list[str]],
     score: str | None,
     files: Mapping[int, str | None],
+    known: KnownReport | None = None,
 ) -> str:
     """The results page as one HTML string.
 
     Parameters
     ----------
-    run : zooprep.Run
-        The open run (for the cutout files and the upload counts).
+    run : pathlib.Path
+        The run directory (for the cutout files).
     table : pandas.DataFrame
         The results table (`zooprep.results` columns).
-    result : zooprep.stages.results.ResultsResult
-        Counts of what was used and skipped.
+    result : ReportFacts
+        Counts of what was used and skipped (a
+        `~zooprep.stages.results.ResultsResult`).
+    uploaded : int
+        Subjects the run uploaded.
     answers : list of str
         Answer slugs, in column order.
     labels : mapping
@@ -347,19 +364,20 @@ def render_report(
         The pipeline score column, None when the sources have none.
     files : mapping
         Source id to its cutout, relative to the run.
+    known : zooprep.stages.known.KnownReport, optional
+        What the run's known answers say (``zooprep fakes``).
 
     Returns
     -------
     str
         The page.
     """
-    uploaded = run.count_subjects()
     real = result.real_answer
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>zooprep results</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>Volunteers vs pipeline: {_esc(run.path.name)}</h1>",
+        f"<h1>Volunteers vs pipeline: {_esc(run.name)}</h1>",
         "<table id='summary'>",
     ]
     summary = [
@@ -413,8 +431,8 @@ def render_report(
         )
     parts.append("</table>")
 
-    if result.known is not None:
-        parts += _known_sections(result.known)
+    if known is not None:
+        parts += _known_sections(known)
     if score is None:
         parts.append(
             "<h2>Pipeline score</h2><p class='note'>The sources have no "
@@ -427,7 +445,7 @@ def render_report(
 
 
 def _score_sections(
-    run: Run,
+    run: Path,
     table: pd.DataFrame,
     score: str,
     labels: Mapping[str, str],

@@ -270,10 +270,12 @@ class Run:
     Examples
     --------
     >>> import tempfile
-    >>> with Run.create(tempfile.mkdtemp() + "/run") as run:
-    ...     run.add_sources([{"diaSourceId": 506428274000265570, "visit": 1}],
-    ...                     id_column="diaSourceId").added
-    1
+    >>> with tempfile.TemporaryDirectory() as tmp, Run.create(tmp + "/run") as run:
+    ...     added = run.add_sources([{"diaSourceId": 506428274000265570, "visit": 1}],
+    ...                             id_column="diaSourceId").added
+    ...     run.save(RenderOptions(sizes=(32, 64)))
+    ...     added, run.settings.render.sizes, run.settings.select
+    (1, (32, 64), None)
     """
 
     STATE = STATE_FILE

@@ -34,7 +34,10 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
     -------
     dict
         ``run`` (path), ``total``, ``counts`` (per status), ``failures``
-        (per stage: a list of ``{"reason", "count", "examples"}``),
+        (per stage: a list of ``{"reason", "count", "examples", "example"}``:
+        what went wrong (`zooprep.vocabulary.reason_key`, without the URL,
+        path or id that differs row by row), how many rows, a few of their
+        source ids and the first one's full reason),
         ``settings`` (the stages that ran), ``results`` (when classifications
         were joined) and ``next`` (the command to run next, or None).
     """
@@ -44,16 +47,23 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
         total = len(r)
         groups: dict[str, Counter[str]] = {}
         examples: dict[tuple[str, str], list[int]] = {}
+        first: dict[tuple[str, str], str] = {}
         for src in r.iter_sources(["failed"]):
             stage = src.stage or "unknown"
             key = reason_key(src.reason)
             groups.setdefault(stage, Counter())[key] += 1
             ex = examples.setdefault((stage, key), [])
+            first.setdefault((stage, key), src.reason or "")
             if len(ex) < EXAMPLES:
                 ex.append(src.id)
         failures = {
             stage: [
-                {"reason": reason, "count": n, "examples": examples[(stage, reason)]}
+                {
+                    "reason": reason,
+                    "count": n,
+                    "examples": examples[(stage, reason)],
+                    "example": first[(stage, reason)],
+                }
                 for reason, n in counter.most_common()
             ]
             for stage, counter in groups.items()

@@ -77,7 +77,7 @@ BUTLER_DATASET_TYPES = {
 #: ZTF filter ids (``fid``) and their band names.
 ZTF_BANDS = {1: "g", 2: "r", 3: "i"}
 
-#: Failure reasons are grouped by the text before the first colon, cut to this.
+#: Failure reasons are grouped (`reason_key`) by a text of at most this length.
 REASON_WIDTH = 80
 
 
@@ -125,14 +125,96 @@ def finite_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def reason_key(reason: object) -> str:
-    """The group of a failure reason: the part before the first colon.
+#: Words that only lead to what follows them (dropped with a variable part).
+_LINKS = frozenset(
+    {"at", "from", "in", "of", "on", "to", "for", "with", "by", "under", "is"}
+)
+#: A token of a reason that differs row by row: a URL, a path, a number or
+#: coordinate (``x=12.5,``), a size (``30x30``), an id.
+_VARIABLE = re.compile(
+    r"""[('"]*(
+        \S*://\S*                              # a URL
+      | [~.]{0,2}/\S*                          # an absolute or relative path
+      | \S+/\S*\.\w{1,8}\b\S*                   # a path with an extension
+      | \w*=?[-+]?\d[\d.,:xXeE+-]*\w*           # a number, x=12.5, 30x30, 1000-byte
+    )[)'",;:]*""",
+    re.VERBOSE,
+)
+#: What is kept although it has digits: an HTTP status (in brackets too), a
+#: number of attempts.
+_KEPT = re.compile(r"\(HTTP \d{3}\)|HTTP \d{3}|\b\d{1,2} (?:attempts?|tries|times)\b")
 
-    What follows the colon differs per row (a path, a number), so it is left
-    out; long heads are cut to `REASON_WIDTH` characters ending in ``...``.
+
+#: Units that follow a number (dropped with it).
+_UNITS = frozenset(
+    {"s", "ms", "px", "pixels", "bytes", "byte", "deg", "arcsec", "mb", "kb", "rows"}
+)
+
+
+def _scrub(part: str) -> tuple[str, bool]:
+    """One segment of a reason without its variable tokens; and whether it lost any."""
+    words: list[str] = []
+    lost = after_number = False
+    for token in part.split():
+        if _VARIABLE.fullmatch(token) and "\x01" not in token:
+            while words and words[-1].lower() in _LINKS:
+                words.pop()
+            lost = after_number = True
+            continue
+        if after_number and token.strip(",;:").lower() in _UNITS:
+            after_number = False
+            continue
+        after_number = False
+        words.append(token)
+    return " ".join(words).strip(" ,;"), lost
+
+
+def reason_key(reason: object) -> str:
+    """What went wrong, without what differs row by row: the group of a failure.
+
+    Technical details in brackets go (an HTTP status stays); the reason's
+    parts (split at ``": "``) lose their URLs, paths, numbers and ids (a
+    number of attempts stays), and a part that was only a name and an id
+    (``source 1234``) goes; the first part left is the group, with the next
+    one when it is only a word or two (``drawing failed: TypeError``).  Long
+    groups are cut to `REASON_WIDTH` characters ending in ``...``.
+
+    Examples
+    --------
+    >>> reason_key("http://h.org/1234567/42/science.fits: no such object")
+    'no such object'
+    >>> reason_key("s3://b/7/tmpl.fits: access denied (HTTP 403): no permission")
+    'access denied (HTTP 403)'
+    >>> reason_key("source at x=5000.0, y=11.0 is off the science image "
+    ...            "/data/7/sci.fits (400x300 pixels)")
+    'source is off the science image'
+    >>> reason_key("all-NaN 30x30 difference cutout from /data/7/diff.fits")
+    'all-NaN difference cutout'
+    >>> reason_key("drawing failed: ValueError: bad value 3.5")
+    'drawing failed: ValueError'
     """
-    text = str(reason) if reason else "unknown"
-    head = text.split(":", 1)[0]
+    text = " ".join(str(reason).split()) if reason else ""
+    kept: list[str] = []
+
+    def protect(match: re.Match[str]) -> str:
+        kept.append(match.group(0))
+        return f"\x01{chr(65 + len(kept) - 1)}\x01"
+
+    text = _KEPT.sub(protect, text)
+    while re.search(r"\([^()]*\)", text):  # technical details in brackets
+        text = re.sub(r"\s*\([^()]*\)", "", text)
+    parts = []
+    for segment in text.split(": "):
+        scrubbed, lost = _scrub(segment)
+        if scrubbed and not (lost and len(scrubbed.split()) < 2):
+            parts.append(scrubbed)  # not "source <id>" nor "subject <id>"
+    if not parts:
+        return "unknown"
+    head = parts[0]
+    if len(head.split()) <= 2 and len(parts) > 1:
+        head = f"{head}: {parts[1]}"
+    for n, value in enumerate(kept):
+        head = head.replace(f"\x01{chr(65 + n)}\x01", value)
     return head if len(head) < REASON_WIDTH else head[: REASON_WIDTH - 3] + "..."
 
 

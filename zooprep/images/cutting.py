@@ -2,7 +2,7 @@
 
 `cut_group` cuts the rows of one image group from its science, template and
 difference images (`~zooprep.images.fitsimage.FitsImage`, opened through an
-`~zooprep.images.fits.ImageCache`).  Where a source is on each image follows
+`ImageOpener` such as `~zooprep.images.fits.ImageCache`).  Where a source is on each image follows
 the ``position`` rule (see `zooprep.images.fits` and `Position`): catalogue
 ``x``/``y`` on a shared pixel grid (offset by each image's LSST ``XY0``), or
 ``ra``/``dec`` through each image's celestial WCS, whose orientation must
@@ -16,7 +16,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from astropy import units as u
@@ -27,17 +27,29 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, Triplet, column_listing
 from zooprep.images.cutout import cut_around, pixel_index, section_around
-from zooprep.images.fitsimage import FitsImage, _log_warnings
+from zooprep.images.fitsimage import FitsImage, log_warnings
 from zooprep.images.injected import Injection, inject
 from zooprep.images.remote import pool
 from zooprep.vocabulary import POSITIONS, Position
 
-if TYPE_CHECKING:
-    from zooprep.images.fits import ImageCache
-
-__all__ = ["POSITIONS", "ROLES", "Position", "check_position_columns", "cut_group"]
+__all__ = [
+    "POSITIONS",
+    "ROLES",
+    "ImageOpener",
+    "Position",
+    "check_position_columns",
+    "cut_group",
+]
 
 log = logging.getLogger(__name__)
+
+
+class ImageOpener(Protocol):
+    """Opens images by path (`zooprep.images.fits.ImageCache` keeps them)."""
+
+    def get_many(self, paths: Sequence[str]) -> list[FitsImage]:
+        """The images at ``paths``, in order; InputError for the first failure."""
+        ...
 
 
 #: Orientations of template/difference and science may differ by this much.
@@ -112,7 +124,7 @@ ROLES = ("science", "template", "difference")
 
 
 def cut_group(
-    cache: ImageCache,
+    cache: ImageOpener,
     paths: tuple[str, str, str],
     rows: Sequence[tuple[int, Mapping[str, Any]]],
     sizes: Sequence[int],
@@ -124,8 +136,9 @@ def cut_group(
 
     Parameters
     ----------
-    cache : ImageCache
-        Where the images are opened (once) and kept.
+    cache : ImageOpener
+        Where the images are opened (once) and kept: an
+        `~zooprep.images.fits.ImageCache`.
     paths : tuple of str
         The science, template and difference files.
     rows : sequence of (int, mapping)
@@ -278,7 +291,7 @@ def _pixel_positions(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             xs, ys = wcs.world_to_pixel(coords)
-        _log_warnings(caught, image.path)
+        log_warnings(caught, image.path)
         for k, i in enumerate(good):
             if isinstance(out[i], list):
                 out[i].append((float(xs[k]), float(ys[k])))  # type: ignore[union-attr]

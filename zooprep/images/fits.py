@@ -92,7 +92,7 @@ from zooprep.images.cutting import (
     check_position_columns,
     cut_group,
 )
-from zooprep.images.fitsimage import FitsImage, _log_warnings, image_hdu
+from zooprep.images.fitsimage import FitsImage, image_hdu, log_warnings
 from zooprep.images.injected import Injection
 from zooprep.images.remote import is_url, open_remote, pool, require
 from zooprep.vocabulary import expand_env
@@ -143,7 +143,7 @@ def open_image(path: str | os.PathLike[str]) -> FitsImage:
                     image = FitsImage(path, index, header, pixels)
                 else:
                     image = _memmap_hdu(path, index, header, hdul.fileinfo(index))
-        _log_warnings(caught, path)
+        log_warnings(caught, path)
     except InputError:
         raise
     except (

@@ -19,7 +19,7 @@ from astropy.wcs import WCS
 
 from zooprep.errors import InputError
 
-__all__ = ["FitsImage"]
+__all__ = ["FitsImage", "image_hdu", "log_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class FitsImage:
                 except Exception as exc:  # astropy raises many kinds on bad WCS
                     log.debug("no usable WCS in %s: %s", self.path, exc)
                     wcs = None
-            _log_warnings(caught, self.path)
+            log_warnings(caught, self.path)
             if wcs is not None and wcs.has_celestial:
                 self._wcs = wcs.celestial
         return self._wcs
@@ -123,7 +123,7 @@ def _origin(h: fits.Header) -> tuple[float, float]:
         return 0.0, 0.0
 
 
-def _log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
+def log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
     """Log warnings astropy raised while reading ``path``."""
     for w in caught:
         log.debug("%s: %s: %s", path, w.category.__name__, w.message)

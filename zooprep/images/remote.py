@@ -62,7 +62,7 @@ import numpy as np
 from astropy.io import fits
 
 from zooprep.errors import InputError
-from zooprep.images.fitsimage import FitsImage, _log_warnings, image_hdu
+from zooprep.images.fitsimage import FitsImage, image_hdu, log_warnings
 
 __all__ = [
     "ATTEMPTS",
@@ -765,7 +765,7 @@ def open_remote(url: str) -> Any:
                         raise
                     # astropy's "Empty or corrupt FITS file"
                     raise InputError(f"{where}: unreadable FITS file ({exc})") from exc
-            _log_warnings(caught, where)
+            log_warnings(caught, where)
             return image
 
     return _with_retries(url, read_headers)

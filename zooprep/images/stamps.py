@@ -52,6 +52,7 @@ from zooprep.images.base import (
     consecutive_groups,
 )
 from zooprep.images.cutout import crop_or_pad, pad_to_shape
+from zooprep.photometry import negative_difference
 
 __all__ = ["AlertStamps", "read_alert_records"]
 
@@ -295,7 +296,7 @@ class AlertStamps:
         notes: dict[str, Any] = {}
         if kind == "ztf":
             scale = ZTF_PIXEL_SCALE
-            if str(record.get("isdiffpos", "t")).lower() in ("f", "0", "false"):
+            if negative_difference(record.get("isdiffpos")):
                 notes["difference_sign"] = "reference - science"
         else:
             scale = (

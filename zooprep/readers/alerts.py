@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from zooprep.avro import read_records
 from zooprep.errors import InputError
+from zooprep.photometry import ztf_flux, ztf_snr
 from zooprep.readers.base import InMemoryFilter, ReadFailure, kept_positions
 from zooprep.readers.where import Expr, unknown_column
 from zooprep.vocabulary import ZTF_BANDS
@@ -39,9 +39,6 @@ from zooprep.vocabulary import ZTF_BANDS
 __all__ = ["AlertReader", "alert_rows", "ztf_row", "ztf_schema_instrument"]
 
 log = logging.getLogger(__name__)
-
-#: AB magnitude of 1 nJy.
-NJY_ZEROPOINT = 31.4
 
 
 def _scalar(value: Any) -> bool:
@@ -79,15 +76,14 @@ def ztf_row(record: Mapping[str, Any]) -> dict[str, Any]:
     else:
         row["visit"] = pid
     row["detector"] = rcid
-    mag, sigma = cand.get("magpsf"), cand.get("sigmapsf")
-    if isinstance(mag, int | float) and math.isfinite(mag):
-        flux = 10.0 ** (-0.4 * (mag - NJY_ZEROPOINT))
-        if cand.get("isdiffpos") in ("f", "0"):
-            flux = -flux
+    flux, err = ztf_flux(
+        cand.get("magpsf"), cand.get("sigmapsf"), cand.get("isdiffpos")
+    )
+    if flux is not None:
         row["psfFlux"] = flux
-        if isinstance(sigma, int | float) and sigma > 0:
-            row["psfFluxErr"] = abs(flux) * sigma * math.log(10.0) / 2.5
-            row["snr"] = 2.5 / math.log(10.0) / sigma
+        if err is not None:
+            row["psfFluxErr"] = err
+            row["snr"] = ztf_snr(cand.get("sigmapsf"))
     row["instrument"] = ztf_schema_instrument(record)
     return row
 

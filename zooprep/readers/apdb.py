@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from zooprep.errors import InputError
 from zooprep.readers.base import ReadFailure, image_group
 from zooprep.readers.where import Expr, to_sqlalchemy, unknown_column
 
-__all__ = ["ApdbReader", "safe_url"]
+__all__ = ["ApdbReader", "parse_description", "safe_url"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,22 @@ def safe_url(url: Any) -> str:
         parsed = parsed.difference_update_query(["password"])
     # URL.set(password=None) means "unchanged"; replace the field itself.
     return str(parsed._replace(password=None).render_as_string(hide_password=False))
+
+
+def parse_description(text: str) -> tuple[str, str | None]:
+    """The URL and schema of an `ApdbReader.describe` text (the run's ``source``).
+
+    Examples
+    --------
+    >>> parse_description("postgresql://alice@db/apdb (schema dr1)")
+    ('postgresql://alice@db/apdb', 'dr1')
+    >>> parse_description("sqlite:////data/apdb.sqlite3")
+    ('sqlite:////data/apdb.sqlite3', None)
+    """
+    match = re.fullmatch(r"(.*) \(schema (.+)\)", text)
+    if match is None:
+        return text, None
+    return match.group(1), match.group(2)
 
 
 def _first_line(exc: BaseException, secret: str | None) -> str:
@@ -137,7 +154,7 @@ class ApdbReader:
         text = safe_url(self.url)
         return f"{text} (schema {self.schema})" if self.schema else text
 
-    def _engine_url(self) -> Any:
+    def engine_url(self) -> Any:
         """The URL to connect with: psycopg for PostgreSQL, read-only SQLite."""
         import sqlalchemy as sa
 
@@ -180,7 +197,7 @@ class ApdbReader:
         """Connect, reflect the table and read the instrument."""
         import sqlalchemy as sa
 
-        url = self._engine_url()
+        url = self.engine_url()
         try:
             self._engine = sa.create_engine(url)
         except (sa.exc.NoSuchModuleError, ImportError) as exc:

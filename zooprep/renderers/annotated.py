@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from zooprep.images.base import Cutouts
+from zooprep.photometry import njy_to_mag
 from zooprep.renderers import _draw
 from zooprep.renderers.plain import TITLES, PlainRenderer
 from zooprep.renderers.scaling import parse_color
@@ -205,8 +206,9 @@ def annotation_items(
         Labels (grey, or red for flagged measurements), values (black) and
         flag labels (bold, coloured), with the seed's formats: ra ``.8f``,
         dec ``+.8f``, detection S/N ``6.1f``, PSF chi2 (psfChi2 / psfNdata)
-        ``6.2f``, fluxes ``8.1f``, S/N ``6.2f``, ABmag (31.4 - 2.5 log10 of
-        scienceFlux in nJy, positive flux only) ``.3f``, ``RB:`` ``.3f``.
+        ``6.2f``, fluxes ``8.1f``, S/N ``6.2f``, ABmag (of scienceFlux in nJy,
+        `~zooprep.photometry.njy_to_mag`, positive flux only) ``.3f``,
+        ``RB:`` ``.3f``.
     """
     items: list[TextItem] = []
 
@@ -272,7 +274,7 @@ def annotation_items(
 
     total = finite_number(row.get("scienceFlux"))
     label(4, 0.55, "ABmag:")
-    abmag = 31.4 - 2.5 * math.log10(total) if total is not None and total > 0 else None
+    abmag = njy_to_mag(total)
     value(4, 0.635, _fmt(abmag, ".3f"))
 
     # Flags at fixed places; reliability.

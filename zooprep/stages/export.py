@@ -1,8 +1,8 @@
 """Reading a Zooniverse classification export for ``zooprep results``.
 
-`_scan` makes a first pass over the export (workflows, versions, subjects of
-this run), `_choose_workflow` and `_choose_versions` apply the workflow and
-version rules, and `_read_votes` makes the second pass: it skips the rows
+`scan_export` makes a first pass over the export (workflows, versions, subjects of
+this run), `choose_workflow` and `choose_versions` apply the workflow and
+version rules, and `read_votes` makes the second pass: it skips the rows
 that are not votes (see `SKIP_REASONS`), maps each subject to its source and
 extracts the task's answer with panoptes-aggregation's question extractor.
 The rules, in the order they are applied, are listed in
@@ -27,7 +27,24 @@ from zooprep.progress import Reporter
 from zooprep.run import Run
 from zooprep.vocabulary import ID_TEXT_KEY, truthy
 
-__all__ = ["EXPORT_COLUMNS", "HIDDEN_ID_KEY", "SKIP_REASONS"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "SKIP_REASONS",
+    "Aggregation",
+    "ExportScan",
+    "ExportVotes",
+    "SubjectVotes",
+    "Vote",
+    "Wanted",
+    "choose_versions",
+    "choose_workflow",
+    "load_aggregation",
+    "parse_version",
+    "read_votes",
+    "scan_export",
+    "skip_text",
+    "version_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +68,6 @@ EXPORT_COLUMNS = (
 )
 
 
-#: Hidden subject metadata key holding the source id (set by the manifest).
-HIDDEN_ID_KEY = ID_TEXT_KEY
-
-
 #: Why export rows were not counted as votes, in report order.
 SKIP_REASONS = {
     "other_workflow": "classification of another workflow",
@@ -73,7 +86,7 @@ SKIP_REASONS = {
 
 
 @dataclass
-class _Aggregation:
+class Aggregation:
     """The panoptes-aggregation functions used, imported lazily."""
 
     annotation_by_task: Callable[..., Any]
@@ -84,7 +97,7 @@ class _Aggregation:
 
 
 @dataclass(slots=True)
-class _Vote:
+class Vote:
     """One usable volunteer classification."""
 
     created_at: str
@@ -94,19 +107,19 @@ class _Vote:
 
 
 @dataclass
-class _Subject:
+class SubjectVotes:
     """What the export says about one subject."""
 
     source_id: int
     mapped_by: str
-    votes: list[_Vote] = field(default_factory=list)
+    votes: list[Vote] = field(default_factory=list)
     gold: list[tuple[str, int, str]] = field(default_factory=list)
     retired: bool | None = None
     retirement_reason: str | None = None
     versions: set[str] = field(default_factory=set)
 
 
-def _load_aggregation() -> _Aggregation:
+def load_aggregation() -> Aggregation:
     """Import panoptes-aggregation's question extractor and reducer, or explain."""
     try:
         import panoptes_aggregation
@@ -122,7 +135,7 @@ def _load_aggregation() -> _Aggregation:
             f"missing or broken here ({exc}); install it with "
             "pip install 'zooprep[results]'"
         ) from None
-    return _Aggregation(
+    return Aggregation(
         annotation_by_task=annotation_by_task,
         extract=question_extractor,
         reduce=question_reducer,
@@ -171,7 +184,7 @@ class _Export:
                 ) from None
 
 
-def _version(text: str) -> tuple[int, int] | None:
+def parse_version(text: str) -> tuple[int, int] | None:
     """``"12.34"`` as ``(12, 34)``, None when unreadable."""
     m = re.fullmatch(r"\s*(\d+)(?:\.(\d+))?\s*", text)
     if not m:
@@ -179,7 +192,7 @@ def _version(text: str) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2) or 0)
 
 
-def _vtext(v: tuple[int, int]) -> str:
+def version_text(v: tuple[int, int]) -> str:
     """A version tuple as Zooniverse writes it."""
     return f"{v[0]}.{v[1]}"
 
@@ -209,7 +222,7 @@ def _as_source_id(value: Any) -> int | None:
 
 
 @dataclass
-class _Scan:
+class ExportScan:
     """First pass over the export: which workflows and versions it holds."""
 
     rows: int = 0
@@ -219,9 +232,9 @@ class _Scan:
     versions: dict[str, Counter[tuple[int, int]]] = field(default_factory=dict)
 
 
-def _scan(path: Path, subjects: dict[str, int]) -> _Scan:
+def scan_export(path: Path, subjects: dict[str, int]) -> ExportScan:
     """Count rows per workflow and version, and rows of this run's subjects."""
-    scan = _Scan()
+    scan = ExportScan()
     export = _Export(path)
     for _, cells in export:
         ix = export.ix
@@ -231,13 +244,13 @@ def _scan(path: Path, subjects: dict[str, int]) -> _Scan:
         scan.names.setdefault(wid, cells[ix["workflow_name"]])
         if cells[ix["subject_ids"]].strip() in subjects:
             scan.in_run[wid] += 1
-        version = _version(cells[ix["workflow_version"]])
+        version = parse_version(cells[ix["workflow_version"]])
         if version is not None:
             scan.versions.setdefault(wid, Counter())[version] += 1
     return scan
 
 
-def _choose_workflow(scan: _Scan, workflow_id: str | None, path: Path) -> str:
+def choose_workflow(scan: ExportScan, workflow_id: str | None, path: Path) -> str:
     """The workflow to use, or an InputError that lists the export's workflows."""
     listing = ", ".join(
         f"{w} {scan.names.get(w, '')!r} ({n} rows, {scan.in_run[w]} of this run)"
@@ -269,11 +282,11 @@ def _choose_workflow(scan: _Scan, workflow_id: str | None, path: Path) -> str:
     )
 
 
-def _choose_versions(
+def choose_versions(
     versions: Counter[tuple[int, int]], wanted: str | None, workflow: str
 ) -> Callable[[tuple[int, int]], bool]:
     """A predicate over versions: the latest major by default, or as asked."""
-    found = ", ".join(_vtext(v) for v in sorted(versions)) or "none"
+    found = ", ".join(version_text(v) for v in sorted(versions)) or "none"
     if wanted is None or wanted.strip().lower() == "latest":
         if not versions:
             return lambda v: True
@@ -322,18 +335,18 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == []
 
 
-def _skip_text(skipped: Counter[str]) -> str:
+def skip_text(skipped: Counter[str]) -> str:
     """Skip counts as one line."""
     parts = [f"{n} {k}" for k, n in skipped.items() if n]
     return "; ".join(parts) if parts else "no rows"
 
 
 @dataclass
-class _State:
+class ExportVotes:
     """Everything the second pass collects."""
 
     rows: int = 0
-    subjects: dict[str, _Subject] = field(default_factory=dict)
+    subjects: dict[str, SubjectVotes] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     used: Counter[tuple[int, int]] = field(default_factory=Counter)
     unused: Counter[tuple[int, int]] = field(default_factory=Counter)
@@ -347,7 +360,7 @@ EXAMPLES = 5
 
 
 @dataclass(frozen=True)
-class _Wanted:
+class Wanted:
     """Which rows of the export are votes: the choices made after the first pass.
 
     Attributes
@@ -368,13 +381,13 @@ class _Wanted:
     by_subject: dict[str, int]
 
 
-def _read_votes(
-    export: Path, r: Run, agg: _Aggregation, wanted: _Wanted, reporter: Reporter
-) -> _State:
+def read_votes(
+    export: Path, r: Run, agg: Aggregation, wanted: Wanted, reporter: Reporter
+) -> ExportVotes:
     """Second pass: filter the rows and extract the task's answers."""
     workflow, use_version = wanted.workflow, wanted.use_version
     task, by_subject = wanted.task, wanted.by_subject
-    st = _State()
+    st = ExportVotes()
     known: dict[int, bool] = {}
 
     def in_run(source_id: int) -> bool:
@@ -408,7 +421,7 @@ def _read_votes(
             skip("other_workflow", line, cid, f"workflow {wid}")
             continue
         vtext = cells[ix["workflow_version"]]
-        version = _version(vtext)
+        version = parse_version(vtext)
         sid = _subject_id(cells[ix["subject_ids"]])
         if version is None or sid is None or not cid.isdigit():
             ids = cells[ix["subject_ids"]]
@@ -416,7 +429,7 @@ def _read_votes(
             continue
         if not use_version(version):
             st.unused[version] += 1
-            skip("older_workflow_version", line, cid, _vtext(version))
+            skip("older_workflow_version", line, cid, version_text(version))
             continue
         if sid in not_in_run:
             st.unused[version] += 1
@@ -448,7 +461,7 @@ def _read_votes(
             meta = subject_meta if isinstance(subject_meta, dict) else {}
             source_id, mapped_by = by_subject.get(sid), "state"
             if source_id is None:
-                hidden = _as_source_id(meta.get(HIDDEN_ID_KEY))
+                hidden = _as_source_id(meta.get(ID_TEXT_KEY))
                 if hidden is not None and in_run(hidden):
                     source_id, mapped_by = hidden, "zooprep_id"
             if source_id is None:
@@ -456,7 +469,7 @@ def _read_votes(
                 st.unused[version] += 1
                 skip("subject_not_in_run", line, cid, f"subject {sid}")
                 continue
-            subject = st.subjects[sid] = _Subject(source_id, mapped_by)
+            subject = st.subjects[sid] = SubjectVotes(source_id, mapped_by)
             retired = meta.get("retired")
             subject.retired = bool(retired)
             if isinstance(retired, dict):
@@ -505,12 +518,12 @@ def _read_votes(
             skip("expert", line, cid, f"expert {expert}")
             continue
         st.used[version] += 1
-        subject.versions.add(_vtext(version))
+        subject.versions.add(version_text(version))
         volunteer = (
             f"user:{user_id}"
             if user_id
             else _logged_out(metadata, cells[ix["user_ip"]], cells[ix["user_name"]])
         )
-        subject.votes.append(_Vote(created, int(cid), volunteer, extract))
+        subject.votes.append(Vote(created, int(cid), volunteer, extract))
     reporter.advance(done % 5000)
     return st

@@ -1,33 +1,12 @@
 """The manifest stage: a CSV that people review in a spreadsheet and Zooniverse accepts.
 
-`manifest` writes ``RUN/manifest.csv``, one row per rendered source, by
-default in the column layout of Zooniverse's server-side subject-set import
-(``layout="import"``)::
-
-    external_id,location:1,metadata:#diaSourceId,metadata:!visit,...,#zooprep_id
-    506428274000265570,cutouts/0/506428274000265570.png,506428274000265570,...,id:506428274000265570
-
-- ``external_id``: the source id, a plain decimal integer.
-- ``location:1`` ... ``location:N``: the files to upload (PNG, not ``.npy``),
-  relative to the manifest's folder, or full URLs with ``url_root``.
-- ``metadata:<key>``: subject metadata; ``<key>`` carries the Zooniverse
-  prefix (``#`` hidden, ``!`` Talk only, ``%`` index field).
-- ``#zooprep_id``: the id again as text (``id:<digits>``).  Spreadsheets turn
-  64-bit integers into ``5.06428E+17`` or round them to 15 digits; text with
-  a letter in front survives, so `~zooprep.stages.review.read_reviewed` can
-  tell which id a damaged row had and name it.
-
-With ``layout="panoptes-cli"`` the headers are the metadata keys themselves,
-as ``panoptes subject-set upload-subjects`` keeps every header verbatim as a
-key (and strips only a leading ``%``)::
-
-    #zooprep_id,#location:1,#diaSourceId,!visit,...
-    id:506428274000265570,cutouts/0/506428274000265570.png,506428274000265570,...
-
-``#zooprep_id`` (the id as text) is then the row's id, ``#location:N`` the
-files (panoptes-cli finds them because they exist), every other column a
-metadata key.  `~zooprep.stages.review.read_reviewed` tells the layouts
-apart by the header.
+`manifest` writes ``RUN/manifest.csv``, one row per rendered source, in the
+format of `zooprep.manifest_format` (by default the column layout of
+Zooniverse's server-side subject-set import; ``layout="panoptes-cli"`` for
+``panoptes subject-set upload-subjects``).  It chooses the metadata columns
+and their visibility (ids, scores and flags hidden from volunteers by
+default), records which source is on which line, and never overwrites a
+manifest someone edited.
 
 `zooprep.stages.review` reads the file back after a person edited it.
 
@@ -43,23 +22,30 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from zooprep import interrupt
 from zooprep.errors import InputError
 from zooprep.feedback import TRAINING_KEY, feedback_keys
 from zooprep.files import atomic_file, remove_temporary, storage_guard
+from zooprep.manifest_format import (
+    UPLOADABLE,
+    escape,
+    header,
+    id_text,
+    join_url,
+    relative_prefix,
+    text,
+    uploadable,
+)
 from zooprep.options import ManifestOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import KnownAnswer, Run, Source
 from zooprep.vocabulary import (
-    CONTENT_TYPES,
     ID_TEXT_KEY,
     KNOWN_ANSWER_KEY,
     KNOWN_MAG_KEY,
@@ -67,13 +53,7 @@ from zooprep.vocabulary import (
     is_flag_column,
 )
 
-__all__ = [
-    "DEFAULT_METADATA",
-    "ID_TEXT_COLUMN",
-    "LAYOUTS",
-    "ManifestResult",
-    "manifest",
-]
+__all__ = ["DEFAULT_METADATA", "LISTED", "ManifestResult", "manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,29 +70,8 @@ DEFAULT_METADATA = (
     "diaObjectId",
     "objectId",
 )
-#: The column that repeats the source id as spreadsheet-proof text.
-ID_TEXT_COLUMN = ID_TEXT_KEY
-#: What comes before the digits in `ID_TEXT_COLUMN`.
-ID_TEXT_PREFIX = "id:"
-#: Column layouts: Zooniverse's server-side import (default), or panoptes-cli's.
-LAYOUTS = ("import", "panoptes-cli")
-#: Files of a source that go into the manifest and upload: those upload has a
-#: content type for (``.npy`` files stay local).
-UPLOADABLE = tuple(CONTENT_TYPES)
 #: Statuses of the sources a manifest lists (failed ones: failed in upload).
 LISTED = ("rendered", "uploaded", "linked", "failed")
-#: Written for a missing (null or NaN) value.  Never an empty cell: panoptes-cli
-#: takes an empty cell in the first row for a file column (the folder exists).
-MISSING = "nan"
-
-_EXTERNAL_ID = "external_id"
-_LOCATION = "location:"
-_METADATA = "metadata:"
-_CLI_LOCATION = "#location:"
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
-_SCIENTIFIC = re.compile(r"[+-]?\d+([.,]\d*)?[eE][+-]?\d+")
 _ID_COLUMNS = ("diaSourceId", "candid", "sourceId", "id")
 #: Columns that could bias a volunteer, besides flag columns (hidden by default).
 _BIASING = re.compile(
@@ -143,7 +102,7 @@ class ManifestResult:
         Rendered sources left out because their file is missing (they are
         marked failed in the render stage, so ``zooprep render`` redoes them).
     layout : str
-        The column layout written, one of `LAYOUTS`.
+        The column layout written, one of `~zooprep.manifest_format.LAYOUTS`.
     """
 
     path: Path
@@ -179,18 +138,7 @@ class _Layout:
     @property
     def header(self) -> list[str]:
         """The CSV header row."""
-        if self.kind == "panoptes-cli":
-            return [
-                ID_TEXT_COLUMN,
-                *(f"{_CLI_LOCATION}{n}" for n in range(1, self.locations + 1)),
-                *self.keys,
-            ]
-        return [
-            _EXTERNAL_ID,
-            *(f"{_LOCATION}{n}" for n in range(1, self.locations + 1)),
-            *(f"{_METADATA}{k}" for k in self.keys),
-            ID_TEXT_COLUMN,
-        ]
+        return header(self.kind, self.locations, self.keys)
 
 
 def manifest(
@@ -304,7 +252,7 @@ def _write(
         known.keys,
     )
     total = _count_listed(run)
-    prefix = _prefix(run, path.parent.resolve())
+    prefix = relative_prefix(run.path, path.parent.resolve())
     result = ManifestResult(path=path, columns=layout.header, layout=kind)
     reporter.start("manifest", total)
     digest = hashlib.sha256()
@@ -566,11 +514,6 @@ def _max_locations(run: Run) -> int:
     return max(1, run.max_files(UPLOADABLE, LISTED, stage="upload"))
 
 
-def _uploadable(files: Iterable[str]) -> list[str]:
-    """The files Zooniverse can show, in order (``.npy`` and friends left out)."""
-    return [f for f in files if os.path.splitext(f)[1].lower() in UPLOADABLE]
-
-
 def _id_column(run: Run, first: Source) -> str:
     """Name of the catalog column that holds the source id."""
     for section in (run.settings.select, run.settings.manifest):
@@ -669,10 +612,10 @@ def _layout(
         )
     columns += list(known_keys)
     keys += list(known_keys)
-    if kind == "panoptes-cli" and ID_TEXT_COLUMN in keys:
+    if kind == "panoptes-cli" and ID_TEXT_KEY in keys:
         raise InputError(
-            f"metadata column {ID_TEXT_COLUMN[1:]} would give the key "
-            f"{ID_TEXT_COLUMN}, which the panoptes-cli layout uses for the "
+            f"metadata column {ID_TEXT_KEY[1:]} would give the key "
+            f"{ID_TEXT_KEY}, which the panoptes-cli layout uses for the "
             "source id; leave it out of --metadata or do not hide it"
         )
     return _Layout(id_column, tuple(columns), tuple(keys), locations, url_root, kind)
@@ -697,7 +640,7 @@ def _cells(
     run: Run, src: Source, layout: _Layout, prefix: str, known: _KnownCells
 ) -> list[str] | None:
     """The CSV cells of one source, or None (recorded as failed) when its file is gone."""
-    files = _uploadable(src.files)
+    files = uploadable(src.files)
     root = str(run.path)
     missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
     if not files or missing:
@@ -711,7 +654,7 @@ def _cells(
             return None
         logger.warning("source %d (%s): file missing on disk", src.id, src.status)
     if layout.url_root:
-        locations = [_join_url(layout.url_root, f) for f in files]
+        locations = [join_url(layout.url_root, f) for f in files]
     else:
         locations = [prefix + f for f in files]
     locations += [""] * (layout.locations - len(locations))
@@ -719,68 +662,13 @@ def _cells(
     extra = known.cells(src.id)
     for col in layout.columns:
         if col in extra:
-            values.append(_escape(extra[col]))
+            values.append(escape(extra[col]))
             continue
         value = src.id if col == layout.id_column else src.row.get(col)
-        values.append(_escape(_text(value)))
+        values.append(escape(text(value)))
     if layout.kind == "panoptes-cli":
-        return [f"{ID_TEXT_PREFIX}{src.id}", *locations, *values]
-    return [str(src.id), *locations, *values, f"{ID_TEXT_PREFIX}{src.id}"]
-
-
-def _prefix(run: Run, base: Path) -> str:
-    """What to put before a run-relative path to make it relative to ``base``."""
-    rel = Path(os.path.relpath(run.path.resolve(), base)).as_posix()
-    return "" if rel == "." else rel + "/"
-
-
-def _join_url(root: str, relative: str) -> str:
-    """``root`` + ``relative`` with exactly one slash between, query kept at the end."""
-    parts = urlsplit(root)
-    path = parts.path.rstrip("/") + "/" + quote(relative.lstrip("/"), safe="/")
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
-
-
-def _text(value: Any) -> str:
-    """A metadata value as one line of text."""
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return MISSING
-        if value == 0 or 1e-12 <= abs(value) < 1e15:
-            # Positional, never 1.7e-05: a spreadsheet gives a number written
-            # with an exponent a 3-digit scientific format and saves it so.
-            return format(Decimal(repr(value)), "f")
-        return repr(value)
-    if isinstance(value, list | dict):
-        import json
-
-        return json.dumps(value, separators=(",", ":"))
-    text = str(value)
-    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
-
-
-def _escape(text: str) -> str:
-    """Defuse a value a spreadsheet would run as a formula (``'`` in front)."""
-    if text.startswith("'") or (
-        text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text)
-    ):
-        return "'" + text
-    return text
-
-
-def _unescape(text: str) -> str:
-    """Inverse of `_escape`."""
-    if (
-        len(text) > 1
-        and text[0] == "'"
-        and (text[1] == "'" or text[1] in _FORMULA_START)
-    ):
-        return text[1:]
-    return text
+        return [id_text(src.id), *locations, *values]
+    return [str(src.id), *locations, *values, id_text(src.id)]
 
 
 def _record_written(run: Run, written: list[tuple[int, int]]) -> None:

@@ -33,6 +33,7 @@ from zooprep.options import MAX_FILE_BYTES, ImageOptions, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import Run, cutout_relpath, decode_row, saved_count
+from zooprep.scatterplot import scatter_plot_json
 from zooprep.vocabulary import reason_key
 
 __all__ = ["RenderResult", "RowResult", "TaskResult", "render"]
@@ -177,7 +178,8 @@ def _pictures(
         title = f"object {curve.object_id}" if curve.object_id is not None else ""
         out.append(("_lightcurve.png", task.lightcurve.render(curve, title)))
         if task.lightcurve_json:
-            out.append(("_lightcurve.json", curve.viewer_json(task.lightcurve.mode)))
+            json_bytes = scatter_plot_json(curve, task.lightcurve.mode)
+            out.append(("_lightcurve.json", json_bytes))
     return out, notes
 
 
@@ -249,7 +251,7 @@ def _draw_rows(task: _Task, rows: list[TaskRow], out: list[RowResult]) -> None:
     items = [(item.id, item.row) for item in rows]
     curves: dict[int, Any] = {}
     if task.lightcurve is not None:
-        from zooprep.lightcurves import light_curves_for
+        from zooprep.readers.history import light_curves_for
 
         curves = light_curves_for(task.history, items)
     images = task.images
@@ -354,7 +356,8 @@ def _tasks(
     history: Any = None
     curve_renderer: Any = None
     if opts.lightcurve:
-        from zooprep.lightcurves import LightCurveRenderer, history_source
+        from zooprep.readers.history import history_source
+        from zooprep.renderers.lightcurve import LightCurveRenderer
 
         history = history_source(run.settings.select)
         curve_renderer = LightCurveRenderer(opts.lightcurve)

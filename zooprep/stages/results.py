@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zooprep import skill
 from zooprep.errors import InputError, RunError
 from zooprep.files import atomic_write, storage_guard
 from zooprep.options import ResultsOptions
@@ -40,34 +41,25 @@ from zooprep.panoptes import download_classification_export
 from zooprep.progress import NullReporter, Reporter
 from zooprep.results_report import render_report
 from zooprep.run import Run
-from zooprep.skill import Vote
 from zooprep.stages.export import (
-    EXPORT_COLUMNS,
-    HIDDEN_ID_KEY,
     SKIP_REASONS,
-    _Aggregation,
-    _choose_versions,
-    _choose_workflow,
-    _load_aggregation,
-    _read_votes,
-    _scan,
-    _skip_text,
-    _Subject,
-    _version,
-    _Vote,
-    _vtext,
-    _Wanted,
+    Aggregation,
+    SubjectVotes,
+    Vote,
+    Wanted,
+    choose_versions,
+    choose_workflow,
+    load_aggregation,
+    parse_version,
+    read_votes,
+    scan_export,
+    skip_text,
+    version_text,
 )
 from zooprep.stages.known import KnownReport, analyse
 from zooprep.vocabulary import is_flag_column
 
-__all__ = [
-    "EXPORT_COLUMNS",
-    "HIDDEN_ID_KEY",
-    "SKIP_REASONS",
-    "ResultsResult",
-    "results",
-]
+__all__ = ["ResultsResult", "results"]
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +244,7 @@ def results(
     export = Path(o.classifications) if o.classifications else None
     if not o.download and export is not None and not export.is_file():
         raise InputError(f"classification export {export} not found")
-    agg = _load_aggregation()
+    agg = load_aggregation()
 
     with storage_guard(run, lambda: "results not written"), Run.open(run) as r:
         outputs = [r.path / n for n in (RESULTS_CSV, RESULTS_PARQUET, RESULTS_HTML)]
@@ -270,17 +262,17 @@ def results(
             if src.subject_id:
                 by_subject[str(src.subject_id)] = src.id
 
-        scan = _scan(export, by_subject)
-        workflow = _choose_workflow(
+        scan = scan_export(export, by_subject)
+        workflow = choose_workflow(
             scan, None if workflow_id is None else str(workflow_id), export
         )
         versions = scan.versions.get(workflow, Counter())
-        use_version = _choose_versions(versions, o.workflow_version, workflow)
+        use_version = choose_versions(versions, o.workflow_version, workflow)
 
         reporter.start("results", scan.rows)
         try:
-            wanted = _Wanted(workflow, use_version, task, by_subject)
-            state = _read_votes(export, r, agg, wanted, reporter)
+            wanted = Wanted(workflow, use_version, task, by_subject)
+            state = read_votes(export, r, agg, wanted, reporter)
         finally:
             reporter.finish()
         state.rows = scan.rows
@@ -296,7 +288,7 @@ def results(
             raise InputError(
                 f"no volunteer classification in {export} matches a source of "
                 f"{r.path} (workflow {workflow}, task {task}): "
-                + _skip_text(state.skipped)
+                + skip_text(state.skipped)
             )
         table, answers = _reduce(agg, subjects, state.labels)
         state.skipped["duplicate"] += int(table["n_duplicates"].sum())
@@ -310,7 +302,7 @@ def results(
             rows=scan.rows,
             skipped={k: state.skipped[k] for k in SKIP_REASONS if state.skipped[k]},
             versions={
-                _vtext(v): {"used": state.used[v], "skipped": state.unused[v]}
+                version_text(v): {"used": state.used[v], "skipped": state.unused[v]}
                 for v in sorted(set(state.used) | set(state.unused))
             },
             workflow_id=workflow,
@@ -322,9 +314,10 @@ def results(
             log.info("skipped %d rows: %s (%s)", n, reason, SKIP_REASONS[reason])
 
         page = render_report(
-            r,
+            r.path,
             table,
             result,
+            uploaded=r.count_subjects(),
             answers=answers,
             labels=state.labels,
             export=export,
@@ -333,6 +326,7 @@ def results(
             examples=state.examples,
             score=score,
             files=files,
+            known=known,
         )
         csv_bytes = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
         buf = io.BytesIO()
@@ -372,7 +366,7 @@ def _download(r: Run, endpoint: str, target: Path | None, timeout: float) -> Pat
 
 
 def _reduce(
-    agg: _Aggregation, subjects: dict[str, _Subject], labels: dict[str, str]
+    agg: Aggregation, subjects: dict[str, SubjectVotes], labels: dict[str, str]
 ) -> tuple[Any, list[str]]:
     """One row per subject: first vote per volunteer, reduced to counts."""
     import pandas as pd
@@ -380,7 +374,7 @@ def _reduce(
     records: list[dict[str, Any]] = []
     answers: set[str] = set()
     for sid, subject in subjects.items():
-        first: dict[str, _Vote] = {}
+        first: dict[str, Vote] = {}
         for vote in sorted(
             subject.votes, key=lambda v: (v.created_at, v.classification_id)
         ):
@@ -407,7 +401,7 @@ def _reduce(
                 "retired": subject.retired,
                 "retirement_reason": subject.retirement_reason,
                 "workflow_versions": ";".join(
-                    sorted(subject.versions, key=lambda t: _version(t) or (0, 0))
+                    sorted(subject.versions, key=lambda t: parse_version(t) or (0, 0))
                 ),
             }
         )
@@ -437,7 +431,7 @@ def _pick_real_answer(
     answers: list[str],
     labels: dict[str, str],
     wanted: str | None,
-    agg: _Aggregation,
+    agg: Aggregation,
 ) -> str:
     """The answer slug that means "real"."""
     listing = ", ".join(f"{a!r} ({labels.get(a, a)!r})" for a in answers)
@@ -495,17 +489,17 @@ def _add_columns(
     return score, {i: files.get(i) for i in ids}
 
 
-def _votes(subjects: dict[str, _Subject], real: str) -> list[Vote]:
+def _votes(subjects: dict[str, SubjectVotes], real: str) -> list[skill.Vote]:
     """Each volunteer's first vote on each subject: whether it said real."""
     out = []
     for subject in subjects.values():
-        first: dict[str, _Vote] = {}
+        first: dict[str, Vote] = {}
         for vote in sorted(
             subject.votes, key=lambda v: (v.created_at, v.classification_id)
         ):
             first.setdefault(vote.volunteer, vote)
         out += [
-            Vote(v.volunteer, subject.source_id, bool(v.extract.get(real)))
+            skill.Vote(v.volunteer, subject.source_id, bool(v.extract.get(real)))
             for v in first.values()
         ]
     return out
@@ -514,7 +508,7 @@ def _votes(subjects: dict[str, _Subject], real: str) -> list[Vote]:
 def _known_answers(
     r: Run,
     table: Any,
-    subjects: dict[str, _Subject],
+    subjects: dict[str, SubjectVotes],
     real: str,
     score: str | None,
     threshold: float,

@@ -21,24 +21,26 @@ from pathlib import Path
 from typing import Any
 
 from zooprep.errors import InputError, ManifestEditError
+from zooprep.manifest_format import (
+    CLI_LOCATION,
+    EXTERNAL_ID,
+    ID_TEXT_PREFIX,
+    INTEGER,
+    LOCATION,
+    METADATA,
+    NUMBER,
+    SCIENTIFIC,
+    join_url,
+    layout_of,
+    parse_id_text,
+    relative_prefix,
+    text,
+    unescape,
+    uploadable,
+)
 from zooprep.options import ManifestOptions
 from zooprep.run import Run
-from zooprep.stages.manifest import (
-    _CLI_LOCATION,
-    _EXTERNAL_ID,
-    _INTEGER,
-    _LOCATION,
-    _METADATA,
-    _NUMBER,
-    _SCIENTIFIC,
-    ID_TEXT_COLUMN,
-    ID_TEXT_PREFIX,
-    _join_url,
-    _prefix,
-    _text,
-    _unescape,
-    _uploadable,
-)
+from zooprep.vocabulary import ID_TEXT_KEY
 
 __all__ = [
     "ManifestRow",
@@ -94,7 +96,7 @@ class ReviewedManifest:
         Ids of sources that were in the manifest as zooprep wrote it but are
         no longer in the file (deleted in review), in selection order.
     layout : str
-        The column layout found in the header, one of `LAYOUTS`.
+        The column layout found in the header, one of `~zooprep.manifest_format.LAYOUTS`.
     """
 
     path: Path
@@ -133,7 +135,7 @@ def read_reviewed(
 ) -> ReviewedManifest:
     """Read a manifest after review, refusing rows a spreadsheet damaged.
 
-    Both layouts are read (`LAYOUTS`, told apart by the header): ``import``
+    Both layouts are read (`~zooprep.manifest_format.LAYOUTS`, told apart by the header): ``import``
     (``external_id``, ``location:N``, ``metadata:<key>``; other columns are
     ignored) and ``panoptes-cli`` (``#zooprep_id``, ``#location:N``; every
     other column is a metadata key, as panoptes-cli would send it).
@@ -196,18 +198,7 @@ class _Header:
 
     def label(self, key: str) -> str:
         """The header of the metadata column ``key``, for messages."""
-        return key if self.layout == "panoptes-cli" else f"{_METADATA}{key}"
-
-
-def _layout_of(names: list[str]) -> str:
-    """The layout of a header: `LAYOUTS` item, from the id and location names."""
-    if _EXTERNAL_ID in names or any(
-        n.startswith((_LOCATION, _METADATA)) for n in names
-    ):
-        return "import"
-    if ID_TEXT_COLUMN in names or any(n.startswith(_CLI_LOCATION) for n in names):
-        return "panoptes-cli"
-    return "import"
+        return key if self.layout == "panoptes-cli" else f"{METADATA}{key}"
 
 
 def _parse_header(cells: list[str], path: Path) -> _Header:
@@ -218,11 +209,11 @@ def _parse_header(cells: list[str], path: Path) -> _Header:
         raise ManifestEditError(
             f"{path}: line 1: column {dupes[0]} appears twice", rows=[1]
         )
-    layout = _layout_of(names)
+    layout = layout_of(names)
     if layout == "panoptes-cli":
-        id_name, location = ID_TEXT_COLUMN, _CLI_LOCATION
+        id_name, location = ID_TEXT_KEY, CLI_LOCATION
     else:
-        id_name, location = _EXTERNAL_ID, _LOCATION
+        id_name, location = EXTERNAL_ID, LOCATION
     if id_name not in names:
         raise ManifestEditError(f"{path}: line 1: no {id_name} column", rows=[1])
     locations = sorted(
@@ -242,23 +233,23 @@ def _parse_header(cells: list[str], path: Path) -> _Header:
         )
     if layout == "panoptes-cli":
         # Every other column is a metadata key, as panoptes-cli reads it.
-        taken = {names.index(ID_TEXT_COLUMN), *(i for _, i in locations)}
+        taken = {names.index(ID_TEXT_KEY), *(i for _, i in locations)}
         return _Header(
             external_id=None,
             locations=[i for _, i in locations],
             metadata=[(i, n) for i, n in enumerate(names) if n and i not in taken],
-            id_text=names.index(ID_TEXT_COLUMN),
+            id_text=names.index(ID_TEXT_KEY),
             layout=layout,
         )
     metadata = [
-        (i, n[len(_METADATA) :]) for i, n in enumerate(names) if n.startswith(_METADATA)
+        (i, n[len(METADATA) :]) for i, n in enumerate(names) if n.startswith(METADATA)
     ]
     ignored = [
         n
         for n in names
         if n
-        and n not in (_EXTERNAL_ID, ID_TEXT_COLUMN)
-        and not n.startswith((_LOCATION, _METADATA))
+        and n not in (EXTERNAL_ID, ID_TEXT_KEY)
+        and not n.startswith((LOCATION, METADATA))
     ]
     if ignored:
         logger.warning(
@@ -268,10 +259,10 @@ def _parse_header(cells: list[str], path: Path) -> _Header:
             ", ".join(ignored),
         )
     return _Header(
-        external_id=names.index(_EXTERNAL_ID),
+        external_id=names.index(EXTERNAL_ID),
         locations=[i for _, i in locations],
         metadata=metadata,
-        id_text=names.index(ID_TEXT_COLUMN) if ID_TEXT_COLUMN in names else None,
+        id_text=names.index(ID_TEXT_KEY) if ID_TEXT_KEY in names else None,
     )
 
 
@@ -279,10 +270,10 @@ def _sniff_delimiter(first_line: str, path: Path) -> str:
     """The separator a spreadsheet saved with: the one that yields an id column."""
     for delimiter in (",", ";", "\t", "|"):
         cells = next(csv.reader([first_line], delimiter=delimiter), [])
-        if {_EXTERNAL_ID, ID_TEXT_COLUMN} & {c.strip() for c in cells}:
+        if {EXTERNAL_ID, ID_TEXT_KEY} & {c.strip() for c in cells}:
             return delimiter
     raise ManifestEditError(
-        f"{path}: line 1: no external_id or {ID_TEXT_COLUMN} column (not a zooprep "
+        f"{path}: line 1: no external_id or {ID_TEXT_KEY} column (not a zooprep "
         "manifest, or its header was changed)",
         rows=[1],
     )
@@ -292,7 +283,7 @@ def _read(
     run: Run, path: Path, encoding: str, url_root: str | None, id_column: str
 ) -> ReviewedManifest:
     """Read and check every row; raise once with all the bad rows."""
-    prefix = _prefix(run, path.parent.resolve())
+    prefix = relative_prefix(run.path, path.parent.resolve())
     root = run.path.resolve()
     problems: list[tuple[int, str]] = []
     seen: dict[int, int] = {}
@@ -346,15 +337,17 @@ def _check_row(
     seen: dict[int, int],
 ) -> tuple[ManifestRow | None, str | None]:
     """One reviewed row as a `ManifestRow`, or why it is refused."""
-    text_id = _text_id(cells[header.id_text]) if header.id_text is not None else None
+    text_id = (
+        parse_id_text(cells[header.id_text]) if header.id_text is not None else None
+    )
     if header.external_id is None:  # panoptes-cli layout: the text id is the id
         raw = cells[header.id_text].strip() if header.id_text is not None else ""
         source_id, why = text_id, None
         if text_id is None:
             why = (
-                f"{ID_TEXT_COLUMN} {raw!r} is not {ID_TEXT_PREFIX}<digits>"
+                f"{ID_TEXT_KEY} {raw!r} is not {ID_TEXT_PREFIX}<digits>"
                 if raw
-                else f"{ID_TEXT_COLUMN} is empty"
+                else f"{ID_TEXT_KEY} is empty"
             )
     else:
         raw = cells[header.external_id].strip()
@@ -373,7 +366,7 @@ def _check_row(
                 "exists)"
             )
         return None, f"id {source_id} matches no source of this run"
-    files = _uploadable(src.files)
+    files = uploadable(src.files)
     if not files:
         return None, f"source {source_id} has no rendered file ({src.status})"
     given = [cells[i].strip() for i in header.locations]
@@ -381,7 +374,7 @@ def _check_row(
         given.pop()
     prefix, root = where
     expected_rel = [prefix + f for f in files]
-    expected_url = [_join_url(url_root, f) for f in files] if url_root else []
+    expected_url = [join_url(url_root, f) for f in files] if url_root else []
     # Relative to the manifest's folder, or to the run directory (a reviewed
     # copy saved elsewhere), or the URLs written with url_root.
     if given not in (expected_rel, list(files), expected_url):
@@ -411,7 +404,7 @@ def _check_row(
         return None, f"id {source_id}: file {gone[0]} does not exist"
     meta: dict[str, str] = {}
     for i, key in header.metadata:
-        value = _unescape(cells[i])
+        value = unescape(cells[i])
         column = _column_of(key)
         original = src.id if column == id_column else src.row.get(column)
         damaged = _damaged(value, original)
@@ -437,33 +430,23 @@ def _column_of(key: str) -> str:
     return key.lstrip("#!%")
 
 
-def _text_id(cell: str) -> int | None:
-    """The id in the ``#zooprep_id`` cell, when it is intact."""
-    cell = _unescape(cell.strip())
-    if cell.startswith(ID_TEXT_PREFIX) and _INTEGER.fullmatch(
-        cell[len(ID_TEXT_PREFIX) :]
-    ):
-        return int(cell[len(ID_TEXT_PREFIX) :])
-    return None
-
-
 def _parse_id(raw: str, text_id: int | None) -> tuple[int | None, str | None]:
     """The exact id of a row, or why its ``external_id`` cannot be trusted."""
-    was = f" (it was {text_id}, as {ID_TEXT_COLUMN} still says)" if text_id else ""
+    was = f" (it was {text_id}, as {ID_TEXT_KEY} still says)" if text_id else ""
     if not raw:
         return None, f"external_id is empty{was}"
-    if _SCIENTIFIC.fullmatch(raw):
+    if SCIENTIFIC.fullmatch(raw):
         return None, (
             f"external_id {raw} is in scientific notation: a spreadsheet stored "
             f"the id as a number and lost digits{was}"
         )
-    if not _INTEGER.fullmatch(raw):
+    if not INTEGER.fullmatch(raw):
         return None, f"external_id {raw!r} is not an integer{was}"
     value = int(raw)
     if text_id is not None and value != text_id:
         if _rounds_to(text_id, value):
             return None, f"external_id {raw} was rounded by a spreadsheet{was}"
-        return None, f"external_id {raw} does not match {ID_TEXT_COLUMN} {text_id}"
+        return None, f"external_id {raw} does not match {ID_TEXT_KEY} {text_id}"
     return value, None
 
 
@@ -496,7 +479,7 @@ def _as_number(text: str) -> float | None:
     """``text`` as a number (also with a decimal comma), or None."""
     t = text.strip()
     for candidate in (t, t.replace(",", ".")):
-        if _NUMBER.fullmatch(candidate):
+        if NUMBER.fullmatch(candidate):
             return float(candidate)
     return None
 
@@ -507,9 +490,9 @@ def _damaged(value: str, original: Any) -> str | None:
         return None
     if abs(original) < 10**15 or value.strip() == str(original):
         return None
-    if _SCIENTIFIC.fullmatch(value.strip()):
+    if SCIENTIFIC.fullmatch(value.strip()):
         return f"{value.strip()} is in scientific notation (it was {original})"
-    if _INTEGER.fullmatch(value.strip()) and _rounds_to(original, int(value)):
+    if INTEGER.fullmatch(value.strip()) and _rounds_to(original, int(value)):
         return f"{value.strip()} was rounded by a spreadsheet (it was {original})"
     return None
 
@@ -518,7 +501,7 @@ def _restore(value: str, original: Any) -> str:
     """The original text when a spreadsheet only reformatted the value."""
     if original is None or isinstance(original, list | dict):
         return value
-    written = _text(original)
+    written = text(original)
     if value == written:
         return value
     if isinstance(original, bool):

@@ -61,6 +61,7 @@ from zooprep.errors import (
 )
 from zooprep.feedback import FEEDBACK_PREFIX, TRAINING_KEY, check_rule
 from zooprep.files import atomic_write, remove_temporary, storage_guard
+from zooprep.manifest_format import header
 from zooprep.options import MAX_FILE_BYTES, UploadOptions
 from zooprep.panoptes import (
     CreateUncertain,
@@ -1147,11 +1148,9 @@ def _import_csv(items: list[_Item]) -> bytes:
                 keys.append(key)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        ["external_id"]
-        + [f"location:{n + 1}" for n in range(n_loc)]
-        + [f"metadata:{k}" for k in keys]
-    )
+    # The import layout of zooprep.manifest_format, without the #zooprep_id
+    # column (the import keeps the id as external_id).
+    writer.writerow(header("import", n_loc, keys)[:-1])
     for item in items:
         locs = item.urls + [""] * (n_loc - len(item.urls))
         writer.writerow(
