@@ -366,3 +366,42 @@ def test_an_lsst_exposure_gives_its_gain_saturation_and_masked_pixels(
     k = plan.stamps.shape[1]
     for y0, _ in plan.corners:
         assert y0 + k <= 100 or y0 >= 116  # no stamp touches the BAD rows
+
+
+def test_a_sigterm_while_planning_adds_nothing_and_says_so(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from tests.killing import signal_at_random
+
+    path = _made(tmp_path / "run", options=None, render=False)
+    zooprep_bin = Path(sys.executable).parent / "zooprep"
+    cmd = [
+        str(zooprep_bin),
+        "fakes",
+        str(path),
+        "--science",
+        IMAGES["science"],
+        "--template",
+        IMAGES["template"],
+        "--difference",
+        IMAGES["difference"],
+        "--count",
+        "6",
+        "--zeropoint",
+        "30",
+    ]
+    spare = _made(tmp_path / "spare", options=None, render=False)
+    duration = timed_run([*cmd[:2], str(spare), *cmd[3:]], env=dict(os.environ))
+    stopped = signal_at_random(
+        cmd, signal.SIGTERM, seed=3, duration=duration, lo=0.2, hi=0.5
+    )
+    known, sources = _sources(path)
+    if stopped.returncode == 0:  # the signal came after the commit
+        assert len(known) == 6
+    else:
+        assert stopped.returncode == 128 + signal.SIGTERM
+        assert "interrupted" in stopped.stderr
+        assert not known
+        assert len(sources) == 32
+    assert not stopped.survivors

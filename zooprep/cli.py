@@ -176,7 +176,7 @@ def _finish(result: Any) -> None:
 
 
 #: Commands that stop cleanly on SIGTERM, SIGINT and SIGHUP (`zooprep.interrupt`).
-_STOPPABLE = {"select", "render", "manifest", "upload", "demo"}
+_STOPPABLE = {"select", "fakes", "render", "manifest", "upload", "demo"}
 
 
 def command(fn: F) -> F:

@@ -1455,10 +1455,10 @@ class FakesOptions(Options):
     psf : {'auto', 'psfimage', 'epsf', 'gaussian'}
         How each image's PSF is had (`zooprep.injection`).
     zeropoint : float or None
-        AB magnitude of one count, for images whose header gives none.
+        AB magnitude of one count, instead of the header's.
     gain : float or None
-        Electrons per count, for images with no VARIANCE plane or GAIN (a
-        stack's effective gain: the gain times the exposures averaged).
+        Electrons per count, instead of the VARIANCE plane's or the header's
+        (a stack's effective gain: the gain times the exposures averaged).
     separation : float or None
         Least distance in pixels from a fake to another fake or to the run's
         sources (default: half the diagonal of the largest cutout, and far
@@ -1502,11 +1502,12 @@ class FakesOptions(Options):
         "or one of them.",
     )
     zeropoint: float | None = setting(
-        help="AB magnitude of one count, for images whose header has none."
+        help="AB magnitude of one count (instead of the header's MAGZERO, "
+        "PHOTZP, FLUXMAG0 or BUNIT nJy)."
     )
     gain: float | None = setting(
-        help="Electrons per count, for images with no VARIANCE plane or GAIN "
-        "(a stack: the gain times the exposures averaged)."
+        help="Electrons per count (instead of the VARIANCE plane's, else the "
+        "header's GAIN; a stack: the gain times the exposures averaged)."
     )
     separation: float | None = setting(
         help="Least pixels from a fake to another fake or to a source of the run.",

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from zooprep import injection as inj
+from zooprep import interrupt
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.files import atomic_write, storage_guard
 from zooprep.images import absolute, from_options
@@ -371,6 +372,9 @@ def _inject(
         for index, (group, n) in enumerate(zip(groups, shares, strict=True)):
             if n == 0:
                 continue
+            # Stopped (SIGTERM, Ctrl-C): nothing is written yet; the same
+            # command plans the same fakes again.
+            interrupt.check(0, "(no fake was added)")
             plans.append(
                 _plan_image(
                     r, index, group, n, source, options, sizes, id_column, used_ids
@@ -380,6 +384,7 @@ def _inject(
     finally:
         reporter.finish()
 
+    interrupt.check(0, "(no fake was added)")
     # Everything planned and checked: record it.
     folder = r.path / "fakes"
     folder.mkdir(exist_ok=True)
