@@ -629,9 +629,12 @@ def _known_sections(known: KnownReport) -> list[str]:
         cells = []
         for quantity, fmt in (("mag", ".2f"), ("snr", ".1f")):
             fit = known.fits.get((who, quantity))
-            cells.append(
-                f"{fit.x50:{fmt}} &plusmn; {fit.x50_err:{fmt}}" if fit else "&mdash;"
-            )
+            if fit is None:
+                cells.append("&mdash;")
+            elif math.isfinite(fit.x50_err):
+                cells.append(f"{fit.x50:{fmt}} &plusmn; {fit.x50_err:{fmt}}")
+            else:  # a step too sharp for the fit to say its error
+                cells.append(f"{fit.x50:{fmt}}")
         out.append(
             f"<tr data-classifier='{_esc(who)}'><td class='l'>{_esc(label)}</td>"
             f"<td>{int(c.n.sum())}</td><td>{int(c.k.sum())}</td>"
