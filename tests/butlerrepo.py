@@ -33,11 +33,13 @@ def make_repo(
     dataset_types: Sequence[str],
     transfer: str = "copy",
     datastore_root: str | None = None,
+    instrument: str = INSTRUMENT,
 ) -> Path:
     """Create a Butler repo at ``root`` and ingest ``files[(type, visit, detector)]``.
 
     ``datastore_root`` (e.g. ``s3://bucket/repo/``) puts the datastore
-    elsewhere than ``root``, which keeps the registry.
+    elsewhere than ``root``, which keeps the registry.  ``instrument`` names
+    the repository's one instrument.
     """
     Butler.makeRepo(str(root))
     if datastore_root is not None:
@@ -54,26 +56,26 @@ def make_repo(
     reg.insertDimensionData(
         "instrument",
         {
-            "name": INSTRUMENT,
+            "name": instrument,
             "visit_max": 10**8,
             "detector_max": 1000,
             "class_name": "tests.ZooCam",
         },
     )
     reg.insertDimensionData(
-        "physical_filter", {"instrument": INSTRUMENT, "name": "r_03", "band": "r"}
+        "physical_filter", {"instrument": instrument, "name": "r_03", "band": "r"}
     )
-    reg.insertDimensionData("day_obs", {"instrument": INSTRUMENT, "id": 20260305})
+    reg.insertDimensionData("day_obs", {"instrument": instrument, "id": 20260305})
     for d in detectors:
         reg.insertDimensionData(
             "detector",
-            {"instrument": INSTRUMENT, "id": d, "full_name": f"R22_S{d:02d}"},
+            {"instrument": instrument, "id": d, "full_name": f"R22_S{d:02d}"},
         )
     for v in visits:
         reg.insertDimensionData(
             "visit",
             {
-                "instrument": INSTRUMENT,
+                "instrument": instrument,
                 "id": v,
                 "name": f"visit{v}",
                 "physical_filter": "r_03",
@@ -91,7 +93,7 @@ def make_repo(
     for (name, visit, detector), path in files.items():
         ref = DatasetRef(
             types[name],
-            {"instrument": INSTRUMENT, "visit": visit, "detector": detector},
+            {"instrument": instrument, "visit": visit, "detector": detector},
             run=RUN,
         )
         datasets.append(

@@ -82,6 +82,7 @@ class Row:
     expert: str = ""
     malformed: bool = False
     subject_metadata: dict[str, Any] = field(default_factory=dict)
+    feedback: dict[str, Any] | None = None
 
     def answer(self, task: str = "T0") -> Any:
         """The value given to ``task`` (None when the task is absent)."""
@@ -173,6 +174,7 @@ class ExportBuilder:
         expert: str = "",
         malformed: bool = False,
         at: datetime | None = None,
+        feedback: dict[str, Any] | None = None,
     ) -> Row:
         """Add one classification; ``answer=None`` leaves ``task`` out."""
         self.clock += timedelta(seconds=int(self.rng.integers(3, 90)))
@@ -199,6 +201,7 @@ class ExportBuilder:
             expert=expert,
             malformed=malformed,
             subject_metadata=self.subjects.get(subject_id, {}),
+            feedback=feedback,
         )
         self.next_id += int(self.rng.integers(1, 40))
         self.rows.append(row)
@@ -237,6 +240,8 @@ class ExportBuilder:
             },
             "workflow_version": row.workflow_version,
         }
+        if row.feedback is not None:  # the classifier's record of shown feedback
+            metadata["feedback"] = row.feedback
         subject_data = {
             str(row.subject_id): {
                 "retired": self.retired.get(row.subject_id),
@@ -301,4 +306,90 @@ def simulate(
             answer = labels[0] if rng.random() < p_real else labels[1]
             builder.classify(
                 crowd[int(k)], sid, answer, version=version, workflow_id=workflow_id
+            )
+
+
+@dataclass
+class SimVolunteer:
+    """A simulated volunteer of known skill.
+
+    On a real subject of magnitude ``m`` they say real with probability
+    ``detect * curve(m)``; on a bogus one with probability ``false_alarm``;
+    on an unknown (ordinary) subject as on a real one half the time.
+    """
+
+    volunteer: Volunteer
+    detect: float
+    false_alarm: float
+
+    def p_real(self, truth: bool | None, mag: float | None, curve: Any) -> float:
+        """Probability of answering real."""
+        if truth is False:
+            return self.false_alarm
+        shape = float(curve(mag)) if mag is not None else 1.0
+        p = self.detect * shape
+        return p if truth is True else 0.5 * (p + self.false_alarm)
+
+
+@dataclass
+class SimSubject:
+    """A subject of a simulation: its id, source, known answer and magnitude."""
+
+    subject_id: int
+    source_id: int
+    truth: bool | None
+    mag: float | None = None
+    training: bool = False
+    voters: list[tuple[SimVolunteer, bool]] = field(default_factory=list)
+
+
+def simulate_known(
+    builder: ExportBuilder,
+    subjects: list[SimSubject],
+    volunteers: list[SimVolunteer],
+    curve: Any,
+    *,
+    per_subject: tuple[int, int] = (5, 9),
+    labels: tuple[str, str] = ("Real", "Bogus"),
+    rule_id: str = "fake-check",
+) -> None:
+    """Volunteers of known skill classify subjects of known truth.
+
+    Each subject gets a random set of volunteers; each answer is drawn from
+    the volunteer's `SimVolunteer.p_real`, and recorded (volunteer, answer)
+    on the subject so a test can compute what the results must be.  The
+    subject's metadata carries ``#zooprep_id`` (as a subject uploaded from a
+    zooprep manifest by another tool would); training subjects' classifications
+    carry the classifier's ``metadata.feedback``.
+    """
+    rng = builder.rng
+    for s in subjects:
+        builder.subject(s.subject_id, {"#zooprep_id": f"id:{s.source_id}"})
+        n = int(rng.integers(per_subject[0], per_subject[1] + 1))
+        for k in rng.choice(
+            len(volunteers), size=min(n, len(volunteers)), replace=False
+        ):
+            v = volunteers[int(k)]
+            said_real = bool(rng.random() < v.p_real(s.truth, s.mag, curve))
+            s.voters.append((v, said_real))
+            feedback = None
+            if s.training:
+                answer = "0" if s.truth else "1"
+                feedback = {
+                    "T0": [
+                        {
+                            "id": rule_id,
+                            "answer": answer,
+                            "strategy": "singleAnswerQuestion",
+                            "successEnabled": True,
+                            "failureEnabled": True,
+                            "success": said_real == bool(s.truth),
+                        }
+                    ]
+                }
+            builder.classify(
+                v.volunteer,
+                s.subject_id,
+                labels[0] if said_real else labels[1],
+                feedback=feedback,
             )

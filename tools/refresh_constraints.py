@@ -15,7 +15,10 @@ needed.  Run from the repository root::
     python tools/refresh_constraints.py            # every python3.X on PATH
     python tools/refresh_constraints.py --python python3.11 --python python3.12
 
-then run the tests and commit the file.
+then run the tests and commit the file.  A Python the file has a set for
+but that is not resolved this time (not on this machine) keeps its set as it
+was; packages that set does not pin (a dependency added since) resolve
+freely there until the set is refreshed on a machine that has that Python.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "requirements" / "test-constraints.txt"
 #: The extras of the README's test command (tests/test_docs.py checks they agree).
-EXTRAS = "test,dask,results,butler,cloud,brokers,kafka"
+EXTRAS = "test,dask,results,butler,cloud,brokers,kafka,fakes"
 CANDIDATES = ("python3.11", "python3.12", "python3.13", "python3.14")
 
 
@@ -83,6 +86,19 @@ def resolve(python: str) -> tuple[str, dict[str, str]]:
     return version, pins
 
 
+def existing() -> dict[str, dict[str, str]]:
+    """The sets the constraints file holds now, by Python version."""
+    found: dict[str, dict[str, str]] = {}
+    if not OUT.exists():
+        return found
+    pin = re.compile(r'^(\S+)==(\S+) ; python_version == "(3\.\d+)"$')
+    for line in OUT.read_text().splitlines():
+        m = pin.match(line)
+        if m:
+            found.setdefault(m.group(3), {})[m.group(1)] = m.group(2)
+    return found
+
+
 def write(resolved: dict[str, dict[str, str]]) -> None:
     """Write the constraints file: one pin per package and Python version."""
     lines = [
@@ -109,7 +125,7 @@ def main() -> None:
     pythons = args.python or [p for p in CANDIDATES if shutil.which(p)]
     if not pythons:
         sys.exit("no python3.11 or newer found on PATH; pass --python")
-    resolved = {}
+    resolved = existing()  # kept for the Pythons not resolved now
     for python in pythons:
         version, pins = resolve(python)
         print(f"Python {version}: {len(pins)} packages")

@@ -34,6 +34,7 @@ from zooprep.errors import (
     ZooprepError,
 )
 from zooprep.options import (
+    FakesOptions,
     ImageOptions,
     ManifestOptions,
     RenderOptions,
@@ -46,6 +47,7 @@ from zooprep.run import Run
 if TYPE_CHECKING:
     from zooprep.demo import demo
     from zooprep.preview import preview
+    from zooprep.stages.fakes import fakes
     from zooprep.stages.manifest import manifest
     from zooprep.stages.render import render
     from zooprep.stages.results import results
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 #: command start without loading astropy, matplotlib or the upload stack.
 _LAZY = {
     "demo": "zooprep.demo",
+    "fakes": "zooprep.stages.fakes",
     "manifest": "zooprep.stages.manifest",
     "preview": "zooprep.preview",
     "render": "zooprep.stages.render",
@@ -105,6 +108,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "FakesOptions",
     "ImageOptions",
     "InputError",
     "Interrupted",
@@ -126,6 +130,7 @@ __all__ = [
     "__version__",
     "demo",
     "errors",
+    "fakes",
     "manifest",
     "preview",
     "render",

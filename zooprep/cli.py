@@ -26,6 +26,7 @@ import zooprep
 from zooprep import interrupt
 from zooprep.errors import Interrupted, ZooprepError
 from zooprep.options import (
+    FakesOptions,
     ImageOptions,
     ManifestOptions,
     Options,
@@ -175,7 +176,7 @@ def _finish(result: Any) -> None:
 
 
 #: Commands that stop cleanly on SIGTERM, SIGINT and SIGHUP (`zooprep.interrupt`).
-_STOPPABLE = {"select", "render", "manifest", "upload", "demo"}
+_STOPPABLE = {"select", "fakes", "render", "manifest", "upload", "demo"}
 
 
 def command(fn: F) -> F:
@@ -493,6 +494,68 @@ def render(run: Path, **kw: Any) -> None:
     _finish(result)
 
 
+# -- fakes --------------------------------------------------------------------
+
+
+@cli.command()
+@RUN
+@flag(FakesOptions, "count", type=int, metavar="N")
+@flag(FakesOptions, "mag", metavar="BRIGHT:FAINT")
+@flag(FakesOptions, "seed", type=int)
+@flag(FakesOptions, "training", type=float, metavar="SHARE")
+@flag(FakesOptions, "psf")
+@flag(FakesOptions, "zeropoint", type=float, metavar="MAG")
+@flag(FakesOptions, "gain", type=float, metavar="E/COUNT")
+@flag(FakesOptions, "separation", type=float, metavar="PX")
+@flag(FakesOptions, "truth_column", metavar="COL")
+@flag(FakesOptions, "truth_mag", metavar="COL")
+@flag(FakesOptions, "force", is_flag=True)
+@flag(ImageOptions, "science", metavar="TEMPLATE")
+@flag(ImageOptions, "template", metavar="TEMPLATE")
+@flag(ImageOptions, "difference", metavar="TEMPLATE")
+@flag(ImageOptions, "butler", metavar="REPO")
+@flag(ImageOptions, "collections", multiple=True, metavar="C")
+@flag(ImageOptions, "science_type", metavar="NAME")
+@flag(ImageOptions, "template_type", metavar="NAME")
+@flag(ImageOptions, "difference_type", metavar="NAME")
+@command
+def fakes(run: Path, **kw: Any) -> None:
+    """Add known answers to RUN: injected fakes, or sources a column names.
+
+    --count N injects N point sources of known magnitude (uniform in --mag)
+    into the science and difference images, never the template: flux times
+    the image's PSF (its PSFIMAGE, else an effective PSF built from its stars
+    with photutils, else a Gaussian of the measured seeing) plus the photon
+    noise, at random places away from edges, masked pixels, detected sources
+    and the run's own sources. They become sources of the run, mixed in
+    among the real ones and looking like them; the truth is kept in the run
+    (and, by the manifest, in hidden metadata). --training SHARE makes that
+    share training subjects (feedback, their own subject set); the rest are
+    blind. Every image is planned and checked before anything is written;
+    the same --seed gives the same fakes. Needs photutils: pip install
+    'zooprep[fakes]'. The images are those of render (give them here or to a
+    render before); each image's PSF, zero point and gain are recorded in
+    RUN/fakes/plans.json.
+
+    --truth-column COL injects nothing: it marks the sources the column says
+    are known real (true, 1, real: the pipeline's own injections matched to
+    DiaSources; --truth-mag their magnitude) or known bogus (bogus,
+    artefact: an expert's labels). It works on alert runs too.
+
+    \b
+    Example:
+      zooprep fakes run1 --count 300 --mag 20:25 --seed 7 --training 0.2
+      zooprep fakes run1 --science 'img/{visit}/{detector}/sci.fits' \\
+          --template 'img/{visit}/{detector}/tmpl.fits' \\
+          --difference 'img/{visit}/{detector}/diff.fits' --count 100 --zeropoint 31.4
+      zooprep fakes alerts1 --truth-column is_injected --truth-mag injected_mag
+    """
+    kw = _given(kw)
+    images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}
+    result = zooprep.fakes(run, images=images or None, reporter=_reporter(), **kw)
+    _finish(result)
+
+
 # -- manifest -----------------------------------------------------------------
 
 
@@ -506,6 +569,12 @@ def render(run: Path, **kw: Any) -> None:
 @flag(ManifestOptions, "index", metavar="COL,...")
 @flag(ManifestOptions, "split", type=int, metavar="N")
 @flag(ManifestOptions, "layout")
+@flag(ManifestOptions, "feedback", metavar="RULE_ID")
+@flag(ManifestOptions, "real_answer", type=int, metavar="K")
+@flag(ManifestOptions, "bogus_answer", type=int, metavar="K")
+@flag(ManifestOptions, "success_message", metavar="TEXT")
+@flag(ManifestOptions, "failure_message", metavar="TEXT")
+@flag(ManifestOptions, "truth_metadata", decl="--truth-metadata/--no-truth-metadata")
 @command
 def manifest(run: Path, **kw: Any) -> None:
     """Write RUN/manifest.csv: one row per rendered source, for review and upload.
@@ -520,10 +589,16 @@ def manifest(run: Path, **kw: Any) -> None:
     that 'panoptes subject-set upload-subjects SET RUN/manifest.csv' gives the
     subjects the intended metadata keys (#reliability stays hidden).
 
+    Runs with known answers (zooprep fakes) get hidden #known_answer,
+    #fake_mag, #fake_snr and #training_subject keys; --feedback RULE_ID
+    --real-answer K writes the Zooniverse feedback keys (#feedback_1_id,
+    #feedback_1_answer as text) on the training subjects only.
+
     \b
     Example:
       zooprep manifest run1 --metadata diaSourceId,visit,band,reliability --hidden reliability
       zooprep manifest run1 --layout panoptes-cli
+      zooprep manifest run1 --feedback fake-check --real-answer 0 --bogus-answer 1
     """
     kw = _given(kw)
     for key in ("metadata", "hidden", "talk_only", "index"):
@@ -548,6 +623,8 @@ def manifest(run: Path, **kw: Any) -> None:
 @flag(UploadOptions, "verify", decl="--verify/--no-verify")
 @flag(UploadOptions, "workflow", metavar="ID")
 @flag(UploadOptions, "via")
+@flag(UploadOptions, "training_set", metavar="NAME")
+@flag(UploadOptions, "training_set_id", metavar="ID")
 @command
 def upload(run: Path, **kw: Any) -> None:
     """Send the manifest's rows to a Zooniverse subject set, exactly once.
@@ -586,6 +663,7 @@ def upload(run: Path, **kw: Any) -> None:
 @flag(ResultsOptions, "endpoint")
 @flag(ResultsOptions, "timeout", type=float)
 @flag(ResultsOptions, "force", is_flag=True)
+@flag(ResultsOptions, "reliability_threshold", type=float, metavar="SCORE")
 @command
 def results(run: Path, **kw: Any) -> None:
     """Join volunteers' classifications back to the sources.

@@ -9,6 +9,7 @@ class                  ``zooprep.toml``       stage and command
 `ManifestOptions`      ``[manifest]``         ``zooprep manifest``
 `UploadOptions`        ``[upload]``           ``zooprep upload``
 `ResultsOptions`       ``[results]``          ``zooprep results``
+`FakesOptions`         ``[fakes]``            ``zooprep fakes``
 =====================  =====================  ==============================
 
 Each field is made with `setting`, which records what the command line and
@@ -44,6 +45,7 @@ True
 from __future__ import annotations
 
 import enum
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields
@@ -64,8 +66,11 @@ __all__ = [
     "MANIFEST_LAYOUTS",
     "MAX_FILE_BYTES",
     "MAX_SIZE",
+    "MESSAGE_FIELDS",
     "MIN_SIZE",
+    "PSF_CHOICES",
     "UNSET",
+    "FakesOptions",
     "ImageOptions",
     "ManifestOptions",
     "Options",
@@ -1237,6 +1242,33 @@ class ManifestOptions(Options):
         help="Column layout: import, or panoptes-cli (for 'panoptes subject-set "
         "upload-subjects').",
     )
+    feedback: str | None = setting(
+        help="Id of the workflow task's feedback rule: write Zooniverse's "
+        "feedback keys (#feedback_1_id, #feedback_1_answer) on the run's training "
+        "subjects (zooprep fakes --training), never on blind fakes."
+    )
+    real_answer: int | None = setting(
+        help="With --feedback: index (from 0) of the task's answer that means real."
+    )
+    bogus_answer: int | None = setting(
+        help="With --feedback: index of the answer that means bogus (for "
+        "known-bogus training subjects)."
+    )
+    success_message: str | None = setting(
+        help="With --feedback: this subject's success message ({mag} and {snr} "
+        "are the fake's); the workflow rule's default otherwise."
+    )
+    failure_message: str | None = setting(
+        help="With --feedback: this subject's failure message, likewise."
+    )
+    truth_metadata: bool = setting(
+        True,
+        shown_default="truth-metadata",
+        help="Write the known answers as hidden metadata (#known_answer, "
+        "#fake_mag, #fake_snr, #training_subject). Hidden keys are not shown in "
+        "the classifier but the API returns them; results read the truth from "
+        "the run, so --no-truth-metadata keeps it off Zooniverse.",
+    )
     keys: Sequence[str] | None = setting(flag=None, convert=_as_tuple)
     id_column: str | None = setting(flag=None)
     rows: int | None = setting(flag=None)
@@ -1253,6 +1285,48 @@ class ManifestOptions(Options):
         super()._check()
         if self.split is not UNSET and self.split is not None and int(self.split) < 1:
             raise InputError(f"--split must be at least 1, not {self.split}")
+        self._check_feedback()
+
+    def _check_feedback(self) -> None:
+        """The feedback flags go together and name answers by index."""
+        import string
+
+        if self.feedback is not UNSET and self.feedback is not None:
+            if not str(self.feedback).strip():
+                raise InputError("--feedback needs the rule id defined in the workflow")
+            if self.real_answer is UNSET or self.real_answer is None:
+                raise InputError(
+                    "--feedback needs --real-answer K: the index (from 0) of the "
+                    "task's answer that means real"
+                )
+        for name in ("real_answer", "bogus_answer"):
+            value = getattr(self, name)
+            if value is not UNSET and value is not None and int(value) < 0:
+                raise InputError(
+                    f"--{name.replace('_', '-')} is an answer's index from 0, not {value}"
+                )
+        if (
+            self.bogus_answer not in (UNSET, None)
+            and self.bogus_answer == self.real_answer
+        ):
+            raise InputError("--bogus-answer must be another answer than --real-answer")
+        for name in ("success_message", "failure_message"):
+            text = getattr(self, name)
+            if not text:
+                continue
+            flag = "--" + name.replace("_", "-")
+            try:
+                names = [
+                    f for _, f, _, _ in string.Formatter().parse(text) if f is not None
+                ]
+            except ValueError as exc:
+                raise InputError(f"{flag} {text!r}: {exc}") from None
+            bad = [n for n in names if n.split(":")[0] not in MESSAGE_FIELDS]
+            if bad:
+                raise InputError(
+                    f"{flag} names {{{bad[0]}}}; a message may name "
+                    + ", ".join(f"{{{f}}}" for f in MESSAGE_FIELDS)
+                )
 
 
 # -- upload ----------------------------------------------------------------------
@@ -1291,6 +1365,10 @@ class UploadOptions(Options):
         ``direct``: create subjects and PUT their files.  ``import``: a
         server-side subject-set import per 10,000 rows of a manifest written
         with ``url_root`` (the files must already be on the web).
+    training_set, training_set_id : str or None
+        The subject set (by name, created when absent, or by id; saved: the
+        one used) the manifest's training subjects (``#training_subject``)
+        go to, apart from the ordinary ones; needed when it has any.
     """
 
     SECTION: ClassVar[str] = "upload"
@@ -1336,6 +1414,14 @@ class UploadOptions(Options):
         help="direct: create subjects and put PNGs; import: a server-side "
         "import of a manifest written with --url-root (PNGs hosted by you).",
     )
+    training_set: str | None = setting(
+        help="The subject set (display name; created if absent) for the "
+        "manifest's training subjects (#training_subject true), apart from the "
+        "ordinary ones: name it in the workflow's training_set_ids."
+    )
+    training_set_id: str | None = setting(
+        help="An existing subject set's id for the training subjects."
+    )
 
     def _check(self) -> None:
         if self.via and self.via not in VIAS:
@@ -1349,6 +1435,8 @@ class UploadOptions(Options):
             raise InputError(f"timeout must be positive, not {self.timeout}")
 
     def _check_request(self) -> None:
+        if self.training_set and self.training_set_id:
+            raise InputError("give one of --training-set and --training-set-id")
         if not self.project:
             raise InputError("give the Zooniverse project id (--project)")
         if bool(self.subject_set_id) == bool(self.subject_set):
@@ -1387,6 +1475,9 @@ class ResultsOptions(Options):
         Seconds before one request of ``download`` is abandoned and retried.
     force : bool
         Overwrite earlier results.
+    reliability_threshold : float
+        The score at which the pipeline says real, for its completeness and
+        purity on the run's known answers (``zooprep fakes``).
     """
 
     SECTION: ClassVar[str] = "results"
@@ -1420,11 +1511,21 @@ class ResultsOptions(Options):
         help="Seconds before one --download request is abandoned and retried.",
     )
     force: bool = setting(False, saved=False, help="Overwrite earlier results.")
+    reliability_threshold: float = setting(
+        0.5,
+        help="The pipeline score at which the pipeline says real (its "
+        "completeness and purity on the known answers of zooprep fakes).",
+    )
 
     def _check(self) -> None:
         super()._check()
         if self.timeout is not UNSET and not self.timeout > 0:
             raise InputError(f"timeout must be positive, not {self.timeout}")
+        threshold = self.reliability_threshold
+        if threshold is not UNSET and not math.isfinite(float(threshold)):
+            raise InputError(
+                f"--reliability-threshold must be a number, not {threshold}"
+            )
 
     def _check_request(self) -> None:
         if not self.classifications and not self.download:
@@ -1432,6 +1533,160 @@ class ResultsOptions(Options):
                 "give the classification export with --classifications, or "
                 "fetch it with --download"
             )
+
+
+# -- fakes -------------------------------------------------------------------------
+
+#: ``zooprep fakes --psf`` choices: the first usable of a PSF image, an
+#: effective PSF and a Gaussian of the seeing, or one of them
+#: (see `zooprep.injection`).
+PSF_CHOICES = ("auto", "psfimage", "epsf", "gaussian")
+#: The fields a feedback message may name, filled per subject.
+MESSAGE_FIELDS = ("mag", "snr")
+
+
+def _mag_range(value: Any) -> tuple[float, float]:
+    """``"20:25"`` (or a pair) as ``(20.0, 25.0)``, or InputError."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            return float(parts[0]), float(parts[1])
+        except ValueError:
+            raise InputError(
+                f"--mag {value!r} is not BRIGHT:FAINT in AB magnitudes (e.g. 20:25)"
+            ) from None
+    try:
+        low, high = value
+        return float(low), float(high)
+    except (TypeError, ValueError):
+        raise InputError(f"--mag {value!r} is not BRIGHT:FAINT") from None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class FakesOptions(Options):
+    """Which known answers `~zooprep.fakes` adds to a run (``[fakes]``).
+
+    Parameters
+    ----------
+    count : int or None
+        Fakes to inject, spread over the run's images in proportion to their
+        sources (not with ``truth_column``).
+    mag : tuple of float
+        ``(bright, faint)`` AB magnitudes; fakes are uniform in magnitude.
+    seed : int
+        Seed of every random choice (positions, magnitudes, noise, streams,
+        places in the run's order): one seed gives the same fakes.
+    training : float
+        Share of the known answers that are training subjects (feedback,
+        their own subject set); the rest are blind (no feedback, mixed into
+        the ordinary set).  Chosen per fake.
+    psf : {'auto', 'psfimage', 'epsf', 'gaussian'}
+        How each image's PSF is had (`zooprep.injection`).
+    zeropoint : float or None
+        AB magnitude of one count, instead of the header's.
+    gain : float or None
+        Electrons per count, instead of the VARIANCE plane's or the header's
+        (a stack's effective gain: the gain times the exposures averaged).
+    separation : float or None
+        Least distance in pixels from a fake to another fake or to the run's
+        sources (default: half the diagonal of the largest cutout, and far
+        enough that two fakes' stamps never overlap).
+    truth_column : str or None
+        Inject nothing: the column that says which sources are known real
+        (true, 1, real, injected: the pipeline's own injections matched to
+        DiaSources) or known bogus (bogus, artefact: an expert's labels);
+        false, 0 or empty leave a source unknown.
+    truth_mag : str or None
+        With ``truth_column``: the column of the injected magnitude.
+    force : bool
+        Replace fakes made with other settings (refused once one is uploaded).
+    """
+
+    SECTION: ClassVar[str] = "fakes"
+
+    count: int | None = setting(
+        help="Fakes to inject, spread over the run's images in proportion to "
+        "their sources."
+    )
+    mag: tuple[float, float] = setting(
+        (20.0, 25.0),
+        convert=_mag_range,
+        shown_default="20:25",
+        help="BRIGHT:FAINT AB magnitudes; fakes are uniform in magnitude.",
+    )
+    seed: int = setting(
+        0, help="Seed of every random choice: one seed, one set of fakes."
+    )
+    training: float = setting(
+        0.0,
+        help="Share of the known answers that are training subjects (feedback, "
+        "their own subject set); the rest are blind.",
+    )
+    psf: str = setting(
+        "auto",
+        choices=PSF_CHOICES,
+        help="PSF of each image: auto (the science file's PSFIMAGE, else an "
+        "effective PSF from its stars, else a Gaussian of the measured seeing), "
+        "or one of them.",
+    )
+    zeropoint: float | None = setting(
+        help="AB magnitude of one count (instead of the header's MAGZERO, "
+        "PHOTZP, FLUXMAG0 or BUNIT nJy)."
+    )
+    gain: float | None = setting(
+        help="Electrons per count (instead of the VARIANCE plane's, else the "
+        "header's GAIN; a stack: the gain times the exposures averaged)."
+    )
+    separation: float | None = setting(
+        help="Least pixels from a fake to another fake or to a source of the run.",
+        shown_default="half the largest cutout's diagonal",
+    )
+    truth_column: str | None = setting(
+        help="Inject nothing: known answers from this column (true/1/real: the "
+        "pipeline's injected sources; bogus/artefact: an expert's labels)."
+    )
+    truth_mag: str | None = setting(
+        help="With --truth-column: the column of the injected AB magnitude."
+    )
+    force: bool = setting(
+        False, saved=False, help="Replace fakes made with other settings."
+    )
+
+    def _check(self) -> None:
+        super()._check()
+        if self.count is not UNSET and self.count is not None and self.count < 1:
+            raise InputError(f"--count must be at least 1, not {self.count}")
+        if self.mag is not UNSET:
+            low, high = self.mag
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise InputError(
+                    f"--mag {low:g}:{high:g}: give BRIGHT:FAINT with BRIGHT < FAINT"
+                )
+        if self.training is not UNSET and not 0.0 <= float(self.training) <= 1.0:
+            raise InputError(f"--training must be from 0 to 1, not {self.training}")
+        for name in ("zeropoint", "gain", "separation"):
+            value = getattr(self, name)
+            if (
+                value is not UNSET
+                and value is not None
+                and not (math.isfinite(value) and value > 0)
+            ):
+                raise InputError(f"--{name} must be a positive number, not {value}")
+
+    def _check_request(self) -> None:
+        column = self.truth_column not in (UNSET, None)
+        count = self.count not in (UNSET, None)
+        if not column and not count:
+            raise InputError("give --count N (fakes to inject) or --truth-column COL")
+        if column and count:
+            raise InputError(
+                "--count injects fakes, --truth-column marks sources already there: "
+                "give one of them"
+            )
+        if self.truth_mag not in (UNSET, None) and not column:
+            raise InputError("--truth-mag goes with --truth-column")
 
 
 # -- the sections of a run ---------------------------------------------------------
@@ -1445,6 +1700,7 @@ SECTIONS: dict[str, type[Options]] = {
         ManifestOptions,
         UploadOptions,
         ResultsOptions,
+        FakesOptions,
     )
 }
 
@@ -1457,7 +1713,7 @@ class Settings:
 
     Attributes
     ----------
-    select, render, manifest, upload, results
+    select, render, manifest, upload, results, fakes
         The sections of the stages that ran.
     sections : tuple of str
         Every section in the file, in order (other tools may add their own).
@@ -1468,6 +1724,7 @@ class Settings:
     manifest: ManifestOptions | None = None
     upload: UploadOptions | None = None
     results: ResultsOptions | None = None
+    fakes: FakesOptions | None = None
     sections: tuple[str, ...] = ()
 
     @classmethod

@@ -12,6 +12,10 @@ cutouts in the galleries of the biggest disagreements.
   with its area (AUC; ties in the score count one half).
 - Galleries: the sources where score and real fraction differ most, both ways.
 - What was skipped and why, and the rows used per workflow version.
+- With known answers (``zooprep fakes``): completeness against injected
+  magnitude and S/N (consensus, single classifications, skill-weighted vote,
+  pipeline score) with binomial error bars and the fitted 50 % points;
+  purity; each volunteer's skill (`_known_sections`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from zooprep.stages.export import SKIP_REASONS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from zooprep.stages.known import KnownReport
 
 __all__ = ["ReportFacts", "calibration", "render_report", "roc_curve"]
 
@@ -327,6 +333,7 @@ def render_report(
     examples: Mapping[str, list[str]],
     score: str | None,
     files: Mapping[int, str | None],
+    known: KnownReport | None = None,
 ) -> str:
     """The results page as one HTML string.
 
@@ -357,6 +364,8 @@ def render_report(
         The pipeline score column, None when the sources have none.
     files : mapping
         Source id to its cutout, relative to the run.
+    known : zooprep.stages.known.KnownReport, optional
+        What the run's known answers say (``zooprep fakes``).
 
     Returns
     -------
@@ -422,6 +431,8 @@ def render_report(
         )
     parts.append("</table>")
 
+    if known is not None:
+        parts += _known_sections(known)
     if score is None:
         parts.append(
             "<h2>Pipeline score</h2><p class='note'>The sources have no "
@@ -504,4 +515,178 @@ def _score_sections(
         f"<p class='note'>largest real fraction &minus; {_esc(score)}</p>"
         + _gallery(run, low.head(GALLERY), score, labels, files, flags)
     )
+    return out
+
+
+#: Colour and label of each classifier's completeness curve.
+_CLASSIFIER_STYLE = {
+    "consensus": ("#377eb8", "consensus (most votes real)"),
+    "single": ("#999999", "single classifications"),
+    "swap": ("#4daf4a", "skill-weighted (SWAP p > 0.5)"),
+    "pipeline": ("#e41a1c", "pipeline score"),
+}
+
+
+def _fig_completeness(known: KnownReport, quantity: str) -> str:
+    """Completeness against injected magnitude (or S/N), every classifier."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for who, (colour, label) in _CLASSIFIER_STYLE.items():
+        c = known.curves.get((who, quantity))
+        if c is None:
+            continue
+        low, high = c.interval()
+        full = c.n > 0
+        x = c.centres[full]
+        y = c.fraction[full]
+        ax.errorbar(
+            x,
+            y,
+            yerr=[np.clip(y - low[full], 0, None), np.clip(high[full] - y, 0, None)],
+            marker="o",
+            ms=4,
+            ls="none",
+            c=colour,
+            capsize=2,
+            label=label,
+        )
+        fit = known.fits.get((who, quantity))
+        if fit is not None:
+            grid = (
+                np.geomspace(c.edges[0], c.edges[-1], 200)
+                if quantity == "snr"
+                else np.linspace(c.edges[0], c.edges[-1], 200)
+            )
+            ax.plot(grid, fit(grid), c=colour, lw=1)
+            ax.axvline(fit.x50, c=colour, ls=":", lw=1)
+    ax.axhline(0.5, c="grey", lw=0.5)
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_ylabel("completeness (found / known real)")
+    if quantity == "snr":
+        ax.set_xscale("log")
+        ax.set_xlabel("injected S/N (expected, difference image)")
+    else:
+        ax.set_xlabel("injected AB magnitude")
+    ax.set_title(
+        f"completeness against injected {'S/N' if quantity == 'snr' else 'magnitude'}"
+    )
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)
+
+
+def _fig_skills(known: KnownReport) -> str:
+    """The volunteers' skill: a histogram, and P(real|real) against P(bogus|bogus)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 3.8), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
+    both = known.bogus > 0
+    values = [s.skill if both else s.p_real for s in known.skills]
+    ax.hist(values, bins=20, color="#984ea3")
+    ax.set_xlabel("skill  P_real + P_bogus - 1" if both else "P(says real | real)")
+    ax.set_ylabel("volunteers")
+    ax.set_title(f"{len(values)} volunteers with known answers")
+    sizes = [10 + 2 * math.sqrt(s.known) for s in known.skills]
+    ax2.scatter(
+        [s.p_real for s in known.skills],
+        [s.p_bogus for s in known.skills],
+        s=sizes,
+        c="#984ea3",
+        alpha=0.6,
+    )
+    ax2.plot([0, 1], [1, 0], ls=":", c="grey")
+    ax2.set_xlim(0, 1)
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("P(says real | real)")
+    ax2.set_ylabel("P(says not real | bogus)")
+    ax2.set_title("confusion matrices (size: known answers)")
+    return _png(fig)
+
+
+def _known_sections(known: KnownReport) -> list[str]:
+    """The report's part on the known answers."""
+    out = [
+        "<h2 id='known'>Known answers</h2><p class='note'>Subjects whose answer is "
+        "known (zooprep fakes: injected fakes are real; a truth column's sources "
+        f"are real or bogus): {known.real} real, {known.bogus} bogus with votes "
+        f"({known.blind} blind, {known.training} training). Completeness is the "
+        "share of the known-real ones a classifier calls real; the bars are 68 % "
+        "binomial (Wilson) intervals, the lines maximum-likelihood logistic fits, "
+        "the dotted lines their 50 % points. Single classifications count each "
+        "volunteer's vote on a fake as one trial. The skill-weighted vote is "
+        f"SWAP's (prior {known.prior:g}). The pipeline says real at score >= "
+        f"{known.threshold:g}.</p>",
+        "<table id='completeness'><tr><th class='l'>classifier</th>"
+        "<th>known real</th><th>found</th><th>50 % magnitude</th>"
+        "<th>50 % S/N</th></tr>",
+    ]
+    for who, (_, label) in _CLASSIFIER_STYLE.items():
+        c = known.curves.get((who, "mag")) or known.curves.get((who, "snr"))
+        if c is None:
+            continue
+        cells = []
+        for quantity, fmt in (("mag", ".2f"), ("snr", ".1f")):
+            fit = known.fits.get((who, quantity))
+            if fit is None:
+                cells.append("&mdash;")
+            elif math.isfinite(fit.x50_err):
+                cells.append(f"{fit.x50:{fmt}} &plusmn; {fit.x50_err:{fmt}}")
+            else:  # a step too sharp for the fit to say its error
+                cells.append(f"{fit.x50:{fmt}}")
+        out.append(
+            f"<tr data-classifier='{_esc(who)}'><td class='l'>{_esc(label)}</td>"
+            f"<td>{int(c.n.sum())}</td><td>{int(c.k.sum())}</td>"
+            f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>"
+        )
+    out.append("</table>")
+    for quantity in ("mag", "snr"):
+        if any(q == quantity for _, q in known.curves):
+            out.append(
+                f"<figure><img alt='completeness against {quantity}' "
+                f"src='{_fig_completeness(known, quantity)}'></figure>"
+            )
+    if known.purity:
+        out.append(
+            "<h3>Purity on the known answers</h3><table id='purity'><tr>"
+            "<th class='l'>classifier</th><th>called real</th><th>of them real</th>"
+            "<th>purity</th><th>known bogus</th><th>called real</th>"
+            "<th>false-positive rate</th></tr>"
+        )
+        for who, p in known.purity.items():
+            low, high = p.interval()
+            out.append(
+                f"<tr><td class='l'>{_esc(_CLASSIFIER_STYLE[who][1])}</td>"
+                f"<td>{p.called_real}</td><td>{p.true_real}</td>"
+                f"<td>{_num(p.purity)}</td><td>{p.bogus}</td>"
+                f"<td>{p.bogus_called_real}</td><td>{_num(p.false_positive_rate)} "
+                f"({_num(low)}&ndash;{_num(high)})</td></tr>"
+            )
+        out.append(
+            "</table><p class='note'>Purity here is that of the known-answer "
+            "sample, whose mix of real and bogus was chosen; the false-positive "
+            "rate on known bogus subjects does not depend on it.</p>"
+        )
+    if known.skills:
+        out.append(
+            "<h2 id='skills'>Volunteer skill</h2><p class='note'>Each volunteer's "
+            "confusion matrix on the known answers (P_real: says real when real; "
+            "P_bogus: says not real when bogus; one imaginary right and one wrong "
+            "answer each, so a newcomer is 0.5 and 0.5). Skill = P_real + "
+            "P_bogus - 1: 0 is guessing, 1 always right. All volunteers are in "
+            "volunteers.csv.</p>"
+            f"<figure><img alt='skills' src='{_fig_skills(known)}'></figure>"
+            "<table id='skills-table'><tr><th class='l'>volunteer</th>"
+            "<th>known real</th><th>said real</th><th>known bogus</th>"
+            "<th>said not real</th><th>P_real</th><th>P_bogus</th><th>skill</th></tr>"
+        )
+        for sk in known.skills[:10] + known.skills[10:][-5:]:
+            out.append(
+                f"<tr><td class='l'>{_esc(sk.volunteer)}</td><td>{sk.real}</td>"
+                f"<td>{sk.real_said_real}</td><td>{sk.bogus}</td>"
+                f"<td>{sk.bogus_said_bogus}</td><td>{_num(sk.p_real)}</td>"
+                f"<td>{_num(sk.p_bogus)}</td><td>{_num(sk.skill)}</td></tr>"
+            )
+        out.append("</table>")
     return out

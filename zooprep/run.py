@@ -36,7 +36,7 @@ import math
 import os
 import sqlite3
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -51,6 +51,7 @@ from zooprep.options import Options, RenderOptions, Settings
 __all__ = [
     "STATUSES",
     "AddResult",
+    "KnownAnswer",
     "Run",
     "Source",
     "cutout_relpath",
@@ -69,6 +70,21 @@ STATUSES = ("selected", "rendered", "uploaded", "linked", "failed", "removed")
 #: (Runs made before it was part of the schema get it when first written.)
 _MANIFEST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest_rows (id INTEGER PRIMARY KEY, line INTEGER NOT NULL);
+"""
+
+#: Subjects whose answer is known: injected fakes (real) and sources a
+#: column says are real or bogus.  (Created when first written.)
+_KNOWN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS known_answers (
+    id INTEGER PRIMARY KEY,        -- the source id
+    truth TEXT NOT NULL,           -- 'real' or 'bogus'
+    origin TEXT NOT NULL,          -- 'injected' (zooprep fakes) or 'column'
+    stream TEXT NOT NULL,          -- 'blind' or 'training'
+    mag REAL,                      -- injected AB magnitude
+    snr REAL,                      -- expected S/N on the difference image
+    flux REAL,                     -- injected flux, nJy
+    plan INTEGER                   -- the image plan a fake is drawn from
+);
 """
 
 _SCHEMA = (
@@ -195,6 +211,36 @@ class Source:
     padded: bool = False
     subject_id: str | None = None
     upload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KnownAnswer:
+    """A subject whose answer is known (see ``zooprep fakes``).
+
+    Attributes
+    ----------
+    id : int
+        The source id.
+    truth : {'real', 'bogus'}
+        The answer.
+    origin : {'injected', 'column'}
+        A fake drawn by zooprep, or a source a column named.
+    stream : {'blind', 'training'}
+        Shown like any subject (no feedback), or a training subject.
+    mag, snr, flux : float or None
+        Injected AB magnitude, expected S/N, flux in nJy.
+    plan : int or None
+        Index of the image plan (``RUN/fakes/<plan>.npz``) of a fake.
+    """
+
+    id: int
+    truth: str
+    origin: str
+    stream: str = "blind"
+    mag: float | None = None
+    snr: float | None = None
+    flux: float | None = None
+    plan: int | None = None
 
 
 @dataclass
@@ -719,6 +765,154 @@ class Run:
                 "ORDER BY s.seq"
             )
         ]
+
+    # -- known answers -------------------------------------------------------------
+
+    def _has_table(self, name: str) -> bool:
+        """Whether the state has table ``name`` (older runs lack the newer ones)."""
+        return (
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+            ).fetchone()
+            is not None
+        )
+
+    def known_answers(self) -> dict[int, KnownAnswer]:
+        """Every known answer of the run, by source id (empty when none)."""
+        if not self._has_table("known_answers"):
+            return {}
+        return {
+            int(r[0]): KnownAnswer(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+            for r in self._db.execute(
+                "SELECT id, truth, origin, stream, mag, snr, flux, plan "
+                "FROM known_answers ORDER BY id"
+            )
+        }
+
+    def record_known(self, answers: Iterable[KnownAnswer]) -> int:
+        """Record (or replace) known answers of sources already in the run."""
+        listed = list(answers)
+        with self.transaction():
+            self._write_known(listed)
+        return len(listed)
+
+    def _write_known(self, answers: Iterable[KnownAnswer]) -> None:
+        """Insert or replace known answers (inside a transaction)."""
+        for statement in _KNOWN_SCHEMA.strip().split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO known_answers "
+            "(id, truth, origin, stream, mag, snr, flux, plan) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (a.id, a.truth, a.origin, a.stream, a.mag, a.snr, a.flux, a.plan)
+                for a in answers
+            ],
+        )
+
+    def clear_known(self, origin: str) -> int:
+        """Forget the known answers of one origin; return how many."""
+        if not self._has_table("known_answers"):
+            return 0
+        with self.transaction():
+            cur = self._db.execute(
+                "DELETE FROM known_answers WHERE origin = ?", (origin,)
+            )
+        return int(cur.rowcount)
+
+    def add_fakes(
+        self,
+        rows: Sequence[tuple[Mapping[str, Any], str | None]],
+        id_column: str,
+        answers: Sequence[KnownAnswer],
+        before: Sequence[int],
+    ) -> int:
+        """Add injected fakes as sources, mixed in among the run's sources.
+
+        In one transaction: every source's selection order (``seq``) is
+        renumbered so that fake ``k`` comes just before the source at
+        position ``before[k]`` of the current order (the number of sources
+        for the end), and the fakes and their known answers are recorded.
+        Files already written keep their paths (they are stored).
+
+        Parameters
+        ----------
+        rows : sequence of (mapping, str or None)
+            Each fake's columns and image group.
+        id_column : str
+            The id column of the rows.
+        answers : sequence of KnownAnswer
+            One per row.
+        before : sequence of int
+            Where each fake goes in the selection order.
+
+        Returns
+        -------
+        int
+            Fakes added.
+        """
+        db = self._db
+        ids = [
+            _as_id(row.get(id_column), id_column, n) for n, (row, _) in enumerate(rows)
+        ]
+        taken = (
+            db.execute(
+                f"SELECT id FROM sources WHERE id IN ({', '.join('?' * len(ids))})", ids
+            ).fetchall()
+            if ids
+            else []
+        )
+        if taken:
+            raise InputError(f"fake id {taken[0][0]} is already a source of the run")
+        with _tx(db):
+            old = [
+                int(s) for (s,) in db.execute("SELECT seq FROM sources ORDER BY seq")
+            ]
+            order = sorted(range(len(rows)), key=lambda k: (before[k], k))
+            mapping: dict[int, int] = {}
+            new_seq: dict[int, int] = {}
+            nxt, pos = 0, 0
+            for position, seq in enumerate([*old, None]):
+                while pos < len(order) and before[order[pos]] <= position:
+                    new_seq[order[pos]] = nxt
+                    nxt += 1
+                    pos += 1
+                if seq is not None:
+                    mapping[seq] = nxt
+                    nxt += 1
+            db.execute("UPDATE sources SET seq = -1 - seq")
+            db.executemany(
+                "UPDATE sources SET seq = ? WHERE seq = ?",
+                [(new, -1 - seq) for seq, new in mapping.items()],
+            )
+            db.executemany(
+                "INSERT INTO sources (seq, id, status, grp, row) "
+                "VALUES (?, ?, 'selected', ?, ?)",
+                [
+                    (new_seq[k], ids[k], grp, encode_row(row))
+                    for k, (row, grp) in enumerate(rows)
+                ],
+            )
+            self._write_known(answers)
+        return len(rows)
+
+    def remove_fakes(self) -> int:
+        """Delete the injected fakes (sources and known answers); return how many."""
+        if not self._has_table("known_answers"):
+            return 0
+        with self.transaction():
+            ids = [
+                int(i)
+                for (i,) in self._db.execute(
+                    "SELECT id FROM known_answers WHERE origin = 'injected'"
+                )
+            ]
+            self._db.executemany(
+                "DELETE FROM sources WHERE id = ?", [(i,) for i in ids]
+            )
+            self._db.execute("DELETE FROM known_answers WHERE origin = 'injected'")
+        return len(ids)
 
     def failures(self, limit: int | None = None) -> list[Source]:
         """Failed sources, in selection order."""

@@ -21,6 +21,9 @@ __all__ = [
     "BUTLER_DATASET_TYPES",
     "CONTENT_TYPES",
     "ID_TEXT_KEY",
+    "KNOWN_ANSWER_KEY",
+    "KNOWN_MAG_KEY",
+    "KNOWN_SNR_KEY",
     "POSITIONS",
     "PRODUCTION",
     "STAGING",
@@ -46,6 +49,13 @@ STAGING = "https://panoptes-staging.zooniverse.org"
 
 #: Hidden subject metadata (and manifest column) holding the source id as text.
 ID_TEXT_KEY = "#zooprep_id"
+
+#: Hidden subject metadata of known-answer subjects (``zooprep fakes``):
+#: the answer (``real``/``bogus``), and an injected fake's AB magnitude and
+#: expected S/N.
+KNOWN_ANSWER_KEY = "#known_answer"
+KNOWN_MAG_KEY = "#fake_mag"
+KNOWN_SNR_KEY = "#fake_snr"
 
 #: Where a source is placed on its images: catalogue ``x``/``y``, sky
 #: ``ra``/``dec`` through the WCS, or ``auto`` (``x``/``y`` when present).

@@ -507,6 +507,22 @@ class PanoptesStandin:
             self.store.workflows[wid] = Workflow(wid, display_name, project_id)
             return wid
 
+    def set_workflow_tasks(
+        self, workflow_id: str | int, tasks: dict[str, Any], first_task: str = "T0"
+    ) -> None:
+        """Give a workflow its tasks, as the project builder saves them.
+
+        A question task is ``{"type": "single", "question": ..., "answers":
+        [{"label": ...}], "feedback": {"enabled": bool, "rules": [...]}}``;
+        each rule has ``id``, ``strategy`` (``singleAnswerQuestion``),
+        ``successEnabled``/``failureEnabled`` and the default messages.
+        """
+        with self.store.lock:
+            w = self.store.workflows[str(workflow_id)]
+            w.tasks = json.loads(json.dumps(tasks))
+            w.first_task = first_task
+            w.updated_at = time.time()
+
     def workflow_sets(self, workflow_id: str | int) -> tuple[str, ...]:
         """The subject set ids linked to a workflow, in link order."""
         with self.store.lock:
@@ -1628,7 +1644,13 @@ class PanoptesStandin:
             "updated_at": now_iso(w.updated_at),
             "href": f"/workflows/{w.id}",
             "links": {"project": w.project_id, "subject_sets": list(w.subject_set_ids)},
+            **self._workflow_tasks_json(w),
         }
+
+    @staticmethod
+    def _workflow_tasks_json(w: Workflow) -> dict[str, Any]:
+        """The workflow's tasks, as Panoptes serialises them (copies)."""
+        return {"tasks": json.loads(json.dumps(w.tasks)), "first_task": w.first_task}
 
     def _find_workflow(self, workflow_id: str) -> Workflow:
         """A workflow or 404."""

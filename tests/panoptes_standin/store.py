@@ -137,6 +137,10 @@ class Workflow:
     subject_set_ids: list[str] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    #: The workflow's tasks as the project builder saves them (``{"T0": {...}}``),
+    #: with each task's ``feedback`` (``enabled``, ``rules``), and the first one.
+    tasks: dict[str, Any] = field(default_factory=dict)
+    first_task: str = ""
 
 
 @dataclass

@@ -6,12 +6,18 @@ imported lazily, so ``zooprep.images`` imports without it.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
+from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, ImageSource, Triplet
 from zooprep.images.cutout import stack_cutouts
 from zooprep.images.fits import FitsImages
 from zooprep.images.stamps import AlertStamps, read_alert_records
+from zooprep.vocabulary import BUTLER_DATASET_TYPES
+
+if TYPE_CHECKING:
+    from zooprep.options import ImageOptions, RenderOptions
 
 __all__ = [
     "AlertStamps",
@@ -21,6 +27,8 @@ __all__ = [
     "FitsImages",
     "ImageSource",
     "Triplet",
+    "absolute",
+    "from_options",
     "read_alert_records",
     "stack_cutouts",
 ]
@@ -32,3 +40,49 @@ def __getattr__(name: str) -> Any:
 
         return ButlerImages
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def from_options(options: RenderOptions, kind: str | None) -> ImageSource:
+    """The image source the options describe, or the one an alert run implies.
+
+    Render and fakes build the run's images the same way.
+    """
+    images = options.images
+    if images.butler:
+        from zooprep.images.butler import ButlerImages
+
+        return ButlerImages(
+            images.butler,
+            list(images.collections or ()),
+            science=images.science_type or BUTLER_DATASET_TYPES["science"],
+            template=images.template_type or BUTLER_DATASET_TYPES["template"],
+            difference=images.difference_type or BUTLER_DATASET_TYPES["difference"],
+            position=options.position,
+        )
+    templates = images.templates()
+    if templates is not None:
+        return FitsImages(*templates, position=options.position)
+    if kind == "alerts":
+        return AlertStamps()
+    if kind in ("lasair", "fink", "alerce"):
+        from zooprep.images.brokers import BrokerCutouts
+
+        return BrokerCutouts()
+    if kind == "kafka":
+        from zooprep.images.brokers import StreamImages
+
+        return StreamImages()
+    raise InputError(
+        "no images given: use --science/--template/--difference path "
+        "templates or --butler REPO"
+    )
+
+
+def absolute(images: ImageOptions) -> ImageOptions:
+    """Anchor relative path templates at the current directory, so a resumed run finds them."""
+    changes = {}
+    for key in ("science", "template", "difference", "butler"):
+        value = getattr(images, key)
+        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+            changes[key] = os.path.join(os.getcwd(), value)
+    return images.merge(changes) if changes else images

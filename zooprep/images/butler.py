@@ -229,18 +229,11 @@ class ButlerImages(CachedImages):
     ) -> Iterator[Cutouts | Failed]:
         """Resolve one data id's three files and cut its rows from them."""
         try:
-            data_id = self._data_id(batch[0][1])
-            uris = [
-                self._uri(name, data_id)
-                for name in (self.science, self.template, self.difference)
-            ]
+            paths = self.paths(batch[0][1])
         except InputError as exc:
             for source_id, _ in batch:
                 yield Failed(source_id, str(exc))
             return
-        # remote datastores (S3, GCS, signed HTTPS URLs) are read by
-        # byte ranges on the URI itself, never copied whole
-        paths = [uri.ospath if uri.isLocal else uri.geturl() for uri in uris]
         yield from cut_group(
             self.cache,
             (paths[0], paths[1], paths[2]),
@@ -248,7 +241,27 @@ class ButlerImages(CachedImages):
             sizes,
             use_footprint,
             self.position,
+            self.injection,
         )
+
+    def paths(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
+        """The science, template and difference files of a row's data id.
+
+        Local paths, or URLs for a remote datastore (S3, GCS, signed HTTPS
+        URLs), which are read by byte ranges, never copied whole.
+
+        Raises
+        ------
+        InputError
+            When a dataset is not in the repository.
+        """
+        data_id = self._data_id(row)
+        uris = [
+            self._uri(name, data_id)
+            for name in (self.science, self.template, self.difference)
+        ]
+        found = [uri.ospath if uri.isLocal else uri.geturl() for uri in uris]
+        return found[0], found[1], found[2]
 
     def _uri(self, dataset_type: str, data_id: Mapping[str, Any]) -> Any:
         """Return the URI of one dataset, or raise InputError naming it."""

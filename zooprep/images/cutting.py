@@ -28,6 +28,7 @@ from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, Triplet, column_listing
 from zooprep.images.cutout import cut_around, pixel_index, section_around
 from zooprep.images.fitsimage import FitsImage, log_warnings
+from zooprep.images.injected import Injection, inject
 from zooprep.images.remote import pool
 from zooprep.vocabulary import POSITIONS, Position
 
@@ -129,6 +130,7 @@ def cut_group(
     sizes: Sequence[int],
     use_footprint: bool = False,
     position: Position = "auto",
+    injection: Injection | None = None,
 ) -> Iterator[Cutouts | Failed]:
     """Cut the rows of one group from its three images.
 
@@ -147,6 +149,9 @@ def cut_group(
         Grow each size to the row's ``bboxSize`` when that is larger.
     position : {'auto', 'xy', 'radec'}
         Where the source is (see the module docstring).
+    injection : Injection, optional
+        Fakes to add to the science and difference images
+        (`zooprep.images.injected`); never to the template.
 
     Yields
     ------
@@ -155,8 +160,8 @@ def cut_group(
     """
     sizes = tuple(sizes) or (30,)
     try:
-        images = cache.get_many(paths)
-    except InputError as exc:
+        images: Sequence[Any] = inject(cache.get_many(paths), injection)
+    except (InputError, ValueError) as exc:
         for source_id, _ in rows:
             yield Failed(source_id, str(exc))
         return

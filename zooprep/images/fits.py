@@ -93,6 +93,7 @@ from zooprep.images.cutting import (
     cut_group,
 )
 from zooprep.images.fitsimage import FitsImage, image_hdu, log_warnings
+from zooprep.images.injected import Injection
 from zooprep.images.remote import is_url, open_remote, pool, require
 from zooprep.vocabulary import expand_env
 
@@ -309,6 +310,9 @@ class CachedImages:
 
     cache_bytes: int
     _cache: ImageCache | None = None
+    #: Fakes to add to the science and difference images of the group being
+    #: cut (set by render for each group that has them).
+    injection: Injection | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -462,5 +466,5 @@ class FitsImages(CachedImages):
                 yield Failed(source_id, key[1])
             return
         yield from cut_group(
-            self.cache, key, batch, sizes, use_footprint, self.position
+            self.cache, key, batch, sizes, use_footprint, self.position, self.injection
         )

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from zooprep import interrupt
 from zooprep.errors import InputError
+from zooprep.feedback import TRAINING_KEY, feedback_keys
 from zooprep.files import atomic_file, remove_temporary, storage_guard
 from zooprep.manifest_format import (
     UPLOADABLE,
@@ -43,8 +44,14 @@ from zooprep.manifest_format import (
 )
 from zooprep.options import ManifestOptions
 from zooprep.progress import NullReporter, Reporter
-from zooprep.run import Run, Source
-from zooprep.vocabulary import ID_TEXT_KEY, is_flag_column
+from zooprep.run import KnownAnswer, Run, Source
+from zooprep.vocabulary import (
+    ID_TEXT_KEY,
+    KNOWN_ANSWER_KEY,
+    KNOWN_MAG_KEY,
+    KNOWN_SNR_KEY,
+    is_flag_column,
+)
 
 __all__ = ["DEFAULT_METADATA", "LISTED", "ManifestResult", "manifest"]
 
@@ -231,6 +238,7 @@ def _write(
             f"run {run.path} has no rendered source; run 'zooprep render' first"
         )
     id_column = _id_column(run, first)
+    known = _KnownCells.of(run, options)
     layout = _layout(
         first,
         id_column,
@@ -241,6 +249,7 @@ def _write(
         _max_locations(run),
         url_root,
         kind,
+        known.keys,
     )
     total = _count_listed(run)
     prefix = relative_prefix(run.path, path.parent.resolve())
@@ -262,7 +271,7 @@ def _write(
             for src in _listed(run):
                 # Stopped (SIGTERM, Ctrl-C): abandon; the old manifest stays.
                 interrupt.check(0, "(manifest not written)")
-                cells = _cells(run, src, layout, prefix)
+                cells = _cells(run, src, layout, prefix, known)
                 if cells is None:
                     result.failed += 1
                     reporter.advance(1, failed=1)
@@ -297,9 +306,15 @@ def _write(
             hidden=visibility["hidden"],
             talk_only=visibility["talk_only"],
             index=visibility["index"],
-            metadata=layout.columns,
-            keys=layout.keys,
+            metadata=[c for c in layout.columns if c not in known.keys],
+            keys=[k for k in layout.keys if k not in known.keys],
             id_column=id_column,
+            feedback=options.feedback,
+            real_answer=options.real_answer,
+            bogus_answer=options.bogus_answer,
+            success_message=options.success_message,
+            failure_message=options.failure_message,
+            truth_metadata=options.truth_metadata,
             url_root=url_root,
             layout=kind,
             output=str(path) if path != run.path / "manifest.csv" else None,
@@ -311,6 +326,79 @@ def _write(
     )
     logger.info("%s", result)
     return result
+
+
+class _KnownCells:
+    """The known answers' metadata: truth, training flag and feedback keys.
+
+    On a known-answer subject: ``#known_answer`` (``real``/``bogus``),
+    ``#fake_mag`` and ``#fake_snr`` (injected), ``#training_subject``
+    (``true`` on training subjects, Caesar's key), and with a `Feedback` the
+    ``#feedback_1_*`` keys on training subjects only.  Other subjects' cells
+    are empty (upload leaves empty known-answer keys out).
+    """
+
+    def __init__(self, known: dict[int, KnownAnswer], options: ManifestOptions) -> None:
+        self.known = known
+        self.options = options
+        self.truth = bool(options.truth_metadata) and bool(known)
+        keys: list[str] = []
+        if self.truth:
+            keys += [KNOWN_ANSWER_KEY, KNOWN_MAG_KEY, KNOWN_SNR_KEY, TRAINING_KEY]
+        if options.feedback:
+            keys += list(feedback_keys(str(options.feedback), 0, "x", "x"))
+        self.keys: tuple[str, ...] = tuple(keys)
+
+    @classmethod
+    def of(cls, run: Run, options: ManifestOptions) -> _KnownCells:
+        """The run's known answers with these choices; refuse feedback that cannot be."""
+        known = run.known_answers()
+        rule = options.feedback
+        if rule:
+            training = [a for a in known.values() if a.stream == "training"]
+            if not training:
+                raise InputError(
+                    f"--feedback {rule}: {run.path} has no training subjects (zooprep "
+                    "fakes --training chooses them); feedback on blind fakes would "
+                    "tell volunteers which subjects are fakes"
+                )
+            if options.bogus_answer is None and any(
+                a.truth == "bogus" for a in training
+            ):
+                raise InputError(
+                    f"--feedback {rule}: some training subjects are known bogus; give "
+                    "--bogus-answer (the index of the answer that means bogus)"
+                )
+        return cls(known, options)
+
+    def cells(self, source_id: int) -> dict[str, str]:
+        """The known-answer cells of one source (empty strings where none)."""
+        out = dict.fromkeys(self.keys, "")
+        answer = self.known.get(source_id)
+        if answer is None:
+            return out
+        if self.truth:
+            out[KNOWN_ANSWER_KEY] = answer.truth
+            out[KNOWN_MAG_KEY] = "" if answer.mag is None else f"{answer.mag:.3f}"
+            out[KNOWN_SNR_KEY] = "" if answer.snr is None else f"{answer.snr:.2f}"
+            out[TRAINING_KEY] = "true" if answer.stream == "training" else ""
+        o = self.options
+        if o.feedback and answer.stream == "training":
+            index = o.real_answer if answer.truth == "real" else o.bogus_answer
+            assert index is not None
+            fields = {
+                "mag": "" if answer.mag is None else f"{answer.mag:.1f}",
+                "snr": "" if answer.snr is None else f"{answer.snr:.0f}",
+            }
+            out.update(
+                feedback_keys(
+                    str(o.feedback),
+                    int(index),
+                    o.success_message.format(**fields) if o.success_message else None,
+                    o.failure_message.format(**fields) if o.failure_message else None,
+                )
+            )
+        return out
 
 
 def _remove_own_temporary(path: Path) -> None:
@@ -450,8 +538,13 @@ def _layout(
     locations: int,
     url_root: str | None,
     kind: str = "import",
+    known_keys: Sequence[str] = (),
 ) -> _Layout:
-    """Resolve the metadata columns and their prefixes."""
+    """Resolve the metadata columns and their prefixes.
+
+    ``known_keys`` (the known answers' keys, `_KnownCells`) come after the
+    catalog columns, already prefixed.
+    """
     available = [k for k in first.row if not str(k).startswith("_")]
     if id_column not in available:
         available.insert(0, id_column)
@@ -511,6 +604,14 @@ def _layout(
             keys.append("!" + col)
         else:
             keys.append(col)
+    clash = [k for k in known_keys if k in keys]
+    if clash:
+        raise InputError(
+            f"metadata column {clash[0][1:]} would give the key {clash[0]}, which "
+            "zooprep writes for the known answers; leave it out of --metadata"
+        )
+    columns += list(known_keys)
+    keys += list(known_keys)
     if kind == "panoptes-cli" and ID_TEXT_KEY in keys:
         raise InputError(
             f"metadata column {ID_TEXT_KEY[1:]} would give the key "
@@ -535,7 +636,9 @@ def _visibility_lists(layout: _Layout) -> dict[str, list[str]]:
     return out
 
 
-def _cells(run: Run, src: Source, layout: _Layout, prefix: str) -> list[str] | None:
+def _cells(
+    run: Run, src: Source, layout: _Layout, prefix: str, known: _KnownCells
+) -> list[str] | None:
     """The CSV cells of one source, or None (recorded as failed) when its file is gone."""
     files = uploadable(src.files)
     root = str(run.path)
@@ -556,7 +659,11 @@ def _cells(run: Run, src: Source, layout: _Layout, prefix: str) -> list[str] | N
         locations = [prefix + f for f in files]
     locations += [""] * (layout.locations - len(locations))
     values = []
+    extra = known.cells(src.id)
     for col in layout.columns:
+        if col in extra:
+            values.append(escape(extra[col]))
+            continue
         value = src.id if col == layout.id_column else src.row.get(col)
         values.append(escape(text(value)))
     if layout.kind == "panoptes-cli":

@@ -11,6 +11,7 @@ rows of the tasks that were in flight (the files are replaced whole).
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
@@ -25,13 +26,15 @@ from zooprep import interrupt
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
 from zooprep.files import atomic_write, remove_temporary, storage_guard
+from zooprep.images import absolute, from_options
 from zooprep.images.base import Cutouts, Failed, ImageSource
+from zooprep.images.injected import load_injection, load_plans, plan_key
 from zooprep.options import MAX_FILE_BYTES, ImageOptions, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import Run, cutout_relpath, decode_row, saved_count
 from zooprep.scatterplot import scatter_plot_json
-from zooprep.vocabulary import BUTLER_DATASET_TYPES, STAMP_KINDS, reason_key
+from zooprep.vocabulary import STAMP_KINDS, reason_key
 
 __all__ = ["RenderResult", "RowResult", "TaskResult", "render"]
 
@@ -137,6 +140,7 @@ class _Task:
     history: Any = None
     lightcurve: Any = None
     lightcurve_json: bool = False
+    injection: Any = None  # the fakes of these rows' images (zooprep fakes)
 
 
 #: What the files of one source are called after ``<id>``, in location order:
@@ -250,7 +254,11 @@ def _draw_rows(task: _Task, rows: list[TaskRow], out: list[RowResult]) -> None:
         from zooprep.readers.history import light_curves_for
 
         curves = light_curves_for(task.history, items)
-    for cut in task.images.cutouts(items, task.sizes, task.use_footprint):
+    images = task.images
+    if task.injection is not None:  # the same source, cutting images with fakes
+        images = copy.copy(images)
+        images.injection = task.injection  # type: ignore[attr-defined]
+    for cut in images.cutouts(items, task.sizes, task.use_footprint):
         if interrupt.requested():
             return  # rendering in this process (--jobs 1): stop between rows
         if isinstance(cut, Failed):
@@ -300,53 +308,6 @@ def _draw_rows(task: _Task, rows: list[TaskRow], out: list[RowResult]) -> None:
         out.append(RowResult(item.id, "rendered", tuple(files), "", cut.padded, notes))
 
 
-def _image_source(options: RenderOptions, kind: str | None) -> ImageSource:
-    """The image source the options describe, or the one an alert run implies."""
-    images = options.images
-    if images.butler:
-        from zooprep.images.butler import ButlerImages
-
-        return ButlerImages(
-            images.butler,
-            list(images.collections or ()),
-            science=images.science_type or BUTLER_DATASET_TYPES["science"],
-            template=images.template_type or BUTLER_DATASET_TYPES["template"],
-            difference=images.difference_type or BUTLER_DATASET_TYPES["difference"],
-            position=options.position,
-        )
-    templates = images.templates()
-    if templates is not None:
-        from zooprep.images.fits import FitsImages
-
-        return FitsImages(*templates, position=options.position)
-    if kind == "alerts":
-        from zooprep.images.stamps import AlertStamps
-
-        return AlertStamps()
-    if kind in ("lasair", "fink", "alerce"):
-        from zooprep.images.brokers import BrokerCutouts
-
-        return BrokerCutouts()
-    if kind == "kafka":
-        from zooprep.images.brokers import StreamImages
-
-        return StreamImages()
-    raise InputError(
-        "no images given: use --science/--template/--difference path "
-        "templates or --butler REPO"
-    )
-
-
-def _absolute(images: ImageOptions) -> ImageOptions:
-    """Anchor relative path templates at the current directory, so a resumed run finds them."""
-    changes = {}
-    for key in ("science", "template", "difference", "butler"):
-        value = getattr(images, key)
-        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
-            changes[key] = os.path.join(os.getcwd(), value)
-    return images.merge(changes) if changes else images
-
-
 def _columns(run: Run) -> list[str]:
     """Column names of the run's sources (from the first few rows)."""
     cols: dict[str, None] = {}
@@ -367,7 +328,7 @@ def _resolve_options(run: Run, given: RenderOptions, kind: str | None) -> Render
     else:
         base = saved
     if given.images:
-        given = given.merge(images=_absolute(given.images))
+        given = given.merge(images=absolute(given.images))
     merged = base.merge(given)
     if saved is not None and not merged.force:
         changed = [
@@ -401,6 +362,19 @@ def _tasks(
         history = history_source(run.settings.select)
         curve_renderer = LightCurveRenderer(opts.lightcurve)
 
+    plans = load_plans(run.path)
+    injections: dict[str, Any] = {}
+
+    def injection(key: Any) -> Any:
+        """The fakes of one image, loaded once (None when it has none)."""
+        text = plan_key(key)
+        if text not in plans:
+            return None
+        if text not in injections:
+            injections.clear()  # images come in order: keep one at a time
+            injections[text] = load_injection(plans[text])
+        return injections[text]
+
     def task(rows: list[TaskRow]) -> _Task:
         return _Task(
             str(run.path),
@@ -415,6 +389,7 @@ def _tasks(
             history=history,
             lightcurve=curve_renderer,
             lightcurve_json=opts.lightcurve_json,
+            injection=injection(key),
         )
 
     rows: list[TaskRow] = []
@@ -527,7 +502,7 @@ def _render(
         kind = select.kind if select is not None else None
         opts = _resolve_options(r, given, kind)
         if source is None:
-            source = _image_source(opts, kind)
+            source = from_options(opts, kind)
         source.check(_columns(r))
         if renderer is None:
             from zooprep.renderers import make_renderer

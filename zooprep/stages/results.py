@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zooprep import skill
 from zooprep.errors import InputError, RunError
 from zooprep.files import atomic_write, storage_guard
 from zooprep.options import ResultsOptions
@@ -55,6 +56,7 @@ from zooprep.stages.export import (
     skip_text,
     version_text,
 )
+from zooprep.stages.known import KnownReport, analyse
 from zooprep.vocabulary import is_flag_column
 
 __all__ = ["ResultsResult", "results"]
@@ -70,6 +72,9 @@ PIPELINE_COLUMNS = ("ra", "dec", "band", "snr")
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 RESULTS_HTML = "results.html"
+#: Written when the run has known answers (``zooprep fakes``).
+COMPLETENESS_CSV = "completeness.csv"
+VOLUNTEERS_CSV = "volunteers.csv"
 
 _REAL_WORDS = {"real", "yes", "true", "astrophysical", "transient"}
 _BOGUS_WORDS = {"not", "no", "bogus", "fake", "artifact", "artefact", "false"}
@@ -110,6 +115,7 @@ class ResultsResult:
     task: str = "T0"
     real_answer: str = ""
     paths: list[Path] = field(default_factory=list)
+    known: KnownReport | None = None
 
     def __str__(self) -> str:
         skipped = sum(self.skipped.values())
@@ -119,7 +125,17 @@ class ResultsResult:
             f"classifications used of {self.rows} rows (workflow "
             f"{self.workflow_id}, task {self.task}); {skipped} skipped"
             + (f" ({detail})" if detail else "")
+            + _known_text(self.known)
         )
+
+
+def _known_text(known: KnownReport | None) -> str:
+    """The known answers' part of the summary line."""
+    if known is None:
+        return ""
+    fit = known.fits.get(("consensus", "mag"))
+    m50 = f", consensus 50 % at mag {fit.x50:.2f} +- {fit.x50_err:.2f}" if fit else ""
+    return f"; known answers: {known.real} real, {known.bogus} bogus{m50}"
 
 
 # -- reading the export --------------------------------------------------------
@@ -210,6 +226,14 @@ def results(
     ``workflow_versions``, then the pipeline's score (``reliability``, or
     ``drb``/``rb``), ``ra``, ``dec``, ``band``, ``snr`` and every flag column
     present in the sources (names containing ``flag``, and ``isDipole``).
+
+    When the run has known answers (``zooprep fakes``) the table gains
+    ``known`` (``real``/``bogus``), ``known_origin``, ``known_stream``,
+    ``fake_mag``, ``fake_snr``, ``swap_real_probability`` and ``swap_real``
+    (`zooprep.stages.known`), and ``RUN/completeness.csv`` (completeness per
+    classifier and bin of magnitude and S/N, with the 50 % points) and
+    ``RUN/volunteers.csv`` (each volunteer's confusion matrix and skill) are
+    written beside it.
     """
     if isinstance(options, str | os.PathLike):
         fields = {**fields, "classifications": options}
@@ -270,6 +294,7 @@ def results(
         state.skipped["duplicate"] += int(table["n_duplicates"].sum())
         real = _pick_real_answer(answers, state.labels, real_answer, agg)
         score, files = _add_columns(r, table, answers, real)
+        known = _known_answers(r, table, subjects, real, score, o.reliability_threshold)
 
         result = ResultsResult(
             subjects=len(table),
@@ -283,6 +308,7 @@ def results(
             workflow_id=workflow,
             task=task,
             real_answer=real,
+            known=known,
         )
         for reason, n in result.skipped.items():
             log.info("skipped %d rows: %s (%s)", n, reason, SKIP_REASONS[reason])
@@ -300,6 +326,7 @@ def results(
             examples=state.examples,
             score=score,
             files=files,
+            known=known,
         )
         csv_bytes = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
         buf = io.BytesIO()
@@ -307,7 +334,7 @@ def results(
         atomic_write(outputs[0], csv_bytes)
         atomic_write(outputs[1], buf.getvalue())
         atomic_write(outputs[2], page.encode("utf-8"))
-        result.paths = outputs
+        result.paths = outputs + _write_known(r, known)
         r.save(
             ResultsOptions.record(
                 classifications=str(export.resolve()),
@@ -460,6 +487,61 @@ def _add_columns(
     for col in pipeline:
         table[col] = [rows.get(i, {}).get(col) for i in ids]
     return score, {i: files.get(i) for i in ids}
+
+
+def _votes(subjects: dict[str, SubjectVotes], real: str) -> list[skill.Vote]:
+    """Each volunteer's first vote on each subject: whether it said real."""
+    out = []
+    for subject in subjects.values():
+        first: dict[str, Vote] = {}
+        for vote in sorted(
+            subject.votes, key=lambda v: (v.created_at, v.classification_id)
+        ):
+            first.setdefault(vote.volunteer, vote)
+        out += [
+            skill.Vote(v.volunteer, subject.source_id, bool(v.extract.get(real)))
+            for v in first.values()
+        ]
+    return out
+
+
+def _known_answers(
+    r: Run,
+    table: Any,
+    subjects: dict[str, SubjectVotes],
+    real: str,
+    score: str | None,
+    threshold: float,
+) -> KnownReport | None:
+    """Measure volunteers and pipeline on the run's known answers (None without)."""
+    known = r.known_answers()
+    if not known:
+        return None
+    return analyse(
+        table,
+        _votes(subjects, real),
+        known,
+        real_answer=real,
+        score=score,
+        threshold=threshold,
+    )
+
+
+def _write_known(r: Run, known: KnownReport | None) -> list[Path]:
+    """``completeness.csv`` and ``volunteers.csv`` (nothing without known answers)."""
+    import pandas as pd
+
+    if known is None:
+        return []
+    written = []
+    for name, rows in (
+        (COMPLETENESS_CSV, known.completeness_rows()),
+        (VOLUNTEERS_CSV, known.volunteer_rows()),
+    ):
+        data = pd.DataFrame.from_records(rows).to_csv(index=False, lineterminator="\n")
+        atomic_write(r.path / name, data.encode("utf-8"))
+        written.append(r.path / name)
+    return written
 
 
 def _parquet_safe(table: Any) -> Any:

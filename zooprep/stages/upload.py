@@ -45,7 +45,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +59,7 @@ from zooprep.errors import (
     SettingsMismatch,
     UploadError,
 )
+from zooprep.feedback import FEEDBACK_PREFIX, TRAINING_KEY, check_rule
 from zooprep.files import atomic_write, remove_temporary, storage_guard
 from zooprep.manifest_format import header
 from zooprep.options import MAX_FILE_BYTES, UploadOptions
@@ -73,7 +74,13 @@ from zooprep.panoptes import (
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, saved_count
 from zooprep.stages.review import mark_removed, read_reviewed
-from zooprep.vocabulary import CONTENT_TYPES, ID_TEXT_KEY
+from zooprep.vocabulary import (
+    CONTENT_TYPES,
+    ID_TEXT_KEY,
+    KNOWN_ANSWER_KEY,
+    KNOWN_MAG_KEY,
+    KNOWN_SNR_KEY,
+)
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
 
@@ -138,6 +145,9 @@ class UploadResult:
     to_create: int = 0
     seconds: float = 0.0
     workflow_linked: bool = False
+    training_set_id: str | None = None
+    training: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         name = f"'{self.subject_set}' " if self.subject_set else ""
@@ -164,7 +174,12 @@ class UploadResult:
             parts.append(f"{self.deleted} duplicates deleted")
         if self.workflow_linked:
             parts.append("set linked to the workflow")
-        return f"upload to {where}: {', '.join(parts)} in {self.seconds:.1f} s"
+        if self.training:
+            parts.append(
+                f"{self.training} training subjects in set {self.training_set_id}"
+            )
+        text = f"upload to {where}: {', '.join(parts)} in {self.seconds:.1f} s"
+        return "; ".join([text, *self.notes])
 
 
 @dataclass
@@ -178,6 +193,7 @@ class _Item:
     action: Literal["create", "repair", "link"] = "create"
     subject_id: str | None = None
     in_set: bool = True  # False once taken out of the set for missing media
+    training: bool = False  # a training subject: its own subject set
 
     @property
     def content_types(self) -> list[str]:
@@ -357,12 +373,21 @@ def _upload(
     items, problems, index_fields = _plan(run, result, via, options.dry_run)
     for source_id, reason in problems:
         logger.warning("source %d: %s", source_id, reason)
+    training = [i for i in items if i.training]
+    items = [i for i in items if not i.training]
+    if training and not (options.training_set or options.training_set_id):
+        raise InputError(
+            f"{len(training)} manifest rows are training subjects "
+            f"({TRAINING_KEY} true, e.g. source {training[0].id}): give "
+            "--training-set NAME (or --training-set-id ID) to upload them to "
+            "their own subject set; nothing was uploaded"
+        )
 
     creds = Credentials.from_env()
     if creds is None:
         if options.dry_run:
             result.offline = True
-            result.to_create = sum(1 for i in items if i.action == "create")
+            result.to_create = sum(1 for i in items + training if i.action == "create")
             result.failed = len(problems)
             result.subject_set_id = options.subject_set_id
             return result
@@ -375,21 +400,28 @@ def _upload(
     tokens.login()
     api = PanoptesAPI(tokens, timeout=options.timeout, retry=retry)
     try:
-        _check_workflow(api, options)
+        workflow = _check_workflow(api, options)
+        if workflow is not None:
+            _check_feedback(workflow, items + training)
         set_id = _resolve_set(api, options)
         result.subject_set_id = set_id
-        _check_settings(run, options, endpoint, set_id)
-        existing = (
-            _list_set(api, set_id, via) if set_id and items else {}
-        )  # zooprep id -> subject ids
-        deletions = _reconcile(items, existing)
-        to_create = sum(1 for i in items if i.action == "create")
+        training_id = _resolve_training_set(api, options) if training else None
+        result.training_set_id = training_id
+        _check_settings(run, options, endpoint, set_id, training_id)
+        sets = [(set_id, items)] + ([(training_id, training)] if training else [])
+        deletions = []
+        for sid, group in sets:
+            # zooprep id -> subject ids
+            existing = _list_set(api, sid, via) if sid and group else {}
+            deletions += [(sid, d) for d in _reconcile(group, existing)]
+        to_create = sum(1 for i in items + training if i.action == "create")
         result.to_create = to_create
         _check_quota(api, to_create, options.dry_run)
         if options.dry_run:
             result.failed = len(problems)
             return result
         assert set_id is not None
+        saved = run.settings.upload
         run.save(
             UploadOptions.record(
                 project=str(options.project),
@@ -397,48 +429,97 @@ def _upload(
                 subject_set=options.subject_set,
                 endpoint=endpoint,
                 via=via,
+                training_set_id=training_id
+                or (saved.training_set_id if saved else None),
+                training_set=options.training_set
+                or (saved.training_set if saved else None),
             )
         )
-        state = _State(run, set_id, str(options.project))
         if index_fields:
             api.set_index_fields(set_id, index_fields)
+        first = _State(run, set_id, str(options.project))
         for source_id, reason in problems:
-            state.failed(source_id, reason)
+            first.failed(source_id, reason)
         result.failed += len(problems)
-        for keep_id, extra in deletions:
+        for sid, (keep_id, extra) in deletions:
             for subject_id in extra:
                 logger.warning(
                     "source %d has a duplicate subject %s in set %s; deleting it",
                     keep_id,
                     subject_id,
-                    set_id,
+                    sid,
                 )
                 api.delete_subject(subject_id)
                 result.deleted += 1
-        for item in items:
-            if item.action != "create" and item.subject_id:
-                src = run.get(item.id)
-                if src is not None and src.subject_id != item.subject_id:
-                    state.created(item.id, item.subject_id)  # adopted
-        reporter.start("upload", len(items) + result.skipped + len(problems))
+        total = len(items) + len(training) + result.skipped + len(problems)
+        reporter.start("upload", total)
         reporter.advance(result.skipped + len(problems), failed=len(problems))
-        if via == "import":
-            _run_imports(run, api, state, items, publish, result, reporter)
-        else:
-            _run_direct(api, tokens, state, items, options, retry, result, reporter)
+        for sid, group in sets:
+            assert sid is not None
+            state = _State(run, sid, str(options.project))
+            for item in group:
+                if item.action != "create" and item.subject_id:
+                    src = run.get(item.id)
+                    if src is not None and src.subject_id != item.subject_id:
+                        state.created(item.id, item.subject_id)  # adopted
+            before = result.linked
+            if via == "import":
+                _run_imports(run, api, state, group, publish, result, reporter)
+            else:
+                _run_direct(api, tokens, state, group, options, retry, result, reporter)
+            if sid == training_id:
+                result.training = result.linked - before
+            if interrupt.requested():
+                break
         reporter.finish()
         if options.workflow:
-            result.workflow_linked = api.link_workflow(str(options.workflow), set_id)
-            if result.workflow_linked:
-                logger.info(
-                    "linked subject set %s to workflow %s", set_id, options.workflow
-                )
+            for sid, _ in sets:
+                assert sid is not None
+                linked = api.link_workflow(str(options.workflow), sid)
+                if linked:
+                    logger.info(
+                        "linked subject set %s to workflow %s", sid, options.workflow
+                    )
+                if sid == set_id:
+                    result.workflow_linked = linked
+            if training_id and workflow is not None:
+                result.notes += _training_notes(workflow, training_id)
     finally:
         api.close()
     interrupt.check(result.linked)
     result.seconds = time.monotonic() - started
     logger.info("%s", result)
     return result
+
+
+def _resolve_training_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
+    """The training subject set's id (created when named and absent, except in a dry run)."""
+    if options.training_set_id:
+        return _resolve_set(
+            api,
+            options.merge(subject_set_id=options.training_set_id, subject_set=None),
+        )
+    return _resolve_set(
+        api, options.merge(subject_set=options.training_set, subject_set_id=None)
+    )
+
+
+def _training_notes(workflow: dict[str, object], training_id: str) -> list[str]:
+    """What the workflow's configuration still needs to serve the training set."""
+    config = workflow.get("configuration") or {}
+    listed = (
+        [str(i) for i in (config.get("training_set_ids") or [])]
+        if isinstance(config, dict)
+        else []
+    )
+    if training_id in listed:
+        return []
+    return [
+        f"note: workflow {workflow.get('id')} does not list training set "
+        f"{training_id} in its configuration's training_set_ids, so its subjects "
+        "are served as ordinary ones; set training_set_ids, training_chances and "
+        "training_default_chance (README: Known answers)"
+    ]
 
 
 # -- planning ------------------------------------------------------------------
@@ -470,10 +551,14 @@ def _plan(
             files=[Path(f) for f in row.files],
             urls=list(row.urls),
             # '%' marks an index field: Panoptes wants the key without it.
+            # Known-answer keys are left out where the manifest left them empty.
             metadata={
-                str(k).removeprefix("%"): str(v) for k, v in row.metadata.items()
+                str(k).removeprefix("%"): str(v)
+                for k, v in row.metadata.items()
+                if not (_known_key(str(k)) and str(v).strip() in ("", "nan"))
             },
         )
+        item.training = str(item.metadata.get(TRAINING_KEY, "")).lower() == "true"
         item.metadata[ID_TEXT_KEY] = str(row.source_id)
         if via == "import":
             if not item.urls:
@@ -493,6 +578,31 @@ def _plan(
             item.in_set = src.upload.get("linked") is not False
         items.append(item)
     return items, problems, reviewed.index_fields
+
+
+def _known_key(key: str) -> bool:
+    """Whether a metadata key is one zooprep writes only on known-answer subjects."""
+    return key in (
+        KNOWN_ANSWER_KEY,
+        KNOWN_MAG_KEY,
+        KNOWN_SNR_KEY,
+        TRAINING_KEY,
+    ) or key.startswith(FEEDBACK_PREFIX)
+
+
+def _check_feedback(workflow: dict[str, object], items: list[_Item]) -> None:
+    """Refuse feedback keys the workflow's task does not define (one line)."""
+    rules: dict[str, set[str]] = {}
+    for item in items:
+        rule = item.metadata.get(f"{FEEDBACK_PREFIX}id")
+        if rule:
+            rules.setdefault(rule, set()).add(
+                item.metadata.get(f"{FEEDBACK_PREFIX}answer", "")
+            )
+    for rule, answers in sorted(rules.items()):
+        problem = check_rule(workflow, rule, answers)
+        if problem:
+            raise InputError(f"{problem}; nothing was uploaded")
 
 
 def _check_files(files: list[Path]) -> str:
@@ -529,10 +639,12 @@ def _check_files(files: list[Path]) -> str:
     return ""
 
 
-def _check_workflow(api: PanoptesAPI, options: UploadOptions) -> None:
+def _check_workflow(
+    api: PanoptesAPI, options: UploadOptions
+) -> dict[str, object] | None:
     """Refuse a workflow that does not exist or belongs to another project."""
     if not options.workflow:
-        return
+        return None
     wanted = str(options.workflow)
     if not wanted.isdigit():
         raise InputError(f"--workflow {wanted!r} is not a workflow id (digits)")
@@ -551,6 +663,7 @@ def _check_workflow(api: PanoptesAPI, options: UploadOptions) -> None:
             f"workflow {wanted} belongs to project {owner or '?'}, not "
             f"{options.project}; nothing was uploaded"
         )
+    return found
 
 
 def _resolve_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
@@ -578,7 +691,11 @@ def _resolve_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
 
 
 def _check_settings(
-    run: Run, options: UploadOptions, endpoint: str, set_id: str | None
+    run: Run,
+    options: UploadOptions,
+    endpoint: str,
+    set_id: str | None,
+    training_id: str | None = None,
 ) -> None:
     """Refuse to send a run already uploaded elsewhere to another place."""
     saved = run.settings.upload
@@ -590,8 +707,11 @@ def _check_settings(
         ("endpoint", endpoint),
         ("project", str(options.project)),
         ("subject_set_id", set_id),
+        ("training_set_id", training_id),
     ):
         was = getattr(saved, key)
+        if key == "training_set_id" and was is None:
+            continue  # the first upload of training subjects
         if now is not None and str(was) != str(now):
             raise SettingsMismatch(
                 f"run {run.path} was uploaded with {key} {was}, not "
