@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.plugins.chromium",
     "tests.plugins.kafka",
     "tests.plugins.brokers",
+    "tests.plugins.dachs",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
