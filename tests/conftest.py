@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.plugins.kafka",
     "tests.plugins.brokers",
     "tests.plugins.dachs",
+    "tests.plugins.rsp",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

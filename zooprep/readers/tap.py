@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "RSP_TOKEN"
 #: Rows per page when the service allows that many.
 PAGE = 50_000
+#: Longest wait for one UWS job (seconds).
+JOB_TIMEOUT = 3600.0
 #: Ids per ``IN (...)`` query.
 ID_CHUNK = 500
 #: The columns a source needs (for the message when a query lacks them).
@@ -163,8 +166,11 @@ def _pushable(expr: Expr | None, booleans: set[str]) -> Expr | None:
     """The part of a filter the service can apply: conjuncts without booleans."""
     if expr is None:
         return None
-    items = expr.items if isinstance(expr, And) else (expr,)
-    kept = tuple(i for i in items if not set(columns_of(i)) & booleans)
+
+    def flat(e: Expr) -> list[Expr]:
+        return [x for i in e.items for x in flat(i)] if isinstance(e, And) else [e]
+
+    kept = tuple(i for i in flat(expr) if not set(columns_of(i)) & booleans)
     if not kept:
         return None
     return kept[0] if len(kept) == 1 else And(kept)
@@ -322,7 +328,9 @@ class TapReader:
 
     def _error(self, exc: Exception) -> InputError:
         """One line for a failed call, naming the service, never the token."""
-        response = getattr(getattr(exc, "cause", None), "response", None)
+        response = getattr(exc, "response", None) or getattr(
+            getattr(exc, "cause", None), "response", None
+        )
         code = getattr(exc, "code", None) or getattr(response, "status_code", None)
         if code == 401:
             return InputError(
@@ -338,21 +346,25 @@ class TapReader:
     def _run(self, adql: str, maxrec: int, *, sync: bool = False) -> Any:
         """Run one query (async job or sync) and return its astropy table."""
         import pyvo
+        import requests
 
         log.debug("TAP %s: %s", self.mode, adql)
         try:
-            if sync or self.mode == "sync":
-                result = self._service.run_sync(adql, maxrec=maxrec)
-            else:
-                result = self._service.run_async(adql, maxrec=maxrec)
+            with warnings.catch_warnings():
+                # an overflow is checked below, and is an error, not a warning
+                warnings.simplefilter("ignore", pyvo.dal.DALOverflowWarning)
+                if sync or self.mode == "sync":
+                    result = self._service.run_sync(adql, maxrec=maxrec)
+                else:
+                    result = self._run_job(adql, maxrec)
         except (pyvo.dal.DALServiceError, pyvo.dal.DALQueryError) as exc:
             raise self._error(exc) from None
-        except pyvo.dal.DALFormatError as exc:
+        except (pyvo.dal.DALFormatError, requests.RequestException) as exc:
             raise self._error(exc) from None
         if result.query_status == "OVERFLOW":
             raise InputError(
                 f"--tap {self.url}: the service stopped at its row limit "
-                f"({len(result)} rows) for a query that matches more; "
+                f"({min(len(result), maxrec)} rows) for a query that matches more; "
                 + (
                     "use --tap-page-size of at most that"
                     if self.table
@@ -361,6 +373,50 @@ class TapReader:
                 )
             )
         return result.to_table()
+
+    def _run_job(self, adql: str, maxrec: int) -> Any:
+        """One UWS job: submit, run, wait, read the result whole, delete."""
+        import io
+
+        import pyvo
+        from astropy.io.votable import parse
+
+        # create the job with a plain POST (pyvo's submit_job leaves its
+        # streamed redirect open); UWS answers 303 with the job's URL
+        with self._session.post(
+            f"{self.url}/async",
+            data={
+                "LANG": "ADQL",
+                "REQUEST": "doQuery",
+                "QUERY": adql,
+                "MAXREC": maxrec,
+            },
+            allow_redirects=False,
+        ) as created:
+            created.raise_for_status()
+            location = created.headers.get("Location")
+        if not location:
+            raise InputError(f"--tap {self.url}: the service made no job (no Location)")
+        job = pyvo.dal.AsyncTAPJob(location, session=self._session)
+        try:
+            job.run()
+            job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=JOB_TIMEOUT)
+            job.raise_if_error()
+            # read whole (pyvo's fetch_result streams and leaves the connection open)
+            with self._session.get(job.result_uri) as answer:
+                answer.raise_for_status()
+                content = answer.content
+            votable = parse(io.BytesIO(content), verify="ignore")
+            return pyvo.dal.TAPResults(
+                votable, url=job.result_uri, session=self._session
+            )
+        finally:
+            try:
+                job.delete()
+            except pyvo.dal.DALServiceError as exc:  # the result is in hand
+                log.debug(
+                    "TAP job not deleted: %s", _first_line(str(exc), self._secret)
+                )
 
     # -- a query's result -----------------------------------------------------------
 
