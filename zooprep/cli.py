@@ -448,6 +448,7 @@ def select(run: Path, **kw: Any) -> None:
 @flag(ImageOptions, "science_type", metavar="NAME")
 @flag(ImageOptions, "template_type", metavar="NAME")
 @flag(ImageOptions, "difference_type", metavar="NAME")
+@flag(ImageOptions, "soda", metavar="SIA_URL")
 @flag(RenderOptions, "position")
 @flag(RenderOptions, "sizes", callback=_sizes, metavar="N[,N...]")
 @flag(RenderOptions, "annotate", is_flag=True)

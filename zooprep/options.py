@@ -846,6 +846,9 @@ class ImageOptions(Options):
     science_type, template_type, difference_type : str, optional
         Butler dataset type names (None: the current Rubin names,
         `~zooprep.vocabulary.BUTLER_DATASET_TYPES`).
+    soda : str, optional
+        An SIAv2 query URL: images found there, cut by SODA
+        (`zooprep.images.soda`).
     """
 
     SECTION: ClassVar[str] = "images"
@@ -878,6 +881,13 @@ class ImageOptions(Options):
     difference_type: str | None = setting(
         help="Butler dataset type of differences.",
         shown_default=BUTLER_DATASET_TYPES["difference"],
+    )
+    soda: str | None = setting(
+        help="Cut images through the Rubin Science Platform's services: the "
+        "SIAv2 query URL that finds each source's visit_image, template_coadd "
+        "and difference_image (e.g. https://data.lsst.cloud/api/sia/dp1/query); "
+        "cutouts by SODA. Default for a run selected with --tap: the SIA next to "
+        "its TAP service. Token from RSP_TOKEN; extra 'zooprep[rsp]'.",
     )
 
     def _check(self) -> None:
