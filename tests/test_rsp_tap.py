@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import zooprep
@@ -28,6 +29,7 @@ from tests.rsp_standin.rows import (
     table_rows,
 )
 from tests.rsp_standin.server import RspStandin
+from zooprep.lightcurves import FORCED
 from zooprep.run import Run
 
 pyvo = pytest.importorskip("pyvo")
@@ -325,3 +327,69 @@ def test_a_stopped_tap_select_continues_after_the_last_recorded_id(
     first_page = rsp.queries[asked + 1]  # after the TOP 1 look at the columns
     assert f"diaSourceId > {max(recorded)}" in first_page
     assert len(rsp.queries) - asked < 298 // 10 + 2  # the recorded pages not again
+
+
+# -- light curves from TAP ----------------------------------------------------------
+
+
+def test_tap_light_curves_equal_the_apdb_ones_in_two_queries_per_chunk(
+    tmp_path: Path, rsp: RspStandin, apdb_sqlite: Path
+) -> None:
+    from zooprep.readers.history import (
+        ApdbHistory,
+        TapHistory,
+        history_source,
+        light_curves_for,
+    )
+
+    run = tmp_path / "run"
+    zooprep.select(
+        run, tap=rsp.tap_url, table="dp1.DiaSource", visit=[982985], tap_mode="sync"
+    )
+    with Run.open(run, lock=False) as r:
+        rows = [(s.id, s.row) for s in r.iter_sources()]
+        history = history_source(r.settings.select)
+    assert isinstance(history, TapHistory)
+    assert (history.url, history.schema) == (rsp.tap_url, "dp1")
+    history.chunk = 40
+    asked = len(rsp.queries)
+    from_tap = light_curves_for(history, rows)
+    from_apdb = light_curves_for(ApdbHistory(f"sqlite:///{apdb_sqlite}"), rows)
+    chunks = -(-len({row["diaObjectId"] for _, row in rows}) // 40)
+    assert len(rsp.queries) - asked == history.queries == 2 * chunks
+    assert any("JOIN dp1.Visit" in q for q in rsp.queries[asked:])
+    assert from_tap.keys() == from_apdb.keys()
+    forced = 0
+    for sid, curve in from_tap.items():
+        want = from_apdb[sid]
+        assert not isinstance(curve, str), curve
+        assert not isinstance(want, str)
+        order, other = (
+            np.lexsort((curve.flux, curve.mjd)),
+            np.lexsort((want.flux, want.mjd)),
+        )
+        np.testing.assert_allclose(curve.mjd[order], want.mjd[other])
+        np.testing.assert_allclose(curve.flux[order], want.flux[other], rtol=1e-6)
+        assert list(curve.kind[order]) == list(want.kind[other])
+        forced += int((curve.kind == FORCED).sum())
+    assert forced > 0
+
+
+def test_render_draws_light_curves_of_a_tap_run(
+    tmp_path: Path, rsp: RspStandin
+) -> None:
+    run = tmp_path / "run"
+    zooprep.select(
+        run,
+        tap=rsp.tap_url,
+        table="dp1.DiaSource",
+        visit=[DECAM_VISIT],
+        tap_mode="sync",
+    )
+    result = zooprep.render(run, sizes=[30], jobs=1, lightcurve="flux")
+    assert (result.rendered, result.failed) == (8, 0)
+    with Run.open(run, lock=False) as r:
+        files = [f for s in r.iter_sources() for f in s.files]
+    curves = [f for f in files if f.endswith("_lightcurve.png")]
+    assert len(curves) == 8, files
+    assert all((run / f).stat().st_size > 0 for f in curves)

@@ -49,7 +49,7 @@ from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, column_listing, consecutive_groups
 from zooprep.images.cutting import cut_group
 from zooprep.images.fitsimage import FitsImage, image_hdu
-from zooprep.readers.tap import tap_session
+from zooprep.readers.tap import release_schema, tap_session
 
 __all__ = ["KINDS", "SodaImages", "default_sia_url"]
 
@@ -81,14 +81,10 @@ def default_sia_url(tap_url: str, table_or_query: str | None) -> str:
     >>> default_sia_url("https://data.lsst.cloud/api/tap", "dp1.DiaSource")
     'https://data.lsst.cloud/api/sia/dp1/query'
     """
-    import re
-
     base = tap_url.rstrip("/")
     if base.endswith("/tap"):
         base = base[: -len("/tap")]
-    found = re.search(r"\b([A-Za-z_][A-Za-z0-9_]*)\.DiaSource\b", table_or_query or "")
-    release = found.group(1).lower() if found else "dp1"
-    return f"{base}/sia/{release}/query"
+    return f"{base}/sia/{release_schema(table_or_query).lower()}/query"
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from zooprep.readers.where import (
     unknown_column,
 )
 
-__all__ = ["TOKEN_ENV", "TapReader", "tap_session", "to_adql"]
+__all__ = ["TOKEN_ENV", "TapReader", "release_schema", "tap_session", "to_adql"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,20 @@ JOB_TIMEOUT = 3600.0
 ID_CHUNK = 500
 #: The columns a source needs (for the message when a query lacks them).
 NEEDED = "diaSourceId, visit, detector and ra, dec (or x, y)"
+
+
+def release_schema(table_or_query: str | None) -> str:
+    """The schema (data release) whose DiaSource a table or query reads.
+
+    Examples
+    --------
+    >>> release_schema("dp1.DiaSource"), release_schema("SELECT * FROM dp02_dc2.DiaSource")
+    ('dp1', 'dp02_dc2')
+    """
+    import re
+
+    found = re.search(r"\b([A-Za-z_][A-Za-z0-9_]*)\.DiaSource\b", table_or_query or "")
+    return found.group(1) if found else "dp1"
 
 
 def tap_session(token: str | None = None) -> Any:
