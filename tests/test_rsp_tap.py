@@ -7,6 +7,7 @@ async; these tests drive the real DaCHS of ``tests/plugins/dachs.py``.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import subprocess
 import sys
@@ -393,3 +394,31 @@ def test_render_draws_light_curves_of_a_tap_run(
     curves = [f for f in files if f.endswith("_lightcurve.png")]
     assert len(curves) == 8, files
     assert all((run / f).stat().st_size > 0 for f in curves)
+
+
+def test_the_dp1_example_runs_against_the_rsp_stand_in(
+    tmp_path: Path, rsp: RspStandin
+) -> None:
+    """examples/rsp_dp1.py: select by TAP, render by SODA, manifest, rehearsed upload."""
+    script = Path(__file__).resolve().parent.parent / "examples" / "rsp_dp1.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "run"),
+            "--tap",
+            rsp.tap_url,
+            "--visit",
+            str(DECAM_VISIT),
+            "--limit",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RSP_TOKEN": TOKEN},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "5 rendered" in proc.stdout
+    assert "nothing uploaded" in proc.stdout
+    _no_token_in(tmp_path / "run")
