@@ -502,19 +502,34 @@ class SodaImages:
         sizes: tuple[int, ...],
         use_footprint: bool,
     ) -> Iterator[Cutouts | Failed]:
+        """Find the images (SIA, cached), then fetch every cutout concurrently."""
         pool = self._s["pool"]
-        futures = [
-            pool.submit(self._three, row, sizes, use_footprint) for _, row in batch
-        ]
-        for (source_id, row), future in zip(batch, futures, strict=True):
-            got = future.result()
-            if isinstance(got, str):
-                yield Failed(source_id, got)
+        plans: list[dict[str, Any] | str] = []
+        for _, row in batch:
+            plans.append(self._plan(row, sizes, use_footprint))
+        for plan in plans:
+            if isinstance(plan, dict):
+                plan["futures"] = {
+                    role: pool.submit(self._fetch, role, image, plan)
+                    for role, image in plan["images"].items()
+                }
+        for (source_id, row), plan in zip(batch, plans, strict=True):
+            if isinstance(plan, str):
+                yield Failed(source_id, plan)
                 continue
-            images = {f"<{role}>": image for role, image in got.items()}
-            opener = _Opened(images)
+            got: dict[str, FitsImage] = {}
+            reason = None
+            for role in ("science", "template", "difference"):
+                value = plan["futures"][role].result()
+                if isinstance(value, str):
+                    reason = reason or value
+                else:
+                    got[f"<{role}>"] = value
+            if reason is not None:
+                yield Failed(source_id, reason)
+                continue
             yield from cut_group(
-                opener,
+                _Opened(got),
                 ("<science>", "<template>", "<difference>"),
                 [(source_id, row)],
                 sizes,
@@ -523,10 +538,10 @@ class SodaImages:
                 None,
             )
 
-    def _three(
+    def _plan(
         self, row: Mapping[str, Any], sizes: tuple[int, ...], use_footprint: bool
-    ) -> dict[str, FitsImage] | str:
-        """The three cutouts of one row, or the first reason one failed."""
+    ) -> dict[str, Any] | str:
+        """A row's position, cutout size and three images, or why there are none."""
         try:
             ra, dec = float(row["ra"]), float(row["dec"])
         except (KeyError, TypeError, ValueError):
@@ -537,13 +552,19 @@ class SodaImages:
             size = max(size, int(footprint))
         try:
             found = self._found(row)
-            out = {}
-            for role in ("science", "template", "difference"):
-                image = found[role]
-                if isinstance(image, str):
-                    return image
-                out[role] = self._cutout(role, image, ra, dec, size)
-            return out
+        except _Refused as exc:
+            return str(exc)
+        for role in ("science", "template", "difference"):
+            if isinstance(found[role], str):
+                return str(found[role])
+        return {"ra": ra, "dec": dec, "size": size, "images": found}
+
+    def _fetch(
+        self, role: str, image: _Found, plan: Mapping[str, Any]
+    ) -> FitsImage | str:
+        """One cutout, or the reason it could not be had."""
+        try:
+            return self._cutout(role, image, plan["ra"], plan["dec"], plan["size"])
         except _Refused as exc:
             return str(exc)
 
