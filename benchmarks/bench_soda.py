@@ -2,11 +2,12 @@
 
 Run by hand (needs the extra ``rsp``)::
 
-    python benchmarks/bench_soda.py [-n 200] [--latency 0.05] [--threads 8]
+    python benchmarks/bench_soda.py [-n 200] [--latency 0.05] [--threads 8] [--mbit 100]
 
 Starts the RSP stand-in of the tests (``tests/rsp_standin/server.py``: SIAv2,
 DataLink and SODA over the real 256x256 DECam triplet of ``tests/data``) on
-127.0.0.1 with ``--latency`` seconds added to every answer, and puts ``-n``
+127.0.0.1 with ``--latency`` seconds added to every answer (and, with
+``--mbit``, each answer sent no faster than that), and puts ``-n``
 sources at random places of the images.  Then, each timed from a cold start
 (no cache), the same sources' 30-pixel cutouts of the three images:
 
@@ -176,12 +177,18 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--mbit", type=float, help="limit each answer to this many Mbit/s"
+    )
     args = parser.parse_args()
     os.environ["RSP_TOKEN"] = TOKEN
     decam = ROOT / "tests" / "data" / "decam_sfft"
     results = {}
     for name in ("soda", "whole", "whole, cached", "render"):
-        with RspStandin(decam, token=TOKEN, latency=args.latency) as standin:
+        bandwidth = args.mbit * 1e6 / 8 if args.mbit else None
+        with RspStandin(
+            decam, token=TOKEN, latency=args.latency, bandwidth=bandwidth
+        ) as standin:
             rows = _rows(standin, args.n, args.seed)
             if name == "soda":
                 results[name] = _soda(standin, rows, args.threads)

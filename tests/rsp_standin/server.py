@@ -26,7 +26,8 @@ What it serves follows the IVOA standards and the RSP's own documents:
 
 Every route wants ``Authorization: Bearer TOKEN`` and answers 401 with a
 ``WWW-Authenticate: Bearer`` challenge otherwise.  ``latency`` seconds are
-added to each answer; ``faults`` makes chosen images fail (see `Faults`).
+added to each answer (and ``len / bandwidth`` seconds, when a bandwidth in
+bytes per second is given); ``faults`` makes chosen images fail (see `Faults`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class RspStandin:
         tap_upstream: str | None = None,
         latency: float = 0.0,
         faults: Faults | None = None,
+        bandwidth: float | None = None,
     ) -> None:
         from astropy.io import fits
         from astropy.wcs import WCS
@@ -112,6 +114,7 @@ class RspStandin:
         self.token = token
         self.tap_upstream = tap_upstream.rstrip("/") if tap_upstream else None
         self.latency = latency
+        self.bandwidth = bandwidth  # bytes per second of each answer, if limited
         self.faults = faults or Faults()
         self.requests: Counter[str] = Counter()
         self.queries: list[str] = []  # the ADQL of every TAP request
@@ -406,6 +409,8 @@ def _handler(standin: RspStandin) -> type[BaseHTTPRequestHandler]:
         ) -> None:
             if standin.latency:
                 time.sleep(standin.latency)
+            if standin.bandwidth:
+                time.sleep(len(body) / standin.bandwidth)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
