@@ -16,7 +16,7 @@ from tests.exportgen import ExportBuilder, simulate
 from tests.killing import kill_at_random, timed_run
 from zooprep import learning
 from zooprep.run import Run
-from zooprep.stages.nextbatch import PROPENSITY_COLUMN, RANK_COLUMN, STREAM_COLUMN
+from zooprep.vocabulary import PROPENSITY_COLUMN, RANK_COLUMN, STREAM_COLUMN
 
 pytest.importorskip("panoptes_aggregation")
 
@@ -399,3 +399,32 @@ def test_next_without_learn_from_and_with_a_sample_are_refused(
          "--learn-from", learnt["runs"][0], "--random-share", 1.5],
         "--random-share",
     )  # fmt: skip
+
+
+# -- the manifest ----------------------------------------------------------------------
+
+
+def test_the_manifest_writes_priority_in_the_order_of_the_ranking(
+    learnt: dict, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    run = tmp_path / "next"
+    zooprep.select(
+        run, catalog=learnt["catalog"], next=60, learn_from=learnt["runs"], seed=2
+    )
+    with Run.open(run) as r:
+        for src in r.iter_sources():
+            rel = r.cutout_path(src)
+            (run / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (30, 90)).save(run / rel)
+            r.update(src.id, status="rendered", files=[rel])
+    zooprep.manifest(run)
+    table = pd.read_csv(run / "manifest.csv", dtype=str)
+    ranked = pd.read_csv(run / "next.csv", dtype={"source_id": str})
+    by_priority = table.sort_values("metadata:#priority", key=lambda c: c.astype(int))
+    assert by_priority["external_id"].tolist() == ranked["source_id"].tolist()
+    assert by_priority["metadata:#priority"].tolist() == [str(k) for k in range(1, 61)]
+    assert by_priority["metadata:#zooprep_stream"].tolist() == ranked["stream"].tolist()
+    # The stream and rank columns of the state are not metadata of their own.
+    assert not [c for c in table.columns if "_zooprep" in c]

@@ -41,14 +41,12 @@ from zooprep.options import SelectOptions
 from zooprep.readers.base import SourceReader
 from zooprep.readers.where import Expr
 from zooprep.run import Run
+from zooprep.vocabulary import PROPENSITY_COLUMN, RANK_COLUMN, STREAM_COLUMN
 
 __all__ = [
     "CHOICE_CSV",
     "CONTROVERSIAL_CSV",
-    "PROPENSITY_COLUMN",
-    "RANK_COLUMN",
     "SCORE_COLUMNS",
-    "STREAM_COLUMN",
     "Learned",
     "NextPlan",
     "learned_from",
@@ -57,10 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Hidden columns of a chosen source's row (never shown, never metadata as is).
-STREAM_COLUMN = "_zooprep_stream"
-RANK_COLUMN = "_zooprep_rank"
-PROPENSITY_COLUMN = "_zooprep_propensity"
 #: Names of a pipeline score column, in order of preference (as results).
 SCORE_COLUMNS = ("reliability", "drb", "rb")
 #: What select writes beside the run: the choice, and the split subjects.
