@@ -622,6 +622,7 @@ def manifest(run: Path, **kw: Any) -> None:
 @flag(UploadOptions, "dry_run", is_flag=True)
 @flag(UploadOptions, "verify", decl="--verify/--no-verify")
 @flag(UploadOptions, "workflow", metavar="ID")
+@flag(UploadOptions, "subject_viewer")
 @flag(UploadOptions, "via")
 @flag(UploadOptions, "training_set", metavar="NAME")
 @flag(UploadOptions, "training_set_id", metavar="ID")
