@@ -1413,7 +1413,8 @@ class UploadOptions(Options):
     workflow: str | None = setting(
         saved=False,
         help="Link the subject set to this workflow of the project (once; a "
-        "missing workflow or one of another project is refused before "
+        "missing workflow, one of another project, or one whose "
+        "subject_viewer cannot show the subjects is refused before "
         "uploading).",
     )
     subject_viewer: str | None = setting(
