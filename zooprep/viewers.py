@@ -460,7 +460,7 @@ def viewer_problem(
         if drawing.hidden:
             lost.append(f"hides {len(drawing.hidden)}")
         if drawing.broken:
-            lost.append(f"draws {len(drawing.broken)} broken")
+            lost.append(f"{len(drawing.broken)} drawn blank or broken")
         return (
             f"subject_viewer {configured} does not show every file of subjects "
             f"of {what} ({', '.join(lost)}){fix}"
