@@ -92,12 +92,14 @@ __all__ = [
     "MIN_LABELLED",
     "STRATEGIES",
     "STREAMS",
+    "BatchStep",
     "Calibration",
     "Choice",
     "choose",
     "controversy",
     "default_edges",
     "fit",
+    "history",
     "random_count",
     "weights",
 ]
@@ -249,6 +251,7 @@ def fit(
     *,
     edges: np.ndarray | None = None,
     weight: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> Calibration:
     """Fit the calibration: a Beta posterior of the real-fraction per score bin.
 
@@ -264,6 +267,11 @@ def fit(
         Each label's weight (`weights`); within a bin the mean is the
         weighted (Hajek) mean and the count Kish's effective size
         ``(sum w)^2 / sum w^2``.  Zero-weight labels are left out.
+    groups : numpy.ndarray, optional
+        The batch of each label: weights are inverse propensities within
+        one batch's candidates, so they are scaled to a mean of 1 within each
+        batch and bin (a batch chosen blind, weight 1, and one chosen with
+        propensities 0.05 then pool by their effective counts).
 
     Returns
     -------
@@ -280,11 +288,15 @@ def fit(
     labels = np.zeros(bins, dtype=np.int64)
     ok = np.isfinite(s) & np.isfinite(y) & (w > 0)
     which = np.searchsorted(edges[1:-1], s[ok], side="right")
-    ys, ws = y[ok], w[ok]
+    ys, ws = y[ok], w[ok].copy()
+    gs = np.zeros(len(ys), np.int64) if groups is None else np.asarray(groups)[ok]
     for b in range(bins):
         sel = which == b
         if not sel.any():
             continue
+        for g in np.unique(gs[sel]):
+            cell = sel & (gs == g)
+            ws[cell] = ws[cell] / ws[cell].mean()
         wb, yb = ws[sel], ys[sel]
         mean = float((wb * yb).sum() / wb.sum())
         n_eff = float(wb.sum() ** 2 / (wb**2).sum())
@@ -397,10 +409,19 @@ def choose(
             which, calibration, taken, keys, rest, strategy, n_random
         )
     props = p_random + (1.0 - p_random) * props
+    # A candidate's chance of being chosen by either stream.  In the bin
+    # strategies every candidate of a bin has the same chance, random picks
+    # included; a random pick outside the disagreement's choice had p_random.
+    by_bin = {int(which[i]): float(p) for i, p in zip(picks, props, strict=True)}
+    if strategy == "disagreement":
+        by_bin = {}
     strat_order = np.argsort(-values, kind="stable")
     picks, values, props = picks[strat_order], values[strat_order], props[strat_order]
     ranked: list[tuple[int, str, float, float]] = []
-    randoms = [(int(i), "random", p_random, math.nan) for i in random_picks]
+    randoms = [
+        (int(i), "random", by_bin.get(int(which[i]), p_random), math.nan)
+        for i in random_picks
+    ]
     strats = [
         (int(i), "strategy", float(p), float(v))
         for i, v, p in zip(picks, values, props, strict=True)
@@ -531,3 +552,115 @@ def controversy(real_fraction: np.ndarray, volunteers: np.ndarray) -> np.ndarray
     out = 1.0 - np.abs(2.0 * f - 1.0)
     out[~np.isfinite(out) | (np.asarray(volunteers) < 2)] = 0.0
     return out
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """The calibration after one more batch.
+
+    Attributes
+    ----------
+    run : str
+        The batch (its run directory).
+    labels : int
+        Its classified subjects with a score.
+    total : int
+        Classified subjects with a score up to and including it.
+    streams : dict of str to int
+        Its labels per stream (``strategy``, ``random``, ``blind``).
+    calibration : Calibration
+        Fitted on every batch up to and including it.
+    error : float
+        `Calibration.error` (RMS over the bins of the posterior sd).
+    labels_per_error : float
+        This batch's labels per 0.01 the error fell (NaN for the first batch
+        or when it did not fall).
+    """
+
+    run: str
+    labels: int
+    total: int
+    streams: dict[str, int]
+    calibration: Calibration
+    error: float
+    labels_per_error: float
+
+    def shares(self) -> dict[str, float]:
+        """Each stream's share of the batch's labels."""
+        n = max(1, self.labels)
+        return {k: v / n for k, v in self.streams.items()}
+
+
+def history(
+    batches: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str], np.ndarray]],
+    *,
+    edges: np.ndarray | None = None,
+    correction: str = "ipw",
+) -> list[BatchStep]:
+    """The calibration after each batch, learnt from that batch and those before.
+
+    Parameters
+    ----------
+    batches : sequence of (run, scores, real_fraction, streams, propensity)
+        In the order they were shown.
+    edges : numpy.ndarray, optional
+        Bin edges (`default_edges` of every score by default).
+    correction : str
+        One of `CORRECTIONS`, as `fit`.
+
+    Returns
+    -------
+    list of BatchStep
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> s1, s2 = rng.random(100), rng.random(300)
+    >>> steps = history([("run1", s1, s1, ["blind"] * 100, np.full(100, np.nan)),
+    ...                  ("run2", s2, s2, ["random"] * 300, np.full(300, 0.1))])
+    >>> [(b.total, round(b.error, 3)) for b in steps]
+    [(100, 0.125), (400, 0.066)]
+    """
+    if edges is None:
+        edges = default_edges(
+            np.concatenate([np.asarray(b[1], float) for b in batches])
+        )
+    steps: list[BatchStep] = []
+    scores: list[np.ndarray] = []
+    fractions: list[np.ndarray] = []
+    weight: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    for run, s, y, streams, p in batches:
+        s = np.asarray(s, dtype=np.float64)
+        ok = np.isfinite(s)
+        scores.append(s[ok])
+        fractions.append(np.asarray(y, dtype=np.float64)[ok])
+        kept = [st for st, k in zip(streams, ok, strict=True) if k]
+        weight.append(weights(kept, np.asarray(p, dtype=np.float64)[ok], correction))
+        groups.append(np.full(int(ok.sum()), len(groups)))
+        cal = fit(
+            np.concatenate(scores),
+            np.concatenate(fractions),
+            edges=edges,
+            weight=np.concatenate(weight),
+            groups=np.concatenate(groups),
+        )
+        error = cal.error()
+        per = math.nan
+        if steps and steps[-1].error > error:
+            per = int(ok.sum()) / ((steps[-1].error - error) / 0.01)
+        counts: dict[str, int] = {}
+        for st in kept:
+            counts[st] = counts.get(st, 0) + 1
+        steps.append(
+            BatchStep(
+                run=run,
+                labels=int(ok.sum()),
+                total=sum(len(x) for x in scores),
+                streams=counts,
+                calibration=cal,
+                error=error,
+                labels_per_error=per,
+            )
+        )
+    return steps
