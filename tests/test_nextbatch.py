@@ -172,23 +172,19 @@ def test_disagreement_chooses_where_the_score_is_most_wrong() -> None:
     # s**3 of the time, so score and real-fraction differ most near s = 0.58.
     ids, scores = _population(8)
     cal = _calibration(9, 2000, curve=lambda s: np.asarray(s) ** 3)
-    choice = learning.choose(ids, scores, cal, 200, strategy="disagreement", seed=4)
+    choice = learning.choose(ids, scores, cal, 300, strategy="disagreement", seed=4)
     picked = dict(zip(ids.tolist(), scores.tolist(), strict=True))
-    chosen = np.array(
-        [
-            picked[int(i)]
-            for i, s in zip(choice.ids, choice.streams, strict=True)
-            if s == "strategy"
-        ]
-    )
+    streams = np.array(choice.streams)
+    chosen = np.array([picked[int(i)] for i in choice.ids])
     gap = chosen - chosen**3
-    assert np.all(gap > 0.3)
-    assert np.all((chosen > 0.35) & (chosen < 0.8))
+    wrong = gap > 0.25  # s from 0.3 to 0.83
+    assert wrong[streams == "strategy"].mean() > 0.8
+    assert (
+        wrong[streams == "strategy"].mean() > (scores - scores**3 > 0.25).mean() + 0.2
+    )
     # Ranked most disagreeing first.
-    values = [
-        v for v, s in zip(choice.value, choice.streams, strict=True) if s == "strategy"
-    ]
-    assert values == sorted(values, reverse=True)
+    values = choice.value[streams == "strategy"]
+    assert values.tolist() == sorted(values, reverse=True)
 
 
 def test_stratified_gives_each_bin_its_share_times_its_error() -> None:

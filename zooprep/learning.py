@@ -51,16 +51,20 @@ sample of the candidates), and count those picks as labels to come.
     so labels go where the calibration is least known: bins with few labels
     and bins whose real-fraction is near one half.
 ``disagreement``
-    The candidates whose calibrated probability (interpolated between bin
-    centres) is furthest from their raw score, ``|p(s) - s|``: where the
-    score is most wrong as a probability.  Needs a score in [0, 1].
+    Quotas per score bin in proportion to the bin's sum over its candidates
+    of ``(p(s) - s)^2``, the calibrated probability (interpolated between bin
+    centres) against the raw score: picks go where the score is most wrong as
+    a probability, and most often.  Needs a score in [0, 1].
 ``stratified``
     Quotas per score bin proportional to the bin's share of the candidates
     times its calibration error (``W_b sd_b``: Neyman's optimal allocation
     for the population-weighted error), at random within each bin.
 
-The choice is ranked, most informative first (`Choice.rank`): the order of
-the greedy picks, of the disagreement, or of each bin's marginal share; the
+All three choose at random within a bin, so every candidate of a bin has
+the same chance of being chosen (its propensity) and the labels of a bin
+stay a fair sample of it.  The choice is ranked, most informative first
+(`Choice.rank`): the order of the greedy picks, each pick's ``|p(s) - s|``,
+or each bin's marginal share; the
 random picks are spread evenly through the ranking (every fifth place at
 20 %), so however far volunteers get through a prioritized subject set, the
 random share of what they saw stays the same.
@@ -402,19 +406,14 @@ def choose(
     p_random = n_random / total if total else 0.0
     which = calibration.bin_of(scores)
     rest = n - n_random
-    if strategy == "disagreement":
-        picks, values, props = _by_disagreement(scores, calibration, taken, keys, rest)
-    else:
-        picks, values, props = _by_bins(
-            which, calibration, taken, keys, rest, strategy, n_random
-        )
+    gap = np.abs(calibration.predict(scores) - scores)
+    picks, values, props = _by_bins(
+        which, calibration, taken, keys, rest, strategy, gap
+    )
     props = p_random + (1.0 - p_random) * props
-    # A candidate's chance of being chosen by either stream.  In the bin
-    # strategies every candidate of a bin has the same chance, random picks
-    # included; a random pick outside the disagreement's choice had p_random.
+    # A candidate's chance of being chosen by either stream: the same for
+    # every candidate of a bin, random picks included.
     by_bin = {int(which[i]): float(p) for i, p in zip(picks, props, strict=True)}
-    if strategy == "disagreement":
-        by_bin = {}
     strat_order = np.argsort(-values, kind="stable")
     picks, values, props = picks[strat_order], values[strat_order], props[strat_order]
     ranked: list[tuple[int, str, float, float]] = []
@@ -444,21 +443,6 @@ def choose(
     )
 
 
-def _by_disagreement(
-    scores: np.ndarray,
-    calibration: Calibration,
-    taken: np.ndarray,
-    keys: np.ndarray,
-    n: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``n`` free candidates with the largest ``|p(s) - s|`` (ties by key)."""
-    free = np.flatnonzero(~taken)
-    gap = np.abs(calibration.predict(scores[free]) - scores[free])
-    order = np.lexsort((keys[free], -gap))[:n]
-    # Chosen by rank, not by chance: propensity 1.
-    return free[order], gap[order], np.ones(len(order))
-
-
 def _by_bins(
     which: np.ndarray,
     calibration: Calibration,
@@ -466,9 +450,9 @@ def _by_bins(
     keys: np.ndarray,
     n: int,
     strategy: str,
-    n_random: int,
+    gap: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quotas per bin (greedy by variance, or Neyman), then random within bins."""
+    """Quotas per bin (greedy by variance, Neyman, or by disagreement), then random within."""
     bins = calibration.bins
     free_by_bin = [np.flatnonzero((which == b) & ~taken) for b in range(bins)]
     capacity = np.array([len(f) for f in free_by_bin])
@@ -490,13 +474,18 @@ def _by_bins(
             if quota[b] < capacity[b]:
                 var = mean[b] * (1 - mean[b]) / (counts[b] + quota[b] + 1)
                 heapq.heappush(heap, (-var, b))
-    else:  # stratified: Neyman, W_b * sd_b, capped by what each bin has
+    elif strategy == "stratified":  # Neyman, W_b * sd_b, capped by what bins have
         total = max(1, int(capacity.sum()))
         share = capacity / total * calibration.sd
         quota = _allocate(share, capacity, n)
         for b in range(bins):
             # the k-th pick of a bin is worth share / (k + 1/2) (largest remainders)
             gains[b] = [float(share[b]) / (k + 0.5) for k in range(int(quota[b]))]
+    else:  # disagreement: in proportion to the bin's sum of (p(s) - s)^2
+        share = np.array(
+            [float((gap[f] ** 2).sum()) if len(f) else 0.0 for f in free_by_bin]
+        )
+        quota = _allocate(share, capacity, n)
     picks, values, props = [], [], []
     for b in range(bins):
         q = int(quota[b])
@@ -505,7 +494,9 @@ def _by_bins(
         free = free_by_bin[b]
         chosen = free[np.argsort(keys[free], kind="stable")[:q]]
         picks.append(chosen)
-        values.append(np.array(gains[b][:q]))
+        values.append(
+            gap[chosen] if strategy == "disagreement" else np.array(gains[b][:q])
+        )
         props.append(np.full(q, q / len(free)))
     if not picks:
         return np.empty(0, np.int64), np.empty(0), np.empty(0)
