@@ -51,16 +51,20 @@ sample of the candidates), and count those picks as labels to come.
     so labels go where the calibration is least known: bins with few labels
     and bins whose real-fraction is near one half.
 ``disagreement``
-    The candidates whose calibrated probability (interpolated between bin
-    centres) is furthest from their raw score, ``|p(s) - s|``: where the
-    score is most wrong as a probability.  Needs a score in [0, 1].
+    Quotas per score bin in proportion to the bin's sum over its candidates
+    of ``(p(s) - s)^2``, the calibrated probability (interpolated between bin
+    centres) against the raw score: picks go where the score is most wrong as
+    a probability, and most often.  Needs a score in [0, 1].
 ``stratified``
     Quotas per score bin proportional to the bin's share of the candidates
     times its calibration error (``W_b sd_b``: Neyman's optimal allocation
     for the population-weighted error), at random within each bin.
 
-The choice is ranked, most informative first (`Choice.rank`): the order of
-the greedy picks, of the disagreement, or of each bin's marginal share; the
+All three choose at random within a bin, so every candidate of a bin has
+the same chance of being chosen (its propensity) and the labels of a bin
+stay a fair sample of it.  The choice is ranked, most informative first
+(`Choice.rank`): the order of the greedy picks, each pick's ``|p(s) - s|``,
+or each bin's marginal share; the
 random picks are spread evenly through the ranking (every fifth place at
 20 %), so however far volunteers get through a prioritized subject set, the
 random share of what they saw stays the same.
@@ -92,12 +96,14 @@ __all__ = [
     "MIN_LABELLED",
     "STRATEGIES",
     "STREAMS",
+    "BatchStep",
     "Calibration",
     "Choice",
     "choose",
     "controversy",
     "default_edges",
     "fit",
+    "history",
     "random_count",
     "weights",
 ]
@@ -249,6 +255,7 @@ def fit(
     *,
     edges: np.ndarray | None = None,
     weight: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> Calibration:
     """Fit the calibration: a Beta posterior of the real-fraction per score bin.
 
@@ -264,6 +271,11 @@ def fit(
         Each label's weight (`weights`); within a bin the mean is the
         weighted (Hajek) mean and the count Kish's effective size
         ``(sum w)^2 / sum w^2``.  Zero-weight labels are left out.
+    groups : numpy.ndarray, optional
+        The batch of each label: weights are inverse propensities within
+        one batch's candidates, so they are scaled to a mean of 1 within each
+        batch and bin (a batch chosen blind, weight 1, and one chosen with
+        propensities 0.05 then pool by their effective counts).
 
     Returns
     -------
@@ -280,11 +292,15 @@ def fit(
     labels = np.zeros(bins, dtype=np.int64)
     ok = np.isfinite(s) & np.isfinite(y) & (w > 0)
     which = np.searchsorted(edges[1:-1], s[ok], side="right")
-    ys, ws = y[ok], w[ok]
+    ys, ws = y[ok], w[ok].copy()
+    gs = np.zeros(len(ys), np.int64) if groups is None else np.asarray(groups)[ok]
     for b in range(bins):
         sel = which == b
         if not sel.any():
             continue
+        for g in np.unique(gs[sel]):
+            cell = sel & (gs == g)
+            ws[cell] = ws[cell] / ws[cell].mean()
         wb, yb = ws[sel], ys[sel]
         mean = float((wb * yb).sum() / wb.sum())
         n_eff = float(wb.sum() ** 2 / (wb**2).sum())
@@ -390,17 +406,21 @@ def choose(
     p_random = n_random / total if total else 0.0
     which = calibration.bin_of(scores)
     rest = n - n_random
-    if strategy == "disagreement":
-        picks, values, props = _by_disagreement(scores, calibration, taken, keys, rest)
-    else:
-        picks, values, props = _by_bins(
-            which, calibration, taken, keys, rest, strategy, n_random
-        )
+    gap = np.abs(calibration.predict(scores) - scores)
+    picks, values, props = _by_bins(
+        which, calibration, taken, keys, rest, strategy, gap
+    )
     props = p_random + (1.0 - p_random) * props
+    # A candidate's chance of being chosen by either stream: the same for
+    # every candidate of a bin, random picks included.
+    by_bin = {int(which[i]): float(p) for i, p in zip(picks, props, strict=True)}
     strat_order = np.argsort(-values, kind="stable")
     picks, values, props = picks[strat_order], values[strat_order], props[strat_order]
     ranked: list[tuple[int, str, float, float]] = []
-    randoms = [(int(i), "random", p_random, math.nan) for i in random_picks]
+    randoms = [
+        (int(i), "random", by_bin.get(int(which[i]), p_random), math.nan)
+        for i in random_picks
+    ]
     strats = [
         (int(i), "strategy", float(p), float(v))
         for i, v, p in zip(picks, values, props, strict=True)
@@ -423,21 +443,6 @@ def choose(
     )
 
 
-def _by_disagreement(
-    scores: np.ndarray,
-    calibration: Calibration,
-    taken: np.ndarray,
-    keys: np.ndarray,
-    n: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``n`` free candidates with the largest ``|p(s) - s|`` (ties by key)."""
-    free = np.flatnonzero(~taken)
-    gap = np.abs(calibration.predict(scores[free]) - scores[free])
-    order = np.lexsort((keys[free], -gap))[:n]
-    # Chosen by rank, not by chance: propensity 1.
-    return free[order], gap[order], np.ones(len(order))
-
-
 def _by_bins(
     which: np.ndarray,
     calibration: Calibration,
@@ -445,9 +450,9 @@ def _by_bins(
     keys: np.ndarray,
     n: int,
     strategy: str,
-    n_random: int,
+    gap: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quotas per bin (greedy by variance, or Neyman), then random within bins."""
+    """Quotas per bin (greedy by variance, Neyman, or by disagreement), then random within."""
     bins = calibration.bins
     free_by_bin = [np.flatnonzero((which == b) & ~taken) for b in range(bins)]
     capacity = np.array([len(f) for f in free_by_bin])
@@ -469,13 +474,18 @@ def _by_bins(
             if quota[b] < capacity[b]:
                 var = mean[b] * (1 - mean[b]) / (counts[b] + quota[b] + 1)
                 heapq.heappush(heap, (-var, b))
-    else:  # stratified: Neyman, W_b * sd_b, capped by what each bin has
+    elif strategy == "stratified":  # Neyman, W_b * sd_b, capped by what bins have
         total = max(1, int(capacity.sum()))
         share = capacity / total * calibration.sd
         quota = _allocate(share, capacity, n)
         for b in range(bins):
             # the k-th pick of a bin is worth share / (k + 1/2) (largest remainders)
             gains[b] = [float(share[b]) / (k + 0.5) for k in range(int(quota[b]))]
+    else:  # disagreement: in proportion to the bin's sum of (p(s) - s)^2
+        share = np.array(
+            [float((gap[f] ** 2).sum()) if len(f) else 0.0 for f in free_by_bin]
+        )
+        quota = _allocate(share, capacity, n)
     picks, values, props = [], [], []
     for b in range(bins):
         q = int(quota[b])
@@ -484,7 +494,9 @@ def _by_bins(
         free = free_by_bin[b]
         chosen = free[np.argsort(keys[free], kind="stable")[:q]]
         picks.append(chosen)
-        values.append(np.array(gains[b][:q]))
+        values.append(
+            gap[chosen] if strategy == "disagreement" else np.array(gains[b][:q])
+        )
         props.append(np.full(q, q / len(free)))
     if not picks:
         return np.empty(0, np.int64), np.empty(0), np.empty(0)
@@ -531,3 +543,115 @@ def controversy(real_fraction: np.ndarray, volunteers: np.ndarray) -> np.ndarray
     out = 1.0 - np.abs(2.0 * f - 1.0)
     out[~np.isfinite(out) | (np.asarray(volunteers) < 2)] = 0.0
     return out
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """The calibration after one more batch.
+
+    Attributes
+    ----------
+    run : str
+        The batch (its run directory).
+    labels : int
+        Its classified subjects with a score.
+    total : int
+        Classified subjects with a score up to and including it.
+    streams : dict of str to int
+        Its labels per stream (``strategy``, ``random``, ``blind``).
+    calibration : Calibration
+        Fitted on every batch up to and including it.
+    error : float
+        `Calibration.error` (RMS over the bins of the posterior sd).
+    labels_per_error : float
+        This batch's labels per 0.01 the error fell (NaN for the first batch
+        or when it did not fall).
+    """
+
+    run: str
+    labels: int
+    total: int
+    streams: dict[str, int]
+    calibration: Calibration
+    error: float
+    labels_per_error: float
+
+    def shares(self) -> dict[str, float]:
+        """Each stream's share of the batch's labels."""
+        n = max(1, self.labels)
+        return {k: v / n for k, v in self.streams.items()}
+
+
+def history(
+    batches: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str], np.ndarray]],
+    *,
+    edges: np.ndarray | None = None,
+    correction: str = "ipw",
+) -> list[BatchStep]:
+    """The calibration after each batch, learnt from that batch and those before.
+
+    Parameters
+    ----------
+    batches : sequence of (run, scores, real_fraction, streams, propensity)
+        In the order they were shown.
+    edges : numpy.ndarray, optional
+        Bin edges (`default_edges` of every score by default).
+    correction : str
+        One of `CORRECTIONS`, as `fit`.
+
+    Returns
+    -------
+    list of BatchStep
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> s1, s2 = rng.random(100), rng.random(300)
+    >>> steps = history([("run1", s1, s1, ["blind"] * 100, np.full(100, np.nan)),
+    ...                  ("run2", s2, s2, ["random"] * 300, np.full(300, 0.1))])
+    >>> [(b.total, round(b.error, 3)) for b in steps]
+    [(100, 0.125), (400, 0.066)]
+    """
+    if edges is None:
+        edges = default_edges(
+            np.concatenate([np.asarray(b[1], float) for b in batches])
+        )
+    steps: list[BatchStep] = []
+    scores: list[np.ndarray] = []
+    fractions: list[np.ndarray] = []
+    weight: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    for run, s, y, streams, p in batches:
+        s = np.asarray(s, dtype=np.float64)
+        ok = np.isfinite(s)
+        scores.append(s[ok])
+        fractions.append(np.asarray(y, dtype=np.float64)[ok])
+        kept = [st for st, k in zip(streams, ok, strict=True) if k]
+        weight.append(weights(kept, np.asarray(p, dtype=np.float64)[ok], correction))
+        groups.append(np.full(int(ok.sum()), len(groups)))
+        cal = fit(
+            np.concatenate(scores),
+            np.concatenate(fractions),
+            edges=edges,
+            weight=np.concatenate(weight),
+            groups=np.concatenate(groups),
+        )
+        error = cal.error()
+        per = math.nan
+        if steps and steps[-1].error > error:
+            per = int(ok.sum()) / ((steps[-1].error - error) / 0.01)
+        counts: dict[str, int] = {}
+        for st in kept:
+            counts[st] = counts.get(st, 0) + 1
+        steps.append(
+            BatchStep(
+                run=run,
+                labels=int(ok.sum()),
+                total=sum(len(x) for x in scores),
+                streams=counts,
+                calibration=cal,
+                error=error,
+                labels_per_error=per,
+            )
+        )
+    return steps

@@ -106,10 +106,16 @@ class Learned:
             t["real_fraction"].to_numpy(float),
             edges=edges,
             weight=w,
+            groups=t["run"].to_numpy(),
         )
 
 
-def learned_from(runs: Iterable[str | os.PathLike[str]], *, flag: str) -> Learned:
+def learned_from(
+    runs: Iterable[str | os.PathLike[str]],
+    *,
+    flag: str,
+    minimum: int = learning.MIN_LABELLED,
+) -> Learned:
     """Read the named runs' results and shown sources (refusing what cannot be used).
 
     Parameters
@@ -118,6 +124,8 @@ def learned_from(runs: Iterable[str | os.PathLike[str]], *, flag: str) -> Learne
         Run directories with ``zooprep results`` done.
     flag : str
         How the runs were named, for messages (``--learn-from``).
+    minimum : int
+        Classified subjects with a score needed in all.
 
     Raises
     ------
@@ -211,18 +219,17 @@ def learned_from(runs: Iterable[str | os.PathLike[str]], *, flag: str) -> Learne
     if len(table):
         table = table[np.isfinite(table["score"].to_numpy(float))]
     names = ", ".join(str(p) for p in paths)
-    if len(table) < learning.MIN_LABELLED:
+    if len(table) < minimum:
         raise InputError(
             f"{flag} {names}: {len(table)} classified subjects with a pipeline "
             f"score ({'/'.join(SCORE_COLUMNS)}); calibrating needs at least "
-            f"{learning.MIN_LABELLED} (let volunteers classify more, then run "
+            f"{minimum} (let volunteers classify more, then run "
             "zooprep results again)"
         )
-    assert score is not None
     assert workflow is not None
     assert task is not None
     return Learned(
-        paths, score, table.reset_index(drop=True), shown, workflow, task,
+        paths, score or SCORE_COLUMNS[0], table.reset_index(drop=True), shown, workflow, task,
         digest.hexdigest()[:16],
     )  # fmt: skip
 
