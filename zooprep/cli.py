@@ -394,6 +394,11 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @flag(SelectOptions, "rename", multiple=True, metavar="OLD=NEW")
 @flag(SelectOptions, "instrument")
 @flag(SelectOptions, "append", is_flag=True)
+@flag(SelectOptions, "next", type=int, metavar="N")
+@flag(SelectOptions, "learn_from", multiple=True, metavar="RUN")
+@flag(SelectOptions, "strategy")
+@flag(SelectOptions, "random_share", type=float, metavar="SHARE")
+@flag(SelectOptions, "reshow_controversial", type=int, metavar="K")
 @command
 def select(run: Path, **kw: Any) -> None:
     """Choose the sources to show volunteers and start (or extend) RUN.
@@ -408,7 +413,9 @@ def select(run: Path, **kw: Any) -> None:
     random sample. A catalog needs an id (diaSourceId or --id-column), visit
     and detector (or image), and x and y (or ra and dec), under DiaSource
     names (map others with --rename). Re-running the same select continues
-    it; a different one on a run with sources needs --append.
+    it; a different one on a run with sources needs --append. --next N
+    --learn-from RUN chooses the next batch from what volunteers said in the
+    runs named (README, "The next batch").
 
     \b
     Example:
@@ -416,6 +423,8 @@ def select(run: Path, **kw: Any) -> None:
           --where 'reliability > 0.2' --sample 500 --seed 1
       LASAIR_TOKEN=... zooprep select run2 --lasair-query 'nDiaSources > 5'
       zooprep select run3 --kafka broker:9092 --topic alerts --until-idle 60
+      zooprep select run4 --apdb sqlite:///apdb.sqlite3 --next 500 \\
+          --learn-from run1 --learn-from run2 --strategy uncertainty
     """
     kw = _given(kw)
     if "rename" in kw:
