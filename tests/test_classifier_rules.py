@@ -13,12 +13,14 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from PIL import ImageFont
 
 import zooprep
@@ -31,11 +33,14 @@ from tests.classifier_model import (
 )
 from tests.panoptes_standin.server import ALLOWED_MIME_TYPES
 from tests.test_subjects import FlatImages
+from zooprep.cli import cli
 from zooprep.lightcurves import DETECTION, FORCED, LIMIT, LightCurveBuilder
 from zooprep.readers.history import row_light_curve, rubin_light_curve
 from zooprep.renderers._draw import font_path
+from zooprep.renderers.lightcurve import png_size
 from zooprep.run import Run
 from zooprep.scatterplot import scatter_plot_json
+from zooprep.viewers import draws, viewer_problem, viewer_to_set
 from zooprep.vocabulary import CONTENT_TYPES
 
 # -- rules of the chart as the classifier draws it ----------------------------------
@@ -383,3 +388,115 @@ def test_limits_and_forced_points_are_drawn_at_their_values_not_as_flares() -> N
     assert body["chartOptions"]["yAxisLabel"] == "Flux (microjansky)"
     assert [p["y"] for p in limits["seriesData"]] == [680.0, 650.0]
     assert all("y_error" not in p for p in limits["seriesData"])
+
+
+# -- the README's table of subject kinds is what render writes ------------------------
+
+
+def _subject_kind_rows() -> list[dict[str, str]]:
+    """The rows of the README's subject-kind table, by column title."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("### Subjects of several files: frames and light curves")[1]
+    start = section.index("| `--layout` |")
+    lines = section[start:].split("\n\n")[0].splitlines()
+    head = [c.strip().strip("`") for c in lines[0].strip("|").split("|")]
+    assert head == ["--layout", "light curve", "files, in location order",
+                    "subject_viewer", "volunteers see"]  # fmt: skip
+    return [
+        dict(zip(head, (c.strip() for c in ln.strip("|").split("|")), strict=True))
+        for ln in lines[2:]
+    ]
+
+
+def _code(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+@pytest.fixture
+def decam_run(tmp_path: Path, test_data: Path) -> tuple[Path, dict[str, str]]:
+    """Six DECam sources without history (light curves of one point), and images."""
+    base = test_data / "decam_sfft"
+    images = {
+        "science": str(base / "Stack-DEC-OBS04.fits"),
+        "template": str(base / "Stack-DEC-OBS18.fits"),
+        "difference": str(base / "FinalDifference.fits"),
+    }
+    rng = np.random.default_rng(3)
+    n = 6
+    pd.DataFrame(
+        {
+            "diaSourceId": 506428274000265570 + np.arange(n, dtype=np.int64),
+            "visit": 1,
+            "detector": 2,
+            "band": "i",
+            "midpointMjdTai": 60000.0 + np.arange(n),
+            "psfFlux": rng.uniform(-500, 5000, n),
+            "psfFluxErr": 100.0,
+            "x": rng.uniform(40, 215, n),
+            "y": rng.uniform(40, 215, n),
+        }
+    ).to_csv(tmp_path / "cat.csv", index=False)
+    return tmp_path / "cat.csv", images
+
+
+def test_readme_subject_kinds_are_the_files_render_writes_and_the_viewer_to_set(
+    decam_run: tuple[Path, dict[str, str]],
+) -> None:
+    catalog, images = decam_run
+    rows = _subject_kind_rows()
+    assert len(rows) == 7
+    seen = set()
+    for n, row in enumerate(rows):
+        run = catalog.parent / f"run{n}"  # a new run per row: no saved settings
+        zooprep.select(run, catalog=catalog)
+        layout = _code(row["--layout"])[0]
+        flags = " ".join(_code(row["light curve"])).split()
+        args = ["render", str(run), "--layout", layout, *flags]
+        args += [f"--{k}={v}" for k, v in images.items()]
+        out = CliRunner().invoke(cli, args)
+        seen.add((layout, tuple(flags)))
+        if row["files, in location order"].startswith("refused"):
+            assert out.exit_code == 2, (row, out.output)
+            assert not row["subject_viewer"]
+            continue
+        assert out.exit_code == 0, (row, out.output)
+        with Run.open(run, lock=False) as r:
+            sources = list(r.iter_sources(["rendered"]))
+        assert len(sources) == 6
+        for src in sources:
+            names = [Path(f).name for f in src.files]
+            expected = [
+                c.replace("<id>", str(src.id))
+                for c in _code(row["files, in location order"])
+            ]
+            assert names == expected, row  # fmt: skip
+            mimes = [CONTENT_TYPES[Path(n).suffix] for n in names]
+            # The viewer to set is the one zooprep/viewers.py says.
+            wanted = _code(row["subject_viewer"])[0]
+            assert viewer_to_set([mimes]) == wanted, row
+            unset_ok = row["subject_viewer"].startswith("unset is fine")
+            assert (viewer_problem(None, [mimes]) is None) == unset_ok, row
+            assert draws(wanted, mimes).shows_all
+            # Every image the viewer flips through has one pixel size.
+            sizes = {
+                png_size((run / f).read_bytes())
+                for f in src.files
+                if f.endswith(".png")
+            }
+            assert len(sizes) == 1, (row, sizes)
+            # JSON only where a chart is drawn, never among the images.
+            if any(n.endswith(".json") for n in names):
+                assert draws(wanted, mimes).chart == len(names) - 1
+    assert ("triplet", ()) in seen
+    assert ("both", ()) in seen
+
+
+def test_render_help_names_the_subject_kinds_and_their_viewers() -> None:
+    out = CliRunner().invoke(cli, ["render", "--help"])
+    assert out.exit_code == 0
+    text = " ".join(out.output.split())
+    for row in _subject_kind_rows():
+        for viewer in _code(row["subject_viewer"]):
+            assert viewer in text
+    assert "dataImage" in text
+    assert "--layout both" in text

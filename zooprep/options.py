@@ -1098,8 +1098,9 @@ class RenderOptions(Options):
         choices=LIGHTCURVES,
         help="Also draw each source's light curve from its object's history "
         "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
-        "DiaForcedSource): flux in nJy (flux, when given alone) or AB "
-        "magnitude (mag).",
+        "DiaForcedSource): flux (flux, when given alone; in nJy, µJy or mJy, "
+        "whichever keeps it below 1000) or AB magnitude (mag).  A PNG beside a "
+        "triplet, at its size; see --lightcurve-json.",
     )
     lightcurve_json: bool = setting(
         False,
