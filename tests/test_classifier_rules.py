@@ -11,6 +11,7 @@ the classifier accepts; the chart's tick labels fit the margin of the
 from __future__ import annotations
 
 import glob
+import io
 import json
 import math
 import re
@@ -281,6 +282,8 @@ def test_decam_catalog_sources_without_history_are_one_point_charts(
         files = {s.id: s.files for s in r.iter_sources(["rendered"])}
     assert [Path(f).name for f in files[3]] == ["3.png"]
     assert zooprep.status(run)["notes"] == {"no light curve (no point to draw)": 1}
+    out = CliRunner().invoke(cli, ["status", str(run)])
+    assert "note: 1 sources: no light curve (no point to draw)" in out.output
     for sid in (1, 2, 4):
         body = parse_strict((run / files[sid][-1]).read_bytes())
         check_drawn(body, "mag")
@@ -500,3 +503,44 @@ def test_render_help_names_the_subject_kinds_and_their_viewers() -> None:
             assert viewer in text
     assert "dataImage" in text
     assert "--layout both" in text
+
+
+# -- the PNG light curve follows the chart's choices ----------------------------------
+
+
+@pytest.mark.parametrize("mode", ["flux", "mag"])
+@pytest.mark.parametrize("case", ["many bands", "negative fluxes in magnitude mode"])
+def test_the_light_curve_picture_uses_the_charts_colours_and_unit(
+    case: str, mode: str
+) -> None:
+    from PIL import Image
+
+    from zooprep.lightcurves import light_curve_plot
+    from zooprep.renderers.lightcurve import LightCurveRenderer
+
+    curve = EDGE_CASES[case]
+    png = LightCurveRenderer(mode).render(curve, "object 70", (615, 229))
+    assert png_size(png) == (615, 229)
+    with Image.open(io.BytesIO(png)) as img:
+        colours = {c for _, c in img.convert("RGB").getcolors(1 << 20) or []}
+    body = parse_strict(scatter_plot_json(curve, mode) or b"")
+    shown = light_curve_plot(curve, mode)
+    assert [s.label for s in shown.series] == [
+        s["seriesOptions"]["label"] for s in body["data"]
+    ]
+    for s in body["data"][:12]:  # the legend lists the first bands
+        hex_colour = s["seriesOptions"]["color"]
+        rgb = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert rgb in colours, s["seriesOptions"]["label"]
+    assert shown.y_label in ("AB magnitude", "Flux (µJy)", "Flux (nJy)")
+    assert shown.viewer_y_label.startswith(shown.y_label.split(" (")[0])
+
+
+def test_picture_tick_labels_never_use_an_exponent() -> None:
+    from zooprep.renderers.lightcurve import nice_ticks, tick_label
+
+    for lo, hi in [(0, 680_000), (-2e5, 3e5), (0.0, 0.004), (21.3, 21.31), (0, 5)]:
+        ticks = nice_ticks(lo, hi)
+        step = ticks[1] - ticks[0]
+        labels = [tick_label(t, step) for t in ticks]
+        assert all("e" not in label for label in labels), labels
