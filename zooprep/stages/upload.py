@@ -11,10 +11,12 @@ Exactly once, whatever happens::
                 -> record its id in the run state (committed)
                 -> PUT each file to its signed URL, check the 201
                 -> read each file back from the subject's public location
-                   (size, and MD5 where the store says it); a missing one is
-                   PUT again with fresh signed URLs, and if it is still
-                   missing the subject is taken out of the set and the row
-                   fails (repaired, and linked again, by the next run)
+                   (size, and MD5 where the store says it): the locations
+                   of up to 100 subjects in one GET /subjects?id=..., then a
+                   HEAD per file; a missing one is PUT again with fresh
+                   signed URLs, and if it is still missing the subject is
+                   taken out of the set and the row fails (repaired, and
+                   linked again, by the next run)
                 -> record status ``linked``
     uncertain   a create that answered 5xx or timed out is never re-POSTed
                 blindly: the set is listed again and the row adopted or
@@ -25,8 +27,14 @@ its ``locations``) on this run or the next one; it is never left broken.  Only
 a subject created by this code can be in the set with our ``#zooprep_id``, and
 every one is recorded or adopted, so there are no orphans.
 
-Worker threads each own a `~zooprep.panoptes.PanoptesAPI`; they write the run
-state through one lock-guarded connection (commits are small and fast).
+The rows go through a pipeline (`_pool`): ``--workers`` threads send the API
+requests (creates), as many PUT the files to the store, and as many read them
+back, so the read-back overlaps the next creates.  Every thread owns a
+`~zooprep.panoptes.PanoptesAPI`; they share one set of per-request deadlines
+(`~zooprep.panoptes.RequestDeadlines`: a hung request is given up after a few
+times the latency seen so far and retried; a create always gets the whole
+``--timeout``) and write the run state through one lock-guarded connection
+(commits are small and fast).
 
 On SIGTERM, SIGINT or SIGHUP (`zooprep.interrupt`) no new row is started and
 each worker stops at its next safe point: before a create, or after the
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -219,14 +228,16 @@ class _Outcome:
         "quota",
         "unlinked",
         "abandoned",
+        "created",  # created (or given fresh URLs): files to PUT
         "put",  # files PUT, to be read back
         "recheck",  # read back and missing: PUT again with fresh URLs
     ]
     created: bool = False
     repaired: bool = False
     reason: str = ""
-    linked: bool = True  # in the subject set (for "put" and "recheck")
+    linked: bool = True  # in the subject set (for "created", "put", "recheck")
     data: list[bytes] = field(default_factory=list, repr=False)
+    urls: list[str] = field(default_factory=list, repr=False)  # signed PUT URLs
 
 
 class _State:
@@ -924,29 +935,35 @@ def _pool(
     n_workers: int,
     stop: threading.Event,
 ) -> Iterator[_Outcome]:
-    """Run `_process` over items with at most a few in flight per worker.
+    """Upload items as a pipeline; yield each row's final outcome.
 
-    With the read-back on, a worker creates the subject and PUTs its files,
-    then takes the next row; the subjects whose files are PUT are read back
-    here in batches: one ``GET /subjects?id=...`` gives the public locations
-    of up to 100 of them, and their HEADs run on a pool of their own, beside
-    the next creates.  A subject counts as uploaded (`_State.stored`) only
-    once every one of its files is read back; one that is not is given fresh
-    upload URLs and PUT again by a worker (`_second_try`).
+    ``n_workers`` threads send the Panoptes API requests (`_process`: the
+    create, or fresh upload URLs for a repair) and take the next row as soon
+    as the subject is recorded; as many threads PUT the files to the store
+    (`_put_files`).  With the read-back on, the subjects whose files are PUT
+    are then read back in batches: one ``GET /subjects?id=...`` gives the
+    public locations of up to 100 of them, and their HEADs run on a pool of
+    their own (`_read_back`), beside the next creates.  A subject counts as
+    uploaded (`_State.stored`) only once every one of its files is read back;
+    one whose PUT failed or whose file is not there is given fresh upload URLs
+    and PUT again by a worker (`_second_try`).  Rows in flight are bounded.
     """
     window = n_workers * 4
     queue = iter(items)
     work_pool = cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-upload")
+    put_pool = cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-put")
     check_pool = cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-verify")
     batch_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="zooprep-readback")
-    with work_pool, check_pool, batch_pool:
+    with work_pool, put_pool, check_pool, batch_pool:
         work: set[cf.Future[_Outcome]] = set()
+        puts: set[cf.Future[_Outcome]] = set()
         checks: set[cf.Future[_Outcome]] = set()
         batches: dict[cf.Future[dict[str, list[str]]], list[_Outcome]] = {}
         waiting: list[_Outcome] = []  # files PUT, not yet read back
 
         def unverified() -> int:
-            return len(waiting) + len(checks) + sum(len(b) for b in batches.values())
+            in_batches = sum(len(b) for b in batches.values())
+            return len(puts) + len(waiting) + len(checks) + in_batches
 
         def fill() -> None:
             while (
@@ -967,12 +984,12 @@ def _pool(
                 batches[future] = batch
 
         fill()
-        while work or checks or batches or waiting:
+        while work or puts or checks or batches or waiting:
             if interrupt.requested() and waiting:
                 # Recorded with their media pending: the next run repairs them.
                 yield from (_Outcome(o.item, "abandoned") for o in waiting)
                 waiting.clear()
-            running: set[cf.Future[Any]] = {*work, *checks, *batches}
+            running: set[cf.Future[Any]] = {*work, *puts, *checks, *batches}
             if not running:
                 fill()
                 continue
@@ -989,9 +1006,15 @@ def _pool(
                         )
                     continue
                 work.discard(future)
+                puts.discard(future)
                 checks.discard(future)
                 outcome = future.result()
-                if outcome.kind == "put":
+                if outcome.kind in ("created", "recheck") and interrupt.requested():
+                    # Recorded with their media pending: the next run repairs them.
+                    yield _Outcome(outcome.item, "abandoned")
+                elif outcome.kind == "created":
+                    puts.add(put_pool.submit(_put_files, workers, state, outcome))
+                elif outcome.kind == "put":
                     waiting.append(outcome)
                 elif outcome.kind == "recheck":
                     work.add(work_pool.submit(_second_try, workers, state, outcome))
@@ -1033,14 +1056,7 @@ def _read_back(
             item.id,
             "; ".join(problems),
         )
-        return _Outcome(
-            item,
-            "recheck",
-            created=put.created,
-            repaired=put.repaired,
-            linked=put.linked,
-            data=put.data,
-        )
+        return dataclasses.replace(put, kind="recheck")
     state.stored(item.id, item.subject_id, put.linked)
     return _Outcome(
         item,
@@ -1055,12 +1071,13 @@ def _process(
     state: _State,
     item: _Item,
     stop: threading.Event,
-    defer_check: bool = False,
+    pipelined: bool = False,
 ) -> _Outcome:
     """Create or repair one subject; never raises for a per-row failure.
 
-    With ``defer_check`` (and the read-back on) the files are PUT and the
-    outcome is ``put``: the caller reads them back.
+    ``pipelined``: stop once the subject is created (or has fresh upload
+    URLs), with outcome ``created``; the caller PUTs its files
+    (`_put_files`) and reads them back.
     """
     if stop.is_set():
         return _Outcome(item, "failed", reason="not attempted: subject quota reached")
@@ -1099,24 +1116,20 @@ def _process(
                 # The recorded subject is gone: start this row afresh.
                 state.forget(item.id)
                 item.subject_id, item.action = None, "create"
-                return _process(workers, state, item, stop, defer_check)
+                return _process(workers, state, item, stop, pipelined)
         if interrupt.requested():
             # A safe point: the subject is recorded with its media pending,
             # so the next run repairs it.
             return _Outcome(item, "abandoned")
-        if defer_check and workers.verify:
-            try:
-                _put_all(api, item, urls, data, label)
-            except PanoptesError as exc:
-                logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
-                return _again(api, state, item, data, created, linked)
+        if pipelined:
             return _Outcome(
                 item,
-                "put",
+                "created",
                 created=created,
                 repaired=not created,
                 linked=linked,
                 data=data,
+                urls=urls,
             )
         try:
             _put_media(api, item, urls, data, label, workers.verify)
@@ -1138,6 +1151,27 @@ def _process(
         if created:
             item.action = "repair"
         return _Outcome(item, "failed", reason=str(exc))
+
+
+def _put_files(workers: _Workers, state: _State, made: _Outcome) -> _Outcome:
+    """PUT the files of a subject just created; ``put`` (to read back) or final."""
+    item = made.item
+    assert item.subject_id is not None
+    label = f"source {item.id}"
+    try:
+        _put_all(workers.api(), item, made.urls, made.data, label)
+    except PanoptesError as exc:
+        logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
+        return dataclasses.replace(made, kind="recheck", urls=[])
+    if workers.verify:
+        return dataclasses.replace(made, kind="put", urls=[])
+    state.stored(item.id, item.subject_id, made.linked)
+    return _Outcome(
+        item,
+        "done" if made.linked else "unlinked",
+        created=made.created,
+        repaired=made.repaired,
+    )
 
 
 def _second_try(workers: _Workers, state: _State, put: _Outcome) -> _Outcome:
