@@ -20,7 +20,9 @@ answers is then learned.
 
 It is the same rule for every remote reader: give `Deadline.timeout` to the
 request, and on an answer (any status) call `Deadline.observe` with the time it
-took; a request that timed out is not observed.
+took (or wrap the request in `Deadline.timed`); a request that timed out is
+not observed.  `host_deadline` gives the deadline shared by every request to
+one host in this process (what the image readers use).
 
 Examples
 --------
@@ -42,11 +44,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 
-__all__ = ["Deadline"]
+__all__ = ["Deadline", "host_deadline"]
 
 
 class Deadline:
@@ -173,3 +177,42 @@ class Deadline:
         started = time.monotonic()
         yield self.timeout(size, attempt)
         self.observe(time.monotonic() - started, size)
+
+
+_hosts: dict[tuple[int, str, float], Deadline] = {}
+_hosts_lock = threading.Lock()
+
+
+def host_deadline(url: str, ceiling: float) -> Deadline:
+    """The `Deadline` shared by this process's requests to ``url``'s host.
+
+    One per scheme, host and port (and ``ceiling``), created on first use and
+    learned from every request to that host; keyed by process id too, so a
+    forked worker process learns afresh instead of sharing its parent's lock.
+
+    Parameters
+    ----------
+    url : str
+        Any URL of the host (``https://host:port/...``, ``s3://bucket/...``).
+    ceiling : float
+        The upper bound of its deadlines (the reader's timeout).
+
+    Returns
+    -------
+    Deadline
+
+    Examples
+    --------
+    >>> a = host_deadline("https://data.example.org/a.fits?sig=x", 30.0)
+    >>> a is host_deadline("https://data.example.org/b.fits", 30.0)
+    True
+    >>> a is host_deadline("https://other.example.org/a.fits", 30.0)
+    False
+    """
+    parts = urllib.parse.urlsplit(url)
+    key = (os.getpid(), f"{parts.scheme}://{parts.netloc}".lower(), float(ceiling))
+    with _hosts_lock:
+        found = _hosts.get(key)
+        if found is None:
+            found = _hosts[key] = Deadline(ceiling)
+        return found

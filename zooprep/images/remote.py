@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from zooprep.deadlines import Deadline
+from zooprep.deadlines import Deadline, host_deadline
 from zooprep.errors import InputError
 from zooprep.images.fitsimage import FitsImage, image_hdu, log_warnings
 
@@ -329,20 +329,11 @@ def _with_retries(
 
 _pools: dict[tuple[int, str], concurrent.futures.ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
-_deadlines: dict[tuple[int, str], Deadline] = {}
 
 
 def deadline(url: str) -> Deadline:
-    """The per-request deadline of ``url``'s host in this process (learned from its reads).
-
-    Bounded by `TIMEOUT`.  Keyed by process id too, as the pools are.
-    """
-    parts = urllib.parse.urlsplit(url)
-    key = (os.getpid(), f"{parts.scheme}://{parts.netloc}")
-    with _pools_lock:
-        if key not in _deadlines:
-            _deadlines[key] = Deadline(TIMEOUT)
-        return _deadlines[key]
+    """The per-request deadline of ``url``'s host in this process, at most `TIMEOUT`."""
+    return host_deadline(url, TIMEOUT)
 
 
 def pool(name: str = "fetch") -> concurrent.futures.ThreadPoolExecutor:
