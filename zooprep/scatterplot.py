@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-
-from zooprep.lightcurves import X_LABEL, LightCurve, Plot, light_curve_plot
+from zooprep.lightcurves import X_LABEL, LightCurve, light_curve_plot
 
 __all__ = ["scatter_plot_json"]
 
@@ -33,20 +31,6 @@ __all__ = ["scatter_plot_json"]
 def _number(value: float, digits: int) -> float:
     """A finite value rounded for the file (``-0.0`` written as ``0.0``)."""
     return round(float(value), digits) + 0.0
-
-
-def _digits(shown: Plot) -> int:
-    """Decimals of the y values: 0.01 mag, or three significant digits of flux.
-
-    The classifier's ticks (d3, ten over the points' extent) get as many
-    decimals as their step needs; values this coarse keep the step at least
-    a thousandth of the largest value, so a label is at most six characters
-    (``-850.1``, ``21.451``) and fits the ``dataImage`` chart's margin.
-    """
-    if shown.mode == "mag":
-        return 2
-    top = max(float(np.abs(s.y).max()) for s in shown.series)
-    return 2 - math.floor(math.log10(top)) if top > 0 else 3
 
 
 def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
@@ -64,7 +48,7 @@ def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
     shown = light_curve_plot(curve, mode)
     if not shown.points:
         return None
-    digits = _digits(shown)
+    digits = shown.digits
     data = []
     for s in shown.series:
         points = []
