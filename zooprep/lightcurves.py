@@ -34,6 +34,8 @@ __all__ = [
     "GLYPHS",
     "LIMIT",
     "PALETTE",
+    "VIEWER_X_LABEL",
+    "X_LABEL",
     "LightCurve",
     "LightCurveBuilder",
     "Plot",
@@ -169,7 +171,14 @@ POINT_SIZES = {DETECTION: 36.0, FORCED: 25.0, LIMIT: 36.0}
 CURRENT_SIZE = 100.0
 #: How a series' label names its kind after the band.
 KIND_WORDS = {DETECTION: "", FORCED: " forced", LIMIT: " limit"}
+#: The x axis' title in the PNG.
 X_LABEL = "Days since first detection"
+#: The same in the classifier's chart, which centres the title on the axis'
+#: left end (``Axis.jsx``: ``dx = -range / 2`` with visx's middle anchor) inside
+#: a 70 px margin (``DataImageViewer.jsx``), upper-cased and letter-spaced: a
+#: title wider than 140 px loses its start (measured in Chromium: "Days since
+#: first detection" showed as "SINCE FIRST DETECTION").
+VIEWER_X_LABEL = "Days"
 
 
 def band_colours(bands: Sequence[str]) -> dict[str, str]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 
-from zooprep.lightcurves import X_LABEL, LightCurve, light_curve_plot
+from zooprep.lightcurves import VIEWER_X_LABEL, LightCurve, light_curve_plot
 
 __all__ = ["scatter_plot_json"]
 
@@ -38,7 +38,8 @@ def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
 
     One series per band and kind of point, and one for the classified
     source's own point (see `~zooprep.lightcurves.light_curve_plot`).  ``x``
-    is days since the first detection, ``y`` the flux in the unit the axis
+    is days since the first detection (the axis title is just "Days": a
+    longer one is cut off by the chart), ``y`` the flux in the unit the axis
     title names (nJy, µJy, mJy or Jy, so ticks have at most three digits
     before the point; three significant digits) or the AB magnitude (to
     0.01), with the y axis inverted
@@ -71,7 +72,7 @@ def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
     body = {
         "data": data,
         "chartOptions": {
-            "xAxisLabel": X_LABEL,
+            "xAxisLabel": VIEWER_X_LABEL,
             "yAxisLabel": shown.viewer_y_label,
             "invertAxes": {"x": False, "y": shown.inverted},
         },
