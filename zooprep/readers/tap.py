@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from zooprep.errors import InputError
+from zooprep.errors import InputError, RateLimited
 from zooprep.files import atomic_write
 from zooprep.readers.base import ReadFailure, image_group, kept_positions
 from zooprep.readers.where import (
@@ -234,6 +234,8 @@ class TapReader:
     """
 
     kind = "tap"
+    #: A TAP service has no rate limit that ends reading early.
+    stopped: RateLimited | None = None
 
     def __init__(
         self,
