@@ -102,7 +102,8 @@ function drawn(root) {
   }))
   const thumbnails = [...root.querySelectorAll('img')].map(el => el.getAttribute('src'))
   // a flipbook's (or frame carousel's) frame buttons
-  const frames = root.querySelectorAll('[role=tablist] [role=tab]').length
+  // and a multiFrame carousel's radio buttons (one per location)
+  const frames = root.querySelectorAll('[role=tablist] [role=tab], input[name=frame]').length
   const charts = [...root.querySelectorAll('svg.scatterPlot')].map(svg => ({
     points: svg.querySelectorAll('.chartContent .visx-glyph').length,
     box: box(svg),
@@ -355,7 +356,21 @@ def expected(viewer: str | None, types: list[str]) -> dict[str, Any]:
         "images": len(drawing.images),
         "charts": drawing.charts,
         "broken": len(drawing.broken),
+        # frame buttons: a flipbook's per image, a multiFrame carousel's per
+        # location; none for one image or a chart alone
+        "frames": _frames(drawing),
     }
+
+
+def _frames(drawing: Any) -> int:
+    """Frame buttons drawn: per image in a flipbook, per location in multiFrame."""
+    if drawing.viewer == "multiFrame":
+        return len(drawing.images) + len(drawing.broken)
+    if drawing.viewer == "flipbook":
+        return len(drawing.images)
+    if drawing.viewer == "dataImage" and len(drawing.images) > 1:
+        return len(drawing.images)  # its images are a flipbook
+    return 0
 
 
 def describe(subject: Subject, got: dict[str, Any], want: dict[str, Any]) -> str:
@@ -383,7 +398,7 @@ def describe(subject: Subject, got: dict[str, Any], want: dict[str, Any]) -> str
         lines.append(f"  {problem}")
     lines.append(
         f"  zooprep.viewers predicts: {want['viewer']}, {want['images']} images, "
-        f"{want['charts']} charts"
+        f"{want['charts']} charts, {want['frames']} frames"
     )
     return "\n".join(lines)
 
@@ -398,7 +413,7 @@ def agrees(got: dict[str, Any], want: dict[str, Any]) -> bool:
         got.get("viewer") == want["viewer"]
         and len(got.get("charts", [])) == want["charts"]
         and (images >= 1) == (want["images"] >= 1)
-        and (frames == want["images"] if frames else want["images"] <= 1)
+        and frames == want["frames"]
     )
 
 
