@@ -255,6 +255,8 @@ def _print_status(report: dict[str, Any]) -> None:
                 item["example"],
             )
         console.print(failed)
+    for what, n in (report.get("notes") or {}).items():
+        console.print(f"note: {n} sources: {what}")
     if report.get("results"):
         res = report["results"]
         console.print(
@@ -392,6 +394,11 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @flag(SelectOptions, "rename", multiple=True, metavar="OLD=NEW")
 @flag(SelectOptions, "instrument")
 @flag(SelectOptions, "append", is_flag=True)
+@flag(SelectOptions, "next", type=int, metavar="N")
+@flag(SelectOptions, "learn_from", multiple=True, metavar="RUN")
+@flag(SelectOptions, "strategy")
+@flag(SelectOptions, "random_share", type=float, metavar="SHARE")
+@flag(SelectOptions, "reshow_controversial", type=int, metavar="K")
 @command
 def select(run: Path, **kw: Any) -> None:
     """Choose the sources to show volunteers and start (or extend) RUN.
@@ -406,7 +413,9 @@ def select(run: Path, **kw: Any) -> None:
     random sample. A catalog needs an id (diaSourceId or --id-column), visit
     and detector (or image), and x and y (or ra and dec), under DiaSource
     names (map others with --rename). Re-running the same select continues
-    it; a different one on a run with sources needs --append.
+    it; a different one on a run with sources needs --append. --next N
+    --learn-from RUN chooses the next batch from what volunteers said in the
+    runs named (README, "The next batch").
 
     \b
     Example:
@@ -414,6 +423,8 @@ def select(run: Path, **kw: Any) -> None:
           --where 'reliability > 0.2' --sample 500 --seed 1
       LASAIR_TOKEN=... zooprep select run2 --lasair-query 'nDiaSources > 5'
       zooprep select run3 --kafka broker:9092 --topic alerts --until-idle 60
+      zooprep select run4 --apdb sqlite:///apdb.sqlite3 --next 500 \\
+          --learn-from run1 --learn-from run2 --strategy uncertainty
     """
     kw = _given(kw)
     if "rename" in kw:
@@ -482,11 +493,20 @@ def render(run: Path, **kw: Any) -> None:
       zooprep render run2 --science 's3://survey/{visit}/{detector}/calexp.fits' \\
           --template 's3://survey/{visit}/{detector}/template.fits' \\
           --difference 's3://survey/{visit}/{detector}/diff.fits'
-      zooprep render alerts1 --layout both --lightcurve mag --lightcurve-json
+      zooprep render alerts1 --layout frames --lightcurve mag --lightcurve-json
 
-    Files per source, in this order (the subject's locations): <id>.png (the
-    triplet), <id>_<n>_template|science|difference.png (frames, size n),
-    <id>_lightcurve.png, <id>_lightcurve.json.
+    \b
+    Subjects (files in location order -> workflow subject_viewer):
+      --layout triplet               <id>.png -> singleImage (automatic)
+      --layout frames                <id>_<n>_template|science|difference.png
+                                     -> flipbook (automatic): blink
+      triplet + --lightcurve         <id>.png, <id>_lightcurve.png (same size)
+                                     -> flipbook (automatic)
+      triplet|frames + --lightcurve --lightcurve-json
+                                     the images, <id>_lightcurve.json
+                                     -> dataImage: the chart beside them
+    A light curve without a point to draw gives no light-curve file.  --layout
+    both and frames with a light-curve PNG are refused (mixed image sizes).
     """
     kw = _given(kw)
     images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}
