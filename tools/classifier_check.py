@@ -350,9 +350,12 @@ def expected(viewer: str | None, types: list[str]) -> dict[str, Any]:
     from zooprep.viewers import automatic_viewer, draws, subject_model
 
     drawing = draws(viewer, types)
+    # The store's name of the workflow's value (``viewerType`` of
+    # WorkflowConfiguration.js: ``lightcurve`` is ``lightCurve``).
+    store_name = {"lightcurve": "lightCurve"}.get(viewer or "", viewer)
     return {
         "valid": subject_model(types) is not None,
-        "viewer": viewer or automatic_viewer(types),
+        "viewer": store_name or automatic_viewer(types),
         "images": len(drawing.images),
         "charts": drawing.charts,
         "broken": len(drawing.broken),
