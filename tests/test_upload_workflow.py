@@ -408,27 +408,31 @@ def _triplet_and_chart_run(path, n: int, without_chart: int):
     return path
 
 
-def test_a_run_where_some_light_curves_are_missing_needs_data_image_for_all(
+def test_a_run_where_some_light_curves_are_missing_is_refused_under_one_viewer(
     panoptes_standin, tmp_path, monkeypatch
 ):
-    """One subject is the triplet alone: only dataImage shows both kinds."""
+    """Triplet alone and triplet + chart: dataImage breaks the first, others the second."""
     standin = panoptes_standin
     workflow = standin.add_workflow(standin.project_id)
-    standin.set_workflow_configuration(workflow, {"subject_viewer": "singleImage"})
     run = _triplet_and_chart_run(tmp_path / "run", 3, without_chart=1)
     login_env(monkeypatch, standin)
-    with pytest.raises(InputError, match="set it to dataImage"):
-        zooprep.upload(run, options(standin, workflow=workflow), retry=FAST)
+    for viewer in (None, "dataImage", "singleImage"):
+        with pytest.raises(InputError, match="upload each kind to its own") as caught:
+            zooprep.upload(
+                run,
+                options(standin, workflow=workflow, subject_viewer=viewer),
+                retry=FAST,
+            )
+        assert "nothing was uploaded" in str(caught.value)
+    assert standin.subjects() == []
+    assert standin.workflow_configuration(workflow) == {}
+    assert _viewer_puts(standin, workflow) == 0
+    # Without the subject that has no light curve, dataImage shows them all.
+    kept = _triplet_and_chart_run(tmp_path / "kept", 3, without_chart=-1)
     result = zooprep.upload(
-        run,
+        kept,
         options(standin, workflow=workflow, subject_viewer="dataImage"),
         retry=FAST,
     )
     assert result.created == 3
-    kinds = sorted(s.mimes for s in standin.set_subjects(standin.subject_set_id))
-    assert kinds == [
-        ("image/png",),
-        ("image/png", "application/json"),
-        ("image/png", "application/json"),
-    ]
     assert standin.workflow_configuration(workflow) == {"subject_viewer": "dataImage"}

@@ -155,7 +155,22 @@ async function main() {
       </Provider>
     </Grommet>
   )
-  setTimeout(() => report({ index: entry.index, viewer: active.viewer, ...drawn(rootElement) }), job.settle_ms)
+  const wait = ms => new Promise(resolve => setTimeout(resolve, ms))
+  await wait(job.settle_ms)
+  const first = drawn(rootElement)
+  // Step through every location as the frame (what a flipbook's autoplay or
+  // next button, or a carousel's radio button, shows).
+  const frameViews = []
+  if (first.frames > 0) {
+    for (let frame = 0; frame < entry.locations.length; frame++) {
+      store.subjectViewer.setFrame(frame)
+      await wait(job.settle_ms / 2)
+      const view = drawn(rootElement)
+      frameViews.push({ frame, images: view.images.map(i => i.href), messages: view.messages })
+    }
+    store.subjectViewer.setFrame(0)
+  }
+  report({ index: entry.index, viewer: active.viewer, ...first, frameViews })
 }
 
 main().catch(error => report({ fatal: String(error) }))
@@ -359,6 +374,7 @@ def expected(viewer: str | None, types: list[str]) -> dict[str, Any]:
         "images": len(drawing.images),
         "charts": drawing.charts,
         "broken": len(drawing.broken),
+        "broken_at": list(drawing.broken),
         # frame buttons: a flipbook's per image, a multiFrame carousel's per
         # location; none for one image or a chart alone
         "frames": _frames(drawing),
@@ -374,6 +390,15 @@ def _frames(drawing: Any) -> int:
     if drawing.viewer == "dataImage" and len(drawing.images) > 1:
         return len(drawing.images)  # its images are a flipbook
     return 0
+
+
+def _blank_frames(got: dict[str, Any]) -> list[int]:
+    """Frames (location indexes) drawn without an image, or with an error."""
+    return [
+        v["frame"]
+        for v in got.get("frameViews", [])
+        if not v.get("images") or v.get("messages")
+    ]
 
 
 def describe(subject: Subject, got: dict[str, Any], want: dict[str, Any]) -> str:
@@ -392,6 +417,9 @@ def describe(subject: Subject, got: dict[str, Any], want: dict[str, Any]) -> str
     lines.append(f"  images drawn: {len(shown)}" + (f" ({sizes})" if sizes else ""))
     if got.get("frames"):
         lines.append(f"  frames to flip through: {got['frames']}")
+    blank = _blank_frames(got)
+    if got.get("frameViews"):
+        lines.append(f"  frames with no image: {blank or 'none'}")
     for chart in got.get("charts", []):
         ticks = ", ".join(chart.get("yTicks", [])[:6])
         lines.append(f"  chart: {chart['points']} points; y ticks {ticks}")
@@ -417,6 +445,11 @@ def agrees(got: dict[str, Any], want: dict[str, Any]) -> bool:
         and len(got.get("charts", [])) == want["charts"]
         and (images >= 1) == (want["images"] >= 1)
         and frames == want["frames"]
+        and (
+            not got.get("frameViews")
+            or got.get("viewer") not in ("flipbook", "multiFrame")
+            or _blank_frames(got) == want["broken_at"]
+        )
     )
 
 
