@@ -475,3 +475,105 @@ def test_results_of_a_batch_report_the_calibration_after_each_batch(
     assert "id='fig-batches'" in page
     # The earlier runs' results stay as they were.
     assert not (learnt["runs"][0] / "learning.csv").exists()
+
+
+# -- upload: the priorities in the subject set -----------------------------------------
+
+
+def _rendered(run: Path) -> None:
+    """Give every source of the run a small PNG and mark it rendered."""
+    from PIL import Image
+
+    with Run.open(run) as r:
+        for src in r.iter_sources():
+            rel = r.cutout_path(src)
+            (run / rel).parent.mkdir(parents=True, exist_ok=True)
+            noise = np.random.default_rng(src.seq).integers(0, 255, (12, 36))
+            Image.fromarray(noise.astype("uint8"), mode="L").save(run / rel)
+            r.update(src.id, status="rendered", files=[rel])
+
+
+def _priorities(standin, set_id: str) -> dict[str, float]:
+    """``{subject id: priority}`` of a set, read with panoptes-client."""
+    from panoptes_client import Panoptes
+    from panoptes_client.set_member_subject import SetMemberSubject
+
+    with Panoptes(
+        endpoint=standin.url, username=standin.username, password=standin.password
+    ):
+        return {
+            str(sms.raw["links"]["subject"]): float(sms.raw["priority"])
+            for sms in SetMemberSubject.where(subject_set_id=set_id)
+            if sms.raw["priority"] is not None
+        }
+
+
+def test_an_uploaded_batch_is_served_in_the_order_of_its_ranking(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    run = tmp_path / "next"
+    zooprep.select(
+        run, catalog=learnt["catalog"], next=25, learn_from=learnt["runs"], seed=6
+    )
+    _rendered(run)
+    zooprep.manifest(run)
+    login_env(monkeypatch, panoptes_standin)
+    result = zooprep.upload(run, upload_options(panoptes_standin), retry=FAST)
+    assert result.linked == 25
+    assert result.prioritized == 25
+    ranked = pd.read_csv(run / "next.csv", dtype={"source_id": int})
+    with Run.open(run, lock=False) as r:
+        subject_of = {s.id: s.subject_id for s in r.iter_sources()}
+    got = _priorities(panoptes_standin, panoptes_standin.subject_set_id)
+    # Designator serves a prioritized set in ascending priority.
+    served = sorted(got, key=lambda s: got[s])
+    assert served == [subject_of[i] for i in ranked["source_id"]]
+    assert sorted(got.values()) == [float(k) for k in range(1, 26)]
+    for subject_id, priority in got.items():
+        assert panoptes_standin.subject(subject_id).metadata["#priority"] == str(
+            int(priority)
+        )
+    # Run again: nothing to change, no PUT.
+    puts = panoptes_standin.count_requests("PUT")
+    again = zooprep.upload(run, upload_options(panoptes_standin), retry=FAST)
+    assert again.prioritized == 0
+    assert panoptes_standin.count_requests("PUT") == puts
+
+
+def test_linking_subjects_through_the_api_copies_their_priority(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    # What Panoptes' SubjectMetadataWorker does, seen through panoptes-client:
+    # the subjects of a batch added to another set get their #priority there.
+    from panoptes_client import Panoptes, Subject, SubjectSet
+
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    run = tmp_path / "next"
+    zooprep.select(
+        run, catalog=learnt["catalog"], next=8, learn_from=learnt["runs"], seed=3
+    )
+    _rendered(run)
+    zooprep.manifest(run)
+    login_env(monkeypatch, panoptes_standin)
+    zooprep.upload(run, upload_options(panoptes_standin), retry=FAST)
+    with Run.open(run, lock=False) as r:
+        subjects = [s.subject_id for s in r.iter_sources()]
+    with Panoptes(
+        endpoint=panoptes_standin.url,
+        username=panoptes_standin.username,
+        password=panoptes_standin.password,
+    ):
+        other = SubjectSet()
+        other.links.project = panoptes_standin.project_id
+        other.display_name = "experts"
+        other.save()
+        other.add([Subject.find(s) for s in subjects])
+        other_id = str(other.id)
+    got = _priorities(panoptes_standin, other_id)
+    for s in subjects:
+        assert got[s] == float(panoptes_standin.subject(s).metadata["#priority"])

@@ -80,6 +80,7 @@ from zooprep.vocabulary import (
     KNOWN_ANSWER_KEY,
     KNOWN_MAG_KEY,
     KNOWN_SNR_KEY,
+    RANK_COLUMN,
 )
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
@@ -129,6 +130,10 @@ class UploadResult:
         checked.
     to_create : int
         Subjects that need creating (what a dry run would do).
+    prioritized : int
+        Subjects of a ``select --next`` batch whose priority in the set was
+        set to their rank by this call (see `PanoptesAPI.set_priorities
+        <zooprep.panoptes.PanoptesAPI.set_priorities>`).
     """
 
     created: int = 0
@@ -147,6 +152,7 @@ class UploadResult:
     workflow_linked: bool = False
     training_set_id: str | None = None
     training: int = 0
+    prioritized: int = 0
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -172,6 +178,8 @@ class UploadResult:
             parts.append(f"{self.removed} removed in review")
         if self.deleted:
             parts.append(f"{self.deleted} duplicates deleted")
+        if self.prioritized:
+            parts.append(f"{self.prioritized} priorities set")
         if self.workflow_linked:
             parts.append("set linked to the workflow")
         if self.training:
@@ -472,6 +480,8 @@ def _upload(
             if interrupt.requested():
                 break
         reporter.finish()
+        if via == "direct" and not interrupt.requested():
+            result.prioritized = _set_priorities(api, run, set_id)
         if options.workflow:
             for sid, _ in sets:
                 assert sid is not None
@@ -490,6 +500,20 @@ def _upload(
     result.seconds = time.monotonic() - started
     logger.info("%s", result)
     return result
+
+
+def _set_priorities(api: PanoptesAPI, run: Run, set_id: str) -> int:
+    """The set's priorities from the ranks of a ``select --next`` batch (0 without)."""
+    wanted = {
+        str(src.subject_id): int(src.row[RANK_COLUMN])
+        for src in run.iter_sources(["linked"])
+        if src.subject_id and src.row.get(RANK_COLUMN) is not None
+    }
+    if not wanted:
+        return 0
+    changed = api.set_priorities(set_id, wanted)
+    logger.info("set the priority of %d subjects in set %s", changed, set_id)
+    return changed
 
 
 def _resolve_training_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
