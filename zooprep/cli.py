@@ -631,6 +631,7 @@ def manifest(run: Path, **kw: Any) -> None:
 @flag(UploadOptions, "dry_run", is_flag=True)
 @flag(UploadOptions, "verify", decl="--verify/--no-verify")
 @flag(UploadOptions, "workflow", metavar="ID")
+@flag(UploadOptions, "subject_viewer")
 @flag(UploadOptions, "via")
 @flag(UploadOptions, "training_set", metavar="NAME")
 @flag(UploadOptions, "training_set_id", metavar="ID")
@@ -643,11 +644,20 @@ def upload(run: Path, **kw: Any) -> None:
     A killed or failed upload resumes with the same command and never makes a
     second subject for a source.
 
+    --workflow ID links the set to the workflow and first checks that the
+    workflow's configuration.subject_viewer shows every file of the subjects
+    (PNGs plus a light-curve JSON need dataImage; unset, the classifier
+    draws nothing for them): if not, nothing is uploaded and the one-line
+    error names the value. --subject-viewer NAME sets it, once, keeping the
+    rest of the workflow's configuration.
+
     \b
     Example:
       export PANOPTES_USERNAME=me PANOPTES_PASSWORD=...
       zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
           --endpoint https://panoptes-staging.zooniverse.org
+      zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
+          --workflow 5678 --subject-viewer dataImage
     """
     result = zooprep.upload(run, reporter=_reporter(), **_given(kw))
     _finish(result)

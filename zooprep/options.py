@@ -54,6 +54,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from zooprep.errors import InputError
 from zooprep.learning import STRATEGIES
 from zooprep.manifest_format import LAYOUTS as MANIFEST_LAYOUTS
+from zooprep.viewers import SUBJECT_VIEWERS
 from zooprep.vocabulary import (
     BUTLER_DATASET_TYPES,
     POSITIONS,
@@ -1440,7 +1441,14 @@ class UploadOptions(Options):
     workflow : str or None
         A workflow of the project to link the subject set to (once; a
         workflow that does not exist or belongs to another project is
-        refused before anything is uploaded).
+        refused before anything is uploaded).  Its
+        ``configuration.subject_viewer`` must show the run's subjects
+        (`zooprep.viewers`), or nothing is uploaded.
+    subject_viewer : str or None
+        Set the workflow's ``configuration.subject_viewer`` to this value
+        (one of `zooprep.viewers.SUBJECT_VIEWERS`, spelled exactly; the rest
+        of its configuration kept), once: recorded in the run, not sent
+        again on resume.  Needs ``workflow``.
     via : {'direct', 'import'}
         ``direct``: create subjects and PUT their files.  ``import``: a
         server-side subject-set import per 10,000 rows of a manifest written
@@ -1485,8 +1493,17 @@ class UploadOptions(Options):
     workflow: str | None = setting(
         saved=False,
         help="Link the subject set to this workflow of the project (once; a "
-        "missing workflow or one of another project is refused before "
+        "missing workflow, one of another project, or one whose "
+        "subject_viewer cannot show the subjects is refused before "
         "uploading).",
+    )
+    subject_viewer: str | None = setting(
+        saved=False,
+        choices=SUBJECT_VIEWERS,
+        help="Set the workflow's configuration.subject_viewer to this viewer "
+        "(exact spelling; the rest of its configuration kept), once; without "
+        "it a workflow whose viewer cannot show the subjects is refused, "
+        "naming the value to set. Needs --workflow.",
     )
     via: Literal["direct", "import"] = setting(
         "direct",
@@ -1523,6 +1540,10 @@ class UploadOptions(Options):
             raise InputError(
                 "give exactly one of subject_set_id (--subject-set-id) and "
                 "subject_set (--subject-set)"
+            )
+        if self.subject_viewer and not self.workflow:
+            raise InputError(
+                "--subject-viewer needs --workflow ID (the workflow to set)"
             )
 
 

@@ -505,6 +505,27 @@ class Run:
         self._document = document
         self._settings = None
 
+    # -- notes ----------------------------------------------------------------
+
+    def note(self, key: str, value: str) -> None:
+        """Remember one fact about the run in its state (committed at once).
+
+        For what a stage did once outside the run and must not do again on
+        resume, e.g. ``upload`` setting a workflow's ``subject_viewer``.
+        """
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (f"note:{key}", value),
+            )
+
+    def noted(self, key: str) -> str | None:
+        """The value `note` remembered under ``key``, or None."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"note:{key}",)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     # -- sources --------------------------------------------------------------
 
     def add_sources(

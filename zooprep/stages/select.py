@@ -422,7 +422,7 @@ def _stream(
     nothing is lost, and the ids already recorded are kept as they are.
     """
     result = SelectResult(source=reader.describe(), what="bad messages")
-    reporter.start("select", getattr(reader, "max_messages", None))
+    reporter.start("select", reader.max_messages)
     for batch in reader.batches():
         rows = batch.rows
         if expr is not None and rows:
@@ -618,7 +618,7 @@ def _select(
     reader: SourceReader | StreamReader | None = None
     try:
         reader = given_reader if given_reader is not None else open_reader(o, path)
-        if handle is None and getattr(reader, "store", None) is not None:
+        if handle is None and reader.store is not None:
             # Brokers and streams keep what they read in the run: make it first.
             handle = Run.create(path)
         reader.open()
@@ -701,9 +701,8 @@ def _select(
         interrupt.check(added.added)
         failures = list(reader.failures)
         _record_failures(handle, reader, failures)
-        stopped = getattr(reader, "stopped", None)
-        if stopped is not None:  # a broker's rate limit ended reading early
-            raise RateLimited(added.added, str(stopped.what))
+        if reader.stopped is not None:  # a broker's rate limit ended reading early
+            raise RateLimited(added.added, str(reader.stopped.what))
         if failures:
             reporter.advance(0, failed=len(failures))
         reporter.finish()
