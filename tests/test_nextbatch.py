@@ -577,3 +577,92 @@ def test_linking_subjects_through_the_api_copies_their_priority(
     got = _priorities(panoptes_standin, other_id)
     for s in subjects:
         assert got[s] == float(panoptes_standin.subject(s).metadata["#priority"])
+
+
+def test_split_subjects_are_added_to_their_own_set_not_uploaded_again(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    login_env(monkeypatch, panoptes_standin)
+    run1 = tmp_path / "run1"
+    zooprep.select(run1, catalog=learnt["catalog"], sample=40, seed=12)
+    _rendered(run1)
+    zooprep.manifest(run1)
+    zooprep.upload(run1, upload_options(panoptes_standin), retry=FAST)
+    b = ExportBuilder(seed=5)
+    p = {}
+    with Run.open(run1, lock=False) as r:
+        for src in r.iter_sources():
+            sid = int(src.subject_id)
+            b.subject(sid, {"#zooprep_id": f"id:{src.id}"})
+            p[sid] = float(truth(src.row["reliability"]))
+    simulate(b, p, volunteers=30, per_subject=(6, 9))
+    zooprep.results(run1, b.write(tmp_path / "export.csv"))
+    split = pd.read_csv(run1 / "results.csv")
+    split["c"] = 1 - (2 * split["real_fraction"] - 1).abs()
+
+    run2 = tmp_path / "run2"
+    zooprep.select(
+        run2, catalog=learnt["catalog"], next=10, learn_from=[run1], seed=1,
+        reshow_controversial=5,
+    )  # fmt: skip
+    listed = pd.read_csv(run2 / "controversial.csv")
+    assert len(listed) == 5
+    # the five most split, most votes first among equals
+    expected = split.sort_values(
+        ["c", "n_volunteers", "source_id"], ascending=[False, False, True]
+    ).head(5)
+    assert listed["source_id"].tolist() == expected["source_id"].tolist()
+    _rendered(run2)
+    zooprep.manifest(run2)
+    before = len(panoptes_standin.subjects())
+    result = zooprep.upload(
+        run2,
+        upload_options(
+            panoptes_standin, subject_set_id=None, subject_set="batch 2",
+            controversial_set="experts",
+        ),
+        retry=FAST,
+    )  # fmt: skip
+    assert result.linked == 10
+    assert result.controversial == 5
+    # the split subjects are the same subjects, now in a second set too
+    assert len(panoptes_standin.subjects()) == before + 10
+    experts = panoptes_standin.subject_set(result.controversial_set_id)
+    assert experts.display_name == "experts"
+    assert sorted(experts.subject_ids) == sorted(str(s) for s in listed["subject_id"])
+    again = zooprep.upload(
+        run2,
+        upload_options(
+            panoptes_standin, subject_set_id=None, subject_set="batch 2",
+            controversial_set="experts",
+        ),
+        retry=FAST,
+    )  # fmt: skip
+    assert again.controversial == 0
+    assert (
+        len(panoptes_standin.subject_set(result.controversial_set_id).subject_ids) == 5
+    )
+
+
+def test_a_controversial_set_without_a_listing_is_refused(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    login_env(monkeypatch, panoptes_standin)
+    run = tmp_path / "next"
+    zooprep.select(
+        run, catalog=learnt["catalog"], next=5, learn_from=learnt["runs"], seed=1
+    )
+    _rendered(run)
+    zooprep.manifest(run)
+    with pytest.raises(zooprep.errors.InputError, match="--reshow-controversial"):
+        zooprep.upload(
+            run, upload_options(panoptes_standin, controversial_set="experts"),
+            retry=FAST,
+        )  # fmt: skip
+    assert panoptes_standin.subjects() == []
