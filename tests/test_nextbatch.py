@@ -666,3 +666,56 @@ def test_a_controversial_set_without_a_listing_is_refused(
             retry=FAST,
         )  # fmt: skip
     assert panoptes_standin.subjects() == []
+
+
+# -- other sources, changed results ----------------------------------------------------
+
+
+def test_the_next_batch_from_a_rubin_apdb(tmp_path: Path, apdb_sqlite: Path) -> None:
+    url = f"sqlite:///{apdb_sqlite}"
+    run1 = tmp_path / "run1"
+    zooprep.select(run1, apdb=url, sample=120, seed=3)
+    b = ExportBuilder(seed=8)
+    p = {}
+    with Run.open(run1) as r:
+        for i, src in enumerate(r.iter_sources()):
+            sid = 84_000_000 + i
+            r.update(src.id, status="linked", subject_id=str(sid))
+            b.subject(sid, {"#zooprep_id": f"id:{src.id}"})
+            p[sid] = float(truth(src.row["reliability"]))
+    simulate(b, p, volunteers=20, per_subject=(4, 7))
+    zooprep.results(run1, b.write(tmp_path / "export.csv"))
+    done = _cli(
+        "select", tmp_path / "run2", "--apdb", url, "--next", 100,
+        "--learn-from", run1, "--strategy", "stratified", "--seed", 2,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chosen = _chosen(tmp_path / "run2")
+    assert len(chosen) == 100
+    assert not set(chosen["source_id"]) & _shown([run1])
+    assert (chosen["stream"] == "random").sum() == 20
+    # 290 - 120 = 170 left: asking for 171 is refused.
+    _refused(
+        ["select", tmp_path / "run3", "--apdb", url, "--next", 171,
+         "--learn-from", run1],
+        "only 170 candidates",
+    )  # fmt: skip
+
+
+def test_a_batch_whose_results_changed_is_not_continued(
+    learnt: dict, tmp_path: Path
+) -> None:
+    run1 = learnt_run(tmp_path, learnt["catalog"], "run1", sample=60, seed=4)
+    args = dict(catalog=learnt["catalog"], next=30, learn_from=[run1], seed=1)
+    zooprep.select(tmp_path / "next", **args)
+    # results redone from another export: a new calibration
+    b = ExportBuilder(seed=99)
+    with Run.open(run1, lock=False) as r:
+        subjects = {int(s.subject_id): 0.5 for s in r.iter_sources()}
+        for sid in subjects:
+            b.subject(sid, {})
+    simulate(b, subjects, volunteers=10, per_subject=(3, 4))
+    zooprep.results(run1, b.write(tmp_path / "again.csv"), force=True)
+    with pytest.raises(zooprep.errors.RunError, match="changed since"):
+        zooprep.select(tmp_path / "next", **args)
+    assert len(_chosen(tmp_path / "next")) == 30
