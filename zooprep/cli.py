@@ -255,6 +255,8 @@ def _print_status(report: dict[str, Any]) -> None:
                 item["example"],
             )
         console.print(failed)
+    for what, n in (report.get("notes") or {}).items():
+        console.print(f"note: {n} sources: {what}")
     if report.get("results"):
         res = report["results"]
         console.print(
@@ -491,11 +493,20 @@ def render(run: Path, **kw: Any) -> None:
       zooprep render run2 --science 's3://survey/{visit}/{detector}/calexp.fits' \\
           --template 's3://survey/{visit}/{detector}/template.fits' \\
           --difference 's3://survey/{visit}/{detector}/diff.fits'
-      zooprep render alerts1 --layout both --lightcurve mag --lightcurve-json
+      zooprep render alerts1 --layout frames --lightcurve mag --lightcurve-json
 
-    Files per source, in this order (the subject's locations): <id>.png (the
-    triplet), <id>_<n>_template|science|difference.png (frames, size n),
-    <id>_lightcurve.png, <id>_lightcurve.json.
+    \b
+    Subjects (files in location order -> workflow subject_viewer):
+      --layout triplet               <id>.png -> singleImage (automatic)
+      --layout frames                <id>_<n>_template|science|difference.png
+                                     -> flipbook (automatic): blink
+      triplet + --lightcurve         <id>.png, <id>_lightcurve.png (same size)
+                                     -> flipbook (automatic)
+      triplet|frames + --lightcurve --lightcurve-json
+                                     the images, <id>_lightcurve.json
+                                     -> dataImage: the chart beside them
+    A light curve without a point to draw gives no light-curve file.  --layout
+    both and frames with a light-curve PNG are refused (mixed image sizes).
     """
     kw = _given(kw)
     images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}

@@ -995,13 +995,15 @@ class RenderOptions(Options):
     layout : {'triplet', 'frames', 'both'}
         ``triplet``: one PNG of the three panels (the default); ``frames``:
         one PNG per panel (template, science, difference of each size, in
-        that order) for Zooniverse's flipbook; ``both``: the triplet first,
-        then the frames.
+        that order) for Zooniverse's flipbook; ``both`` is refused by
+        render (the triplet and the frames differ in size) and only read
+        back from runs rendered before.
     lightcurve : {'flux', 'mag'} or None
-        Also draw each source's light curve (flux in nJy, or AB magnitude).
+        Also draw each source's light curve (flux, in the unit that keeps its
+        ticks below 1000, or AB magnitude).
     lightcurve_json : bool
-        Also write the light curve as Zooniverse scatter-plot viewer JSON
-        (needs ``lightcurve``).
+        Write the light curve as the chart JSON of Zooniverse's ``dataImage``
+        viewer instead of its PNG (needs ``lightcurve``).
     jobs : int or None
         Worker processes (None: all cores; 1 renders in this process).
     executor : {'local', 'dask'}
@@ -1088,22 +1090,25 @@ class RenderOptions(Options):
         picture=True,
         choices=LAYOUTS,
         help="triplet: one PNG of the three panels; frames: one PNG per panel "
-        "(template, science, difference per size) for a flipbook; both: the "
-        "triplet, then the frames.",
+        "(template, science, difference per size), all one size, for blinking "
+        "in a flipbook.  (both is refused: the triplet and the frames differ in "
+        "size, and a flipbook shrinks every image into the first one's box.)",
     )
     lightcurve: Literal["flux", "mag"] | None = setting(
         picture=True,
         choices=LIGHTCURVES,
         help="Also draw each source's light curve from its object's history "
         "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
-        "DiaForcedSource): flux in nJy (flux, when given alone) or AB "
-        "magnitude (mag).",
+        "DiaForcedSource): flux (flux, when given alone; in nJy, µJy or mJy, "
+        "whichever keeps it below 1000) or AB magnitude (mag).  A PNG beside a "
+        "triplet, at its size; see --lightcurve-json.",
     )
     lightcurve_json: bool = setting(
         False,
         picture=True,
-        help="Also write the light curve as JSON for Zooniverse's scatter-plot "
-        "/ light-curve viewer, after its PNG (needs --lightcurve).",
+        help="Write the light curve as the chart JSON of Zooniverse's dataImage "
+        "viewer (drawn beside the images) instead of its PNG (needs "
+        "--lightcurve).",
     )
     jobs: int | None = setting(
         saved=False, shown_default="all cores", help="Worker processes."

@@ -748,6 +748,21 @@ class Run:
         ).fetchone()
         return int(found[0] or 0)
 
+    def count_without(self, suffixes: Iterable[str], statuses: Iterable[str]) -> int:
+        """How many sources of ``statuses`` have no file ending in one of ``suffixes``.
+
+        Case-insensitive suffixes, like `max_files`.
+        """
+        ends = list(suffixes)
+        like = " OR ".join("lower(j.value) LIKE ?" for _ in ends)
+        clause, params = _status_clause(statuses, None)
+        found = self._db.execute(
+            f"SELECT COUNT(*) FROM sources WHERE ({clause}) AND NOT EXISTS "
+            f"(SELECT 1 FROM json_each(sources.files) AS j WHERE {like})",
+            params + [f"%{e.lower()}" for e in ends],
+        ).fetchone()
+        return int(found[0] or 0)
+
     def ids_between(self, low: int, high: int) -> list[int]:
         """Source ids from ``low`` to ``high`` (inclusive), ascending."""
         return [

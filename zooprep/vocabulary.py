@@ -80,13 +80,14 @@ Position = Literal["auto", "xy", "radec"]
 POSITIONS: tuple[Position, ...] = ("auto", "xy", "radec")
 
 #: Files a subject may have, by extension, and the content type upload
-#: declares for each (the manifest lists only these).
+#: declares for each (the manifest lists only these): the types both Panoptes
+#: and the classifier's ``SubjectLocation`` accept, with an ending the
+#: classifier allows for the type (no SVG: the classifier refuses it).
 CONTENT_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
     ".gif": "image/gif",
-    ".svg": "image/svg+xml",
     ".mp4": "video/mp4",
     ".txt": "text/plain",
     ".json": "application/json",

@@ -10,7 +10,8 @@ Rails server ``zooniverse/panoptes`` uses:
   ``client_credentials`` and ``refresh_token`` grants, expiring tokens;
 * the JSON:API under ``/api`` (``Accept: application/vnd.api+json;
   version=1`` required, else 404): ``/me``, ``/users``, ``/projects``,
-  ``/subject_sets`` (+ ``/links/subjects``), ``/subjects``,
+  ``/subject_sets`` (+ ``/links/subjects``), ``/subjects`` (also many at
+  once: ``/subjects?id=1,2,3`` and ``/subjects/1,2,3``),
   ``/set_member_subjects``, ``/subject_set_imports``, ``/workflows`` (+
   ``/links/subject_sets``; ``PUT`` of its ``configuration`` with
   ``If-Match``) and ``/projects/<id>/classifications_export``;
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -767,14 +769,22 @@ class PanoptesStandin:
             "duplicates": len(self.duplicates()),
             "subject_sets": {v.id: len(v.subject_ids) for v in self.subject_sets()},
             "requests": self.count_requests(),
+            "faults_fired": self._faults_fired(),
         }
+
+    def _faults_fired(self) -> dict[str, int]:
+        """How often each kind of armed fault fired."""
+        fired: dict[str, int] = {}
+        for fault in self.faults.armed:
+            fired[fault.kind] = fired.get(fault.kind, 0) + fault.fired
+        return fired
 
     # --------------------------------------------------------------- dispatch
 
     def _answer(self, req: Request) -> Response | None:
         """Apply latency and faults, route, and log one request."""
         started = time.time()
-        fault = self.faults.take(req.method, req.path)
+        fault = self.faults.take(req.method, req.path, req.query)
         req.fault = fault
         link_key = self._link_key(req)
         if link_key is not None:
@@ -883,6 +893,7 @@ class PanoptesStandin:
             ("GET", r"/subjects", self._list_subjects),
             ("POST", r"/subjects", self._create_subject),
             ("GET", r"/subjects/(\d+)", self._get_subject),
+            ("GET", r"/subjects/(\d+(?:,\d+)+)", self._get_subjects),
             ("PUT", r"/subjects/(\d+)", self._update_subject),
             ("DELETE", r"/subjects/(\d+)", self._delete_subject),
             ("GET", r"/set_member_subjects", self._list_sms),
@@ -1930,6 +1941,25 @@ class PanoptesStandin:
             sort=req.params.get("sort", "id"),
             render=lambda subject: self._subject_json(subject, "get"),
         )
+
+    def _get_subjects(self, req: Request, subject_ids: str) -> Response:
+        """GET /api/subjects/<id,id,...>: Panoptes' show of several ids.
+
+        ``ResourceIds.from`` splits the id on commas and the policy scope
+        keeps the active subjects among them; panoptes-client's
+        ``Subject.where(id="1,2")`` asks this route.  Answered as the index
+        filtered by those ids (paged); 404 when none is found.
+        """
+        params = {**req.params, "id": subject_ids}
+        found = dataclasses.replace(req, params=params)
+        response = self._list_subjects(found)
+        if not any(
+            self.store.subjects[i].active
+            for i in subject_ids.split(",")
+            if i in self.store.subjects
+        ):
+            raise HttpError(404, f"Could not find subjects with ids='{subject_ids}'")
+        return response
 
     def _get_subject(self, req: Request, subject_id: str) -> Response:
         """GET /api/subjects/<id>."""
