@@ -1524,6 +1524,12 @@ class UploadOptions(Options):
     training_set_id: str | None = setting(
         help="An existing subject set's id for the training subjects."
     )
+    controversial_set: str | None = setting(
+        saved=False,
+        help="Add the shown subjects select --reshow-controversial listed "
+        "(RUN/controversial.csv) to this subject set (made when absent), for "
+        "experts or more votes: the subjects themselves, not copies.",
+    )
 
     def _check(self) -> None:
         if self.via and self.via not in VIAS:
