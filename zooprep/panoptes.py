@@ -703,6 +703,40 @@ class PanoptesAPI:
 
         return self._retrying(attempt, what)
 
+    def set_subject_viewer(self, workflow_id: str, viewer: str) -> bool:
+        """Make ``viewer`` the workflow's ``configuration.subject_viewer``.
+
+        The workflow is read with its ETag and, unless it already has that
+        value, PUT back with the rest of its configuration unchanged and the
+        ETag in ``If-Match`` (Panoptes replaces ``configuration`` whole).  A
+        412 (the workflow changed between the read and the PUT) reads it
+        again and retries.  True when this call changed it.
+        """
+        what = f"set subject_viewer of workflow {workflow_id}"
+
+        def attempt() -> bool:
+            got = self.request("GET", f"/workflows/{workflow_id}", what=what)
+            found = (got.body.get("workflows") or [{}])[0]
+            configuration = dict(found.get("configuration") or {})
+            if configuration.get("subject_viewer") == viewer:
+                return False
+            configuration["subject_viewer"] = viewer
+            try:
+                self.request(
+                    "PUT",
+                    f"/workflows/{workflow_id}",
+                    json={"workflows": {"configuration": configuration}},
+                    etag=got.etag,
+                    what=what,
+                )
+            except PanoptesError as exc:
+                if exc.status == 412:
+                    raise _Transient(str(exc), 412) from None
+                raise
+            return True
+
+        return self._retrying(attempt, what)
+
     def find_subject_set(self, project: str, name: str) -> dict[str, Any] | None:
         """The project's subject set with this display name, or None."""
         for found in self.paginate(

@@ -13,7 +13,8 @@ Rails server ``zooniverse/panoptes`` uses:
   ``/subject_sets`` (+ ``/links/subjects``), ``/subjects`` (also many at
   once: ``/subjects?id=1,2,3`` and ``/subjects/1,2,3``),
   ``/set_member_subjects``, ``/subject_set_imports``, ``/workflows`` (+
-  ``/links/subject_sets``) and ``/projects/<id>/classifications_export``;
+  ``/links/subject_sets``; ``PUT`` of its ``configuration`` with
+  ``If-Match``) and ``/projects/<id>/classifications_export``;
 * subjects of several locations, each with its content type (``image/png``,
   ``application/json`` ...) and its own signed PUT URL;
 * signed blob PUT URLs (``/blob/...``, Azure-like: ``x-ms-blob-type:
@@ -525,6 +526,21 @@ class PanoptesStandin:
             w.first_task = first_task
             w.updated_at = time.time()
 
+    def set_workflow_configuration(
+        self, workflow_id: str | int, configuration: dict[str, Any]
+    ) -> None:
+        """Give a workflow its ``configuration``, as the project builder saves it."""
+        with self.store.lock:
+            w = self.store.workflows[str(workflow_id)]
+            w.configuration = json.loads(json.dumps(configuration))
+            w.updated_at = time.time()
+
+    def workflow_configuration(self, workflow_id: str | int) -> dict[str, Any]:
+        """A copy of a workflow's ``configuration``."""
+        with self.store.lock:
+            w = self.store.workflows[str(workflow_id)]
+            return json.loads(json.dumps(w.configuration))
+
     def workflow_sets(self, workflow_id: str | int) -> tuple[str, ...]:
         """The subject set ids linked to a workflow, in link order."""
         with self.store.lock:
@@ -883,6 +899,7 @@ class PanoptesStandin:
             ("GET", r"/set_member_subjects/(\d+)", self._get_sms),
             ("GET", r"/workflows", self._list_workflows),
             ("GET", r"/workflows/(\d+)", self._get_workflow),
+            ("PUT", r"/workflows/(\d+)", self._update_workflow),
             (
                 "POST",
                 r"/workflows/(\d+)/links/subject_sets",
@@ -1649,8 +1666,8 @@ class PanoptesStandin:
         return {
             "id": w.id,
             "display_name": w.display_name,
-            "active": True,
-            "configuration": {},
+            "active": w.active,
+            "configuration": json.loads(json.dumps(w.configuration)),
             "created_at": now_iso(w.created_at),
             "updated_at": now_iso(w.updated_at),
             "href": f"/workflows/{w.id}",
@@ -1687,6 +1704,68 @@ class PanoptesStandin:
         """GET /api/workflows/<id>."""
         self._user_from_token(req, required=False)
         w = self._find_workflow(workflow_id)
+        return self._one("workflows", w, self._workflow_json(w))
+
+    #: What ``PUT /api/workflows/<id>`` may change (Panoptes'
+    #: ``app/schemas/workflow_update_schema.rb``: ``additional_properties
+    #: false``, so anything else, ``links.project`` included, is a 422).
+    _WORKFLOW_UPDATE_KEYS = frozenset(
+        {
+            *("display_order_position", "pairwise", "grouped", "active"),
+            *("mobile_friendly", "public_gold_standard", "retirement"),
+            *("prioritized", "display_name", "first_task", "tasks", "steps"),
+            *("configuration", "links"),
+        }
+    )
+    _WORKFLOW_UPDATE_LINKS = frozenset(
+        {"tutorial_subject", "subject_sets", "tutorials", "published_version"}
+    )
+
+    def _update_workflow(self, req: Request, workflow_id: str) -> Response:
+        """PUT /api/workflows/<id> (If-Match required).
+
+        As Panoptes' ``WorkflowsController#update``: the project's
+        collaborators only (403), the ETag of the last read in ``If-Match``
+        (428 without, 412 when the workflow changed since), the body checked
+        against the update schema (422 for a key it does not list or a
+        ``configuration`` that is not an object).  Each attribute given
+        replaces the stored one whole: a ``configuration`` sent without a
+        key loses that key.
+        """
+        user = self._user_from_token(req, required=True)
+        assert user is not None
+        w = self._find_workflow(workflow_id)
+        if not self._can_edit(user, w.project_id):
+            raise HttpError(403, "You are not authorized to update this workflow")
+        self._check_if_match(req, "workflows", w)
+        body = self._resource_body(req, "workflows")
+        for key in body:
+            if key not in self._WORKFLOW_UPDATE_KEYS:
+                raise HttpError(
+                    422, f'#: failed schema #: "{key}" is not a permitted key.'
+                )
+        links = body.get("links") or {}
+        if not isinstance(links, dict):
+            raise HttpError(422, "#/links: failed schema: links is not an object.")
+        for key in links:
+            if key not in self._WORKFLOW_UPDATE_LINKS:
+                raise HttpError(
+                    422, f'#/links: failed schema: "{key}" is not a permitted key.'
+                )
+        for key in ("configuration", "tasks", "retirement"):
+            if key in body and not isinstance(body[key], dict):
+                raise HttpError(422, f"#/{key}: failed schema: {key} is not an object.")
+        if "display_name" in body:
+            w.display_name = str(body["display_name"])
+        if "configuration" in body:
+            w.configuration = json.loads(json.dumps(body["configuration"]))
+        if "tasks" in body:
+            w.tasks = json.loads(json.dumps(body["tasks"]))
+        if "first_task" in body:
+            w.first_task = str(body["first_task"])
+        if "active" in body:
+            w.active = bool(body["active"])
+        w.updated_at = time.time()
         return self._one("workflows", w, self._workflow_json(w))
 
     def _link_workflow_sets(self, req: Request, workflow_id: str) -> Response:

@@ -53,11 +53,13 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from zooprep import interrupt
 from zooprep.errors import (
@@ -84,6 +86,7 @@ from zooprep.panoptes import (
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, saved_count
 from zooprep.stages.review import mark_removed, read_reviewed
+from zooprep.viewers import viewer_problem, viewer_to_set
 from zooprep.vocabulary import (
     CONTENT_TYPES,
     ID_TEXT_KEY,
@@ -132,6 +135,10 @@ class UploadResult:
     workflow_linked : bool
         The subject set was linked to ``options.workflow`` by this call
         (False when it already was, or no workflow was given).
+    subject_viewer_set : bool
+        This call set the workflow's ``configuration.subject_viewer`` to
+        ``options.subject_viewer`` (False when it already had that value, an
+        earlier upload set it, or in a dry run).
     dry_run : bool
         Nothing was uploaded.
     offline : bool
@@ -155,6 +162,7 @@ class UploadResult:
     to_create: int = 0
     seconds: float = 0.0
     workflow_linked: bool = False
+    subject_viewer_set: bool = False
     training_set_id: str | None = None
     training: int = 0
     notes: list[str] = field(default_factory=list)
@@ -166,11 +174,12 @@ class UploadResult:
         else:
             where = f"subject set {name}({self.subject_set_id or 'new'})"
         if self.dry_run:
-            return (
+            text = (
                 f"upload dry run: {self.to_create} subjects to create, "
                 f"{self.skipped} already linked, {self.failed} rows with "
                 f"problems, for {where}; nothing uploaded"
             )
+            return "; ".join([text, *self.notes])
         parts = [
             f"{self.created} created",
             f"{self.linked} linked",
@@ -428,6 +437,7 @@ def _upload(
         workflow = _check_workflow(api, options)
         if workflow is not None:
             _check_feedback(workflow, items + training)
+            _check_viewer(run, api, options, workflow, endpoint, result)
         set_id = _resolve_set(api, options)
         result.subject_set_id = set_id
         training_id = _resolve_training_set(api, options) if training else None
@@ -689,6 +699,71 @@ def _check_workflow(
             f"{options.project}; nothing was uploaded"
         )
     return found
+
+
+def _subject_kinds(run: Run) -> list[list[str]]:
+    """The distinct location content types of the manifest's subjects, commonest first."""
+    kinds: Counter[tuple[str, ...]] = Counter()
+    for row in read_reviewed(run).rows:
+        names = [Path(urlsplit(u).path) for u in row.urls] if row.urls else row.files
+        kinds[tuple(content_type(Path(n)) for n in names)] += 1
+    return [list(k) for k, _ in kinds.most_common()]
+
+
+def _check_viewer(
+    run: Run,
+    api: PanoptesAPI,
+    options: UploadOptions,
+    workflow: dict[str, Any],
+    endpoint: str,
+    result: UploadResult,
+) -> None:
+    """Make sure the workflow's classifier viewer shows the subjects (before uploading).
+
+    Without ``--subject-viewer``, a ``configuration.subject_viewer`` (or its
+    absence: the classifier's automatic choice) that cannot show every file
+    of every subject is refused in one line naming the value to set
+    (`zooprep.viewers`).  With it, the value is checked against the files
+    and set on the workflow, once: the run notes it, so a resumed upload
+    does not send it again (nor undo a later change made by hand, as long
+    as that one shows the subjects too).
+    """
+    wid = str(workflow.get("id") or options.workflow)
+    kinds = _subject_kinds(run)
+    current = str((workflow.get("configuration") or {}).get("subject_viewer") or "")
+    wanted = options.subject_viewer
+    key = f"subject_viewer:{endpoint}:{wid}"
+    done = "; nothing was uploaded"
+    if wanted and run.noted(key) != wanted:
+        problem = viewer_problem(wanted, kinds)
+        if problem:
+            raise InputError(f"--subject-viewer {wanted}: {problem}{done}")
+        if current == wanted:
+            if not options.dry_run:
+                run.note(key, wanted)
+            return
+        if options.dry_run:
+            result.notes.append(
+                f"would set subject_viewer of workflow {wid} to {wanted} "
+                f"(now {current or 'unset'})"
+            )
+            return
+        result.subject_viewer_set = api.set_subject_viewer(wid, wanted)
+        run.note(key, wanted)
+        result.notes.append(f"subject_viewer of workflow {wid} set to {wanted}")
+        logger.info("set subject_viewer of workflow %s to %s", wid, wanted)
+        return
+    problem = viewer_problem(current or None, kinds)
+    if problem and wanted:  # set by this run before, changed since
+        raise InputError(
+            f"workflow {wid}: an earlier upload of this run set subject_viewer "
+            f"to {wanted}, and it has been changed since: {problem} in the "
+            f"project builder{done}"
+        )
+    if problem:
+        fix = viewer_to_set(kinds)
+        flag = f" (zooprep upload --subject-viewer {fix} sets it)" if fix else ""
+        raise InputError(f"workflow {wid}: {problem}{flag}{done}")
 
 
 def _resolve_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
