@@ -1434,11 +1434,14 @@ class UploadOptions(Options):
         Panoptes endpoint (production by default; use
         ``https://panoptes-staging.zooniverse.org`` to rehearse).
     workers : int
-        Concurrent upload threads.
+        Concurrent Panoptes API requests (as many threads PUT the files and
+        as many read them back).
     dry_run : bool
         Validate everything, upload nothing.
     timeout : float
-        Seconds before any one HTTP request is abandoned.
+        Upper bound in seconds of any one HTTP request; each is given a
+        deadline learned from the run's answers (`zooprep.deadlines`) and
+        retried when it runs out; a subject create gets the whole timeout.
     verify : bool
         Read every file back from the subject's public location after its
         PUT (size, and MD5 where the store gives one) before the subject
@@ -1475,11 +1478,21 @@ class UploadOptions(Options):
         PRODUCTION,
         help="Panoptes endpoint; rehearse on https://panoptes-staging.zooniverse.org.",
     )
-    workers: int = setting(8, saved=False, help="Concurrent upload threads (1 to 64).")
+    workers: int = setting(
+        8,
+        saved=False,
+        help="Concurrent Panoptes API requests (1 to 64); as many threads PUT "
+        "the files and as many read them back.",
+    )
     timeout: float = setting(
         60.0,
         saved=False,
-        help="Seconds before one HTTP request is abandoned and retried.",
+        help="Upper bound in seconds of any one HTTP request. Each request is "
+        "given a deadline learned from this run's answers (10 times their "
+        "recent 99th percentile, at least 2 s, more for a larger file, doubled "
+        "on each retry) and is retried when it runs out, so a hung request "
+        "costs seconds; a subject create, which cannot be repeated safely, "
+        "always gets the whole timeout.",
     )
     dry_run: bool = setting(
         False,
