@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from zooprep.errors import InputError
-from zooprep.readers.base import ReadFailure, image_group
-from zooprep.readers.where import Expr, to_sqlalchemy, unknown_column
+from zooprep.readers.base import ReadFailure, SqliteSelection, image_group
+from zooprep.readers.where import Expr, columns_of, to_sqlalchemy, unknown_column
 
-__all__ = ["ApdbReader", "parse_description", "safe_url"]
+__all__ = ["ApdbReader", "parse_description", "safe_url", "sqlite_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,39 @@ def safe_url(url: Any) -> str:
         parsed = parsed.difference_update_query(["password"])
     # URL.set(password=None) means "unchanged"; replace the field itself.
     return str(parsed._replace(password=None).render_as_string(hide_password=False))
+
+
+def sqlite_uri(path: str | os.PathLike[str]) -> str:
+    """A read-only ``file:`` URI of an SQLite file (for ``ATTACH``).
+
+    Examples
+    --------
+    >>> sqlite_uri("/data/my apdb.sqlite3")
+    'file:/data/my%20apdb.sqlite3?mode=ro'
+    """
+    from urllib.parse import quote
+
+    return f"file:{quote(os.fspath(path))}?mode=ro"
+
+
+def _column_kind(kind: Any, dialect: Any) -> str | None:
+    """How SQLAlchemy reads a column type: 'plain', 'bool', 'datetime', 'date'.
+
+    None for a type whose values it converts otherwise (decimals, JSON ...).
+    """
+    import sqlalchemy as sa
+
+    if isinstance(kind, sa.Boolean):
+        return "bool"
+    if isinstance(kind, sa.DateTime):
+        return "datetime"
+    if isinstance(kind, sa.Date):
+        return "date"
+    try:
+        processor = kind.result_processor(dialect, None)
+    except Exception:  # a type that needs more than we give: read it row by row
+        return None
+    return "plain" if processor is None else None
 
 
 def parse_description(text: str) -> tuple[str, str | None]:
@@ -146,6 +179,7 @@ class ApdbReader:
         self._engine: Any = None
         self._table: Any = None
         self._secret: str | None = None
+        self._sqlite_path: Path | None = None
 
     # -- opening ----------------------------------------------------------------
 
@@ -188,6 +222,7 @@ class ApdbReader:
                     f"--schema {self.schema!r}: SQLite APDBs have no schemas; "
                     "leave --schema out"
                 )
+            self._sqlite_path = path
             url = url.set(database=f"file:{path}?mode=ro").update_query_dict(
                 {"uri": "true"}
             )
@@ -399,6 +434,43 @@ class ApdbReader:
             for part in self._stream(statement):
                 for found in part:
                     yield self._row(found)
+
+    def sqlite_selection(self, where: Expr | None) -> SqliteSelection | None:
+        """The APDB file, table and SQL condition of the rows ``where`` keeps.
+
+        For an SQLite APDB, so that select lets SQLite copy the rows itself
+        (`zooprep.readers.base.SqliteCopyReader`); None for PostgreSQL, for a
+        column type whose values SQLAlchemy converts in other ways than
+        booleans and dates, and for a filter on a date column (the
+        row-by-row path compares those as SQLAlchemy does).
+        """
+        if self._sqlite_path is None or self._engine is None:
+            return None
+        dialect = self._engine.dialect
+        kinds: dict[str, str] = {}
+        for column in self.table.columns:
+            kind = _column_kind(column.type, dialect)
+            if kind is None:
+                return None
+            kinds[str(column.name)] = kind
+        condition: str | None = None
+        params: tuple[Any, ...] = ()
+        if where is not None:
+            if any(kinds.get(c) in ("datetime", "date") for c in columns_of(where)):
+                return None
+            compiled = self._clause(where).compile(
+                dialect=dialect, compile_kwargs={"render_postcompile": True}
+            )
+            condition = str(compiled)
+            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        return SqliteSelection(
+            uri=sqlite_uri(self._sqlite_path),
+            table=self.table_name,
+            condition=condition,
+            params=params,
+            kinds=kinds,
+            fill={} if self.instrument is None else {"instrument": self.instrument},
+        )
 
     def _row(self, row: dict[str, Any]) -> dict[str, Any]:
         """A row with the instrument."""
