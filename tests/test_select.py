@@ -421,6 +421,7 @@ def test_postgres_and_sqlite_select_identical_rows(
     assert len(pg) > 0
     assert [i for i, _, _ in pg] == [i for i, _, _ in lite]
     assert pg == lite  # every column of every row, ids and groups included
+    assert blocks(tmp_path / "pg") == ["1.sqlite"]  # handed over in column batches
 
 
 @pytest.mark.postgres

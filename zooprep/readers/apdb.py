@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 
 from zooprep.errors import InputError
-from zooprep.readers.base import ReadFailure, SqliteSelection, image_group
+from zooprep.readers.base import (
+    ColumnBatch,
+    ReadFailure,
+    SqliteSelection,
+    image_group,
+)
 from zooprep.readers.where import Expr, columns_of, to_sqlalchemy, unknown_column
 
 __all__ = ["ApdbReader", "parse_description", "safe_url", "sqlite_uri"]
@@ -74,6 +79,11 @@ def sqlite_uri(path: str | os.PathLike[str]) -> str:
     from urllib.parse import quote
 
     return f"file:{quote(os.fspath(path))}?mode=ro"
+
+
+def _iso(value: Any) -> Any:
+    """A date or datetime as ISO text (as the JSON form stores it)."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def _column_kind(kind: Any, dialect: Any) -> str | None:
@@ -354,8 +364,11 @@ class ApdbReader:
             return sa.true()
         return to_sqlalchemy(where, self.table.c)
 
-    def _stream(self, statement: Any) -> Iterator[list[dict[str, Any]]]:
-        """Run a statement with a server-side cursor; yield lists of row dicts."""
+    def _stream(self, statement: Any, *, tuples: bool = False) -> Iterator[list[Any]]:
+        """Run a statement with a server-side cursor; yield lists of row dicts.
+
+        ``tuples``: lists of the rows as they come (tuples in column order).
+        """
         import sqlalchemy as sa
 
         try:
@@ -365,6 +378,9 @@ class ApdbReader:
                 ).execute(statement)
                 keys = [str(k) for k in result.keys()]  # noqa: SIM118 - a Result, not a dict
                 for part in result.partitions(self.chunk):
+                    if tuples:
+                        yield part
+                        continue
                     # dict(zip()) over plain rows is much faster than RowMapping.
                     yield [dict(zip(keys, r, strict=True)) for r in part]
         except sa.exc.SQLAlchemyError as exc:
@@ -410,6 +426,15 @@ class ApdbReader:
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield matching rows as dicts in ascending id order."""
+        for statement in self._statements(where, ids, limit):
+            for part in self._stream(statement):
+                for found in part:
+                    yield self._row(found)
+
+    def _statements(
+        self, where: Expr | None, ids: Sequence[int] | None, limit: int | None
+    ) -> list[Any]:
+        """The queries of `rows`: one, or one per `ID_CHUNK` of ``ids``."""
         import sqlalchemy as sa
 
         t = self.table
@@ -430,10 +455,48 @@ class ApdbReader:
                 .order_by(idc)
                 for i in range(0, len(wanted), ID_CHUNK)
             ]
-        for statement in statements:
-            for part in self._stream(statement):
-                for found in part:
-                    yield self._row(found)
+        return statements
+
+    def column_batches(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ColumnBatch] | None:
+        """The rows `rows` yields, as column batches: for a PostgreSQL APDB.
+
+        (An SQLite APDB is copied by SQLite: `sqlite_selection`.)  Each chunk
+        of rows from the server-side cursor is turned into columns at once,
+        with no dict per row; dates become the ISO text the JSON form holds.
+        None for a column type SQLAlchemy converts otherwise (decimals ...).
+        """
+        if self._sqlite_path is not None or self._engine is None:
+            return None
+        dialect = self._engine.dialect
+        names = [str(c.name) for c in self.table.columns]
+        kinds: dict[str, str] = {}
+        dates: list[int] = []
+        for k, column in enumerate(self.table.columns):
+            kind = _column_kind(column.type, dialect)
+            if kind is None:
+                return None
+            if kind in ("datetime", "date"):
+                dates.append(k)
+                kind = "plain"
+            kinds[names[k]] = kind
+        fill = {} if self.instrument is None else {"instrument": self.instrument}
+        statements = self._statements(where, ids, limit)
+
+        def batches() -> Iterator[ColumnBatch]:
+            for statement in statements:
+                for part in self._stream(statement, tuples=True):
+                    columns: list[Any] = list(zip(*part, strict=True))
+                    for k in dates:
+                        columns[k] = [_iso(v) for v in columns[k]]
+                    yield ColumnBatch(names, columns, kinds, fill)
+
+        return batches()
 
     def sqlite_selection(self, where: Expr | None) -> SqliteSelection | None:
         """The APDB file, table and SQL condition of the rows ``where`` keeps.
