@@ -280,6 +280,53 @@ def test_listing_a_large_set_pages_like_panoptes(panoptes_standin):
     assert zero.status_code == 422
 
 
+def test_subjects_are_read_many_at_once_by_id_like_panoptes(panoptes_standin):
+    # Panoptes filters an index by a comma-separated id (ResourceIds.from),
+    # only active subjects, at most 100 per page; unknown ids are left out.
+    standin = panoptes_standin
+    token = _token(standin)
+    auth = {**API, "Authorization": f"Bearer {token}"}
+    ids = [
+        _create_subject(standin, token, **{"#zooprep_id": str(i)})["id"]
+        for i in range(130)
+    ]
+    gone = ids.pop()
+    got = requests.get(f"{standin.url}/api/subjects/{gone}", headers=auth, timeout=5)
+    deleted = requests.delete(
+        f"{standin.url}/api/subjects/{gone}",
+        headers={**auth, "If-Match": got.headers["ETag"]},
+        timeout=5,
+    )
+    assert deleted.status_code == 204
+    wanted = [*ids[:120], gone, "999999"]
+    page = requests.get(
+        f"{standin.url}/api/subjects",
+        params={"id": ",".join(wanted), "page_size": 500},
+        headers=auth,
+        timeout=10,
+    ).json()
+    meta = page["meta"]["subjects"]
+    assert (meta["page_size"], meta["count"], meta["page_count"]) == (100, 120, 2)
+    assert [s["id"] for s in page["subjects"]] == sorted(ids[:120], key=int)[:100]
+    assert all("/media/" in s["locations"][0]["image/png"] for s in page["subjects"])
+    # panoptes-client sends the same query and follows next_href.
+    with _login(standin):
+        listed = {s.id for s in Subject.where(id=",".join(wanted), page_size=100)}
+    assert listed == set(ids[:120])
+    # A fault can be armed on the batched read alone (its query names ids).
+    fault = standin.faults.add("error", method="GET", query=r"(^|&)id=")
+    plain = requests.get(
+        f"{standin.url}/api/subjects",
+        params={"page_size": 1},
+        headers=auth,
+        timeout=5,
+    )
+    by_id = requests.get(
+        f"{standin.url}/api/subjects", params={"id": ids[0]}, headers=auth, timeout=5
+    )
+    assert (plain.status_code, by_id.status_code, fault.fired) == (200, 500, 1)
+
+
 def test_updates_and_deletes_need_a_current_if_match(panoptes_standin):
     standin = panoptes_standin
     auth = {**API, "Authorization": f"Bearer {_token(standin)}"}

@@ -859,6 +859,9 @@ def test_an_apdb_given_as_a_bare_path_is_answered_with_its_url(apdb_sqlite, tmp_
 class RowByRow:
     """A reader that only yields rows one at a time (as a broker or TAP reader does)."""
 
+    store = None
+    stopped = None
+
     def __init__(self, reader):
         self.reader = reader
         self.kind, self.id_column = reader.kind, reader.id_column

@@ -558,6 +558,27 @@ class Run:
         self._document = document
         self._settings = None
 
+    # -- notes ----------------------------------------------------------------
+
+    def note(self, key: str, value: str) -> None:
+        """Remember one fact about the run in its state (committed at once).
+
+        For what a stage did once outside the run and must not do again on
+        resume, e.g. ``upload`` setting a workflow's ``subject_viewer``.
+        """
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (f"note:{key}", value),
+            )
+
+    def noted(self, key: str) -> str | None:
+        """The value `note` remembered under ``key``, or None."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"note:{key}",)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     # -- sources --------------------------------------------------------------
 
     def add_sources(
@@ -1030,6 +1051,21 @@ class Run:
             f"json_each(sources.files) AS j WHERE ({like}) AND ({clause}) "
             "GROUP BY sources.id)",
             [f"%{e.lower()}" for e in ends] + params,
+        ).fetchone()
+        return int(found[0] or 0)
+
+    def count_without(self, suffixes: Iterable[str], statuses: Iterable[str]) -> int:
+        """How many sources of ``statuses`` have no file ending in one of ``suffixes``.
+
+        Case-insensitive suffixes, like `max_files`.
+        """
+        ends = list(suffixes)
+        like = " OR ".join("lower(j.value) LIKE ?" for _ in ends)
+        clause, params = _status_clause(statuses, None)
+        found = self._db.execute(
+            f"SELECT COUNT(*) FROM sources WHERE ({clause}) AND NOT EXISTS "
+            f"(SELECT 1 FROM json_each(sources.files) AS j WHERE {like})",
+            params + [f"%{e.lower()}" for e in ends],
         ).fetchone()
         return int(found[0] or 0)
 

@@ -141,6 +141,11 @@ class Workflow:
     #: with each task's ``feedback`` (``enabled``, ``rules``), and the first one.
     tasks: dict[str, Any] = field(default_factory=dict)
     first_task: str = ""
+    #: The workflow's ``configuration`` (``subject_viewer``,
+    #: ``training_set_ids``, ...): a free JSON object, replaced whole by an
+    #: update (Panoptes stores it as one jsonb column).
+    configuration: dict[str, Any] = field(default_factory=dict)
+    active: bool = True
 
 
 @dataclass

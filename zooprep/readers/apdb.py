@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from zooprep.errors import InputError
+from zooprep.errors import InputError, RateLimited
 from zooprep.readers.base import (
     ColumnBatch,
     ReadFailure,
@@ -168,6 +168,8 @@ class ApdbReader:
     """
 
     kind = "apdb"
+    store: Path | None = None
+    stopped: RateLimited | None = None
 
     def __init__(
         self,

@@ -42,10 +42,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from zooprep.errors import RateLimited
 from zooprep.readers.where import Expr, to_mask, unknown_column
 
 __all__ = [
@@ -81,6 +83,12 @@ class SourceReader(Protocol):
     id_column: str
     #: The instrument the source names (or the one given), None when unknown.
     instrument: str | None
+    #: The run folder where the reader keeps what it read (a broker's
+    #: answers, histories), or None: select makes the run first when set.
+    store: Path | None
+    #: Set when a rate limit ended reading early: select records what was
+    #: read and raises it.  None for readers that are never rate limited.
+    stopped: RateLimited | None
 
     def open(self) -> Any:
         """Connect or read what is needed before `check` (select calls it first)."""
@@ -228,6 +236,10 @@ class StreamReader(Protocol):
     kind: str
     id_column: str
     instrument: str | None
+    #: The run folder where the reader keeps its schemas and histories.
+    store: Path
+    #: Stop after this many messages (None: until the topic is drained).
+    max_messages: int | None
 
     def open(self) -> Any:
         """Connect (select calls it first)."""
@@ -309,6 +321,8 @@ class InMemoryFilter:
 
     ids: np.ndarray
     _masks: dict[Expr, np.ndarray]
+    store: Path | None = None
+    stopped: RateLimited | None = None
 
     def open(self) -> Any:
         """Nothing to open: the rows were read when the reader was made."""

@@ -93,6 +93,8 @@ class SelectResult:
     what : str
         What the failures were: ``unreadable files``, ``unusable objects``
         or ``bad messages``.
+    learning : str
+        With ``next``: what was chosen, how, and from what.
     """
 
     selected: int = 0
@@ -103,6 +105,7 @@ class SelectResult:
     source: str = ""
     failures: list[ReadFailure] = field(default_factory=list)
     what: str = "unreadable files"
+    learning: str = ""
 
     def __str__(self) -> str:
         parts = [f"selected {self.selected} sources from {self.source}"]
@@ -113,6 +116,8 @@ class SelectResult:
             parts.append(f"{self.duplicates} duplicated ids skipped (e.g. {shown})")
         if self.failed:
             parts.append(f"{self.failed} {self.what} recorded as failed")
+        if self.learning:
+            parts.append(self.learning)
         return "; ".join(parts)
 
 
@@ -424,7 +429,7 @@ def _stream(
     nothing is lost, and the ids already recorded are kept as they are.
     """
     result = SelectResult(source=reader.describe(), what="bad messages")
-    reporter.start("select", getattr(reader, "max_messages", None))
+    reporter.start("select", reader.max_messages)
     for batch in reader.batches():
         rows = batch.rows
         if expr is not None and rows:
@@ -607,6 +612,26 @@ def _saved(path: Path) -> str:
     return f"{saved_count(path, STATUSES)} sources saved"
 
 
+def _next_plan(
+    path: Path,
+    request: SelectOptions,
+    reader: SourceReader | StreamReader,
+    expr: Expr | None,
+    seed: int | None,
+    handle: Run | None,
+) -> Any:
+    """The batch ``--next`` chooses (`zooprep.stages.nextbatch`), or None."""
+    if not request.next:
+        return None
+    from zooprep.stages.nextbatch import plan
+
+    if isinstance(reader, StreamReader):
+        raise InputError("--next needs a source it can scan, not a stream")
+    assert seed is not None
+    saved = handle.settings.select if handle is not None else None
+    return plan(path, request.resolved(), reader, expr, int(seed), saved)
+
+
 def _select(
     path: Path,
     options: SelectOptions,
@@ -617,7 +642,7 @@ def _select(
     o = options
     sample, seed, stratify, limit = o.sample, o.seed, o.stratify, o.limit
     reporter = reporter or NullReporter()
-    if sample is None and seed is not None:
+    if sample is None and not o.next and seed is not None:
         log.info("--seed has no effect without --sample")
         seed = None
     expr: Expr | None = combine(
@@ -635,7 +660,7 @@ def _select(
     reader: SourceReader | StreamReader | None = None
     try:
         reader = given_reader if given_reader is not None else open_reader(o, path)
-        if handle is None and getattr(reader, "store", None) is not None:
+        if handle is None and reader.store is not None:
             # Brokers and streams keep what they read in the run: make it first.
             handle = Run.create(path)
         reader.open()
@@ -649,7 +674,12 @@ def _select(
         )
         if handle is not None:
             saved = handle.settings.select
-            if sample and seed is None and saved is not None and saved.seed is not None:
+            if (
+                (sample or o.next)
+                and seed is None
+                and saved is not None
+                and saved.seed is not None
+            ):
                 seed = int(saved.seed)
                 request = request.merge(seed=seed)
             if (
@@ -664,10 +694,13 @@ def _select(
                 )
             if len(handle) and not o.append:
                 log.info("%s: continuing the same selection", path)
-        if sample and seed is None:
+        if (sample or o.next) and seed is None:
             seed = secrets.randbelow(2**31)
             request = request.merge(seed=seed)
             log.info("--sample without --seed: using seed %d", seed)
+        plan = _next_plan(path, request, reader, expr, seed, handle)
+        if plan is not None:
+            request = request.merge(learned=plan.learned.digest)
         if handle is None:
             handle = Run.create(path)
         remove_temporary(path)  # a settings file a killed select was writing
@@ -689,27 +722,34 @@ def _select(
         if isinstance(reader, StreamReader):
             return _stream(handle, reader, expr, reporter)
         ids: np.ndarray | None = None
-        if sample:
+        if plan is not None:
+            plan.write(path)
+            ids = plan.ids
+            total: int | None = len(ids)
+        elif sample:
             assert seed is not None
             ids = sample_ids(reader, expr, int(sample), int(seed), stratify)
             interrupt.check(0)
-            total: int | None = len(ids) if limit is None else min(len(ids), limit)
+            total = len(ids) if limit is None else min(len(ids), limit)
         else:
             total = limit
         reporter.start("select", total)
         wanted = None if ids is None else ids.tolist()
-        added = _add_in_bulk(handle, reader, expr, wanted, limit, reporter)
+        added = None
+        if plan is None:  # --next annotates each row: those go row by row
+            added = _add_in_bulk(handle, reader, expr, wanted, limit, reporter)
         if added is None:  # the reader has no faster path for these rows
             rows = reader.rows(expr, ids=wanted, limit=limit)
+            if plan is not None:
+                rows = plan.annotate(rows, reader.id_column)
             added = handle.add_sources(
                 _counted(rows, reporter), reader.id_column, group=reader.group
             )
         interrupt.check(added.added)
         failures = list(reader.failures)
         _record_failures(handle, reader, failures)
-        stopped = getattr(reader, "stopped", None)
-        if stopped is not None:  # a broker's rate limit ended reading early
-            raise RateLimited(added.added, str(stopped.what))
+        if reader.stopped is not None:  # a broker's rate limit ended reading early
+            raise RateLimited(added.added, str(reader.stopped.what))
         if failures:
             reporter.advance(0, failed=len(failures))
         reporter.finish()
@@ -724,6 +764,7 @@ def _select(
             what="unusable objects"
             if reader.kind in BROKER_KINDS
             else "unreadable files",
+            learning=plan.summary() if plan is not None else "",
         )
         if added.duplicates:
             log.warning(
