@@ -32,7 +32,7 @@ from zooprep.lightcurves import light_curve_plot
 from zooprep.options import MAX_FILE_BYTES, ImageOptions, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
-from zooprep.run import Run, cutout_relpath, decode_row, saved_count
+from zooprep.run import Run, cutout_relpath, saved_count
 from zooprep.scatterplot import scatter_plot_json
 from zooprep.vocabulary import STAMP_KINDS, reason_key
 
@@ -447,8 +447,7 @@ def _tasks(
 
     rows: list[TaskRow] = []
     key: Any = None
-    for sid, seq, text in run.iter_to_render(statuses):
-        row = decode_row(text)
+    for sid, seq, row in run.iter_to_render(statuses):
         k = images.group_key(row)
         if rows and (k != key or len(rows) >= TASK_ROWS):
             yield task(rows)
