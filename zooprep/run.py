@@ -1079,6 +1079,11 @@ class Run:
             )
         ]
 
+    def last_id(self) -> int | None:
+        """The largest source id recorded (None when there is none)."""
+        row = self._db.execute("SELECT MAX(id) FROM sources WHERE id >= 0").fetchone()
+        return None if row[0] is None else int(row[0])
+
     def record_manifest(self, written: Iterable[tuple[int, int]]) -> None:
         """Remember the ``(source id, line)`` pairs of the manifest just written."""
         with self.transaction():

@@ -554,7 +554,7 @@ def _render(
         kind = select.kind if select is not None else None
         opts = _resolve_options(r, given, kind)
         if source is None:
-            source = from_options(opts, kind)
+            source = from_options(opts, kind, select)
         source.check(_columns(r))
         if renderer is None:
             from zooprep.renderers import make_renderer

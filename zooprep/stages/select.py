@@ -321,6 +321,20 @@ def open_reader(
     broker = _broker_reader(options, run)
     if broker is not None:
         return broker
+    if options.tap:
+        from zooprep.readers.tap import TapReader
+
+        return TapReader(
+            options.tap,
+            table=options.table or None,
+            query=options.query or None,
+            id_column=options.id_column or None,
+            instrument=options.instrument or None,
+            mode=options.tap_mode,
+            page_size=options.tap_page_size,
+            store=run,
+            resume_after=None if options.append else _recorded(run),
+        )
     apdb, schema, prefix = options.apdb, options.schema, ""
     if options.apdb_config:
         apdb, config_schema, prefix = _apdb_config(options.apdb_config)
@@ -353,6 +367,15 @@ def open_reader(
             instrument=options.instrument or None,
         )
     raise InputError("give exactly one source (see zooprep select --help)")
+
+
+def _recorded(run: str | os.PathLike[str] | None) -> tuple[int, int] | None:
+    """``(last id, count)`` of a run's sources, for a reader that continues."""
+    if run is None or not (Path(run) / Run.STATE).is_file():
+        return None
+    with Run.open(run, lock=False) as handle:
+        last = handle.last_id()
+        return None if last is None else (last, len(handle))
 
 
 def _broker_reader(
