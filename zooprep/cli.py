@@ -652,6 +652,7 @@ def manifest(run: Path, **kw: Any) -> None:
 @flag(UploadOptions, "via")
 @flag(UploadOptions, "training_set", metavar="NAME")
 @flag(UploadOptions, "training_set_id", metavar="ID")
+@flag(UploadOptions, "controversial_set", metavar="NAME")
 @command
 def upload(run: Path, **kw: Any) -> None:
     """Send the manifest's rows to a Zooniverse subject set, exactly once.

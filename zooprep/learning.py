@@ -27,6 +27,12 @@ logistic fit because
 Fractional labels make the posterior a little conservative (a subject at 0.5
 is less variable than a coin flip), never over-confident.
 
+Only the score is used.  A second column (S/N, band) would split each bin
+into several cells, and at the hundreds of labels a batch brings a cell
+would hold a handful: its posterior would say little and the strategies
+would chase noise.  A project that expects the calibration to differ by
+band selects each band's batches as runs of their own (``--band``).
+
 Correcting for how sources were chosen
 --------------------------------------
 Every source chosen by ``zooprep select --next`` records its *stream*

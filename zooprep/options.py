@@ -771,29 +771,6 @@ class SelectOptions(Options):
         "https://lasair.lsst.ac.uk",
         help="Where Lasair serves cutouts (for sources from Lasair's Kafka).",
     )
-    tap: str | None = setting(
-        help="Read sources from this TAP service, e.g. the Rubin Science "
-        "Platform's https://data.lsst.cloud/api/tap, with --table or --query. "
-        "Extra 'zooprep[rsp]'; token from RSP_TOKEN (sent as a bearer token).",
-    )
-    table: str | None = setting(
-        help="The TAP table to read, e.g. dp1.DiaSource: the filters "
-        "(--where, --band, --visit, ...) become ADQL and it is read in pages "
-        "by diaSourceId.",
-    )
-    query: str | None = setting(
-        help="ADQL to run on --tap instead of --table; it must select "
-        "diaSourceId, visit, detector and ra, dec. Its result is kept in the run.",
-    )
-    tap_mode: str = setting(
-        "async",
-        choices=("async", "sync"),
-        help="Run TAP queries as asynchronous (UWS) jobs or synchronously.",
-    )
-    tap_page_size: int | None = setting(
-        help="Rows per TAP page.",
-        shown_default="50000, or the service's row limit if lower",
-    )
     next: int | None = setting(
         help="Choose the next batch of N sources from what volunteers said in "
         "the --learn-from runs (sources they showed are left out)."
@@ -820,6 +797,29 @@ class SelectOptions(Options):
         "votes).",
     )
     learned: str | None = setting(flag=None)
+    tap: str | None = setting(
+        help="Read sources from this TAP service, e.g. the Rubin Science "
+        "Platform's https://data.lsst.cloud/api/tap, with --table or --query. "
+        "Extra 'zooprep[rsp]'; token from RSP_TOKEN (sent as a bearer token).",
+    )
+    table: str | None = setting(
+        help="The TAP table to read, e.g. dp1.DiaSource: the filters "
+        "(--where, --band, --visit, ...) become ADQL and it is read in pages "
+        "by diaSourceId.",
+    )
+    query: str | None = setting(
+        help="ADQL to run on --tap instead of --table; it must select "
+        "diaSourceId, visit, detector and ra, dec. Its result is kept in the run.",
+    )
+    tap_mode: str = setting(
+        "async",
+        choices=("async", "sync"),
+        help="Run TAP queries as asynchronous (UWS) jobs or synchronously.",
+    )
+    tap_page_size: int | None = setting(
+        help="Rows per TAP page.",
+        shown_default="50000, or the service's row limit if lower",
+    )
     selected_at: str | None = setting(flag=None)
     history: Sequence[str] | None = setting(flag=None, convert=_tuple)
 
@@ -1481,11 +1481,14 @@ class UploadOptions(Options):
         Panoptes endpoint (production by default; use
         ``https://panoptes-staging.zooniverse.org`` to rehearse).
     workers : int
-        Concurrent upload threads.
+        Concurrent Panoptes API requests (as many threads PUT the files and
+        as many read them back).
     dry_run : bool
         Validate everything, upload nothing.
     timeout : float
-        Seconds before any one HTTP request is abandoned.
+        Upper bound in seconds of any one HTTP request; each is given a
+        deadline learned from the run's answers (`zooprep.deadlines`) and
+        retried when it runs out; a subject create gets the whole timeout.
     verify : bool
         Read every file back from the subject's public location after its
         PUT (size, and MD5 where the store gives one) before the subject
@@ -1522,11 +1525,21 @@ class UploadOptions(Options):
         PRODUCTION,
         help="Panoptes endpoint; rehearse on https://panoptes-staging.zooniverse.org.",
     )
-    workers: int = setting(8, saved=False, help="Concurrent upload threads (1 to 64).")
+    workers: int = setting(
+        8,
+        saved=False,
+        help="Concurrent Panoptes API requests (1 to 64); as many threads PUT "
+        "the files and as many read them back.",
+    )
     timeout: float = setting(
         60.0,
         saved=False,
-        help="Seconds before one HTTP request is abandoned and retried.",
+        help="Upper bound in seconds of any one HTTP request. Each request is "
+        "given a deadline learned from this run's answers (10 times their "
+        "recent 99th percentile, at least 2 s, more for a larger file, doubled "
+        "on each retry) and is retried when it runs out, so a hung request "
+        "costs seconds; a subject create, which cannot be repeated safely, "
+        "always gets the whole timeout.",
     )
     dry_run: bool = setting(
         False,
@@ -1570,6 +1583,12 @@ class UploadOptions(Options):
     )
     training_set_id: str | None = setting(
         help="An existing subject set's id for the training subjects."
+    )
+    controversial_set: str | None = setting(
+        saved=False,
+        help="Add the shown subjects select --reshow-controversial listed "
+        "(RUN/controversial.csv) to this subject set (made when absent), for "
+        "experts or more votes: the subjects themselves, not copies.",
     )
 
     def _check(self) -> None:

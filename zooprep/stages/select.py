@@ -49,9 +49,16 @@ from zooprep.errors import InputError, RateLimited, RunError
 from zooprep.files import remove_temporary, storage_guard
 from zooprep.options import SelectOptions, parse_stratify
 from zooprep.progress import NullReporter, Reporter
-from zooprep.readers.base import ReadFailure, SourceReader, StreamReader, failure_id
+from zooprep.readers.base import (
+    ColumnBatchReader,
+    ReadFailure,
+    SourceReader,
+    SqliteCopyReader,
+    StreamReader,
+    failure_id,
+)
 from zooprep.readers.where import Expr, combine, parse_where, sugar, to_mask
-from zooprep.run import STATUSES, Run, saved_count
+from zooprep.run import STATUSES, AddResult, Run, saved_count
 from zooprep.vocabulary import BROKER_KINDS
 
 __all__ = ["SelectResult", "open_reader", "sample_ids", "select"]
@@ -492,6 +499,41 @@ def _counted(
         reporter.advance(n)
 
 
+def _add_in_bulk(
+    handle: Run,
+    reader: SourceReader,
+    expr: Expr | None,
+    ids: list[int] | None,
+    limit: int | None,
+    reporter: Reporter,
+) -> AddResult | None:
+    """Add the rows through the reader's faster path, or None when it has none.
+
+    An SQLite source is copied by SQLite (`Run.add_selection`), a reader
+    with column batches is stored a batch at a time (`Run.add_batches`);
+    either way no row passes through Python on its own.
+    """
+    progress, stop = reporter.advance, interrupt.requested
+    if isinstance(reader, SqliteCopyReader):
+        selection = reader.sqlite_selection(expr)
+        if selection is not None:
+            return handle.add_selection(
+                selection,
+                reader.id_column,
+                ids=ids,
+                limit=limit,
+                progress=progress,
+                stop=stop,
+            )
+    if isinstance(reader, ColumnBatchReader):
+        batches = reader.column_batches(expr, ids=ids, limit=limit)
+        if batches is not None:
+            return handle.add_batches(
+                batches, reader.id_column, progress=progress, stop=stop
+            )
+    return None
+
+
 def _record_failures(
     run: Run, reader: SourceReader | StreamReader, failures: Sequence[ReadFailure]
 ) -> None:
@@ -715,12 +757,17 @@ def _select(
         else:
             total = limit
         reporter.start("select", total)
-        rows = reader.rows(expr, ids=None if ids is None else ids.tolist(), limit=limit)
-        if plan is not None:
-            rows = plan.annotate(rows, reader.id_column)
-        added = handle.add_sources(
-            _counted(rows, reporter), reader.id_column, group=reader.group
-        )
+        wanted = None if ids is None else ids.tolist()
+        added = None
+        if plan is None:  # --next annotates each row: those go row by row
+            added = _add_in_bulk(handle, reader, expr, wanted, limit, reporter)
+        if added is None:  # the reader has no faster path for these rows
+            rows = reader.rows(expr, ids=wanted, limit=limit)
+            if plan is not None:
+                rows = plan.annotate(rows, reader.id_column)
+            added = handle.add_sources(
+                _counted(rows, reporter), reader.id_column, group=reader.group
+            )
         interrupt.check(added.added)
         failures = list(reader.failures)
         _record_failures(handle, reader, failures)
