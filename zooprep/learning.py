@@ -96,6 +96,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zooprep.vocabulary import STRATEGIES
+
 __all__ = [
     "BINS",
     "CORRECTIONS",
@@ -114,8 +116,6 @@ __all__ = [
     "weights",
 ]
 
-#: Choices of ``--strategy``.
-STRATEGIES = ("uncertainty", "disagreement", "stratified")
 #: What picked a source: a strategy, the random share, or a blind choice
 #: (``--sample``, ``--limit``, a whole catalog); ``controversial`` marks
 #: subjects shown again because their votes were split.

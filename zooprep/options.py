@@ -52,13 +52,13 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
 from zooprep.errors import InputError
-from zooprep.learning import STRATEGIES
 from zooprep.manifest_format import LAYOUTS as MANIFEST_LAYOUTS
 from zooprep.viewers import SUBJECT_VIEWERS
 from zooprep.vocabulary import (
     BUTLER_DATASET_TYPES,
     POSITIONS,
     PRODUCTION,
+    STRATEGIES,
     Position,
     refuse_secret_query,
 )
