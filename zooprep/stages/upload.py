@@ -256,6 +256,7 @@ class _Outcome:
         "quota",
         "unlinked",
         "abandoned",
+        "parked",  # a create still waiting for its answer (``pending``)
         "created",  # created (or given fresh URLs): files to PUT
         "put",  # files PUT, to be read back
         "recheck",  # read back and missing: PUT again with fresh URLs
@@ -266,6 +267,7 @@ class _Outcome:
     linked: bool = True  # in the subject set (for "created", "put", "recheck")
     data: list[bytes] = field(default_factory=list, repr=False)
     urls: list[str] = field(default_factory=list, repr=False)  # signed PUT URLs
+    pending: cf.Future[_Outcome] | None = field(default=None, repr=False)
 
 
 class _State:
@@ -961,10 +963,16 @@ class _Workers:
         timeout: float,
         retry: RetryPolicy | None,
         verify: bool = True,
+        n_workers: int = 8,
     ) -> None:
         self._tokens, self._timeout, self._retry = tokens, timeout, retry
         self.verify = verify
         self.deadlines = RequestDeadlines(timeout)
+        #: Where creates run: a worker waits for its create up to the API
+        #: deadline, then leaves it to finish here (room for some parked ones).
+        self.creates = cf.ThreadPoolExecutor(
+            2 * n_workers + 4, thread_name_prefix="zooprep-create"
+        )
         self._local = threading.local()
         self._all: list[PanoptesAPI] = []
         self._lock = threading.Lock()
@@ -986,6 +994,7 @@ class _Workers:
 
     def close(self) -> None:
         """Close every client's session."""
+        self.creates.shutdown()
         with self._lock:
             for api in self._all:
                 api.close()
@@ -1002,7 +1011,7 @@ def _run_direct(
     reporter: Reporter,
 ) -> None:
     """Create/repair with a thread pool, reconcile uncertain creates, link leftovers."""
-    workers = _Workers(tokens, options.timeout, retry, options.verify)
+    workers = _Workers(tokens, options.timeout, retry, options.verify, options.workers)
     stop = threading.Event()
     to_link = [i for i in items if i.action == "link"]
     pending = [i for i in items if i.action != "link"]
@@ -1101,6 +1110,7 @@ def _pool(
     batch_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="zooprep-readback")
     with work_pool, put_pool, check_pool, batch_pool:
         work: set[cf.Future[_Outcome]] = set()
+        parked: set[cf.Future[_Outcome]] = set()  # creates without an answer yet
         puts: set[cf.Future[_Outcome]] = set()
         checks: set[cf.Future[_Outcome]] = set()
         batches: dict[cf.Future[dict[str, list[str]]], list[_Outcome]] = {}
@@ -1108,7 +1118,7 @@ def _pool(
 
         def unverified() -> int:
             in_batches = sum(len(b) for b in batches.values())
-            return len(puts) + len(waiting) + len(checks) + in_batches
+            return len(parked) + len(puts) + len(waiting) + len(checks) + in_batches
 
         def fill() -> None:
             while (
@@ -1120,7 +1130,7 @@ def _pool(
                 item = next(queue, None)
                 if item is None:
                     break
-                work.add(work_pool.submit(_process, workers, state, item, stop, True))
+                work.add(work_pool.submit(_process, workers, state, item, stop))
             if waiting and not batches and not interrupt.requested():
                 batch = waiting[:_CHECK_BATCH]
                 del waiting[:_CHECK_BATCH]
@@ -1129,12 +1139,12 @@ def _pool(
                 batches[future] = batch
 
         fill()
-        while work or puts or checks or batches or waiting:
+        while work or parked or puts or checks or batches or waiting:
             if interrupt.requested() and waiting:
                 # Recorded with their media pending: the next run repairs them.
                 yield from (_Outcome(o.item, "abandoned") for o in waiting)
                 waiting.clear()
-            running: set[cf.Future[Any]] = {*work, *puts, *checks, *batches}
+            running: set[cf.Future[Any]] = {*work, *parked, *puts, *checks, *batches}
             if not running:
                 fill()
                 continue
@@ -1151,10 +1161,14 @@ def _pool(
                         )
                     continue
                 work.discard(future)
+                parked.discard(future)
                 puts.discard(future)
                 checks.discard(future)
                 outcome = future.result()
-                if outcome.kind in ("created", "recheck") and interrupt.requested():
+                if outcome.kind == "parked":
+                    assert outcome.pending is not None
+                    parked.add(outcome.pending)
+                elif outcome.kind in ("created", "recheck") and interrupt.requested():
                     # Recorded with their media pending: the next run repairs them.
                     yield _Outcome(outcome.item, "abandoned")
                 elif outcome.kind == "created":
@@ -1216,76 +1230,66 @@ def _process(
     state: _State,
     item: _Item,
     stop: threading.Event,
-    pipelined: bool = False,
 ) -> _Outcome:
-    """Create or repair one subject; never raises for a per-row failure.
+    """Create a subject (or get fresh upload URLs for a repair); never raises for a row.
 
-    ``pipelined``: stop once the subject is created (or has fresh upload
-    URLs), with outcome ``created``; the caller PUTs its files
-    (`_put_files`) and reads them back.
+    The outcome is ``created``: the caller PUTs the files (`_put_files`) and
+    reads them back.  A create not answered within its deadline is left to
+    finish on its own thread (``parked``): the worker takes the next row.
     """
     if stop.is_set():
         return _Outcome(item, "failed", reason="not attempted: subject quota reached")
     if interrupt.requested():
         return _Outcome(item, "abandoned")
     api = workers.api()
-    label = f"source {item.id}"
     try:
         data = [path.read_bytes() for path in item.files]
     except OSError as exc:
         return _Outcome(item, "failed", reason=f"cannot read image: {exc.strerror}")
-    created = False
-    linked = item.in_set
-    try:
-        if item.action == "create":
-            subject_id, urls, linked = api.create_subject(
-                state.project,
-                state.set_id,
-                item.metadata,
-                len(data),
-                label=label,
-                content_types=item.content_types,
-            )
-            state.created(item.id, subject_id)  # before anything else
-            item.subject_id = subject_id
-            created = True
-        else:
-            assert item.subject_id is not None
-            try:
-                urls = api.fresh_upload_urls(
-                    item.subject_id, len(data), content_types=item.content_types
-                )
-            except PanoptesError as exc:
-                if exc.status != 404:
-                    raise
-                # The recorded subject is gone: start this row afresh.
-                state.forget(item.id)
-                item.subject_id, item.action = None, "create"
-                return _process(workers, state, item, stop, pipelined)
-        if interrupt.requested():
-            # A safe point: the subject is recorded with its media pending,
-            # so the next run repairs it.
-            return _Outcome(item, "abandoned")
-        if pipelined:
-            return _Outcome(
-                item,
-                "created",
-                created=created,
-                repaired=not created,
-                linked=linked,
-                data=data,
-                urls=urls,
-            )
+    if item.action == "create":
+        future = workers.creates.submit(_create, workers, state, item, data)
         try:
-            _put_media(api, item, urls, data, label, workers.verify)
-        except MediaMissing as exc:
-            return _out_of_set(api, state, item, linked, exc)
-        state.stored(item.id, item.subject_id, linked)
-        return _Outcome(
-            item,
-            "done" if linked else "unlinked",
-            created=created,
-            repaired=not created,
+            return future.result(timeout=workers.deadlines.api.timeout())
+        except cf.TimeoutError:
+            logger.info(
+                "source %d: the create has no answer yet; going on with the "
+                "next row while it finishes",
+                item.id,
+            )
+            return _Outcome(item, "parked", data=data, pending=future)
+    assert item.subject_id is not None
+    try:
+        urls = api.fresh_upload_urls(
+            item.subject_id, len(data), content_types=item.content_types
+        )
+    except PanoptesError as exc:
+        if exc.status != 404:
+            item.action = "repair"
+            return _Outcome(item, "failed", reason=str(exc))
+        # The recorded subject is gone: start this row afresh.
+        state.forget(item.id)
+        item.subject_id, item.action = None, "create"
+        return _process(workers, state, item, stop)
+    except UploadError as exc:
+        return _Outcome(item, "failed", reason=str(exc))
+    return _Outcome(
+        item, "created", repaired=True, linked=item.in_set, data=data, urls=urls
+    )
+
+
+def _create(
+    workers: _Workers, state: _State, item: _Item, data: list[bytes]
+) -> _Outcome:
+    """POST the subject once (the whole ``--timeout``) and record it at once."""
+    label = f"source {item.id}"
+    try:
+        subject_id, urls, linked = workers.api().create_subject(
+            state.project,
+            state.set_id,
+            item.metadata,
+            len(data),
+            label=label,
+            content_types=item.content_types,
         )
     except CreateUncertain as exc:
         logger.info("%s: %s", label, exc)
@@ -1293,9 +1297,10 @@ def _process(
     except QuotaError as exc:
         return _Outcome(item, "quota", reason=str(exc))
     except UploadError as exc:
-        if created:
-            item.action = "repair"
         return _Outcome(item, "failed", reason=str(exc))
+    state.created(item.id, subject_id)  # before anything else
+    item.subject_id = subject_id
+    return _Outcome(item, "created", created=True, linked=linked, data=data, urls=urls)
 
 
 def _put_files(workers: _Workers, state: _State, made: _Outcome) -> _Outcome:
@@ -1382,39 +1387,6 @@ def _put_all(
         )
     for url, blob, kind in zip(urls, data, item.content_types, strict=True):
         api.put_blob(url, blob, label=label, content_type=kind)
-
-
-def _put_media(
-    api: PanoptesAPI,
-    item: _Item,
-    urls: list[str],
-    data: list[bytes],
-    label: str,
-    verify: bool = True,
-) -> None:
-    """PUT every file and read each one back; on a failure, once more with fresh URLs.
-
-    Raises
-    ------
-    MediaMissing
-        A file is still not stored after the second try.
-    PanoptesError
-        The PUTs themselves failed twice.
-    """
-    assert item.subject_id is not None
-    try:
-        _put_all(api, item, urls, data, label)
-        problems = api.check_media(item.subject_id, data) if verify else []
-        if not problems:
-            return
-        logger.warning(
-            "%s: the store answered 201 but %s; uploading again with fresh URLs",
-            label,
-            "; ".join(problems),
-        )
-    except PanoptesError as exc:
-        logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
-    _put_fresh(api, item, data, label, verify)
 
 
 def _put_fresh(
