@@ -235,6 +235,7 @@ class TapReader:
 
     kind = "tap"
     store: Path | None = None
+    #: A TAP service has no rate limit that ends reading early.
     stopped: RateLimited | None = None
 
     def __init__(
