@@ -344,8 +344,3 @@ def expand_env(template: str, what: str) -> str:
         return found.replace("{", "{{").replace("}", "}}")
 
     return ENV_FIELD.sub(value, template)
-
-
-#: Choices of ``select --strategy`` (how `zooprep.learning` chooses the next
-#: batch); here so the settings need not import numpy to list them.
-STRATEGIES = ("uncertainty", "disagreement", "stratified")
