@@ -31,10 +31,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as quote_uri
 
-from zooprep.readers.base import ColumnBatch, SqliteSelection
+if TYPE_CHECKING:
+    from zooprep.readers.base import ColumnBatch, SqliteSelection
 
 __all__ = [
     "BLOCK_DIR",

@@ -47,14 +47,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from zooprep.errors import InputError, RunError, RunLocked
 from zooprep.files import STATE_FILE, atomic_write, storage_error, temporary_name
 from zooprep.options import Options, RenderOptions, Settings
-from zooprep.readers.base import ColumnBatch, SqliteSelection
 from zooprep.rowstore import (
     BLOCK_DIR,
     BlockInfo,
@@ -69,6 +68,9 @@ from zooprep.rowstore import (
     quote,
     tmp_name,
 )
+
+if TYPE_CHECKING:
+    from zooprep.readers.base import ColumnBatch, SqliteSelection
 
 __all__ = [
     "STATUSES",
