@@ -422,3 +422,27 @@ def test_the_dp1_example_runs_against_the_rsp_stand_in(
     assert "5 rendered" in proc.stdout
     assert "nothing uploaded" in proc.stdout
     _no_token_in(tmp_path / "run")
+
+
+def test_a_history_chunk_over_the_row_limit_is_asked_again_in_halves(
+    tmp_path: Path, rsp: RspStandin, apdb_sqlite: Path
+) -> None:
+    from zooprep.readers.history import ApdbHistory, history_source, light_curves_for
+
+    run = tmp_path / "run"
+    zooprep.select(
+        run, tap=rsp.tap_url, table="dp1.DiaSource", visit=[943296, 982985],
+        tap_mode="sync", tap_page_size=100,
+    )  # fmt: skip
+    with Run.open(run, lock=False) as r:
+        rows = [(s.id, s.row) for s in r.iter_sources()]
+        history = history_source(r.settings.select)
+    # 376 forced sources and 290 sources in one chunk: over the limit of 250
+    from_tap = light_curves_for(history, rows)
+    from_apdb = light_curves_for(ApdbHistory(f"sqlite:///{apdb_sqlite}"), rows)
+    assert history.queries > 2
+    for sid, curve in from_tap.items():
+        want = from_apdb[sid]
+        assert not isinstance(curve, str), curve
+        assert not isinstance(want, str)
+        assert sorted(curve.mjd.tolist()) == pytest.approx(sorted(want.mjd.tolist()))
