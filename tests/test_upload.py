@@ -457,6 +457,37 @@ def test_a_hung_request_is_given_up_after_its_deadline_and_retried(
     assert_exactly_once(panoptes_standin, run)
 
 
+def test_a_slow_create_is_waited_for_while_the_next_rows_go_on(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_run(tmp_path / "run", 10)
+    login_env(monkeypatch, panoptes_standin)
+    # The second create is answered only after 5 s (and really creates the
+    # subject, as a slow server does): never sent twice, never abandoned
+    # before --timeout; meanwhile the one worker goes on with the next rows.
+    slow = panoptes_standin.faults.add(
+        "hang", method="POST", path=r"^/api/subjects$", skip=1, delay=5
+    )
+    result = zooprep.upload(
+        run, options(panoptes_standin, workers=1, timeout=30.0), retry=FAST
+    )
+    assert slow.fired == 1
+    assert (result.created, result.linked, result.failed) == (10, 10, 0)
+    creates = panoptes_standin.requests("POST", r"^/api/subjects$")
+    assert len(creates) == 10  # none sent twice
+    (hung,) = [r for r in creates if r.fault == "hang"]
+    during = [
+        r
+        for r in creates
+        if r.fault is None and hung.started < r.started < hung.started + hung.duration
+    ]
+    assert during  # other rows were created while it hung
+    listings = panoptes_standin.requests("GET", r"^/api/subjects$")
+    # the set was listed once, before starting: no create was left uncertain
+    assert len([r for r in listings if "subject_set_id" in r.query]) == 1
+    assert_exactly_once(panoptes_standin, run)
+
+
 # -- reviewed manifest, dry run, secrets -----------------------------------------
 
 

@@ -85,6 +85,7 @@ from zooprep.panoptes import (
 )
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, saved_count
+from zooprep.stages.nextbatch import CONTROVERSIAL_CSV
 from zooprep.stages.review import mark_removed, read_reviewed
 from zooprep.viewers import viewer_problem, viewer_to_set
 from zooprep.vocabulary import (
@@ -93,6 +94,7 @@ from zooprep.vocabulary import (
     KNOWN_ANSWER_KEY,
     KNOWN_MAG_KEY,
     KNOWN_SNR_KEY,
+    RANK_COLUMN,
 )
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
@@ -146,6 +148,13 @@ class UploadResult:
         checked.
     to_create : int
         Subjects that need creating (what a dry run would do).
+    controversial, controversial_set_id : int, str or None
+        Shown subjects with split votes (``select --reshow-controversial``)
+        added by this call to ``options.controversial_set``, and its id.
+    prioritized : int
+        Subjects of a ``select --next`` batch whose priority in the set was
+        set to their rank by this call (see `PanoptesAPI.set_priorities
+        <zooprep.panoptes.PanoptesAPI.set_priorities>`).
     """
 
     created: int = 0
@@ -165,6 +174,9 @@ class UploadResult:
     subject_viewer_set: bool = False
     training_set_id: str | None = None
     training: int = 0
+    prioritized: int = 0
+    controversial: int = 0
+    controversial_set_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -191,6 +203,13 @@ class UploadResult:
             parts.append(f"{self.removed} removed in review")
         if self.deleted:
             parts.append(f"{self.deleted} duplicates deleted")
+        if self.prioritized:
+            parts.append(f"{self.prioritized} priorities set")
+        if self.controversial_set_id:
+            parts.append(
+                f"{self.controversial} split subjects added to set "
+                f"{self.controversial_set_id}"
+            )
         if self.workflow_linked:
             parts.append("set linked to the workflow")
         if self.training:
@@ -237,6 +256,7 @@ class _Outcome:
         "quota",
         "unlinked",
         "abandoned",
+        "parked",  # a create still waiting for its answer (``pending``)
         "created",  # created (or given fresh URLs): files to PUT
         "put",  # files PUT, to be read back
         "recheck",  # read back and missing: PUT again with fresh URLs
@@ -247,6 +267,7 @@ class _Outcome:
     linked: bool = True  # in the subject set (for "created", "put", "recheck")
     data: list[bytes] = field(default_factory=list, repr=False)
     urls: list[str] = field(default_factory=list, repr=False)  # signed PUT URLs
+    pending: cf.Future[_Outcome] | None = field(default=None, repr=False)
 
 
 class _State:
@@ -407,6 +428,7 @@ def _upload(
         logger.warning("source %d: %s", source_id, reason)
     training = [i for i in items if i.training]
     items = [i for i in items if not i.training]
+    split = _controversial(run, options)
     if training and not (options.training_set or options.training_set_id):
         raise InputError(
             f"{len(training)} manifest rows are training subjects "
@@ -505,6 +527,12 @@ def _upload(
             if interrupt.requested():
                 break
         reporter.finish()
+        if via == "direct" and not interrupt.requested():
+            result.prioritized = _set_priorities(api, run, set_id)
+        if split and not interrupt.requested():
+            result.controversial_set_id, result.controversial = _add_controversial(
+                api, options, split
+            )
         if options.workflow:
             for sid, _ in sets:
                 assert sid is not None
@@ -523,6 +551,50 @@ def _upload(
     result.seconds = time.monotonic() - started
     logger.info("%s", result)
     return result
+
+
+def _controversial(run: Run, options: UploadOptions) -> list[str]:
+    """The subject ids ``controversial.csv`` lists (refused without the file)."""
+    if not options.controversial_set:
+        return []
+    path = run.path / CONTROVERSIAL_CSV
+    if not path.is_file():
+        raise InputError(
+            f"--controversial-set: {run.path} has no {CONTROVERSIAL_CSV}; choose "
+            "the batch with 'zooprep select --reshow-controversial K' first"
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [str(row["subject_id"]) for row in csv.DictReader(fh)]
+
+
+def _add_controversial(
+    api: PanoptesAPI, options: UploadOptions, subjects: list[str]
+) -> tuple[str | None, int]:
+    """Link the split subjects to their own set (only those not in it yet)."""
+    set_id = _resolve_set(
+        api, options.merge(subject_set=options.controversial_set, subject_set_id=None)
+    )
+    assert set_id is not None
+    there = {str(s["id"]) for s in api.set_subjects(set_id)}
+    missing = [s for s in dict.fromkeys(subjects) if s not in there]
+    for start in range(0, len(missing), _LINK_BATCH):
+        api.link(set_id, missing[start : start + _LINK_BATCH])
+    logger.info("added %d split subjects to subject set %s", len(missing), set_id)
+    return set_id, len(missing)
+
+
+def _set_priorities(api: PanoptesAPI, run: Run, set_id: str) -> int:
+    """The set's priorities from the ranks of a ``select --next`` batch (0 without)."""
+    wanted = {
+        str(src.subject_id): int(src.row[RANK_COLUMN])
+        for src in run.iter_sources(["linked"])
+        if src.subject_id and src.row.get(RANK_COLUMN) is not None
+    }
+    if not wanted:
+        return 0
+    changed = api.set_priorities(set_id, wanted)
+    logger.info("set the priority of %d subjects in set %s", changed, set_id)
+    return changed
 
 
 def _resolve_training_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
@@ -891,10 +963,16 @@ class _Workers:
         timeout: float,
         retry: RetryPolicy | None,
         verify: bool = True,
+        n_workers: int = 8,
     ) -> None:
         self._tokens, self._timeout, self._retry = tokens, timeout, retry
         self.verify = verify
         self.deadlines = RequestDeadlines(timeout)
+        #: Where creates run: a worker waits for its create up to the API
+        #: deadline, then leaves it to finish here (room for some parked ones).
+        self.creates = cf.ThreadPoolExecutor(
+            2 * n_workers + 4, thread_name_prefix="zooprep-create"
+        )
         self._local = threading.local()
         self._all: list[PanoptesAPI] = []
         self._lock = threading.Lock()
@@ -916,6 +994,7 @@ class _Workers:
 
     def close(self) -> None:
         """Close every client's session."""
+        self.creates.shutdown()
         with self._lock:
             for api in self._all:
                 api.close()
@@ -932,7 +1011,7 @@ def _run_direct(
     reporter: Reporter,
 ) -> None:
     """Create/repair with a thread pool, reconcile uncertain creates, link leftovers."""
-    workers = _Workers(tokens, options.timeout, retry, options.verify)
+    workers = _Workers(tokens, options.timeout, retry, options.verify, options.workers)
     stop = threading.Event()
     to_link = [i for i in items if i.action == "link"]
     pending = [i for i in items if i.action != "link"]
@@ -1031,6 +1110,7 @@ def _pool(
     batch_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="zooprep-readback")
     with work_pool, put_pool, check_pool, batch_pool:
         work: set[cf.Future[_Outcome]] = set()
+        parked: set[cf.Future[_Outcome]] = set()  # creates without an answer yet
         puts: set[cf.Future[_Outcome]] = set()
         checks: set[cf.Future[_Outcome]] = set()
         batches: dict[cf.Future[dict[str, list[str]]], list[_Outcome]] = {}
@@ -1038,7 +1118,7 @@ def _pool(
 
         def unverified() -> int:
             in_batches = sum(len(b) for b in batches.values())
-            return len(puts) + len(waiting) + len(checks) + in_batches
+            return len(parked) + len(puts) + len(waiting) + len(checks) + in_batches
 
         def fill() -> None:
             while (
@@ -1050,7 +1130,7 @@ def _pool(
                 item = next(queue, None)
                 if item is None:
                     break
-                work.add(work_pool.submit(_process, workers, state, item, stop, True))
+                work.add(work_pool.submit(_process, workers, state, item, stop))
             if waiting and not batches and not interrupt.requested():
                 batch = waiting[:_CHECK_BATCH]
                 del waiting[:_CHECK_BATCH]
@@ -1059,12 +1139,12 @@ def _pool(
                 batches[future] = batch
 
         fill()
-        while work or puts or checks or batches or waiting:
+        while work or parked or puts or checks or batches or waiting:
             if interrupt.requested() and waiting:
                 # Recorded with their media pending: the next run repairs them.
                 yield from (_Outcome(o.item, "abandoned") for o in waiting)
                 waiting.clear()
-            running: set[cf.Future[Any]] = {*work, *puts, *checks, *batches}
+            running: set[cf.Future[Any]] = {*work, *parked, *puts, *checks, *batches}
             if not running:
                 fill()
                 continue
@@ -1081,10 +1161,14 @@ def _pool(
                         )
                     continue
                 work.discard(future)
+                parked.discard(future)
                 puts.discard(future)
                 checks.discard(future)
                 outcome = future.result()
-                if outcome.kind in ("created", "recheck") and interrupt.requested():
+                if outcome.kind == "parked":
+                    assert outcome.pending is not None
+                    parked.add(outcome.pending)
+                elif outcome.kind in ("created", "recheck") and interrupt.requested():
                     # Recorded with their media pending: the next run repairs them.
                     yield _Outcome(outcome.item, "abandoned")
                 elif outcome.kind == "created":
@@ -1146,76 +1230,66 @@ def _process(
     state: _State,
     item: _Item,
     stop: threading.Event,
-    pipelined: bool = False,
 ) -> _Outcome:
-    """Create or repair one subject; never raises for a per-row failure.
+    """Create a subject (or get fresh upload URLs for a repair); never raises for a row.
 
-    ``pipelined``: stop once the subject is created (or has fresh upload
-    URLs), with outcome ``created``; the caller PUTs its files
-    (`_put_files`) and reads them back.
+    The outcome is ``created``: the caller PUTs the files (`_put_files`) and
+    reads them back.  A create not answered within its deadline is left to
+    finish on its own thread (``parked``): the worker takes the next row.
     """
     if stop.is_set():
         return _Outcome(item, "failed", reason="not attempted: subject quota reached")
     if interrupt.requested():
         return _Outcome(item, "abandoned")
     api = workers.api()
-    label = f"source {item.id}"
     try:
         data = [path.read_bytes() for path in item.files]
     except OSError as exc:
         return _Outcome(item, "failed", reason=f"cannot read image: {exc.strerror}")
-    created = False
-    linked = item.in_set
-    try:
-        if item.action == "create":
-            subject_id, urls, linked = api.create_subject(
-                state.project,
-                state.set_id,
-                item.metadata,
-                len(data),
-                label=label,
-                content_types=item.content_types,
-            )
-            state.created(item.id, subject_id)  # before anything else
-            item.subject_id = subject_id
-            created = True
-        else:
-            assert item.subject_id is not None
-            try:
-                urls = api.fresh_upload_urls(
-                    item.subject_id, len(data), content_types=item.content_types
-                )
-            except PanoptesError as exc:
-                if exc.status != 404:
-                    raise
-                # The recorded subject is gone: start this row afresh.
-                state.forget(item.id)
-                item.subject_id, item.action = None, "create"
-                return _process(workers, state, item, stop, pipelined)
-        if interrupt.requested():
-            # A safe point: the subject is recorded with its media pending,
-            # so the next run repairs it.
-            return _Outcome(item, "abandoned")
-        if pipelined:
-            return _Outcome(
-                item,
-                "created",
-                created=created,
-                repaired=not created,
-                linked=linked,
-                data=data,
-                urls=urls,
-            )
+    if item.action == "create":
+        future = workers.creates.submit(_create, workers, state, item, data)
         try:
-            _put_media(api, item, urls, data, label, workers.verify)
-        except MediaMissing as exc:
-            return _out_of_set(api, state, item, linked, exc)
-        state.stored(item.id, item.subject_id, linked)
-        return _Outcome(
-            item,
-            "done" if linked else "unlinked",
-            created=created,
-            repaired=not created,
+            return future.result(timeout=workers.deadlines.api.timeout())
+        except cf.TimeoutError:
+            logger.info(
+                "source %d: the create has no answer yet; going on with the "
+                "next row while it finishes",
+                item.id,
+            )
+            return _Outcome(item, "parked", data=data, pending=future)
+    assert item.subject_id is not None
+    try:
+        urls = api.fresh_upload_urls(
+            item.subject_id, len(data), content_types=item.content_types
+        )
+    except PanoptesError as exc:
+        if exc.status != 404:
+            item.action = "repair"
+            return _Outcome(item, "failed", reason=str(exc))
+        # The recorded subject is gone: start this row afresh.
+        state.forget(item.id)
+        item.subject_id, item.action = None, "create"
+        return _process(workers, state, item, stop)
+    except UploadError as exc:
+        return _Outcome(item, "failed", reason=str(exc))
+    return _Outcome(
+        item, "created", repaired=True, linked=item.in_set, data=data, urls=urls
+    )
+
+
+def _create(
+    workers: _Workers, state: _State, item: _Item, data: list[bytes]
+) -> _Outcome:
+    """POST the subject once (the whole ``--timeout``) and record it at once."""
+    label = f"source {item.id}"
+    try:
+        subject_id, urls, linked = workers.api().create_subject(
+            state.project,
+            state.set_id,
+            item.metadata,
+            len(data),
+            label=label,
+            content_types=item.content_types,
         )
     except CreateUncertain as exc:
         logger.info("%s: %s", label, exc)
@@ -1223,9 +1297,10 @@ def _process(
     except QuotaError as exc:
         return _Outcome(item, "quota", reason=str(exc))
     except UploadError as exc:
-        if created:
-            item.action = "repair"
         return _Outcome(item, "failed", reason=str(exc))
+    state.created(item.id, subject_id)  # before anything else
+    item.subject_id = subject_id
+    return _Outcome(item, "created", created=True, linked=linked, data=data, urls=urls)
 
 
 def _put_files(workers: _Workers, state: _State, made: _Outcome) -> _Outcome:
@@ -1312,39 +1387,6 @@ def _put_all(
         )
     for url, blob, kind in zip(urls, data, item.content_types, strict=True):
         api.put_blob(url, blob, label=label, content_type=kind)
-
-
-def _put_media(
-    api: PanoptesAPI,
-    item: _Item,
-    urls: list[str],
-    data: list[bytes],
-    label: str,
-    verify: bool = True,
-) -> None:
-    """PUT every file and read each one back; on a failure, once more with fresh URLs.
-
-    Raises
-    ------
-    MediaMissing
-        A file is still not stored after the second try.
-    PanoptesError
-        The PUTs themselves failed twice.
-    """
-    assert item.subject_id is not None
-    try:
-        _put_all(api, item, urls, data, label)
-        problems = api.check_media(item.subject_id, data) if verify else []
-        if not problems:
-            return
-        logger.warning(
-            "%s: the store answered 201 but %s; uploading again with fresh URLs",
-            label,
-            "; ".join(problems),
-        )
-    except PanoptesError as exc:
-        logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
-    _put_fresh(api, item, data, label, verify)
 
 
 def _put_fresh(
