@@ -6,17 +6,36 @@ deterministic random positions; rows are real DiaSources from the ci_dc2 APDB
 draw the same sources in the same process, one core; the ratio of their
 sources per second is printed.
 
+With ``--whole N`` the whole ``zooprep render RUN --jobs 1`` process is timed
+too (start-up, reading the state, opening and cutting the FITS files, drawing,
+writing the PNGs atomically, recording progress): N sources at the same kind
+of positions, in image groups of ``--group`` sources (each group its own
+symlinked copy of the triplet, as one visit/detector each), selected from a
+catalogue CSV beforehand (not timed).  Printed beside the in-process drawing
+of the same N sources, timed just before and just after it, and matplotlib:
+wall-clock rates and CPU seconds per source (user + system, of the
+subprocess; of this process for the drawing), and the whole process's
+start-up alone (a run whose sources are all done).
+
     python benchmarks/bench_render.py [--n 400] [--n-mpl 20] [--sizes 30]
-        [--data tests/data] [--profile]
+        [--data tests/data] [--profile] [--whole 10000] [--group 400]
+        [--tree CHECKOUT]
+
+``--tree`` times another checkout's ``zooprep`` package as the whole process
+(e.g. a ``git archive`` of the commit before a change).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
+import resource
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,27 +50,41 @@ from benchmarks.mpl_reference import render_mpl  # noqa: E402
 from zooprep.images.base import Cutouts, Triplet  # noqa: E402
 from zooprep.renderers import AnnotatedRenderer, PlainRenderer  # noqa: E402
 
+#: The DECam triplet: science, template, difference.
+TRIPLET = ("DEC-OBS18a.mini.fits", "DEC-OBS04a.mini.fits", "FinalDifference.fits")
 
-def load_sources(shared: Path, n: int, sizes: list[int], seed: int = 1):
-    """``n`` (Cutouts, row) pairs from the DECam triplet and the APDB."""
-    d = shared / "decam_sfft"
-    template = fits.getdata(d / "DEC-OBS04a.mini.fits").astype(np.float32)
-    science = fits.getdata(d / "DEC-OBS18a.mini.fits").astype(np.float32)
-    difference = fits.getdata(d / "FinalDifference.fits").astype(np.float32)
+
+def _positions(n: int, big: int, shape: tuple[int, int], seed: int):
+    """``n`` deterministic (x, y) pixel positions at least ``big // 2`` inside."""
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    for _ in range(n):
+        y = int(rng.integers(big // 2, ny - big // 2))
+        x = int(rng.integers(big // 2, nx - big // 2))
+        yield x, y
+
+
+def _apdb_rows(shared: Path):
+    """The ci_dc2 APDB's DiaSource rows and its instrument."""
     uri = f"file:{shared / 'apdb' / 'ci_dc2_apdb.sqlite3'}?mode=ro"
     with sqlite3.connect(uri, uri=True) as con:
         table = pd.read_sql("SELECT * FROM DiaSource", con)
         instrument = con.execute(
             "SELECT value FROM metadata WHERE name = 'instrument'"
         ).fetchone()[0]
-    rows = table.to_dict("records")
-    rng = np.random.default_rng(seed)
+    return table.to_dict("records"), instrument
+
+
+def load_sources(shared: Path, n: int, sizes: list[int], seed: int = 1):
+    """``n`` (Cutouts, row) pairs from the DECam triplet and the APDB."""
+    d = shared / "decam_sfft"
+    science, template, difference = (
+        fits.getdata(d / name).astype(np.float32) for name in TRIPLET
+    )
+    rows, instrument = _apdb_rows(shared)
     big = max(sizes)
-    ny, nx = difference.shape
     out = []
-    for i in range(n):
-        y = int(rng.integers(big // 2, ny - big // 2))
-        x = int(rng.integers(big // 2, nx - big // 2))
+    for i, (x, y) in enumerate(_positions(n, big, difference.shape, seed)):
         triplets = []
         for s in sizes:
             y0, x0 = y - s // 2, x - s // 2
@@ -89,6 +122,129 @@ def rates(ours, ref, sources, n_ref: int, rounds: int = 5):
     return n_ours / t_ours, bytes_ours // n_ours, n_done / t_ref, bytes_ref // n_done
 
 
+def make_run(shared: Path, where: Path, n: int, group: int, big: int) -> Path:
+    """A selected run of ``n`` sources, ``group`` per symlinked copy of the triplet.
+
+    Positions and rows are those `load_sources` draws (same seed), with new ids
+    and the group as ``visit``.
+    """
+    d = shared / "decam_sfft"
+    shape = fits.getdata(d / TRIPLET[2]).shape
+    rows, _ = _apdb_rows(shared)
+    out = []
+    for i, (x, y) in enumerate(_positions(n, big, shape, 1)):
+        visit = i // group
+        if i % group == 0:
+            folder = where / "img" / str(visit)
+            folder.mkdir(parents=True)
+            for role, name in zip(("sci", "tmpl", "diff"), TRIPLET, strict=True):
+                (folder / f"{role}.fits").symlink_to((d / name).resolve())
+        row = dict(rows[i % len(rows)])
+        row.update(diaSourceId=506428274000265570 + i, visit=visit, x=x, y=y)
+        out.append(row)
+    pd.DataFrame(out).to_csv(where / "catalog.csv", index=False)
+    run = where / "run"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zooprep",
+            "-q",
+            "select",
+            str(run),
+            "--catalog",
+            str(where / "catalog.csv"),
+        ],
+        check=True,
+    )
+    return run
+
+
+def zooprep_command(tree: Path | None) -> list[str]:
+    """``python -m zooprep``, or the same from another checkout's package."""
+    if tree is None:
+        return [sys.executable, "-m", "zooprep"]
+    code = (
+        f"import sys; sys.path.insert(0, {str(tree.resolve())!r}); "
+        "sys.meta_path[:] = [f for f in sys.meta_path "
+        "if 'editable' not in type(f).__module__]; "
+        "import runpy; runpy.run_module('zooprep', run_name='__main__')"
+    )
+    return [sys.executable, "-c", code]
+
+
+def render_process(
+    run: Path, sizes: list[int], cmap: str, annotate: bool, tree: Path | None = None
+):
+    """Wall and CPU seconds (user + system) of one ``zooprep render --jobs 1``."""
+    img = run.parent / "img"
+    cmd = [
+        *zooprep_command(tree), "-q", "render", str(run),
+        "--science", f"{img}/{{visit}}/sci.fits",
+        "--template", f"{img}/{{visit}}/tmpl.fits",
+        "--difference", f"{img}/{{visit}}/diff.fits",
+        "--jobs", "1", "--sizes", ",".join(map(str, sizes)), "--cmap", cmap,
+    ]  # fmt: skip
+    if annotate:
+        cmd.append("--annotate")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def whole_process(args, sizes: list[int], renderers) -> None:
+    """Time the whole render process against in-process drawing and matplotlib."""
+    sources = load_sources(args.data, args.whole, sizes)
+    print(
+        f"\nwhole process: zooprep render --jobs 1, {args.whole} sources in groups "
+        f"of {args.group}; drawing in-process: the same sources, timed half "
+        "before and half after"
+    )
+    print(
+        f"{'picture':10} {'process/s':>9} {'draw/s':>8} {'mpl/s':>7} "
+        f"{'wall x':>7} {'cpu ms':>7} {'draw ms':>8} {'cpu x':>6} "
+        f"{'start s':>7} {'process/mpl':>11} {'draw/mpl':>8}"
+    )
+    for name, ours, annotate in renderers:
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            run = make_run(args.data, Path(tmp), args.whole, args.group, max(sizes))
+            half = len(sources) // 2
+            draw_wall = draw_cpu = 0.0
+            for part in (sources[:half], None, sources[half:]):
+                if part is None:
+                    os.sync()
+                    wall, cpu = render_process(
+                        run, sizes, args.cmap, annotate, args.tree
+                    )
+                    continue
+                w0, c0 = time.perf_counter(), time.process_time()
+                for cutouts, row in part:
+                    ours(cutouts, row)
+                draw_wall += time.perf_counter() - w0
+                draw_cpu += time.process_time() - c0
+            # Start-up and the walk over a run whose sources are all done.
+            start, _ = render_process(run, sizes, args.cmap, annotate, args.tree)
+
+            def ref(c, r, annotate=annotate):
+                return render_mpl(c, r, annotate=annotate, cmap=args.cmap)
+
+            t0 = time.perf_counter()
+            for cutouts, row in sources[: args.n_mpl]:
+                ref(cutouts, row)
+            mpl = args.n_mpl / (time.perf_counter() - t0)
+        n = len(sources)
+        print(
+            f"{name:10} {n / wall:9.1f} {n / draw_wall:8.1f} {mpl:7.2f} "
+            f"{wall / draw_wall:7.2f} {1000 * cpu / n:7.3f} "
+            f"{1000 * draw_cpu / n:8.3f} {cpu / draw_cpu:6.2f} {start:7.2f} "
+            f"{n / wall / mpl:11.1f} {n / draw_wall / mpl:8.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=400, help="sources for zooprep")
@@ -97,6 +253,17 @@ def main() -> None:
     parser.add_argument("--cmap", default="gray")
     parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--profile", action="store_true", help="cProfile zooprep")
+    parser.add_argument(
+        "--whole", type=int, default=0, help="also time the whole process on N"
+    )
+    parser.add_argument("--group", type=int, default=400, help="sources per image")
+    parser.add_argument("--tmp", default=None, help="where the runs are made")
+    parser.add_argument(
+        "--tree", type=Path, help="run another checkout's zooprep for --whole"
+    )
+    parser.add_argument(
+        "--only-whole", action="store_true", help="skip the in-process table"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     sources = load_sources(args.data, args.n, sizes)
@@ -108,14 +275,16 @@ def main() -> None:
     render_mpl(*sources[0], annotate=True, cmap=args.cmap)
 
     print(f"sizes={sizes} cmap={args.cmap} n={args.n} n_mpl={args.n_mpl}, one core")
-    print(
-        f"{'picture':10} {'zooprep/s':>10} {'mpl/s':>8} {'ratio':>7} "
-        f"{'zooprep kB':>10} {'mpl kB':>7}"
+    if not args.only_whole:
+        print(
+            f"{'picture':10} {'zooprep/s':>10} {'mpl/s':>8} {'ratio':>7} "
+            f"{'zooprep kB':>10} {'mpl kB':>7}"
+        )
+    renderers = (
+        ("plain", plain.render, False),
+        ("annotated", annotated.render, True),
     )
-    for name, ours, annotate in (
-        ("plain", plain, False),
-        ("annotated", annotated, True),
-    ):
+    for name, ours, annotate in () if args.only_whole else renderers:
 
         def ref(c, r, annotate=annotate):
             return render_mpl(c, r, annotate=annotate, cmap=args.cmap)
@@ -124,14 +293,16 @@ def main() -> None:
             profiler = cProfile.Profile()
             profiler.enable()
             for cutouts, row in sources:
-                ours.render(cutouts, row)
+                ours(cutouts, row)
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
-        fast, size, slow, ref_size = rates(ours.render, ref, sources, args.n_mpl)
+        fast, size, slow, ref_size = rates(ours, ref, sources, args.n_mpl)
         print(
             f"{name:10} {fast:10.1f} {slow:8.2f} {fast / slow:7.1f} "
             f"{size / 1000:10.1f} {ref_size / 1000:7.1f}"
         )
+    if args.whole:
+        whole_process(args, sizes, renderers)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,11 @@ from zooprep.vocabulary import CONTENT_TYPES
 #: DejaVu Sans, wider than the viewer's Karla / Arial: a safe bound.
 TICK_ROOM = 50 + 8 - (8 + 3) - 1  # px, less 1 px between label and title
 TICK_FONT_PX = 12
+#: DataImageViewer.jsx ``CHART_MARGINS.left``: the x axis' title is centred on
+#: the axis' left end (Axis.jsx ``dx: -range / 2``, visx's middle anchor), so
+#: half of it must fit in the margin; Axes.jsx upper-cases it, bold, with 1 px
+#: letter spacing.
+X_TITLE_ROOM = 2 * 70
 
 
 def d3_ticks(lo: float, hi: float, count: int = 10) -> tuple[list[float], float]:
@@ -133,6 +138,9 @@ def check_drawn(body: dict[str, Any], mode: str) -> None:
     assert body["chartOptions"]["invertAxes"] == {"x": False, "y": mode == "mag"}
     # Axis titles survive the viewer's upper-casing; ticks fit the margin.
     assert "µ" not in body["chartOptions"]["yAxisLabel"]
+    bold = ImageFont.truetype(font_path(True), TICK_FONT_PX)
+    title = body["chartOptions"]["xAxisLabel"].upper()
+    assert bold.getlength(title) + len(title) <= X_TITLE_ROOM, title
     font = ImageFont.truetype(font_path(False), TICK_FONT_PX)
     for label in y_tick_labels(body):
         assert "e" not in label

@@ -475,3 +475,247 @@ def test_results_of_a_batch_report_the_calibration_after_each_batch(
     assert "id='fig-batches'" in page
     # The earlier runs' results stay as they were.
     assert not (learnt["runs"][0] / "learning.csv").exists()
+
+
+# -- upload: the priorities in the subject set -----------------------------------------
+
+
+def _rendered(run: Path) -> None:
+    """Give every source of the run a small PNG and mark it rendered."""
+    from PIL import Image
+
+    with Run.open(run) as r:
+        for src in r.iter_sources():
+            rel = r.cutout_path(src)
+            (run / rel).parent.mkdir(parents=True, exist_ok=True)
+            noise = np.random.default_rng(src.seq).integers(0, 255, (12, 36))
+            Image.fromarray(noise.astype("uint8"), mode="L").save(run / rel)
+            r.update(src.id, status="rendered", files=[rel])
+
+
+def _priorities(standin, set_id: str) -> dict[str, float]:
+    """``{subject id: priority}`` of a set, read with panoptes-client."""
+    from panoptes_client import Panoptes
+    from panoptes_client.set_member_subject import SetMemberSubject
+
+    with Panoptes(
+        endpoint=standin.url, username=standin.username, password=standin.password
+    ):
+        return {
+            str(sms.raw["links"]["subject"]): float(sms.raw["priority"])
+            for sms in SetMemberSubject.where(subject_set_id=set_id)
+            if sms.raw["priority"] is not None
+        }
+
+
+def test_an_uploaded_batch_is_served_in_the_order_of_its_ranking(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    run = tmp_path / "next"
+    zooprep.select(
+        run, catalog=learnt["catalog"], next=25, learn_from=learnt["runs"], seed=6
+    )
+    _rendered(run)
+    zooprep.manifest(run)
+    login_env(monkeypatch, panoptes_standin)
+    result = zooprep.upload(run, upload_options(panoptes_standin), retry=FAST)
+    assert result.linked == 25
+    assert result.prioritized == 25
+    ranked = pd.read_csv(run / "next.csv", dtype={"source_id": int})
+    with Run.open(run, lock=False) as r:
+        subject_of = {s.id: s.subject_id for s in r.iter_sources()}
+    got = _priorities(panoptes_standin, panoptes_standin.subject_set_id)
+    # Designator serves a prioritized set in ascending priority.
+    served = sorted(got, key=lambda s: got[s])
+    assert served == [subject_of[i] for i in ranked["source_id"]]
+    assert sorted(got.values()) == [float(k) for k in range(1, 26)]
+    for subject_id, priority in got.items():
+        assert panoptes_standin.subject(subject_id).metadata["#priority"] == str(
+            int(priority)
+        )
+    # Run again: nothing to change, no PUT.
+    puts = panoptes_standin.count_requests("PUT")
+    again = zooprep.upload(run, upload_options(panoptes_standin), retry=FAST)
+    assert again.prioritized == 0
+    assert panoptes_standin.count_requests("PUT") == puts
+
+
+def test_linking_subjects_through_the_api_copies_their_priority(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    # What Panoptes' SubjectMetadataWorker does, seen through panoptes-client:
+    # the subjects of a batch added to another set get their #priority there.
+    from panoptes_client import Panoptes, Subject, SubjectSet
+
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    run = tmp_path / "next"
+    zooprep.select(
+        run, catalog=learnt["catalog"], next=8, learn_from=learnt["runs"], seed=3
+    )
+    _rendered(run)
+    zooprep.manifest(run)
+    login_env(monkeypatch, panoptes_standin)
+    zooprep.upload(run, upload_options(panoptes_standin), retry=FAST)
+    with Run.open(run, lock=False) as r:
+        subjects = [s.subject_id for s in r.iter_sources()]
+    with Panoptes(
+        endpoint=panoptes_standin.url,
+        username=panoptes_standin.username,
+        password=panoptes_standin.password,
+    ):
+        other = SubjectSet()
+        other.links.project = panoptes_standin.project_id
+        other.display_name = "experts"
+        other.save()
+        other.add([Subject.find(s) for s in subjects])
+        other_id = str(other.id)
+    got = _priorities(panoptes_standin, other_id)
+    for s in subjects:
+        assert got[s] == float(panoptes_standin.subject(s).metadata["#priority"])
+
+
+def test_split_subjects_are_added_to_their_own_set_not_uploaded_again(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    login_env(monkeypatch, panoptes_standin)
+    run1 = tmp_path / "run1"
+    zooprep.select(run1, catalog=learnt["catalog"], sample=40, seed=12)
+    _rendered(run1)
+    zooprep.manifest(run1)
+    zooprep.upload(run1, upload_options(panoptes_standin), retry=FAST)
+    b = ExportBuilder(seed=5)
+    p = {}
+    with Run.open(run1, lock=False) as r:
+        for src in r.iter_sources():
+            sid = int(src.subject_id)
+            b.subject(sid, {"#zooprep_id": f"id:{src.id}"})
+            p[sid] = float(truth(src.row["reliability"]))
+    simulate(b, p, volunteers=30, per_subject=(6, 9))
+    zooprep.results(run1, b.write(tmp_path / "export.csv"))
+    split = pd.read_csv(run1 / "results.csv")
+    split["c"] = 1 - (2 * split["real_fraction"] - 1).abs()
+
+    run2 = tmp_path / "run2"
+    zooprep.select(
+        run2, catalog=learnt["catalog"], next=10, learn_from=[run1], seed=1,
+        reshow_controversial=5,
+    )  # fmt: skip
+    listed = pd.read_csv(run2 / "controversial.csv")
+    assert len(listed) == 5
+    # the five most split, most votes first among equals
+    expected = split.sort_values(
+        ["c", "n_volunteers", "source_id"], ascending=[False, False, True]
+    ).head(5)
+    assert listed["source_id"].tolist() == expected["source_id"].tolist()
+    _rendered(run2)
+    zooprep.manifest(run2)
+    before = len(panoptes_standin.subjects())
+    result = zooprep.upload(
+        run2,
+        upload_options(
+            panoptes_standin, subject_set_id=None, subject_set="batch 2",
+            controversial_set="experts",
+        ),
+        retry=FAST,
+    )  # fmt: skip
+    assert result.linked == 10
+    assert result.controversial == 5
+    # the split subjects are the same subjects, now in a second set too
+    assert len(panoptes_standin.subjects()) == before + 10
+    experts = panoptes_standin.subject_set(result.controversial_set_id)
+    assert experts.display_name == "experts"
+    assert sorted(experts.subject_ids) == sorted(str(s) for s in listed["subject_id"])
+    again = zooprep.upload(
+        run2,
+        upload_options(
+            panoptes_standin, subject_set_id=None, subject_set="batch 2",
+            controversial_set="experts",
+        ),
+        retry=FAST,
+    )  # fmt: skip
+    assert again.controversial == 0
+    assert (
+        len(panoptes_standin.subject_set(result.controversial_set_id).subject_ids) == 5
+    )
+
+
+def test_a_controversial_set_without_a_listing_is_refused(
+    learnt: dict, tmp_path: Path, panoptes_standin, monkeypatch
+) -> None:
+    from tests.test_upload import FAST, login_env
+    from tests.test_upload import options as upload_options
+
+    login_env(monkeypatch, panoptes_standin)
+    run = tmp_path / "next"
+    zooprep.select(
+        run, catalog=learnt["catalog"], next=5, learn_from=learnt["runs"], seed=1
+    )
+    _rendered(run)
+    zooprep.manifest(run)
+    with pytest.raises(zooprep.errors.InputError, match="--reshow-controversial"):
+        zooprep.upload(
+            run, upload_options(panoptes_standin, controversial_set="experts"),
+            retry=FAST,
+        )  # fmt: skip
+    assert panoptes_standin.subjects() == []
+
+
+# -- other sources, changed results ----------------------------------------------------
+
+
+def test_the_next_batch_from_a_rubin_apdb(tmp_path: Path, apdb_sqlite: Path) -> None:
+    url = f"sqlite:///{apdb_sqlite}"
+    run1 = tmp_path / "run1"
+    zooprep.select(run1, apdb=url, sample=120, seed=3)
+    b = ExportBuilder(seed=8)
+    p = {}
+    with Run.open(run1) as r:
+        for i, src in enumerate(r.iter_sources()):
+            sid = 84_000_000 + i
+            r.update(src.id, status="linked", subject_id=str(sid))
+            b.subject(sid, {"#zooprep_id": f"id:{src.id}"})
+            p[sid] = float(truth(src.row["reliability"]))
+    simulate(b, p, volunteers=20, per_subject=(4, 7))
+    zooprep.results(run1, b.write(tmp_path / "export.csv"))
+    done = _cli(
+        "select", tmp_path / "run2", "--apdb", url, "--next", 100,
+        "--learn-from", run1, "--strategy", "stratified", "--seed", 2,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chosen = _chosen(tmp_path / "run2")
+    assert len(chosen) == 100
+    assert not set(chosen["source_id"]) & _shown([run1])
+    assert (chosen["stream"] == "random").sum() == 20
+    # 290 - 120 = 170 left: asking for 171 is refused.
+    _refused(
+        ["select", tmp_path / "run3", "--apdb", url, "--next", 171,
+         "--learn-from", run1],
+        "only 170 candidates",
+    )  # fmt: skip
+
+
+def test_a_batch_whose_results_changed_is_not_continued(
+    learnt: dict, tmp_path: Path
+) -> None:
+    run1 = learnt_run(tmp_path, learnt["catalog"], "run1", sample=60, seed=4)
+    args = dict(catalog=learnt["catalog"], next=30, learn_from=[run1], seed=1)
+    zooprep.select(tmp_path / "next", **args)
+    # results redone from another export: a new calibration
+    b = ExportBuilder(seed=99)
+    with Run.open(run1, lock=False) as r:
+        subjects = {int(s.subject_id): 0.5 for s in r.iter_sources()}
+        for sid in subjects:
+            b.subject(sid, {})
+    simulate(b, subjects, volunteers=10, per_subject=(3, 4))
+    zooprep.results(run1, b.write(tmp_path / "again.csv"), force=True)
+    with pytest.raises(zooprep.errors.RunError, match="changed since"):
+        zooprep.select(tmp_path / "next", **args)
+    assert len(_chosen(tmp_path / "next")) == 30

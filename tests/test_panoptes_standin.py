@@ -351,6 +351,31 @@ def test_updates_and_deletes_need_a_current_if_match(panoptes_standin):
     assert standin.subject_set(standin.subject_set_id).display_name == "again"
 
 
+def test_a_workflow_update_needs_if_match_and_replaces_its_configuration(
+    panoptes_standin,
+):
+    standin = panoptes_standin
+    workflow = standin.add_workflow(standin.project_id)
+    standin.set_workflow_configuration(workflow, {"training_set_ids": [3]})
+    auth = {**API, "Authorization": f"Bearer {_token(standin)}"}
+    url = f"{standin.url}/api/workflows/{workflow}"
+    got = requests.get(url, headers=auth, timeout=5)
+    assert got.json()["workflows"][0]["configuration"] == {"training_set_ids": [3]}
+    assert got.json()["workflows"][0]["links"]["project"] == standin.project_id
+    change = {"workflows": {"configuration": {"subject_viewer": "dataImage"}}}
+    assert requests.put(url, json=change, headers=auth, timeout=5).status_code == 428
+    current = {**auth, "If-Match": got.headers["ETag"]}
+    # The update schema has no links.project (nor any key it does not list).
+    moved = {"workflows": {"links": {"project": "2"}}}
+    assert requests.put(url, json=moved, headers=current, timeout=5).status_code == 422
+    ok = requests.put(url, json=change, headers=current, timeout=5)
+    assert ok.status_code == 200
+    # Replaced whole: the key not sent is gone.
+    assert standin.workflow_configuration(workflow) == {"subject_viewer": "dataImage"}
+    again = requests.put(url, json=change, headers=current, timeout=5)
+    assert again.status_code == 412  # the ETag read before the update is stale
+
+
 # ------------------------------------------------------------ real clients
 
 

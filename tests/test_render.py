@@ -44,7 +44,8 @@ from zooprep.renderers import (
     flag_labels,
     make_renderer,
 )
-from zooprep.renderers.scaling import zscale_limits
+from zooprep.renderers.scaling import central_asinh, minmax_asinh, zscale_limits
+from zooprep.renderers.scaling import zscale_linear as ours_zscale_linear
 
 WHITE = (255, 255, 255)
 
@@ -213,6 +214,37 @@ def test_zscale_limits_equal_astropy_on_real_images(test_data, decam):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
         exact += got == tuple(float(v) for v in want)
     assert exact >= len(images) // 2
+
+
+def test_stretches_give_astropys_values_bit_for_bit(test_data, decam):
+    # The stretches run astropy's interval and asinh operations themselves
+    # (no astropy objects per panel): the values, hence the PNG bytes, must be
+    # astropy's exactly, on real cutouts, padded ones and alert stamps.
+    padded = [np.pad(image, 10, constant_values=np.nan) for image in decam]
+    images = [
+        image[y : y + 30, x : x + 30]
+        for image in padded
+        for y in range(0, 250, 29)
+        for x in range(0, 250, 31)
+    ]
+    images += [decam[0].astype(np.float64)[:40, :40]]
+    for kind in ("ztf_alerts/ampel", "rubin_alerts/fink-filters-repacked"):
+        for path in sorted((test_data / kind).glob("*.avro")):
+            for field in ("cutoutTemplate", "cutoutScience", "cutoutDifference"):
+                images += stamp_images(path, field)
+    assert len(images) > 250
+    for data in images:
+        np.testing.assert_array_equal(minmax_asinh(data), asinh_minmax(data))
+        y0, x0 = (data.shape[0] - 15) // 2, (data.shape[1] - 15) // 2
+        centre = data[y0 : y0 + 15, x0 : x0 + 15]
+        ok = centre[np.isfinite(centre)]
+        if ok.size:
+            interval = ManualInterval(vmin=ok.min(), vmax=ok.max())
+            want = AsinhStretch(a=0.1)(interval(data))
+            np.testing.assert_array_equal(central_asinh(data), want)
+        vmin, vmax = zscale_limits(data)
+        want = ManualInterval(vmin=vmin, vmax=vmax)(data, clip=True)
+        np.testing.assert_array_equal(ours_zscale_linear(data), want)
 
 
 def test_nan_pixels_are_drawn_in_the_nan_colour(decam):

@@ -417,7 +417,7 @@ def test_viewer_json_has_the_scatter_plot_viewer_shape() -> None:
     )
     body = json.loads(scatter_plot_json(curve, "flux") or b"")
     assert set(body) == {"data", "chartOptions"}
-    assert body["chartOptions"]["xAxisLabel"] == "Days since first detection"
+    assert body["chartOptions"]["xAxisLabel"] == "Days"
     g, r = body["data"]
     assert g["seriesOptions"]["label"] == "g"
     assert r["seriesOptions"]["label"] == "this source (r)"

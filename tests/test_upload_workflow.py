@@ -6,10 +6,12 @@ import pytest
 from click.testing import CliRunner
 
 import zooprep
-from tests.test_upload import FAST, login_env, make_run, options
-from tests.test_upload_locations import make_multi_run
+from tests.test_upload import FAST, FIRST_ID, _png, login_env, make_run, options
+from tests.test_upload_locations import _json, make_multi_run
 from zooprep.cli import cli
 from zooprep.errors import InputError
+from zooprep.files import atomic_write
+from zooprep.run import Run
 from zooprep.viewers import SUBJECT_VIEWERS
 
 
@@ -383,3 +385,54 @@ def test_help_documents_the_subject_viewer_flag() -> None:
     out = CliRunner().invoke(cli, ["upload", "--help"])
     assert "--subject-viewer" in out.output
     assert "dataImage" in out.output
+
+
+def _triplet_and_chart_run(path, n: int, without_chart: int):
+    """Triplet + light-curve JSON per source; source ``without_chart`` has none.
+
+    As render writes them: a source with no point to draw gets no JSON.
+    """
+    with Run.create(path) as run:
+        run.add_sources(
+            [{"diaSourceId": FIRST_ID + i, "visit": 1000 + i} for i in range(n)],
+            id_column="diaSourceId",
+        )
+        for k, src in enumerate(run.iter_sources()):
+            files = [run.cutout_path(src)]
+            atomic_write(run.path / files[0], _png(src.seq))
+            if k != without_chart:
+                files.append(run.cutout_path(src, "_lightcurve.json"))
+                atomic_write(run.path / files[1], _json(src.seq))
+            run.update(src.id, status="rendered", files=files)
+    zooprep.manifest(path)
+    return path
+
+
+def test_a_run_where_some_light_curves_are_missing_is_refused_under_one_viewer(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    """Triplet alone and triplet + chart: dataImage breaks the first, others the second."""
+    standin = panoptes_standin
+    workflow = standin.add_workflow(standin.project_id)
+    run = _triplet_and_chart_run(tmp_path / "run", 3, without_chart=1)
+    login_env(monkeypatch, standin)
+    for viewer in (None, "dataImage", "singleImage"):
+        with pytest.raises(InputError, match="upload each kind to its own") as caught:
+            zooprep.upload(
+                run,
+                options(standin, workflow=workflow, subject_viewer=viewer),
+                retry=FAST,
+            )
+        assert "nothing was uploaded" in str(caught.value)
+    assert standin.subjects() == []
+    assert standin.workflow_configuration(workflow) == {}
+    assert _viewer_puts(standin, workflow) == 0
+    # Without the subject that has no light curve, dataImage shows them all.
+    kept = _triplet_and_chart_run(tmp_path / "kept", 3, without_chart=-1)
+    result = zooprep.upload(
+        kept,
+        options(standin, workflow=workflow, subject_viewer="dataImage"),
+        retry=FAST,
+    )
+    assert result.created == 3
+    assert standin.workflow_configuration(workflow) == {"subject_viewer": "dataImage"}

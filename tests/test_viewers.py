@@ -76,12 +76,21 @@ def test_two_json_files_make_no_valid_subject() -> None:
     assert viewers_showing([PNG, JSON, JSON]) == ()
 
 
-def test_a_run_with_and_without_light_curves_needs_one_value_for_both() -> None:
-    assert viewer_to_set([[PNG, JSON], [PNG]]) == "dataImage"
-    assert viewer_problem("dataImage", [[PNG, JSON], [PNG]]) is None
-    problem = viewer_problem(None, [[PNG], [PNG, JSON]])
+def test_data_image_without_a_json_file_shows_no_image() -> None:
+    """The JSON hook's error puts the viewer in its error state (seen in the classifier)."""
+    drawing = draws("dataImage", [PNG, PNG])
+    assert drawing.broken == (0, 1)
+    assert drawing.empty_area
+    assert "dataImage" not in viewers_showing([PNG])
+
+
+def test_a_run_with_and_without_light_curves_has_no_single_viewer() -> None:
+    assert viewer_to_set([[PNG, JSON], [PNG]]) is None
+    problem = viewer_problem("dataImage", [[PNG, JSON], [PNG]])
     assert problem is not None
-    assert problem.endswith("set it to dataImage")
+    assert "no single subject_viewer shows every kind" in problem
+    assert "image/png + application/json: dataImage; image/png: singleImage" in problem
+    assert viewer_problem(None, [[PNG], [PNG, JSON]]) is not None
 
 
 def test_a_wrong_spelling_is_refused_naming_the_right_value() -> None:

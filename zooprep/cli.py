@@ -367,6 +367,11 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @flag(SelectOptions, "alerce_objects", metavar="IDS|FILE")
 @flag(SelectOptions, "alerce_query", metavar="KEY=VALUE...")
 @flag(SelectOptions, "kafka", metavar="HOST:PORT")
+@flag(SelectOptions, "tap", metavar="URL")
+@flag(SelectOptions, "table", metavar="SCHEMA.TABLE")
+@flag(SelectOptions, "query", metavar="ADQL")
+@flag(SelectOptions, "tap_mode")
+@flag(SelectOptions, "tap_page_size", type=int, metavar="N")
 @flag(SelectOptions, "topic", metavar="T")
 @flag(SelectOptions, "group", metavar="G")
 @flag(SelectOptions, "max", type=int, metavar="N")
@@ -454,6 +459,7 @@ def select(run: Path, **kw: Any) -> None:
 @flag(ImageOptions, "science_type", metavar="NAME")
 @flag(ImageOptions, "template_type", metavar="NAME")
 @flag(ImageOptions, "difference_type", metavar="NAME")
+@flag(ImageOptions, "soda", metavar="SIA_URL")
 @flag(RenderOptions, "position")
 @flag(RenderOptions, "sizes", callback=_sizes, metavar="N[,N...]")
 @flag(RenderOptions, "annotate", is_flag=True)
@@ -646,6 +652,7 @@ def manifest(run: Path, **kw: Any) -> None:
 @flag(UploadOptions, "via")
 @flag(UploadOptions, "training_set", metavar="NAME")
 @flag(UploadOptions, "training_set_id", metavar="ID")
+@flag(UploadOptions, "controversial_set", metavar="NAME")
 @command
 def upload(run: Path, **kw: Any) -> None:
     """Send the manifest's rows to a Zooniverse subject set, exactly once.

@@ -6,6 +6,14 @@ parts, preview, results, a downloaded export) goes through `atomic_file` or
 which is renamed over the target only when writing finished.  A killed
 process leaves at most a ``.NAME.PID.tmp`` file behind; an exception removes
 it.
+
+`atomic_write` (whole bytes at once, e.g. every cutout PNG) does the same
+with less work where the system allows it (Linux ``O_TMPFILE``): the bytes go
+to an unnamed file in the target's directory, which is given the target's
+name only when written (``linkat``), so there is no temporary name to make,
+rename and remove, and a killed process leaves nothing behind.  A target that
+already exists is replaced through a temporary name as above; a file system
+without unnamed files gets the temporary-file way.
 """
 
 from __future__ import annotations
@@ -79,10 +87,90 @@ def atomic_file(
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` through `atomic_file`."""
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes, *, fsync: bool = False
+) -> None:
+    """Write ``data`` to ``path``: whole, or not at all.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (its directory is created when absent).
+    data : bytes
+        Its new content.
+    fsync : bool
+        Flush the data to disk before it gets its name (see `atomic_file`).
+    """
+    if _unnamed_write(os.fspath(path), data, fsync):
+        return
     with atomic_file(path, "wb", fsync=fsync) as fh:
         fh.write(data)
+
+
+#: Whether to try unnamed files (``O_TMPFILE``); False after a file system
+#: or kernel refused one.
+_UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+#: ``(pid, fd)`` of this process's ``/proc/self/fd`` (reopened after a fork).
+_PROC_FD: tuple[int, int] | None = None
+#: ``errno`` values that mean "no unnamed files here" (old kernels, NFS, ...).
+_NO_UNNAMED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.EXDEV)
+
+
+def _proc_fd() -> int:
+    """The ``/proc/self/fd`` directory of this process, opened once per process."""
+    global _PROC_FD
+    pid = os.getpid()
+    if _PROC_FD is None or _PROC_FD[0] != pid:
+        _PROC_FD = (pid, os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY))
+    return _PROC_FD[1]
+
+
+def _unnamed_write(target: str, data: bytes, fsync: bool) -> bool:
+    """Write ``target`` through an unnamed file; False when this system cannot.
+
+    The file gets its name by ``linkat`` only once it is complete; when the
+    target exists it is linked to the temporary name and renamed over it.
+    Write errors (a full disk, no permission) are raised as they are.
+    """
+    global _UNNAMED
+    if not _UNNAMED:
+        return False
+    folder = os.path.dirname(target) or "."
+    flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(folder, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(folder, flags, 0o666)
+        proc = _proc_fd()
+    except OSError as exc:
+        if exc.errno not in _NO_UNNAMED and not isinstance(exc, FileNotFoundError):
+            raise
+        _UNNAMED = False
+        return False
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+        try:
+            os.link(str(fd), target, src_dir_fd=proc, follow_symlinks=True)
+        except FileExistsError:
+            tmp = str(temporary_name(Path(target)))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # left by a killed process that had our pid
+            os.link(str(fd), tmp, src_dir_fd=proc, follow_symlinks=True)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+    finally:
+        os.close(fd)
+    return True
 
 
 #: Names `atomic_write` gives its temporary files: ``.<name>.<pid>.tmp``.

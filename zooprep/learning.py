@@ -27,6 +27,12 @@ logistic fit because
 Fractional labels make the posterior a little conservative (a subject at 0.5
 is less variable than a coin flip), never over-confident.
 
+Only the score is used.  A second column (S/N, band) would split each bin
+into several cells, and at the hundreds of labels a batch brings a cell
+would hold a handful: its posterior would say little and the strategies
+would chase noise.  A project that expects the calibration to differ by
+band selects each band's batches as runs of their own (``--band``).
+
 Correcting for how sources were chosen
 --------------------------------------
 Every source chosen by ``zooprep select --next`` records its *stream*
@@ -90,6 +96,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zooprep.vocabulary import STRATEGIES
+
 __all__ = [
     "BINS",
     "CORRECTIONS",
@@ -108,8 +116,6 @@ __all__ = [
     "weights",
 ]
 
-#: Choices of ``--strategy``.
-STRATEGIES = ("uncertainty", "disagreement", "stratified")
 #: What picked a source: a strategy, the random share, or a blind choice
 #: (``--sample``, ``--limit``, a whole catalog); ``controversial`` marks
 #: subjects shown again because their votes were split.

@@ -34,6 +34,8 @@ __all__ = [
     "GLYPHS",
     "LIMIT",
     "PALETTE",
+    "VIEWER_X_LABEL",
+    "X_LABEL",
     "LightCurve",
     "LightCurveBuilder",
     "Plot",
@@ -169,7 +171,14 @@ POINT_SIZES = {DETECTION: 36.0, FORCED: 25.0, LIMIT: 36.0}
 CURRENT_SIZE = 100.0
 #: How a series' label names its kind after the band.
 KIND_WORDS = {DETECTION: "", FORCED: " forced", LIMIT: " limit"}
+#: The x axis' title in the PNG.
 X_LABEL = "Days since first detection"
+#: The same in the classifier's chart, which centres the title on the axis'
+#: left end (``Axis.jsx``: ``dx = -range / 2`` with visx's middle anchor) inside
+#: a 70 px margin (``DataImageViewer.jsx``), upper-cased and letter-spaced: a
+#: title wider than 140 px loses its start (measured in Chromium: "Days since
+#: first detection" showed as "SINCE FIRST DETECTION").
+VIEWER_X_LABEL = "Days"
 
 
 def band_colours(bands: Sequence[str]) -> dict[str, str]:
@@ -237,6 +246,8 @@ class Plot:
         the unit is spelt out: an upper-case micro sign reads as an M).
     inverted : bool
         Brighter up: the y axis runs downwards (magnitudes).
+    digits : int
+        Decimals the values and errors are rounded to (`_digits`).
     """
 
     series: list[Series]
@@ -245,6 +256,7 @@ class Plot:
     y_label: str
     viewer_y_label: str
     inverted: bool
+    digits: int = 3
 
     @property
     def points(self) -> int:
@@ -254,6 +266,9 @@ class Plot:
 
 def light_curve_plot(curve: LightCurve, mode: str) -> Plot:
     """The series, unit and axes of ``curve`` drawn in ``mode`` ('flux' or 'mag').
+
+    Values are rounded once here, for the picture and the chart alike: to
+    0.01 mag, or to three significant digits of the largest flux.
 
     Every series has its own colour-and-glyph pair: the colour says the band
     (`band_colours`), the glyph the kind of point (`GLYPHS`); the classified
@@ -320,7 +335,26 @@ def light_curve_plot(curve: LightCurve, mode: str) -> Plot:
     for n, s in enumerate(series):  # band names that read like another label
         if labels.count(s.label) > 1:
             series[n] = replace(s, label=f"{s.label} [{n + 1}]")
-    return Plot(series, mode, symbol, y_label, viewer_label, mode == "mag")
+    digits = _digits(mode, series)
+    series = [
+        replace(s, y=np.round(s.y, digits) + 0.0, err=np.round(s.err, digits) + 0.0)
+        for s in series
+    ]
+    return Plot(series, mode, symbol, y_label, viewer_label, mode == "mag", digits)
+
+
+def _digits(mode: str, series: Sequence[Series]) -> int:
+    """Decimals of the y values: 0.01 mag, or three significant digits of flux.
+
+    Ticks (the classifier's: d3's, ten over the points' extent) get as many
+    decimals as their step needs; values this coarse keep the step at least
+    a thousandth of the largest value, so a label is at most six characters
+    (``-850.1``, ``21.451``) and fits the ``dataImage`` chart's margin.
+    """
+    if mode == "mag":
+        return 2
+    top = max((float(np.abs(s.y).max()) for s in series), default=0.0)
+    return 2 - math.floor(math.log10(top)) if top > 0 else 3
 
 
 class LightCurveBuilder:

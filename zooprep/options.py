@@ -52,13 +52,13 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
 from zooprep.errors import InputError
-from zooprep.learning import STRATEGIES
 from zooprep.manifest_format import LAYOUTS as MANIFEST_LAYOUTS
 from zooprep.viewers import SUBJECT_VIEWERS
 from zooprep.vocabulary import (
     BUTLER_DATASET_TYPES,
     POSITIONS,
     PRODUCTION,
+    STRATEGIES,
     Position,
     refuse_secret_query,
 )
@@ -458,6 +458,7 @@ SOURCES = (
     ("alerce_objects", "--alerce-objects"),
     ("alerce_query", "--alerce-query"),
     ("kafka", "--kafka"),
+    ("tap", "--tap"),
 )
 #: Choices of ``SelectOptions.per_object``.
 PER_OBJECT = ("all", "latest")
@@ -577,6 +578,15 @@ class SelectOptions(Options):
         Extra librdkafka settings ``KEY=VALUE`` (no secrets).
     lasair_web : str
         Where Lasair's cutouts are, for sources read from its Kafka topics.
+    tap : str, optional
+        A TAP service (the Rubin Science Platform) to read ``table`` or
+        ``query`` from (README, "Rubin Science Platform").
+    table, query : str, optional
+        A table read in pages with the filters as ADQL, or ADQL run once.
+    tap_mode : {'async', 'sync'}
+        UWS jobs or synchronous queries.
+    tap_page_size : int, optional
+        Rows per page of ``table``.
     kind, source : str, optional
         Recorded by select: the reader's kind (``apdb``, ``catalog``,
         ``alerts``, ``lasair``, ``fink``, ``alerce``, ``kafka``, ...) and what
@@ -787,6 +797,29 @@ class SelectOptions(Options):
         "votes).",
     )
     learned: str | None = setting(flag=None)
+    tap: str | None = setting(
+        help="Read sources from this TAP service, e.g. the Rubin Science "
+        "Platform's https://data.lsst.cloud/api/tap, with --table or --query. "
+        "Extra 'zooprep[rsp]'; token from RSP_TOKEN (sent as a bearer token).",
+    )
+    table: str | None = setting(
+        help="The TAP table to read, e.g. dp1.DiaSource: the filters "
+        "(--where, --band, --visit, ...) become ADQL and it is read in pages "
+        "by diaSourceId.",
+    )
+    query: str | None = setting(
+        help="ADQL to run on --tap instead of --table; it must select "
+        "diaSourceId, visit, detector and ra, dec. Its result is kept in the run.",
+    )
+    tap_mode: str = setting(
+        "async",
+        choices=("async", "sync"),
+        help="Run TAP queries as asynchronous (UWS) jobs or synchronously.",
+    )
+    tap_page_size: int | None = setting(
+        help="Rows per TAP page.",
+        shown_default="50000, or the service's row limit if lower",
+    )
     selected_at: str | None = setting(flag=None)
     history: Sequence[str] | None = setting(flag=None, convert=_tuple)
 
@@ -831,6 +864,10 @@ class SelectOptions(Options):
             raise InputError("--schema applies to --apdb databases only")
         if self.stratify and not self.sample:
             raise InputError("--stratify needs --sample N")
+        if self.tap and bool(self.table) == bool(self.query):
+            raise InputError("--tap needs exactly one of --table T or --query ADQL")
+        if (self.table or self.query) and not (self.tap or self.kind == "tap"):
+            raise InputError("--table and --query apply to --tap only")
 
     def _check_learning(self) -> None:
         """``--next`` and ``--learn-from`` go together, without the blind choices."""
@@ -890,6 +927,9 @@ class ImageOptions(Options):
     science_type, template_type, difference_type : str, optional
         Butler dataset type names (None: the current Rubin names,
         `~zooprep.vocabulary.BUTLER_DATASET_TYPES`).
+    soda : str, optional
+        An SIAv2 query URL: images found there, cut by SODA
+        (`zooprep.images.soda`).
     """
 
     SECTION: ClassVar[str] = "images"
@@ -922,6 +962,13 @@ class ImageOptions(Options):
     difference_type: str | None = setting(
         help="Butler dataset type of differences.",
         shown_default=BUTLER_DATASET_TYPES["difference"],
+    )
+    soda: str | None = setting(
+        help="Cut images through the Rubin Science Platform's services: the "
+        "SIAv2 query URL that finds each source's visit_image, template_coadd "
+        "and difference_image (e.g. https://data.lsst.cloud/api/sia/dp1/query); "
+        "cutouts by SODA. Default for a run selected with --tap: the SIA next to "
+        "its TAP service. Token from RSP_TOKEN; extra 'zooprep[rsp]'.",
     )
 
     def _check(self) -> None:
@@ -1536,6 +1583,12 @@ class UploadOptions(Options):
     )
     training_set_id: str | None = setting(
         help="An existing subject set's id for the training subjects."
+    )
+    controversial_set: str | None = setting(
+        saved=False,
+        help="Add the shown subjects select --reshow-controversial listed "
+        "(RUN/controversial.csv) to this subject set (made when absent), for "
+        "experts or more votes: the subjects themselves, not copies.",
     )
 
     def _check(self) -> None:

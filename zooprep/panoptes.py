@@ -1057,6 +1057,40 @@ class PanoptesAPI:
             f"link to set {subject_set}",
         )
 
+    def set_priorities(self, subject_set: str, wanted: Mapping[str, int]) -> int:
+        """Give the set's members these priorities (``{subject id: priority}``).
+
+        Panoptes copies a subject's ``#priority`` metadata into its priority
+        in a set only when it is linked with ``POST /subject_sets/ID/links/
+        subjects`` (its ``SubjectMetadataWorker``), not when it is created
+        already linked; so each member whose priority differs is updated with
+        ``PUT /set_member_subjects/ID`` (``If-Match``).  Idempotent: returns
+        how many were changed.
+        """
+        changed = 0
+        members = self.paginate("set_member_subjects", {"subject_set_id": subject_set})
+        for sms in list(members):
+            subject = str((sms.get("links") or {}).get("subject"))
+            want = wanted.get(subject)
+            have = sms.get("priority")
+            if want is None or (have is not None and float(have) == float(want)):
+                continue
+            path = f"/set_member_subjects/{sms['id']}"
+
+            def attempt(path: str = path, want: int = want) -> None:
+                got = self.request("GET", path)
+                self.request(
+                    "PUT",
+                    path,
+                    json={"set_member_subjects": {"priority": want}},
+                    etag=got.etag,
+                    what=f"set the priority of {path}",
+                )
+
+            self._retrying(attempt, f"set the priority of {path}")
+            changed += 1
+        return changed
+
     def set_subjects(self, subject_set: str) -> Iterator[dict[str, Any]]:
         """Every subject of a set, with its metadata."""
         return self.paginate("subjects", {"subject_set_id": subject_set})

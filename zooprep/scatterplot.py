@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-
-from zooprep.lightcurves import X_LABEL, LightCurve, Plot, light_curve_plot
+from zooprep.lightcurves import VIEWER_X_LABEL, LightCurve, light_curve_plot
 
 __all__ = ["scatter_plot_json"]
 
@@ -35,26 +33,13 @@ def _number(value: float, digits: int) -> float:
     return round(float(value), digits) + 0.0
 
 
-def _digits(shown: Plot) -> int:
-    """Decimals of the y values: 0.01 mag, or three significant digits of flux.
-
-    The classifier's ticks (d3, ten over the points' extent) get as many
-    decimals as their step needs; values this coarse keep the step at least
-    a thousandth of the largest value, so a label is at most six characters
-    (``-850.1``, ``21.451``) and fits the ``dataImage`` chart's margin.
-    """
-    if shown.mode == "mag":
-        return 2
-    top = max(float(np.abs(s.y).max()) for s in shown.series)
-    return 2 - math.floor(math.log10(top)) if top > 0 else 3
-
-
 def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
     """The classifier's chart JSON of ``curve``, or None when it has no point.
 
     One series per band and kind of point, and one for the classified
     source's own point (see `~zooprep.lightcurves.light_curve_plot`).  ``x``
-    is days since the first detection, ``y`` the flux in the unit the axis
+    is days since the first detection (the axis title is just "Days": a
+    longer one is cut off by the chart), ``y`` the flux in the unit the axis
     title names (nJy, µJy, mJy or Jy, so ticks have at most three digits
     before the point; three significant digits) or the AB magnitude (to
     0.01), with the y axis inverted
@@ -64,7 +49,7 @@ def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
     shown = light_curve_plot(curve, mode)
     if not shown.points:
         return None
-    digits = _digits(shown)
+    digits = shown.digits
     data = []
     for s in shown.series:
         points = []
@@ -87,7 +72,7 @@ def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
     body = {
         "data": data,
         "chartOptions": {
-            "xAxisLabel": X_LABEL,
+            "xAxisLabel": VIEWER_X_LABEL,
             "yAxisLabel": shown.viewer_y_label,
             "invertAxes": {"x": False, "y": shown.inverted},
         },

@@ -242,8 +242,8 @@ class Drawing:
         frames of another pixel size are letterboxed.
     empty_area : bool
         ``dataImage`` draws a chart beside an image column, and one of them
-        has nothing to show (no JSON location: empty axes; no image: an empty
-        column).
+        has nothing to show (no image: an empty column; no JSON location:
+        empty axes, and the images are not drawn either).
     """
 
     viewer: str | None
@@ -282,7 +282,8 @@ def draws(viewer: str | None, mime_types: Sequence[str]) -> Drawing:
     - ``dataImage`` (``DataImageViewer.jsx``, ``useDataImageSubject.js``)
       draws the first JSON (or text) location as a scatter plot beside the
       images (one image alone, several as a flipbook); with no JSON location
-      the chart's axes are empty.
+      the chart's axes are empty and, the JSON hook having put the viewer in
+      its error state, the images are "Something went wrong." instead.
     - `CHART_VIEWERS` (``JSONDataViewer.jsx``, ``hooks/useSubjectJSON.js``)
       draw the first JSON (or text) location as a chart and no image; with
       none they show the error "No JSON url found for this subject".
@@ -335,14 +336,21 @@ def draws(viewer: str | None, mime_types: Sequence[str]) -> Drawing:
             one_box=viewer == "flipbook" and len(shown) > 1,
         )
     if viewer == "dataImage":
-        shown = (*images, *(() if first_chart is None else (first_chart,)))
+        if first_chart is None:
+            # useSubjectJSON throws "No JSON url found", its onError puts the
+            # subject viewer store in the error state, and the image column
+            # says "Something went wrong." beside empty axes (seen in the
+            # classifier by tools/classifier_check.py).
+            return Drawing(
+                viewer, broken=images, hidden=others(*images), empty_area=True
+            )
         return Drawing(
             viewer,
             images=images,
             chart=first_chart,
-            hidden=others(*shown),
+            hidden=others(*images, first_chart),
             one_box=len(images) > 1,
-            empty_area=first_chart is None or not images,
+            empty_area=not images,
         )
     if viewer in (*CHART_VIEWERS, "lightCurve"):
         if first_chart is None:
@@ -367,14 +375,14 @@ def viewers_showing(mime_types: Sequence[str]) -> tuple[str, ...]:
     Best first: one that leaves no chart area empty, then ``dataImage``,
     ``singleImage``, ``flipbook``, ``multiFrame`` and the chart viewers.
     Images only: ``flipbook`` and ``multiFrame`` (one image: also
-    ``singleImage``), and ``dataImage`` with an empty chart; images and one
-    JSON file: ``dataImage`` alone; one JSON file alone: the chart viewers,
-    and ``dataImage`` (no image beside the chart).
+    ``singleImage``), never ``dataImage``; images and one JSON file:
+    ``dataImage`` alone; one JSON file alone: the chart viewers, and
+    ``dataImage`` (no image beside the chart).
 
     Examples
     --------
     >>> viewers_showing(["image/png", "image/png"])
-    ('flipbook', 'multiFrame', 'dataImage')
+    ('flipbook', 'multiFrame')
     >>> viewers_showing(["image/png", "application/json"])
     ('dataImage',)
     >>> viewers_showing(["application/json"])
@@ -396,11 +404,11 @@ def viewer_to_set(subject_kinds: Iterable[Sequence[str]]) -> str | None:
 
     Examples
     --------
-    >>> viewer_to_set([["image/png", "application/json"], ["image/png"]])
-    'dataImage'
     >>> viewer_to_set([["image/png"] * 3])
     'flipbook'
-    >>> print(viewer_to_set([["image/png"], ["image/png", "text/plain", "text/plain"]]))
+    >>> viewer_to_set([["image/png", "application/json"], ["application/json"]])
+    'dataImage'
+    >>> print(viewer_to_set([["image/png", "application/json"], ["image/png"]]))
     None
     """
     kinds = [list(k) for k in subject_kinds]
@@ -430,16 +438,24 @@ def viewer_problem(
     subject_viewer is unset, so the classifier draws no viewer for subjects of image/png + application/json; set it to dataImage
     >>> print(viewer_problem("scatterPlot", [["image/png", "application/json"]]))
     subject_viewer scatterPlot does not show every file of subjects of image/png + application/json (hides 1); set it to dataImage
+    >>> print(viewer_problem("dataImage", [["image/png", "application/json"], ["image/png"]]))
+    subject_viewer dataImage does not show every file of subjects of image/png (1 drawn blank or broken); no single subject_viewer shows every kind (image/png + application/json: dataImage; image/png: singleImage): upload each kind to its own subject set and workflow, or remove the odd ones in review
     >>> print(viewer_problem("lightCurve", [["application/json"]]))
     subject_viewer 'lightCurve' is not one the classifier accepts (the workflow does not load); set it to jsonData
     """
     kinds = [list(k) for k in subject_kinds]
     wanted = viewer_to_set(kinds)
-    fix = (
-        f"; set it to {wanted}"
-        if wanted
-        else "; no single subject_viewer shows them all"
-    )
+    if wanted:
+        fix = f"; set it to {wanted}"
+    else:
+        each = "; ".join(
+            f"{' + '.join(k)}: {(viewers_showing(k) or ('none',))[0]}" for k in kinds
+        )
+        fix = (
+            f"; no single subject_viewer shows every kind ({each}): upload each "
+            "kind to its own subject set and workflow, or remove the odd ones "
+            "in review"
+        )
     if configured and configured not in SUBJECT_VIEWERS:
         return (
             f"subject_viewer {configured!r} is not one the classifier accepts "

@@ -31,6 +31,7 @@ __all__ = [
     "RANK_COLUMN",
     "STAGING",
     "STAMP_KINDS",
+    "STRATEGIES",
     "STREAM_COLUMN",
     "STREAM_KEY",
     "ZTF_BANDS",
@@ -67,6 +68,8 @@ KNOWN_SNR_KEY = "#fake_snr"
 #: subject is linked through the API (a prioritized workflow serves the
 #: lowest first); ``#zooprep_stream`` says what chose it (strategy, random).
 PRIORITY_KEY = "#priority"
+#: How ``select --next`` chooses (`zooprep.learning`).
+STRATEGIES = ("uncertainty", "disagreement", "stratified")
 STREAM_KEY = "#zooprep_stream"
 #: The hidden columns of such a source's row in the run state (never metadata
 #: as they are): its stream, rank (1 = most informative) and propensity.

@@ -47,6 +47,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from email.utils import formatdate
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -897,6 +898,7 @@ class PanoptesStandin:
             ("DELETE", r"/subjects/(\d+)", self._delete_subject),
             ("GET", r"/set_member_subjects", self._list_sms),
             ("GET", r"/set_member_subjects/(\d+)", self._get_sms),
+            ("PUT", r"/set_member_subjects/(\d+)", self._update_sms),
             ("GET", r"/workflows", self._list_workflows),
             ("GET", r"/workflows/(\d+)", self._get_workflow),
             ("PUT", r"/workflows/(\d+)", self._update_workflow),
@@ -1277,7 +1279,10 @@ class PanoptesStandin:
             "id": sms_id,
             "created_at": now_iso(s.updated_at),
             "updated_at": now_iso(s.updated_at),
-            "priority": None,
+            # Rails renders a NUMERIC column as a string ("3.0")
+            "priority": None
+            if subject_id not in s.priorities
+            else str(s.priorities[subject_id]),
             "href": f"/set_member_subjects/{sms_id}",
             "links": {
                 "subject_set": set_id,
@@ -1643,9 +1648,17 @@ class PanoptesStandin:
             raise HttpError(
                 422, "Error: check the subject set and all the subjects exist."
             )
+        added = []
         for sid in ids:
             if sid not in s.subject_ids:
                 s.subject_ids[sid] = self.store.next_id("set_member_subjects")
+                added.append(sid)
+        # SubjectMetadataWorker, run for the links this request made: the
+        # subject's '#priority' metadata, CAST AS NUMERIC, becomes the priority.
+        for sid in added:
+            value = self.store.subjects[sid].metadata.get("#priority")
+            if value is not None:
+                s.priorities[sid] = Decimal(str(value))
         s.updated_at = time.time()
         return self._one("subject_sets", s, self._set_json(s))
 
@@ -1835,6 +1848,43 @@ class PanoptesStandin:
                     return _json_response(
                         200, body, {"ETag": self.store.etag("subject_sets", s)}
                     )
+        raise HttpError(404, f"Could not find set_member_subjects with id='{sms_id}'")
+
+    def _update_sms(self, req: Request, sms_id: str) -> Response:
+        """PUT /api/set_member_subjects/<id> (priority; If-Match required)."""
+        user = self._user_from_token(req, required=True)
+        assert user is not None
+        for s in self.store.subject_sets.values():
+            for subject_id, sid in s.subject_ids.items():
+                if sid != sms_id:
+                    continue
+                if not self._can_edit(user, s.project_id):
+                    raise HttpError(
+                        403, "You are not authorized to update this set_member_subject"
+                    )
+                self._check_if_match(req, "subject_sets", s)
+                body = self._resource_body(req, "set_member_subjects")
+                unknown = set(body) - {"priority", "links"}
+                if unknown:
+                    raise HttpError(
+                        422, f"found unpermitted parameter: {sorted(unknown)[0]}"
+                    )
+                if "priority" in body:
+                    value = body["priority"]
+                    if value is None:
+                        s.priorities.pop(subject_id, None)
+                    else:
+                        s.priorities[subject_id] = Decimal(str(value))
+                return _json_response(
+                    200,
+                    {
+                        "set_member_subjects": [
+                            self._sms_json(s.id, subject_id, sms_id)
+                        ],
+                        "links": {},
+                    },
+                    {"ETag": self.store.etag("subject_sets", s)},
+                )
         raise HttpError(404, f"Could not find set_member_subjects with id='{sms_id}'")
 
     # -------------------------------------------------------------- subjects

@@ -97,10 +97,15 @@ def cut_around(
     ny, nx = shape
     x0 = pixel_index(x) - size // 2
     y0 = pixel_index(y) - size // 2
-    out = np.full((size, size), np.nan, dtype=np.float32)
     xa, xb = max(x0, 0), min(x0 + size, nx)
     ya, yb = max(y0, 0), min(y0 + size, ny)
     padded = xa > x0 or ya > y0 or xb < x0 + size or yb < y0 + size
+    if not padded:  # wholly inside: the section is the cutout
+        inside = np.asarray(read(slice(ya, yb), slice(xa, xb)))
+        if inside.dtype == np.float32 and inside.flags.owndata:
+            return inside, False
+        return inside.astype(np.float32), False
+    out = np.full((size, size), np.nan, dtype=np.float32)
     if xa < xb and ya < yb:
         out[ya - y0 : yb - y0, xa - x0 : xb - x0] = read(slice(ya, yb), slice(xa, xb))
     return out, padded

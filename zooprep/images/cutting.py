@@ -175,6 +175,8 @@ def cut_group(
             _orientation_problem(science, images[2], "difference")
         )
     prefetch_failed = _prefetch(images, rows, pixels, sizes, use_footprint)
+    instrument = str(science.header.get("INSTRUME", "")).strip()
+    notes = {"instrument": instrument} if instrument else {}
     for i, (source_id, row) in enumerate(rows):
         mode = modes[i]
         where = pixels[i]
@@ -190,7 +192,7 @@ def cut_group(
         result: Cutouts | Failed
         try:
             result = _cut_row(
-                source_id, row, images, where, sizes, use_footprint, scale
+                source_id, row, images, where, sizes, use_footprint, scale, notes
             )
         except InputError as exc:  # a remote read failed after its retries
             result = Failed(source_id, str(exc))
@@ -306,10 +308,17 @@ def _cut_row(
     sizes: Sequence[int],
     use_footprint: bool,
     scale: float | None,
+    notes: Mapping[str, str],
 ) -> Cutouts | Failed:
-    """Cut one source's cutouts of every size from its three images."""
-    for image, (x, y), role in zip(images, pixels, ROLES, strict=True):
-        ny, nx = image.shape
+    """Cut one source's cutouts of every size from its three images.
+
+    ``notes`` (the science image's instrument) are shared by the group's
+    rows: each `Cutouts` gets its own copy.
+    """
+    shapes = [image.shape for image in images]
+    for image, (x, y), role, (ny, nx) in zip(
+        images, pixels, ROLES, shapes, strict=True
+    ):
         if not (math.isfinite(x) and math.isfinite(y)):
             return Failed(
                 source_id, f"source has no pixel position on {role} {image.path}"
@@ -329,16 +338,20 @@ def _cut_row(
     for size in sizes:
         n = max(int(size), grow)
         cut: dict[str, np.ndarray] = {}
-        for image, (x, y), role in zip(images, pixels, ROLES, strict=True):
-            array, pad = cut_around(image.read, image.shape, x, y, n)
-            if not np.isfinite(array).any():
+        for image, (x, y), role, shape in zip(
+            images, pixels, ROLES, shapes, strict=True
+        ):
+            array, pad = cut_around(image.read, shape, x, y, n)
+            # The middle pixel is the source's: finite there is the usual case.
+            if not math.isfinite(array[n // 2, n // 2]) and not (
+                np.isfinite(array).any()
+            ):
                 return Failed(
                     source_id, f"all-NaN {n}x{n} {role} cutout from {image.path}"
                 )
             padded |= pad
             cut[role] = array
         triplets.append(Triplet(cut["template"], cut["science"], cut["difference"]))
-    science = images[ROLES.index("science")]
-    instrument = str(science.header.get("INSTRUME", "")).strip()
-    notes = {"instrument": instrument} if instrument else {}
-    return Cutouts(source_id, triplets, pixel_scale=scale, padded=padded, notes=notes)
+    return Cutouts(
+        source_id, triplets, pixel_scale=scale, padded=padded, notes=dict(notes)
+    )

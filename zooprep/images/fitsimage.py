@@ -54,6 +54,7 @@ class FitsImage:
     _wcs_done: bool = field(default=False, repr=False)
     _origin: tuple[float, float] | None = field(default=None, repr=False)
     _scaling: tuple[float, float, int | None] | None = field(default=None, repr=False)
+    _plain: Any = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -92,7 +93,15 @@ class FitsImage:
 
     def read(self, ys: slice, xs: slice) -> np.ndarray:
         """Return the pixels ``[ys, xs]`` as ``float32`` with NaN for blanks."""
-        raw = self.pixels[ys, xs]
+        pixels = self._plain
+        if pixels is None:
+            # A memory map sliced as a plain array: the same bytes, without
+            # numpy.memmap's per-slice bookkeeping.
+            pixels = self.pixels
+            if isinstance(pixels, np.memmap):
+                pixels = pixels.view(np.ndarray)
+            self._plain = pixels
+        raw = pixels[ys, xs]
         if not self.scaled:
             return np.array(raw, dtype=np.float32)
         if self._scaling is None:

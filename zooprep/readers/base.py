@@ -19,6 +19,19 @@ the files they could not read in `SourceReader.failures`, so that the stage
 records them and carries on, and list every file in `SourceReader.paths`, so
 that a file that failed before and reads well now is retired.
 
+A reader may also offer a faster path, used by select when it has one:
+
+* `SqliteCopyReader.sqlite_selection`: the SQLite file, table and SQL
+  condition of the matching rows, which SQLite then copies into the run by
+  itself (`zooprep.readers.apdb.ApdbReader` for an SQLite APDB);
+* `ColumnBatchReader.column_batches`: the matching rows as columns
+  (`zooprep.readers.catalog.CatalogReader`), stored with one call per batch.
+
+Either may answer None (this source, filter or column types need the rows
+one at a time); readers without them (brokers, streams, your own) are read
+with `SourceReader.rows` as before.  Both paths give the later stages the
+same rows.
+
 A reader of your own plugs in as ``zooprep.select(run, reader=MyReader(...),
 where=..., limit=...)``: its ``kind`` and ``describe()`` become the run's
 ``[select] kind`` and ``source``.
@@ -38,8 +51,12 @@ from zooprep.errors import RateLimited
 from zooprep.readers.where import Expr, to_mask, unknown_column
 
 __all__ = [
+    "ColumnBatch",
+    "ColumnBatchReader",
     "ReadFailure",
     "SourceReader",
+    "SqliteCopyReader",
+    "SqliteSelection",
     "StreamReader",
     "failure_id",
     "image_group",
@@ -129,6 +146,82 @@ class SourceReader(Protocol):
 
     def group(self, row: Mapping[str, Any]) -> str | None:
         """The image group of a row: rows of one group share their images."""
+        ...
+
+
+@dataclass(frozen=True)
+class SqliteSelection:
+    """The rows a filter keeps, as a table of an SQLite file and an SQL condition.
+
+    Attributes
+    ----------
+    uri : str
+        ``file:`` URI of the database (read-only), for ``ATTACH``.
+    table : str
+        The table holding the rows.
+    condition : str or None
+        SQL condition on the table's columns with ``?`` parameters (None: all
+        rows).
+    params : tuple
+        The condition's parameters.
+    kinds : mapping of str to str
+        How each column reads back: ``'plain'`` (as stored), ``'bool'``
+        (0/1 as False/True), ``'datetime'`` or ``'date'`` (ISO text).
+    fill : mapping of str to object
+        Values for columns a row lacks or holds NULL in (``instrument``).
+    """
+
+    uri: str
+    table: str
+    condition: str | None
+    params: tuple[Any, ...]
+    kinds: Mapping[str, str]
+    fill: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ColumnBatch:
+    """Rows as columns: ``columns[k][i]`` is column ``names[k]`` of row ``i``.
+
+    Values are Python ints, floats, str, bool or None; ``kinds`` and ``fill``
+    as in `SqliteSelection`.
+    """
+
+    names: Sequence[str]
+    columns: Sequence[Sequence[Any]]
+    kinds: Mapping[str, str]
+    fill: Mapping[str, Any]
+
+
+@runtime_checkable
+class SqliteCopyReader(Protocol):
+    """A reader whose rows SQLite can copy into the run by itself (optional)."""
+
+    def sqlite_selection(self, where: Expr | None) -> SqliteSelection | None:
+        """The file, table and condition of the rows ``where`` keeps, or None.
+
+        None means "read my rows one at a time" (not an SQLite file, or a
+        filter or column type only `SourceReader.rows` handles exactly).
+        Rows are grouped by `image_group`.
+        """
+        ...
+
+
+@runtime_checkable
+class ColumnBatchReader(Protocol):
+    """A reader that can hand over its rows as columns (optional)."""
+
+    def column_batches(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ColumnBatch] | None:
+        """The rows `SourceReader.rows` would yield, as column batches, or None.
+
+        Rows are grouped by `image_group`.
+        """
         ...
 
 

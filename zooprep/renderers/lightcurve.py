@@ -41,7 +41,7 @@ __all__ = [
 
 #: The PNG's glyphs are this many times the classifier's area (its pixels are
 #: seen at thumbnail size on Talk).
-_GLYPH_SCALE = 2.0
+_GLYPH_SCALE = 1.5
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -17,7 +17,6 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -33,7 +32,7 @@ from zooprep.lightcurves import light_curve_plot
 from zooprep.options import MAX_FILE_BYTES, ImageOptions, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
-from zooprep.run import Run, cutout_relpath, decode_row, saved_count
+from zooprep.run import Run, cutout_relpath, saved_count
 from zooprep.scatterplot import scatter_plot_json
 from zooprep.vocabulary import STAMP_KINDS, reason_key
 
@@ -243,12 +242,12 @@ class WriteFailed(OSError):
     """
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: str, data: bytes) -> None:
     """`atomic_write`, with write errors marked as `WriteFailed`."""
     try:
         atomic_write(path, data)
     except OSError as exc:
-        raise WriteFailed(exc.errno, exc.strerror, str(path)) from None
+        raise WriteFailed(exc.errno, exc.strerror, path) from None
 
 
 def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
@@ -299,7 +298,7 @@ def _render_task(task: _Task) -> TaskResult:
 
 def _draw_rows(task: _Task, rows: list[TaskRow], out: list[RowResult]) -> None:
     """Cut and draw ``rows``, appending one result per row to ``out``."""
-    run = Path(task.run_path)
+    run = task.run_path
     by_id = {item.id: item for item in rows}
     items = [(item.id, item.row) for item in rows]
     curves: dict[int, Any] = {}
@@ -351,12 +350,12 @@ def _draw_rows(task: _Task, rows: list[TaskRow], out: list[RowResult]) -> None:
         files = []
         for sfx, data in pictures:
             rel = cutout_relpath(item.seq, item.id, task.chunk_size, sfx)
-            _write(run / rel, data)
+            _write(os.path.join(run, rel), data)
             files.append(rel)
         if task.numpy:
             suffix, data = _npy_bytes(cut)
             rel_np = cutout_relpath(item.seq, item.id, task.chunk_size, suffix)
-            _write(run / rel_np, data)
+            _write(os.path.join(run, rel_np), data)
             files.append(rel_np)
         out.append(RowResult(item.id, "rendered", tuple(files), "", cut.padded, notes))
 
@@ -448,8 +447,7 @@ def _tasks(
 
     rows: list[TaskRow] = []
     key: Any = None
-    for sid, seq, text in run.iter_to_render(statuses):
-        row = decode_row(text)
+    for sid, seq, row in run.iter_to_render(statuses):
         k = images.group_key(row)
         if rows and (k != key or len(rows) >= TASK_ROWS):
             yield task(rows)
@@ -556,7 +554,7 @@ def _render(
         kind = select.kind if select is not None else None
         opts = _resolve_options(r, given, kind)
         if source is None:
-            source = from_options(opts, kind)
+            source = from_options(opts, kind, select)
         source.check(_columns(r))
         if renderer is None:
             from zooprep.renderers import make_renderer

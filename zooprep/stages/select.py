@@ -49,9 +49,16 @@ from zooprep.errors import InputError, RateLimited, RunError
 from zooprep.files import remove_temporary, storage_guard
 from zooprep.options import SelectOptions, parse_stratify
 from zooprep.progress import NullReporter, Reporter
-from zooprep.readers.base import ReadFailure, SourceReader, StreamReader, failure_id
+from zooprep.readers.base import (
+    ColumnBatchReader,
+    ReadFailure,
+    SourceReader,
+    SqliteCopyReader,
+    StreamReader,
+    failure_id,
+)
 from zooprep.readers.where import Expr, combine, parse_where, sugar, to_mask
-from zooprep.run import STATUSES, Run, saved_count
+from zooprep.run import STATUSES, AddResult, Run, saved_count
 from zooprep.vocabulary import BROKER_KINDS
 
 __all__ = ["SelectResult", "open_reader", "sample_ids", "select"]
@@ -314,6 +321,20 @@ def open_reader(
     broker = _broker_reader(options, run)
     if broker is not None:
         return broker
+    if options.tap:
+        from zooprep.readers.tap import TapReader
+
+        return TapReader(
+            options.tap,
+            table=options.table or None,
+            query=options.query or None,
+            id_column=options.id_column or None,
+            instrument=options.instrument or None,
+            mode=options.tap_mode,
+            page_size=options.tap_page_size,
+            store=run,
+            resume_after=None if options.append else _recorded(run),
+        )
     apdb, schema, prefix = options.apdb, options.schema, ""
     if options.apdb_config:
         apdb, config_schema, prefix = _apdb_config(options.apdb_config)
@@ -346,6 +367,15 @@ def open_reader(
             instrument=options.instrument or None,
         )
     raise InputError("give exactly one source (see zooprep select --help)")
+
+
+def _recorded(run: str | os.PathLike[str] | None) -> tuple[int, int] | None:
+    """``(last id, count)`` of a run's sources, for a reader that continues."""
+    if run is None or not (Path(run) / Run.STATE).is_file():
+        return None
+    with Run.open(run, lock=False) as handle:
+        last = handle.last_id()
+        return None if last is None else (last, len(handle))
 
 
 def _broker_reader(
@@ -467,6 +497,41 @@ def _counted(
             n = 0
     if n:
         reporter.advance(n)
+
+
+def _add_in_bulk(
+    handle: Run,
+    reader: SourceReader,
+    expr: Expr | None,
+    ids: list[int] | None,
+    limit: int | None,
+    reporter: Reporter,
+) -> AddResult | None:
+    """Add the rows through the reader's faster path, or None when it has none.
+
+    An SQLite source is copied by SQLite (`Run.add_selection`), a reader
+    with column batches is stored a batch at a time (`Run.add_batches`);
+    either way no row passes through Python on its own.
+    """
+    progress, stop = reporter.advance, interrupt.requested
+    if isinstance(reader, SqliteCopyReader):
+        selection = reader.sqlite_selection(expr)
+        if selection is not None:
+            return handle.add_selection(
+                selection,
+                reader.id_column,
+                ids=ids,
+                limit=limit,
+                progress=progress,
+                stop=stop,
+            )
+    if isinstance(reader, ColumnBatchReader):
+        batches = reader.column_batches(expr, ids=ids, limit=limit)
+        if batches is not None:
+            return handle.add_batches(
+                batches, reader.id_column, progress=progress, stop=stop
+            )
+    return None
 
 
 def _record_failures(
@@ -692,12 +757,17 @@ def _select(
         else:
             total = limit
         reporter.start("select", total)
-        rows = reader.rows(expr, ids=None if ids is None else ids.tolist(), limit=limit)
-        if plan is not None:
-            rows = plan.annotate(rows, reader.id_column)
-        added = handle.add_sources(
-            _counted(rows, reporter), reader.id_column, group=reader.group
-        )
+        wanted = None if ids is None else ids.tolist()
+        added = None
+        if plan is None:  # --next annotates each row: those go row by row
+            added = _add_in_bulk(handle, reader, expr, wanted, limit, reporter)
+        if added is None:  # the reader has no faster path for these rows
+            rows = reader.rows(expr, ids=wanted, limit=limit)
+            if plan is not None:
+                rows = plan.annotate(rows, reader.id_column)
+            added = handle.add_sources(
+                _counted(rows, reporter), reader.id_column, group=reader.group
+            )
         interrupt.check(added.added)
         failures = list(reader.failures)
         _record_failures(handle, reader, failures)

@@ -85,6 +85,7 @@ from zooprep.panoptes import (
 )
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, saved_count
+from zooprep.stages.nextbatch import CONTROVERSIAL_CSV
 from zooprep.stages.review import mark_removed, read_reviewed
 from zooprep.viewers import viewer_problem, viewer_to_set
 from zooprep.vocabulary import (
@@ -93,6 +94,7 @@ from zooprep.vocabulary import (
     KNOWN_ANSWER_KEY,
     KNOWN_MAG_KEY,
     KNOWN_SNR_KEY,
+    RANK_COLUMN,
 )
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
@@ -146,6 +148,13 @@ class UploadResult:
         checked.
     to_create : int
         Subjects that need creating (what a dry run would do).
+    controversial, controversial_set_id : int, str or None
+        Shown subjects with split votes (``select --reshow-controversial``)
+        added by this call to ``options.controversial_set``, and its id.
+    prioritized : int
+        Subjects of a ``select --next`` batch whose priority in the set was
+        set to their rank by this call (see `PanoptesAPI.set_priorities
+        <zooprep.panoptes.PanoptesAPI.set_priorities>`).
     """
 
     created: int = 0
@@ -165,6 +174,9 @@ class UploadResult:
     subject_viewer_set: bool = False
     training_set_id: str | None = None
     training: int = 0
+    prioritized: int = 0
+    controversial: int = 0
+    controversial_set_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -191,6 +203,13 @@ class UploadResult:
             parts.append(f"{self.removed} removed in review")
         if self.deleted:
             parts.append(f"{self.deleted} duplicates deleted")
+        if self.prioritized:
+            parts.append(f"{self.prioritized} priorities set")
+        if self.controversial_set_id:
+            parts.append(
+                f"{self.controversial} split subjects added to set "
+                f"{self.controversial_set_id}"
+            )
         if self.workflow_linked:
             parts.append("set linked to the workflow")
         if self.training:
@@ -463,6 +482,7 @@ def _upload(
         logger.warning("source %d: %s", source_id, reason)
     training = [i for i in items if i.training]
     items = [i for i in items if not i.training]
+    split = _controversial(run, options)
     if training and not (options.training_set or options.training_set_id):
         signing_in.join()
         raise InputError(
@@ -563,6 +583,12 @@ def _upload(
             if interrupt.requested():
                 break
         reporter.finish()
+        if via == "direct" and not interrupt.requested():
+            result.prioritized = _set_priorities(api, run, set_id)
+        if split and not interrupt.requested():
+            result.controversial_set_id, result.controversial = _add_controversial(
+                api, options, split
+            )
         if options.workflow:
             for sid, _ in sets:
                 assert sid is not None
@@ -581,6 +607,50 @@ def _upload(
     result.seconds = time.monotonic() - started
     logger.info("%s", result)
     return result
+
+
+def _controversial(run: Run, options: UploadOptions) -> list[str]:
+    """The subject ids ``controversial.csv`` lists (refused without the file)."""
+    if not options.controversial_set:
+        return []
+    path = run.path / CONTROVERSIAL_CSV
+    if not path.is_file():
+        raise InputError(
+            f"--controversial-set: {run.path} has no {CONTROVERSIAL_CSV}; choose "
+            "the batch with 'zooprep select --reshow-controversial K' first"
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [str(row["subject_id"]) for row in csv.DictReader(fh)]
+
+
+def _add_controversial(
+    api: PanoptesAPI, options: UploadOptions, subjects: list[str]
+) -> tuple[str | None, int]:
+    """Link the split subjects to their own set (only those not in it yet)."""
+    set_id = _resolve_set(
+        api, options.merge(subject_set=options.controversial_set, subject_set_id=None)
+    )
+    assert set_id is not None
+    there = {str(s["id"]) for s in api.set_subjects(set_id)}
+    missing = [s for s in dict.fromkeys(subjects) if s not in there]
+    for start in range(0, len(missing), _LINK_BATCH):
+        api.link(set_id, missing[start : start + _LINK_BATCH])
+    logger.info("added %d split subjects to subject set %s", len(missing), set_id)
+    return set_id, len(missing)
+
+
+def _set_priorities(api: PanoptesAPI, run: Run, set_id: str) -> int:
+    """The set's priorities from the ranks of a ``select --next`` batch (0 without)."""
+    wanted = {
+        str(src.subject_id): int(src.row[RANK_COLUMN])
+        for src in run.iter_sources(["linked"])
+        if src.subject_id and src.row.get(RANK_COLUMN) is not None
+    }
+    if not wanted:
+        return 0
+    changed = api.set_priorities(set_id, wanted)
+    logger.info("set the priority of %d subjects in set %s", changed, set_id)
+    return changed
 
 
 def _resolve_training_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
