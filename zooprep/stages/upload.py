@@ -336,47 +336,47 @@ class _SignIn:
 
     def __init__(self) -> None:
         self.tokens: TokenManager | None = None
-        self._creds: Credentials | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self.creds: Credentials | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
 
     @classmethod
     def start(cls, endpoint: str, timeout: float) -> _SignIn:
         """Sign in with the environment's credentials, if they are all there."""
         started = cls()
         try:
-            started._creds = Credentials.from_env()
+            started.creds = Credentials.from_env()
         except AuthError:
             return started  # said again, in order, by the caller
-        if started._creds is not None:
-            tokens = TokenManager(endpoint, started._creds, timeout=timeout)
+        if started.creds is not None:
+            tokens = TokenManager(endpoint, started.creds, timeout=timeout)
 
             def sign_in() -> None:
                 try:
                     tokens.login()
                 except BaseException as exc:  # re-raised by wait()
-                    started._error = exc
+                    started.error = exc
 
             started.tokens = tokens
-            started._thread = threading.Thread(
+            started.thread = threading.Thread(
                 target=sign_in, name="zooprep-sign-in", daemon=True
             )
-            started._thread.start()
+            started.thread.start()
         return started
 
     def join(self) -> None:
         """Wait for the sign-in to end."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
 
     def wait(self) -> Credentials | None:
         """The credentials signed in with (None: not started); raise its error."""
         self.join()
-        if self._error is not None:
-            error, self._error = self._error, None
+        if self.error is not None:
+            error, self.error = self.error, None
             raise error
-        return self._creds
+        return self.creds
 
 
 # -- the stage ---------------------------------------------------------------
