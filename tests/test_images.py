@@ -763,3 +763,60 @@ def test_scaled_integer_image_with_blank_reads_physical_values(tmp_path: Path):
     expected = raw[9:12, 9:12] * 0.5 + 100.0
     expected[1, 1] = np.nan
     np.testing.assert_array_equal(res.rows[0].science, expected.astype(np.float32))
+
+
+def test_the_pixel_scale_of_a_cd_matrix_header_is_astropys_without_its_wcs(
+    decam: Path,
+) -> None:
+    # The scale bar's length comes from the science image's pixel scale; for
+    # the usual CD-matrix headers it is read without building a WCS, and must
+    # be exactly what astropy gives (else the PNG bytes would change).
+    from astropy import units as u
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from zooprep.images.cutting import _cd_pixel_scale, pixel_scale
+    from zooprep.images.fitsimage import FitsImage
+
+    def astropy_scale(header: fits.Header) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FITSFixedWarning about SCAMP's PV
+            wcs = WCS(header, naxis=2).celestial
+        scales = proj_plane_pixel_scales(wcs)
+        units = [u.Unit(cu) if str(cu) else u.deg for cu in wcs.wcs.cunit]
+        return float(
+            np.mean(
+                [(s * n).to_value(u.arcsec) for s, n in zip(scales, units, strict=True)]
+            )
+        )
+
+    headers = [fits.getheader(p) for p in sorted(decam.glob("*.fits"))]
+    assert all("CD1_1" in h for h in headers)
+    rng = np.random.default_rng(5)
+    angles, flips = rng.uniform(0, 360, 40), rng.choice([-1, 1], 40)
+    for angle, flip, scale in zip(angles, flips, rng.uniform(0.05, 2, 40), strict=True):
+        h = headers[0].copy()
+        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+        cd = scale / 3600 * np.array([[-c, s * flip], [s, c * flip]])
+        for (i, j), v in np.ndenumerate(cd):
+            h[f"CD{i + 1}_{j + 1}"] = v
+        h["CTYPE1"], h["CTYPE2"] = ("RA---TAN", "DEC--TAN") if angle < 180 else (
+            "RA---TPV", "DEC--TPV")  # fmt: skip
+        headers.append(fits.Header.fromstring(h.tostring()))  # as read from a file
+    for header in headers:
+        image = FitsImage("x.fits", 0, header, np.zeros((2, 2), np.float32))
+        assert pixel_scale(image) == astropy_scale(header)
+    fast = [h for h in headers if _cd_pixel_scale(h) is not None]
+    assert len(fast) == len(headers)  # DEC-OBS18 has CDELT 1 beside its CD too
+    # Anything else is left to astropy's WCS: PC/CDELT, other units or axes.
+    pc = headers[0].copy()
+    for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2"):
+        del pc[k]
+    pc["CDELT1"], pc["CDELT2"] = -0.263 / 3600, 0.263 / 3600
+    pc = fits.Header.fromstring(pc.tostring())
+    other_units = headers[1].copy()
+    other_units["CUNIT1"] = other_units["CUNIT2"] = "arcsec"
+    galactic = headers[2].copy()
+    galactic["CTYPE1"], galactic["CTYPE2"] = "GLON-TAN", "GLAT-TAN"
+    for header in (pc, other_units, galactic):
+        image = FitsImage("x.fits", 0, header, np.zeros((2, 2), np.float32))
+        assert pixel_scale(image) == pytest.approx(astropy_scale(header), rel=1e-12)

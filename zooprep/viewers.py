@@ -17,7 +17,10 @@ down once so upload can check a workflow and render can choose subject kinds:
 
 Locations are given as their content types, in subject order
 (``["image/png", "application/json"]``).  Paths below are relative to
-``packages/lib-classifier/src/``.
+``packages/lib-classifier/src/``.  ``tools/classifier_check.py`` loads a
+run's subjects into that classifier in headless Chromium and compares what
+it draws with `draws` (CONTRIBUTING.md); the last run agreed on every
+subject kind and viewer value.
 """
 
 from __future__ import annotations
@@ -274,8 +277,8 @@ def draws(viewer: str | None, mime_types: Sequence[str]) -> Drawing:
     - ``singleImage`` (``SingleImageViewerContainer.jsx``) draws location 0
       (the store's frame), broken when it is not an image; the rest hidden.
     - ``flipbook`` (``FlipbookViewer.jsx``) flips through every location:
-      images and videos are drawn, any other frame is blank; all in the box
-      of the first frame.
+      images and videos are drawn, any other frame is blank (and has no
+      thumbnail button); all in the box of the first frame.
     - ``multiFrame`` (``MultiFrameViewerContainer.jsx``) has a frame
       carousel of every location and draws the chosen one as an image (a JSON
       frame is a broken image); each at its own size.
@@ -287,8 +290,12 @@ def draws(viewer: str | None, mime_types: Sequence[str]) -> Drawing:
     - `CHART_VIEWERS` (``JSONDataViewer.jsx``, ``hooks/useSubjectJSON.js``)
       draw the first JSON (or text) location as a chart and no image; with
       none they show the error "No JSON url found for this subject".
-    - ``geoMap`` draws only GeoJSON on a map and ``subjectGroup`` only
-      server-made groups of subjects: neither draws zooprep's files.
+    - ``subjectGroup`` (``SubjectGroupViewerContainer.jsx``, made for
+      server-made groups of subjects) fetches every location as an image
+      and draws them in a grid of equal cells; one location that is not an
+      image fails the whole subject ("Something went wrong.", seen in the
+      classifier by ``tools/classifier_check.py``).
+    - ``geoMap`` draws only GeoJSON on a map: none of zooprep's files.
 
     A subject no subject model accepts (`subject_model`) is not shown at all.
 
@@ -356,16 +363,24 @@ def draws(viewer: str | None, mime_types: Sequence[str]) -> Drawing:
         if first_chart is None:
             return Drawing(viewer, broken=everything)
         return Drawing(viewer, chart=first_chart, hidden=others(first_chart))
+    if viewer == "subjectGroup":
+        if len(images) == len(kinds):
+            return Drawing(viewer, images=images)
+        return Drawing(viewer, broken=everything)
     if viewer == "imageAndText":
         return Drawing(viewer, images=images, hidden=others(*images, *charts))
-    # geoMap, subjectGroup, audioSpectrogram (and anything unknown): none of
+    # geoMap, audioSpectrogram (and anything unknown): none of
     # zooprep's files is drawn.
     return Drawing(viewer, hidden=everything)
 
 
 def _rank(viewer: str, drawing: Drawing) -> tuple[int, int]:
     """Sort key: charts and images drawn with nothing empty first."""
-    preferred = ("dataImage", "singleImage", "flipbook", "multiFrame", *CHART_VIEWERS)
+    preferred = (
+        *("dataImage", "singleImage", "flipbook", "multiFrame"),
+        *CHART_VIEWERS,
+        "subjectGroup",
+    )
     return (int(drawing.empty_area), preferred.index(viewer))
 
 
@@ -373,16 +388,17 @@ def viewers_showing(mime_types: Sequence[str]) -> tuple[str, ...]:
     """The `SUBJECT_VIEWERS` values that show every one of these locations.
 
     Best first: one that leaves no chart area empty, then ``dataImage``,
-    ``singleImage``, ``flipbook``, ``multiFrame`` and the chart viewers.
-    Images only: ``flipbook`` and ``multiFrame`` (one image: also
-    ``singleImage``), never ``dataImage``; images and one JSON file:
+    ``singleImage``, ``flipbook``, ``multiFrame``, the chart viewers and
+    ``subjectGroup``.  Images only: ``flipbook``, ``multiFrame`` and
+    ``subjectGroup``'s grid (one image: also ``singleImage``), never
+    ``dataImage``; images and one JSON file:
     ``dataImage`` alone; one JSON file alone: the chart viewers, and
     ``dataImage`` (no image beside the chart).
 
     Examples
     --------
     >>> viewers_showing(["image/png", "image/png"])
-    ('flipbook', 'multiFrame')
+    ('flipbook', 'multiFrame', 'subjectGroup')
     >>> viewers_showing(["image/png", "application/json"])
     ('dataImage',)
     >>> viewers_showing(["application/json"])

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from zooprep.errors import InputError
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 __all__ = ["FitsImage", "image_hdu", "log_warnings"]
 
@@ -79,6 +81,8 @@ class FitsImage:
         """The celestial WCS of the image, or None when it has none."""
         if not self._wcs_done:
             self._wcs_done = True
+            from astropy.wcs import WCS  # on first use: ~0.5 s to import
+
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from zooprep.deadlines import host_deadline
 from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, column_listing, consecutive_groups
 from zooprep.images.cutting import cut_group
@@ -420,13 +421,24 @@ class SodaImages:
                 return exc.wait
             return float(tenacity.wait_exponential(multiplier=BACKOFF, max=10.0)(state))
 
+        # A hung request costs a multiple of what this host has taken so far,
+        # not the whole TIMEOUT (`zooprep.deadlines`); TIMEOUT is the bound.
+        deadline = host_deadline(url, TIMEOUT)
+        tries = 0
+
         def call() -> bytes:
+            nonlocal tries
+            tries += 1
+            seconds = TIMEOUT
             try:
-                with self._s["session"].get(url, params=params, timeout=TIMEOUT) as r:
+                with (
+                    deadline.timed(attempt=tries) as seconds,
+                    self._s["session"].get(url, params=params, timeout=seconds) as r,
+                ):
                     status, content = r.status_code, r.content
                     retry_after = r.headers.get("Retry-After")
             except requests.Timeout:
-                raise _Transient(f"{what}: timed out after {TIMEOUT:g} s") from None
+                raise _Transient(f"{what}: timed out after {seconds:g} s") from None
             except requests.ConnectionError as exc:
                 raise _Transient(f"{what}: connection failed ({_line(exc)})") from None
             if status == 429 or status >= 500:

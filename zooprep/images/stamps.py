@@ -37,8 +37,6 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales
 
 from zooprep.avro import read_records as read_alert_records
 from zooprep.errors import InputError
@@ -119,6 +117,9 @@ def stamp_pixel_scale(header: fits.Header) -> float:
     h.setdefault("CTYPE2", "DEC--TAN")
     if not str(h["CTYPE1"]).strip():
         h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         wcs = WCS(h, naxis=2)

@@ -331,6 +331,54 @@ class _State:
             self.run.mark_failed(source_id, "upload", reason)
 
 
+class _SignIn:
+    """A sign-in started on a thread of its own, joined by `wait`."""
+
+    def __init__(self) -> None:
+        self.tokens: TokenManager | None = None
+        self.creds: Credentials | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, endpoint: str, timeout: float) -> _SignIn:
+        """Sign in with the environment's credentials, if they are all there."""
+        started = cls()
+        try:
+            started.creds = Credentials.from_env()
+        except AuthError:
+            return started  # said again, in order, by the caller
+        if started.creds is not None:
+            tokens = TokenManager(endpoint, started.creds, timeout=timeout)
+
+            def sign_in() -> None:
+                try:
+                    tokens.login()
+                except BaseException as exc:  # re-raised by wait()
+                    started.error = exc
+
+            started.tokens = tokens
+            started.thread = threading.Thread(
+                target=sign_in, name="zooprep-sign-in", daemon=True
+            )
+            started.thread.start()
+        return started
+
+    def join(self) -> None:
+        """Wait for the sign-in to end."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def wait(self) -> Credentials | None:
+        """The credentials signed in with (None: not started); raise its error."""
+        self.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return self.creds
+
+
 # -- the stage ---------------------------------------------------------------
 
 
@@ -423,13 +471,20 @@ def _upload(
     if not options.dry_run:  # files a killed upload was writing
         remove_temporary(run.path)
         remove_temporary(run.path / "imports")
-    items, problems, index_fields = _plan(run, result, via, options.dry_run)
+    # Sign in while the manifest is read (a few round trips saved).
+    signing_in = _SignIn.start(endpoint, options.timeout)
+    try:
+        items, problems, index_fields = _plan(run, result, via, options.dry_run)
+    except BaseException:
+        signing_in.join()  # its outcome does not matter now
+        raise
     for source_id, reason in problems:
         logger.warning("source %d: %s", source_id, reason)
     training = [i for i in items if i.training]
     items = [i for i in items if not i.training]
     split = _controversial(run, options)
     if training and not (options.training_set or options.training_set_id):
+        signing_in.join()
         raise InputError(
             f"{len(training)} manifest rows are training subjects "
             f"({TRAINING_KEY} true, e.g. source {training[0].id}): give "
@@ -437,7 +492,7 @@ def _upload(
             "their own subject set; nothing was uploaded"
         )
 
-    creds = Credentials.from_env()
+    creds = signing_in.wait() or Credentials.from_env()
     if creds is None:
         if options.dry_run:
             result.offline = True
@@ -450,8 +505,9 @@ def _upload(
             "PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET)"
         )
 
-    tokens = TokenManager(endpoint, creds, timeout=options.timeout)
-    tokens.login()
+    tokens = signing_in.tokens or TokenManager(endpoint, creds, timeout=options.timeout)
+    if signing_in.tokens is None:
+        tokens.login()
     api = PanoptesAPI(tokens, timeout=options.timeout, retry=retry)
     try:
         workflow = _check_workflow(api, options)
