@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zooprep.lightcurves import FORCED, LIMIT, LightCurve, style  # noqa: E402
+from zooprep.lightcurves import LightCurve, light_curve_plot  # noqa: E402
 from zooprep.readers.history import record_light_curve  # noqa: E402
 from zooprep.renderers.lightcurve import LightCurveRenderer  # noqa: E402
 
@@ -46,7 +46,8 @@ def load_curves(data: Path) -> list[LightCurve]:
     return curves
 
 
-_MPL_MARKERS = {"circle": "o", "square": "s", "diamond": "D", "triangle": "^"}
+#: matplotlib markers of the classifier's glyphs (d3: circle, plus, Y, star).
+_MPL_MARKERS = {"circle": "o", "cross": "P", "wye": "1", "star": "*"}
 
 
 def render_mpl(curve: LightCurve, mode: str) -> bytes:
@@ -57,36 +58,21 @@ def render_mpl(curve: LightCurve, mode: str) -> bytes:
     fig = Figure(figsize=(6.0, 3.6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.12, 0.14, 0.68, 0.78))
-    days, y, err = curve.values(mode)
-    kinds = curve.mag_kinds() if mode == "mag" else curve.kind
-    ok = np.isfinite(y)
-    for n, band in enumerate(curve.bands()):
-        colour, marker = style(band, n)
-        for kind in (LIMIT, FORCED, 0):
-            pick = ok & (curve.band == band) & (kinds == kind)
-            if not pick.any():
-                continue
-            if kind == LIMIT:
-                ax.scatter(days[pick], y[pick], marker="v", facecolors="none",
-                           edgecolors=colour)  # fmt: skip
-                continue
-            ax.errorbar(
-                days[pick],
-                y[pick],
-                yerr=np.where(np.isfinite(err[pick]), err[pick], 0),
-                fmt=_MPL_MARKERS[marker],
-                color=colour,
-                mfc="none" if kind == FORCED else colour,
-                label=band if kind == 0 else None,
-            )
-    if curve.current >= 0 and ok[curve.current]:
-        ax.axvline(days[curve.current], color="grey", ls="--", lw=0.8)
-        ax.scatter([days[curve.current]], [y[curve.current]], s=200,
-                   facecolors="none", edgecolors="black")  # fmt: skip
+    shown = light_curve_plot(curve, mode)
+    for series in shown.series:
+        ax.errorbar(
+            series.x,
+            series.y,
+            yerr=np.where(np.isfinite(series.err), series.err, 0),
+            fmt=_MPL_MARKERS[series.glyph],
+            color=series.colour,
+            markersize=12 if series.current else 6,
+            label=series.label,
+        )
     if mode == "mag":
         ax.invert_yaxis()
     ax.set_xlabel("Days since first detection")
-    ax.set_ylabel("AB magnitude" if mode == "mag" else "Flux (nJy)")
+    ax.set_ylabel(shown.y_label)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     buf = io.BytesIO()

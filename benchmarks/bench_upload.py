@@ -79,14 +79,20 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
 
 
 @contextlib.contextmanager
-def standin(latency: float) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+def standin(
+    latency: float, *extra: str
+) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
     """Start the Panoptes stand-in in its own process with ``latency`` s per request.
 
+    ``extra``: more flags of ``python -m tests.panoptes_standin`` (faults).
     Yields its start-up answer (url, credentials, project id) and an
     environment for commands run against it (no real credentials or proxies).
     """
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.panoptes_standin", "--latency", str(latency)],
+        [
+            *(sys.executable, "-m", "tests.panoptes_standin"),
+            *("--latency", str(latency), *extra),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -45,7 +45,9 @@ def main() -> None:
         return
     print(selected)
     print(
-        zooprep.render(args.run, lightcurve="mag", lightcurve_json=True, layout="both")
+        zooprep.render(
+            args.run, lightcurve="mag", lightcurve_json=True, layout="frames"
+        )
     )
     print(zooprep.manifest(args.run))
     print(zooprep.upload(args.run, project="1234", subject_set="lasair", dry_run=True))

@@ -16,6 +16,8 @@ pytest_plugins = [
     "tests.plugins.chromium",
     "tests.plugins.kafka",
     "tests.plugins.brokers",
+    "tests.plugins.dachs",
+    "tests.plugins.rsp",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -53,7 +53,9 @@ class RangeServer:
 
     Attributes ``forbidden`` and ``drop`` are sets of URL paths (e.g.
     ``"/a/b.fits"``) that answer 403 or lose their connection mid-body;
-    ``flaky`` maps paths to a number of 503 answers given before they work.
+    ``flaky`` maps paths to a number of 503 answers given before they work;
+    ``hang`` maps paths to a number of requests that get no answer for
+    ``hang_seconds`` (then are answered, as a slow server would).
     """
 
     def __init__(
@@ -66,6 +68,9 @@ class RangeServer:
         self.forbidden: set[str] = set()
         self.drop: set[str] = set()
         self.flaky: dict[str, int] = {}  # path -> how many 503s before it works
+        self.hang: dict[str, int] = {}  # path -> how many requests hang
+        self.hang_seconds = 60.0
+        self._stopping = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -94,6 +99,12 @@ class RangeServer:
                         server.flaky[url.path] = left - 1
                 if left:
                     return self._error(503)
+                with server.stats.lock:
+                    hangs = server.hang.get(url.path, 0)
+                    if hangs:
+                        server.hang[url.path] = hangs - 1
+                if hangs:
+                    server._stopping.wait(server.hang_seconds)
                 if "expires" in query:
                     ok = f"signature={SIGNATURE}" in url.query.split("&")
                     if not ok or float(query["expires"][0]) < time.time():
@@ -160,6 +171,7 @@ class RangeServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()  # wake hung requests
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 import zooprep
 from tests.brokers.standin import BrokerStandin, objects_from_alerts
+from tests.classifier_model import series_plot_errors
 from tests.plugins.brokers import TOKEN
 from zooprep.cli import cli
 from zooprep.errors import InputError, RateLimited
@@ -108,6 +109,7 @@ def test_lasair_sources_render_with_their_cutouts_and_whole_light_curve(
     (source,) = _sources(run).values()
     assert standin.count("/fits/") == 3
     doc = json.loads((run / source.files[-1]).read_text())
+    assert series_plot_errors(doc) == []  # what the classifier draws
     points = sum(len(series["seriesData"]) for series in doc["data"])
     assert points == len(objects[oid].sources) + len(objects[oid].forced)
     assert any("forced" in series["seriesOptions"]["label"] for series in doc["data"])

@@ -171,9 +171,10 @@ def test_select_on_a_full_disk_stops_with_one_line_and_resumes_once_freed(
     assert subprocess.run(cmd(reference), check=False).returncode == 0
     run = small_disk.path / "run"
     if small_disk.mounted:
-        small_disk.fill(leave=4_000_000)  # the state and its log need about 9 MB
+        # the catalog's rows block (1.5 MB) and the state (2.3 MB) with its log
+        small_disk.fill(leave=2_000_000)
     else:
-        small_disk.limit = 3_000_000  # no file of the run may grow past 3 MB
+        small_disk.limit = 1_000_000  # no file of the run may grow past 1 MB
     done = small_disk.run(cmd(run))
     if small_disk.mounted:
         _one_line(done, run, "sources saved")
@@ -186,7 +187,8 @@ def test_select_on_a_full_disk_stops_with_one_line_and_resumes_once_freed(
             "raise the limit and run the same command again",
         )
     saved = int(done.stderr.split(": ")[2].split()[0])
-    assert 0 < saved < n
+    # the rows are copied into a block whole or not at all: none may be saved
+    assert 0 <= saved < n
     _no_temporary_files(run)
     small_disk.free()
     again = small_disk.run(cmd(run))

@@ -35,6 +35,7 @@ from tests.brokers.messages import (
     rubin_record,
 )
 from tests.brokers.stamps import rubin_alerts
+from tests.classifier_model import parse_strict, series_plot_errors
 from tests.plugins.kafka import FAST_GROUP, KafkaBroker
 from zooprep.run import Run
 
@@ -117,9 +118,12 @@ def test_select_reads_fink_and_lasair_messages(
     rows = _rows(run)
     objects = {int(s.row["diaObjectId"]) for s in rows.values()}
     assert objects == set(broker_standin.objects)
-    done = zooprep.render(run, lightcurve="mag")
+    done = zooprep.render(run, lightcurve="mag", lightcurve_json=True)
     assert done.rendered == len(rows)
     assert not done.failed
+    for src in _rows(run).values():  # the light curves are charts the classifier draws
+        (chart,) = [f for f in src.files if f.endswith(".json")]
+        assert series_plot_errors(parse_strict((run / chart).read_bytes())) == []
     assert broker_standin.count("/fits/") == 3 * len(rows)
     assert broker_standin.count("/api/") == 0  # no API call: nothing rate-limited
 

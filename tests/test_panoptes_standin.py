@@ -280,6 +280,53 @@ def test_listing_a_large_set_pages_like_panoptes(panoptes_standin):
     assert zero.status_code == 422
 
 
+def test_subjects_are_read_many_at_once_by_id_like_panoptes(panoptes_standin):
+    # Panoptes filters an index by a comma-separated id (ResourceIds.from),
+    # only active subjects, at most 100 per page; unknown ids are left out.
+    standin = panoptes_standin
+    token = _token(standin)
+    auth = {**API, "Authorization": f"Bearer {token}"}
+    ids = [
+        _create_subject(standin, token, **{"#zooprep_id": str(i)})["id"]
+        for i in range(130)
+    ]
+    gone = ids.pop()
+    got = requests.get(f"{standin.url}/api/subjects/{gone}", headers=auth, timeout=5)
+    deleted = requests.delete(
+        f"{standin.url}/api/subjects/{gone}",
+        headers={**auth, "If-Match": got.headers["ETag"]},
+        timeout=5,
+    )
+    assert deleted.status_code == 204
+    wanted = [*ids[:120], gone, "999999"]
+    page = requests.get(
+        f"{standin.url}/api/subjects",
+        params={"id": ",".join(wanted), "page_size": 500},
+        headers=auth,
+        timeout=10,
+    ).json()
+    meta = page["meta"]["subjects"]
+    assert (meta["page_size"], meta["count"], meta["page_count"]) == (100, 120, 2)
+    assert [s["id"] for s in page["subjects"]] == sorted(ids[:120], key=int)[:100]
+    assert all("/media/" in s["locations"][0]["image/png"] for s in page["subjects"])
+    # panoptes-client sends the same query and follows next_href.
+    with _login(standin):
+        listed = {s.id for s in Subject.where(id=",".join(wanted), page_size=100)}
+    assert listed == set(ids[:120])
+    # A fault can be armed on the batched read alone (its query names ids).
+    fault = standin.faults.add("error", method="GET", query=r"(^|&)id=")
+    plain = requests.get(
+        f"{standin.url}/api/subjects",
+        params={"page_size": 1},
+        headers=auth,
+        timeout=5,
+    )
+    by_id = requests.get(
+        f"{standin.url}/api/subjects", params={"id": ids[0]}, headers=auth, timeout=5
+    )
+    assert (plain.status_code, by_id.status_code, fault.fired) == (200, 500, 1)
+
+
 def test_updates_and_deletes_need_a_current_if_match(panoptes_standin):
     standin = panoptes_standin
     auth = {**API, "Authorization": f"Bearer {_token(standin)}"}
@@ -302,6 +349,31 @@ def test_updates_and_deletes_need_a_current_if_match(panoptes_standin):
         found.display_name = "again"
         found.save()
     assert standin.subject_set(standin.subject_set_id).display_name == "again"
+
+
+def test_a_workflow_update_needs_if_match_and_replaces_its_configuration(
+    panoptes_standin,
+):
+    standin = panoptes_standin
+    workflow = standin.add_workflow(standin.project_id)
+    standin.set_workflow_configuration(workflow, {"training_set_ids": [3]})
+    auth = {**API, "Authorization": f"Bearer {_token(standin)}"}
+    url = f"{standin.url}/api/workflows/{workflow}"
+    got = requests.get(url, headers=auth, timeout=5)
+    assert got.json()["workflows"][0]["configuration"] == {"training_set_ids": [3]}
+    assert got.json()["workflows"][0]["links"]["project"] == standin.project_id
+    change = {"workflows": {"configuration": {"subject_viewer": "dataImage"}}}
+    assert requests.put(url, json=change, headers=auth, timeout=5).status_code == 428
+    current = {**auth, "If-Match": got.headers["ETag"]}
+    # The update schema has no links.project (nor any key it does not list).
+    moved = {"workflows": {"links": {"project": "2"}}}
+    assert requests.put(url, json=moved, headers=current, timeout=5).status_code == 422
+    ok = requests.put(url, json=change, headers=current, timeout=5)
+    assert ok.status_code == 200
+    # Replaced whole: the key not sent is gone.
+    assert standin.workflow_configuration(workflow) == {"subject_viewer": "dataImage"}
+    again = requests.put(url, json=change, headers=current, timeout=5)
+    assert again.status_code == 412  # the ETag read before the update is stale
 
 
 # ------------------------------------------------------------ real clients

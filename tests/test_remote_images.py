@@ -245,6 +245,29 @@ def test_transient_errors_are_retried_and_a_non_fits_object_is_not(
     assert requests <= 6  # three objects opened once each: no retries
 
 
+def test_a_hung_range_read_is_given_up_after_its_deadline_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    pytest.importorskip("fsspec")  # the cloud extra
+    monkeypatch.setattr(remote_module, "BACKOFF", 0.01)
+    root = _triplets(tmp_path / "img", compress=False)
+    with RangeServer(root) as server:
+        url = f"{server.url}/101/sci.fits"
+        image = remote_module.open_remote(url)
+        local = remote_module.fits.getdata(root / "101" / "sci.fits", ext=image.hdu)
+        first = image.pixels[0:10, 0:10]  # a first range read: its time is learned
+        seen = remote_module.deadline(url).observed
+        # The next read hangs for 60 s: it is given up after its deadline
+        # (seconds, learned from the first read; at most TIMEOUT) and retried.
+        server.hang["/101/sci.fits"] = 1
+        second = image.pixels[250:260, 300:310]
+        assert server.hang == {"/101/sci.fits": 0}
+    assert seen >= 1
+    assert remote_module.deadline(url).timeout() <= remote_module.TIMEOUT
+    np.testing.assert_array_equal(first, local[0:10, 0:10])
+    np.testing.assert_array_equal(second, local[250:260, 300:310])
+
+
 def test_render_stage_with_url_templates_records_per_row_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

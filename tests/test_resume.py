@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.catalogs import write_big_catalog
+from tests.catalogs import write_big_apdb, write_big_catalog
 from tests.killing import kill_at_random, timed_run
 from zooprep.run import Run
 from zooprep.stages.review import read_reviewed
@@ -97,3 +98,39 @@ def test_manifest_killed_at_random_is_whole_or_absent_and_rerun_is_identical(
     assert done.returncode == 0, done.stderr
     assert kills > 0
     assert manifest.read_bytes() == (reference / "manifest.csv").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def big_apdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    real = Path(__file__).parent / "data" / "apdb" / "ci_dc2_apdb.sqlite3"
+    path = tmp_path_factory.mktemp("apdb") / "apdb.sqlite3"
+    return write_big_apdb(path, real, 150_000)
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_apdb_select_killed_at_random_then_rerun_gives_the_uninterrupted_selection(
+    tmp_path: Path, big_apdb: Path, seed: int
+) -> None:
+    # The APDB's rows are copied by SQLite into a row block beside the state:
+    # a kill while copying or while recording leaves nothing half done.
+    def cmd(run: Path) -> list[str]:
+        return [
+            *(sys.executable, "-m", "zooprep", "-q", "select", str(run)),
+            *("--apdb", f"sqlite:///{big_apdb}", "--where", "reliability > 0.3"),
+        ]
+
+    def readable() -> None:
+        if (run / "state.sqlite").exists():
+            assert len(_state(run)) >= 0  # every recorded source's row reads
+
+    reference, run = tmp_path / "reference", tmp_path / "victim"
+    duration = timed_run(cmd(reference))
+    kills = kill_at_random(cmd(run), seed, rounds=5, duration=duration, check=readable)
+    done = subprocess.run(cmd(run), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert kills > 0
+    assert _state(run) == _state(reference)
+    with sqlite3.connect(f"file:{run / 'state.sqlite'}?mode=ro", uri=True) as db:
+        used = {b for (b,) in db.execute("SELECT DISTINCT block FROM sources")}
+    files = {p.name for p in (run / "rows").iterdir()}
+    assert files == {f"{b}.sqlite" for b in used}  # nothing left from a killed copy

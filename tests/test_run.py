@@ -533,3 +533,95 @@ def test_storage_errors_name_the_run_and_what_to_do(tmp_path: Path) -> None:
     remote = OSError(errno.EIO, "Input/output error", "/mnt/images/calexp.fits")
     assert storage_error(remote, tmp_path, "") is None
     assert storage_error(ValueError("x"), tmp_path, "") is None
+
+
+#: The state of a run made before row blocks (format 1), as zooprep wrote it.
+FORMAT_1_STATE = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sources (
+    seq INTEGER PRIMARY KEY, id INTEGER NOT NULL UNIQUE, status TEXT NOT NULL,
+    stage TEXT, reason TEXT, grp TEXT, row TEXT NOT NULL, files TEXT,
+    padded INTEGER, subject_id TEXT, upload TEXT
+);
+CREATE INDEX sources_status ON sources(status);
+CREATE INDEX sources_subject ON sources(subject_id);
+CREATE INDEX sources_grp ON sources(COALESCE(grp, ''), seq);
+CREATE TABLE manifest_rows (id INTEGER PRIMARY KEY, line INTEGER NOT NULL);
+INSERT INTO meta VALUES ('format_version', '1'), ('created', '2026-11-01T10:00:00');
+"""
+
+
+def _format_1_run(path: Path) -> Path:
+    path.mkdir()
+    db = sqlite3.connect(path / "state.sqlite")
+    db.executescript(FORMAT_1_STATE)
+    db.executemany(
+        "INSERT INTO sources (seq, id, status, grp, row, files) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (0, BIG_ID, "rendered", "1/2", json.dumps({"diaSourceId": BIG_ID, "visit": 1,
+             "detector": 2, "x": 1.5, "y": 2.5}), '["cutouts/0/a.png"]'),
+            (1, BIG_ID + 9, "selected", "1/2", json.dumps({"diaSourceId": BIG_ID + 9,
+             "visit": 1, "detector": 2, "x": 3.0, "y": None}), None),
+        ],
+    )  # fmt: skip
+    db.commit()
+    db.close()
+    return path
+
+
+def test_a_run_made_before_row_blocks_opens_reads_and_takes_new_sources(
+    tmp_path: Path, test_data: Path
+) -> None:
+    run = _format_1_run(tmp_path / "old")
+    with Run.open(run, lock=False) as r:  # status and preview: read-only
+        old = [(s.id, s.status, s.row, s.files) for s in r.iter_sources()]
+    assert old[0] == (
+        BIG_ID,
+        "rendered",
+        {"diaSourceId": BIG_ID, "visit": 1, "detector": 2, "x": 1.5, "y": 2.5},
+        ["cutouts/0/a.png"],
+    )
+    assert old[1][2]["y"] is None
+    with Run.open(run) as r:
+        assert [(s.id, s.status, s.row, s.files) for s in r.iter_sources()] == old
+    db = sqlite3.connect(f"file:{run / 'state.sqlite'}?mode=ro", uri=True)
+    assert db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "1"  # fmt: skip
+    db.close()
+    apdb = test_data / "apdb" / "ci_dc2_apdb.sqlite3"
+    added = zooprep.select(run, apdb=f"sqlite:///{apdb}", append=True, limit=5)
+    assert added.selected == 5
+    with Run.open(run, lock=False) as r:
+        sources = list(r.iter_sources())
+        assert [(s.id, s.status, s.row, s.files) for s in sources[:2]] == old
+        assert [s.row["instrument"] for s in sources[2:]] == ["LSSTCam-imSim"] * 5
+        assert all(s.row["diaSourceId"] == s.id for s in sources)
+        assert r.get(sources[3].id).row == sources[3].row
+    db = sqlite3.connect(f"file:{run / 'state.sqlite'}?mode=ro", uri=True)
+    assert db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "2"  # fmt: skip
+    db.close()
+
+
+def test_a_run_whose_row_block_is_gone_says_it_is_damaged(
+    tmp_path: Path, test_data: Path
+) -> None:
+    apdb = test_data / "apdb" / "ci_dc2_apdb.sqlite3"
+    zooprep.select(tmp_path / "run", apdb=f"sqlite:///{apdb}", limit=3)
+    (tmp_path / "run" / "rows" / "1.sqlite").unlink()
+    with Run.open(tmp_path / "run", lock=False) as r:
+        assert r.counts()["selected"] == 3  # what needs no row still works
+        with pytest.raises(RunError, match=r"rows/1.sqlite, which is missing.*damaged"):
+            list(r.iter_sources())
+
+
+def test_a_source_whose_row_is_replaced_keeps_the_new_row(
+    tmp_path: Path, test_data: Path
+) -> None:
+    apdb = test_data / "apdb" / "ci_dc2_apdb.sqlite3"
+    zooprep.select(tmp_path / "run", apdb=f"sqlite:///{apdb}", limit=3)
+    with Run.open(tmp_path / "run") as r:
+        first = next(r.iter_sources())
+        r.update(first.id, row={**first.row, "note": "checked"})
+    with Run.open(tmp_path / "run", lock=False) as r:
+        again = r.get(first.id)
+    assert again is not None
+    assert again.row == {**first.row, "note": "checked"}

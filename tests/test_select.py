@@ -421,6 +421,7 @@ def test_postgres_and_sqlite_select_identical_rows(
     assert len(pg) > 0
     assert [i for i, _, _ in pg] == [i for i, _, _ in lite]
     assert pg == lite  # every column of every row, ids and groups included
+    assert blocks(tmp_path / "pg") == ["1.sqlite"]  # handed over in column batches
 
 
 @pytest.mark.postgres
@@ -850,3 +851,192 @@ def test_an_apdb_given_as_a_bare_path_is_answered_with_its_url(apdb_sqlite, tmp_
         f"SQLite APDB write sqlite:///{apdb_sqlite}"
     ]
     assert not (tmp_path / "run").exists()
+
+
+# -- bulk paths: SQLite copies, column batches ---------------------------------------
+
+
+class RowByRow:
+    """A reader that only yields rows one at a time (as a broker or TAP reader does)."""
+
+    store = None
+    stopped = None
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.kind, self.id_column = reader.kind, reader.id_column
+
+    @property
+    def instrument(self):
+        return self.reader.instrument
+
+    @property
+    def paths(self):
+        return self.reader.paths
+
+    @property
+    def failures(self):
+        return self.reader.failures
+
+    def open(self):
+        return self.reader.open()
+
+    def close(self):
+        self.reader.close()
+
+    def describe(self):
+        return self.reader.describe()
+
+    def columns(self):
+        return self.reader.columns()
+
+    def check(self, where, column=None):
+        self.reader.check(where, column)
+
+    def scan(self, where, column=None):
+        return self.reader.scan(where, column)
+
+    def rows(self, where, *, ids=None, limit=None):
+        return self.reader.rows(where, ids=ids, limit=limit)
+
+    def group(self, row):
+        return self.reader.group(row)
+
+
+def full_state(path: Path) -> list[tuple]:
+    with Run.open(path, lock=False) as run:
+        return [(s.seq, s.id, s.status, s.grp, s.row) for s in run.iter_sources()]
+
+
+def blocks(path: Path) -> list[str]:
+    folder = path / "rows"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"where": WHERE},
+        {"where": 'band in ("g", "r", None) or isDipole', "limit": 40},
+        {"where": "diaSourceId > 506428274000265400 and not pixelFlags_edge"},
+        {"limit": 25},
+        {"sample": 30, "seed": 2},
+        {"sample": 30, "seed": 2, "stratify": "reliability:3"},
+    ],
+)
+def test_an_sqlite_apdb_copied_by_sqlite_gives_the_rows_read_one_by_one(
+    apdb_sqlite, tmp_path, kwargs
+):
+    from zooprep.readers.apdb import ApdbReader
+
+    url = apdb_url(apdb_sqlite)
+    zooprep.select(tmp_path / "bulk", apdb=url, **kwargs)
+    zooprep.select(tmp_path / "rows", reader=RowByRow(ApdbReader(url)), **kwargs)
+    bulk, rows = full_state(tmp_path / "bulk"), full_state(tmp_path / "rows")
+    assert len(bulk) > 0
+    assert bulk == rows  # order, ids, groups and every column of every row
+    assert blocks(tmp_path / "bulk") == ["1.sqlite"]
+    assert blocks(tmp_path / "rows") == []
+    first = bulk[0][4]
+    assert isinstance(first["isDipole"], bool)
+    assert isinstance(first["diaSourceId"], int)
+    assert "T" in first["time_processed"]  # ISO text, as the JSON form gives
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits"])
+def test_a_catalog_handed_over_in_column_batches_gives_the_rows_read_one_by_one(
+    apdb_frame, tmp_path, suffix
+):
+    from astropy.table import Table
+
+    from zooprep.readers.catalog import CatalogReader
+
+    path = tmp_path / f"cat{suffix}"
+    if suffix == ".csv":
+        apdb_frame.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        apdb_frame.to_parquet(path)
+    else:
+        Table.from_pandas(apdb_frame).write(path)
+    for kwargs in ({}, {"where": WHERE, "limit": 30}):
+        bulk, rows = tmp_path / f"bulk{len(kwargs)}", tmp_path / f"rows{len(kwargs)}"
+        zooprep.select(bulk, catalog=path, instrument="LSSTCam-imSim", **kwargs)
+        reader = CatalogReader(path, instrument="LSSTCam-imSim")
+        zooprep.select(rows, reader=RowByRow(reader), **kwargs)
+        assert full_state(bulk) == full_state(rows)
+        assert blocks(bulk) == ["1.sqlite"]
+
+
+def _apdb_copy(source: Path, target: Path, create_edit, *extra_sql: str) -> Path:
+    """A copy of the test APDB whose DiaSource table is made by ``create_edit(sql)``."""
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src:
+        create = src.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'DiaSource'"
+        ).fetchone()[0]
+    db = sqlite3.connect(target)
+    db.execute(create_edit(create))
+    db.execute(f"ATTACH DATABASE 'file:{source}?mode=ro' AS real")
+    db.execute("INSERT INTO DiaSource SELECT * FROM real.DiaSource")
+    for statement in extra_sql:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    return target
+
+
+def test_an_apdb_with_repeated_ids_is_read_row_by_row_and_reports_them(
+    apdb_sqlite, tmp_path
+):
+    def no_key(sql: str) -> str:
+        return re.sub(r',\s*PRIMARY KEY \("diaSourceId"\)', "", sql)
+
+    dup = _apdb_copy(
+        apdb_sqlite,
+        tmp_path / "dup.sqlite3",
+        no_key,
+        "INSERT INTO DiaSource SELECT * FROM real.DiaSource "
+        'ORDER BY "diaSourceId" LIMIT 3',
+    )
+    result = zooprep.select(tmp_path / "run", apdb=apdb_url(dup))
+    assert (result.selected, result.duplicates) == (290, 3)
+    assert blocks(tmp_path / "run") == []  # nothing half-copied is left
+    assert run_ids(tmp_path / "run") == sorted(run_ids(tmp_path / "run"))
+
+
+def test_an_apdb_with_a_text_id_gives_the_row_by_row_error(apdb_sqlite, tmp_path):
+    def no_key(sql: str) -> str:
+        return re.sub(r',\s*PRIMARY KEY \("diaSourceId"\)', "", sql).replace(
+            '"diaSourceId" BIGINT NOT NULL', '"diaSourceId" TEXT NOT NULL'
+        )
+
+    bad = _apdb_copy(
+        apdb_sqlite,
+        tmp_path / "bad.sqlite3",
+        no_key,
+        "UPDATE DiaSource SET \"diaSourceId\" = 'x17' WHERE rowid = 5",
+    )
+    with pytest.raises(InputError, match=r"'x17'.*not an integer"):
+        zooprep.select(tmp_path / "run", apdb=apdb_url(bad))
+    assert blocks(tmp_path / "run") == []
+
+
+def test_appended_selections_keep_their_rows_in_their_own_blocks(
+    apdb_sqlite, apdb_frame, tmp_path
+):
+    url = apdb_url(apdb_sqlite)
+    run = tmp_path / "run"
+    zooprep.select(run, apdb=url, where="reliability > 0.5")
+    first = full_state(run)
+    path = tmp_path / "cat.parquet"
+    apdb_frame.to_parquet(path)
+    result = zooprep.select(run, catalog=path, append=True, limit=100)
+    assert result.selected + result.already_in_run == 100
+    both = full_state(run)
+    assert both[: len(first)] == first  # earlier rows untouched
+    assert blocks(run) == ["1.sqlite", "2.sqlite"]
+    later = {s[1]: s[4] for s in both[len(first) :]}
+    assert all(set(row) == set(CAT_COLUMNS) for row in later.values())
+    again = zooprep.select(run, catalog=path, append=True, limit=100)
+    assert again.selected == 0
+    assert blocks(run) == ["1.sqlite", "2.sqlite"]  # the empty copy is dropped

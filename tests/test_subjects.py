@@ -89,27 +89,22 @@ def test_frames_are_the_triplets_panels_pixel_for_pixel(
     decam_run: tuple[Path, dict[str, str]], annotate: bool
 ) -> None:
     run, images = decam_run
-    result = zooprep.render(
-        run,
-        images=images,
-        sizes=(24, 48),
-        layout="both",
-        annotate=annotate,
-        jobs=1,
-    )
+    common: dict[str, Any] = {"sizes": (24, 48), "annotate": annotate, "jobs": 1}
+    assert zooprep.render(run, images=images, **common).rendered == 6
+    triplets = {
+        sid: _rgb((run / files[0]).read_bytes()) for sid, files in _files(run).items()
+    }
+    result = zooprep.render(run, layout="frames", force=True, **common)
     assert result.rendered == 6
     for sid, files in _files(run).items():
         names = [Path(f).name for f in files]
         assert names == [
-            f"{sid}.png",
-            *(
-                f"{sid}_{k}_{panel}.png"
-                for k in (1, 2)
-                for panel in ("template", "science", "difference")
-            ),
+            f"{sid}_{k}_{panel}.png"
+            for k in (1, 2)
+            for panel in ("template", "science", "difference")
         ]
-        triplet = _rgb((run / files[0]).read_bytes())
-        frames = [_rgb((run / f).read_bytes()) for f in files[1:]]
+        triplet = triplets[sid]
+        frames = [_rgb((run / f).read_bytes()) for f in files]
         assert len({f.shape for f in frames}) == 1  # all frames the same size
         layout = _draw.make_layout(
             [(24, 24), (48, 48)], None, text_lines=TEXT_LINES if annotate else 0
@@ -142,7 +137,27 @@ def test_changing_the_layout_of_a_rendered_run_needs_force(
     run, images = decam_run
     zooprep.render(run, images=images, jobs=1)
     with pytest.raises(zooprep.SettingsMismatch, match="layout"):
-        zooprep.render(run, layout="both", jobs=1)
+        zooprep.render(run, layout="frames", jobs=1)
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--layout", "both"], "--layout both is not offered"),
+        (["--layout", "frames", "--lightcurve"], "needs --lightcurve-json"),
+    ],
+)
+def test_subjects_mixing_image_sizes_are_refused_with_exit_2(
+    decam_run: tuple[Path, dict[str, str]], flags: list[str], says: str
+) -> None:
+    run, images = decam_run
+    args = ["render", str(run), "--science", images["science"]]
+    args += ["--template", images["template"], "--difference", images["difference"]]
+    out = CliRunner().invoke(cli, [*args, *flags])
+    assert out.exit_code == 2, out.output
+    assert says in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    assert not _files(run)  # nothing rendered
 
 
 def test_lightcurve_json_without_lightcurve_is_refused_with_exit_2(
@@ -197,24 +212,44 @@ def _series_counts(data: bytes) -> dict[str, int]:
     return {s["seriesOptions"]["label"]: len(s["seriesData"]) for s in body["data"]}
 
 
-def _expected_series(count: dict[tuple[str, int], int]) -> dict[str, int]:
+def _expected_series(
+    count: dict[tuple[str, int], int], current: tuple[str, int] | None
+) -> dict[str, int]:
+    """Series sizes: the source's own point is its own series."""
     suffix = {DETECTION: "", FORCED: " forced", LIMIT: " limit"}
-    return {band + suffix[kind]: n for (band, kind), n in count.items()}
+    count = dict(count)
+    out = {}
+    if current is not None:
+        count[current] -= 1
+        out[f"this source ({current[0]}{suffix[current[1]]})"] = 1
+    out.update({band + suffix[kind]: n for (band, kind), n in count.items() if n})
+    return out
+
+
+def _ztf_current(record: dict[str, Any]) -> tuple[str, int] | None:
+    return ({1: "g", 2: "r", 3: "i"}[record["candidate"]["fid"]], DETECTION)
+
+
+def _rubin_current(record: dict[str, Any]) -> tuple[str, int] | None:
+    me = record["diaSource"]
+    if me.get("psfFlux") is None or me["psfFlux"] != me["psfFlux"]:
+        return None
+    return (me["band"], DETECTION)
 
 
 @pytest.mark.parametrize(
-    ("folder", "counter"),
+    ("folder", "counter", "current"),
     [
-        ("ztf_alerts/ampel", _ztf_count),
-        ("ztf_alerts/boom", _ztf_count),
-        ("ztf_alerts/fink-client", _ztf_count),
-        ("ztf_alerts/pittgoogle", _ztf_count),
-        ("rubin_alerts/fink-client", _rubin_count),
-        ("rubin_alerts/fink-filters-repacked", _rubin_count),
+        ("ztf_alerts/ampel", _ztf_count, _ztf_current),
+        ("ztf_alerts/boom", _ztf_count, _ztf_current),
+        ("ztf_alerts/fink-client", _ztf_count, _ztf_current),
+        ("ztf_alerts/pittgoogle", _ztf_count, _ztf_current),
+        ("rubin_alerts/fink-client", _rubin_count, _rubin_current),
+        ("rubin_alerts/fink-filters-repacked", _rubin_count, _rubin_current),
     ],
 )
 def test_alert_light_curves_hold_every_point_of_the_packets_per_band(
-    tmp_path: Path, test_data: Path, folder: str, counter: Any
+    tmp_path: Path, test_data: Path, folder: str, counter: Any, current: Any
 ) -> None:
     files = sorted(glob.glob(str(test_data / folder / "*.avro")))
     files = [f for f in files if "schema" not in f]
@@ -227,23 +262,16 @@ def test_alert_light_curves_hold_every_point_of_the_packets_per_band(
     result = zooprep.render(run, lightcurve="flux", lightcurve_json=True, jobs=1)
     assert result.failed == 0
     assert result.rendered > 0
-    expected: dict[int, dict[tuple[str, int], int]] = {}
+    expected: dict[int, dict[str, int]] = {}
     for f in files:
         with open(f, "rb") as fh:
             for record in fastavro.reader(fh):
                 sid = record.get("candid") or record["diaSource"]["diaSourceId"]
-                expected[int(sid)] = counter(record)
+                expected[int(sid)] = _expected_series(counter(record), current(record))
     for sid, names in _files(run).items():
-        assert [Path(n).name for n in names] == [
-            f"{sid}.png",
-            f"{sid}_lightcurve.png",
-            f"{sid}_lightcurve.json",
-        ]
-        assert _series_counts((run / names[2]).read_bytes()) == _expected_series(
-            expected[sid]
-        )
-        with Image.open(run / names[1]) as png:
-            assert png.size == (600, 360)
+        # The chart JSON replaces the light-curve picture.
+        assert [Path(n).name for n in names] == [f"{sid}.png", f"{sid}_lightcurve.json"]
+        assert _series_counts((run / names[1]).read_bytes()) == expected[sid]
 
 
 def test_apdb_light_curves_count_the_objects_diasources_and_forced_sources(
@@ -292,16 +320,20 @@ def test_apdb_run_renders_light_curves_with_every_point_of_the_object(
     assert result.rendered == len(objects) == 290
     db = sqlite3.connect(apdb_sqlite)
     for sid, files in _files(run).items():
-        assert Path(files[1]).name == f"{sid}_lightcurve.png"
-        expected: dict[str, int] = {}
-        for table, suffix in (("DiaSource", ""), ("DiaForcedSource", " forced")):
+        assert Path(files[1]).name == f"{sid}_lightcurve.json"
+        count: dict[tuple[str, int], int] = {}
+        for table, kind in (("DiaSource", DETECTION), ("DiaForcedSource", FORCED)):
             for band, n in db.execute(
                 f"SELECT band, COUNT(*) FROM {table} WHERE diaObjectId = ? "
                 "AND psfFlux IS NOT NULL GROUP BY band",
                 (objects[sid],),
             ):
-                expected[band + suffix] = n
-        assert _series_counts((run / files[2]).read_bytes()) == expected
+                count[(band, kind)] = n
+        (band,) = db.execute(
+            "SELECT band FROM DiaSource WHERE diaSourceId = ?", (sid,)
+        ).fetchone()
+        expected = _expected_series(count, (band, DETECTION))
+        assert _series_counts((run / files[1]).read_bytes()) == expected
 
 
 def test_a_source_without_history_gets_a_light_curve_of_its_one_point(
@@ -323,6 +355,7 @@ def test_a_source_without_any_photometry_gets_empty_axes_not_a_crash() -> None:
     for mode in ("flux", "mag"):
         png = LightCurveRenderer(mode).render(curve)
         assert Image.open(io.BytesIO(png)).size == (600, 360)
+        assert scatter_plot_json(curve, mode) is None  # no chart without a point
 
 
 def test_malformed_and_nan_history_entries_are_left_out_and_counted() -> None:
@@ -364,8 +397,10 @@ def test_malformed_and_nan_history_entries_are_left_out_and_counted() -> None:
     from zooprep.renderers.lightcurve import LightCurveRenderer
 
     assert LightCurveRenderer("mag").render(rubin)[:4] == b"\x89PNG"
-    body = json.loads(scatter_plot_json(rubin, "mag"))
-    assert [s["seriesOptions"]["label"] for s in body["data"]] == ["r limit"]
+    body = json.loads(scatter_plot_json(rubin, "mag") or b"")
+    assert [s["seriesOptions"]["label"] for s in body["data"]] == [
+        "this source (r limit)"
+    ]
 
 
 def test_viewer_json_has_the_scatter_plot_viewer_shape() -> None:
@@ -380,12 +415,12 @@ def test_viewer_json_has_the_scatter_plot_viewer_shape() -> None:
             ],
         },
     )
-    body = json.loads(scatter_plot_json(curve, "flux"))
+    body = json.loads(scatter_plot_json(curve, "flux") or b"")
     assert set(body) == {"data", "chartOptions"}
-    assert body["chartOptions"]["xAxisLabel"] == "Days since first detection"
+    assert body["chartOptions"]["xAxisLabel"] == "Days"
     g, r = body["data"]
     assert g["seriesOptions"]["label"] == "g"
-    assert r["seriesOptions"]["label"] == "r"
+    assert r["seriesOptions"]["label"] == "this source (r)"
     assert g["seriesData"][0]["x"] == 0.0
     assert r["seriesData"][0]["x"] == 1.0
     assert set(g["seriesData"][0]) == {"x", "y", "y_error"}
@@ -417,7 +452,7 @@ def test_preview_shows_every_location_of_a_subject_in_chromium(
     zooprep.render(
         run,
         images=images,
-        layout="both",
+        layout="frames",
         lightcurve="flux",
         lightcurve_json=True,
         jobs=1,
@@ -429,8 +464,8 @@ def test_preview_shows_every_location_of_a_subject_in_chromium(
     tags = re.findall(r'<figure class="card" data-id="\d+"[^>]*>', dom)
     for tag in tags:
         assert 'data-img="loaded"' in tag
-        # Three frames and the light curve loaded beside the triplet.
-        assert 'data-locs="4"' in tag
+        # The two other frames loaded beside the first (the JSON is a link).
+        assert 'data-locs="2"' in tag
         assert "data-locs-broken" not in tag
     for sid in cards:
         assert f"{sid}_1_difference.png" in dom
@@ -446,20 +481,20 @@ def test_cli_renders_an_alert_run_as_frames_and_light_curves_for_the_manifest(
     assert runner.invoke(cli, ["select", str(run), "--alerts", alerts]).exit_code == 0
     out = runner.invoke(
         cli,
-        ["render", str(run), "--layout", "both", "--lightcurve", "--lightcurve-json"],
+        ["render", str(run), "--layout", "frames", "--lightcurve", "--lightcurve-json"],
     )
     assert out.exit_code == 0, out.output
     with Run.open(run, lock=False) as r:
         options = r.settings.render
     assert options is not None
-    assert options.layout == "both"
+    assert options.layout == "frames"
     assert options.lightcurve == "flux"
     assert options.lightcurve_json is True
     assert runner.invoke(cli, ["manifest", str(run)]).exit_code == 0
     with open(run / "manifest.csv", newline="") as fh:
         header = next(iter(fh)).strip().split(",")
     assert [c for c in header if c.startswith("location:")] == [
-        f"location:{n}" for n in range(1, 7)
+        f"location:{n}" for n in range(1, 5)
     ]
     out = runner.invoke(cli, ["render", "--help"])
     for flag in ("--layout", "--lightcurve", "--lightcurve-json"):

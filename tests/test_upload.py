@@ -18,7 +18,11 @@ import pytest
 from PIL import Image
 
 import zooprep
-from tests.plugins.panoptes import upload_command, upload_killed_then_resumed
+from tests.plugins.panoptes import (
+    StandinSubprocess,
+    upload_command,
+    upload_killed_then_resumed,
+)
 from zooprep.errors import AuthError, InputError, QuotaError, SettingsMismatch
 from zooprep.files import atomic_write
 from zooprep.options import UploadOptions
@@ -395,6 +399,93 @@ def test_upload_killed_at_random_then_resumed_has_each_source_once(
         ((0.15, 0.5), (0.5, 0.85)),
     )
     assert_exactly_once(standin, run)
+
+
+def test_upload_killed_while_a_batch_is_read_back_then_resumed_has_each_source_once(
+    panoptes_standin_factory, tmp_path
+):
+    standin = panoptes_standin_factory(latency=0.01)
+    # The batched read-back (GET /api/subjects?id=...) answers slowly, so the
+    # kill lands while one is in flight: files PUT, not yet read back.
+    slow = standin.faults.add(
+        "delay", method="GET", path=r"^/api/subjects$", query=r"(^|&)id=", times=None
+    )
+    run = make_run(tmp_path / "run", 40)
+    (tmp_path / "home").mkdir()
+    runner = StandinSubprocess(standin, tmp_path / "home")
+    args = upload_command(standin, run, "--workers", "4", "--timeout", "10")
+    proc = runner.popen(args)
+    try:
+        for _ in range(600):
+            if slow.fired or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        _, stderr = proc.communicate()
+    assert slow.fired, stderr
+    created = {s.metadata["#zooprep_id"] for s in standin.subjects()}
+    assert created  # subjects exist, in the set, with their files PUT
+    with Run.open(run, lock=False) as opened:
+        recorded = {str(s.id): s for s in opened.iter_sources() if s.subject_id}
+    # None counts as uploaded before its files were read back.
+    assert recorded
+    assert all(s.status != "linked" for s in recorded.values())
+    assert {s.upload.get("media") for s in recorded.values()} == {"pending"}
+    standin.faults.clear()
+    done = runner.run(args, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert_exactly_once(standin, run)
+
+
+def test_a_hung_request_is_given_up_after_its_deadline_and_retried(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_run(tmp_path / "run", 12)
+    login_env(monkeypatch, panoptes_standin)
+    faults = panoptes_standin.faults
+    hung_put = faults.add("hang", method="PUT", path=r"^/blob/", skip=4, delay=60)
+    hung_head = faults.add("hang", method="HEAD", path=r"^/media/", skip=4, delay=60)
+    hung_get = faults.add("hang", method="GET", query=r"(^|&)id=", delay=60)
+    # --timeout 30: each hung request (answered after 60 s) is given up long
+    # before, after a few times the latency seen so far, and sent again.
+    result = zooprep.upload(run, options(panoptes_standin, timeout=30.0), retry=FAST)
+    assert (hung_put.fired, hung_head.fired, hung_get.fired) == (1, 1, 1)
+    assert (result.created, result.linked, result.failed) == (12, 12, 0)
+    # The upload is over while the hung requests are still unanswered.
+    assert [r for r in panoptes_standin.requests() if r.fault == "hang"] == []
+    assert_exactly_once(panoptes_standin, run)
+
+
+def test_a_slow_create_is_waited_for_while_the_next_rows_go_on(
+    panoptes_standin, tmp_path, monkeypatch
+):
+    run = make_run(tmp_path / "run", 10)
+    login_env(monkeypatch, panoptes_standin)
+    # The second create is answered only after 5 s (and really creates the
+    # subject, as a slow server does): never sent twice, never abandoned
+    # before --timeout; meanwhile the one worker goes on with the next rows.
+    slow = panoptes_standin.faults.add(
+        "hang", method="POST", path=r"^/api/subjects$", skip=1, delay=5
+    )
+    result = zooprep.upload(
+        run, options(panoptes_standin, workers=1, timeout=30.0), retry=FAST
+    )
+    assert slow.fired == 1
+    assert (result.created, result.linked, result.failed) == (10, 10, 0)
+    creates = panoptes_standin.requests("POST", r"^/api/subjects$")
+    assert len(creates) == 10  # none sent twice
+    (hung,) = [r for r in creates if r.fault == "hang"]
+    during = [
+        r
+        for r in creates
+        if r.fault is None and hung.started < r.started < hung.started + hung.duration
+    ]
+    assert during  # other rows were created while it hung
+    listings = panoptes_standin.requests("GET", r"^/api/subjects$")
+    # the set was listed once, before starting: no create was left uncertain
+    assert len([r for r in listings if "subject_set_id" in r.query]) == 1
+    assert_exactly_once(panoptes_standin, run)
 
 
 # -- reviewed manifest, dry run, secrets -----------------------------------------

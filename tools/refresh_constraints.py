@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "requirements" / "test-constraints.txt"
 #: The extras of the README's test command (tests/test_docs.py checks they agree).
-EXTRAS = "test,dask,results,butler,cloud,brokers,kafka,fakes"
+EXTRAS = "test,dask,results,butler,cloud,brokers,kafka,fakes,rsp"
 CANDIDATES = ("python3.11", "python3.12", "python3.13", "python3.14")
 
 

@@ -255,6 +255,8 @@ def _print_status(report: dict[str, Any]) -> None:
                 item["example"],
             )
         console.print(failed)
+    for what, n in (report.get("notes") or {}).items():
+        console.print(f"note: {n} sources: {what}")
     if report.get("results"):
         res = report["results"]
         console.print(
@@ -365,6 +367,11 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @flag(SelectOptions, "alerce_objects", metavar="IDS|FILE")
 @flag(SelectOptions, "alerce_query", metavar="KEY=VALUE...")
 @flag(SelectOptions, "kafka", metavar="HOST:PORT")
+@flag(SelectOptions, "tap", metavar="URL")
+@flag(SelectOptions, "table", metavar="SCHEMA.TABLE")
+@flag(SelectOptions, "query", metavar="ADQL")
+@flag(SelectOptions, "tap_mode")
+@flag(SelectOptions, "tap_page_size", type=int, metavar="N")
 @flag(SelectOptions, "topic", metavar="T")
 @flag(SelectOptions, "group", metavar="G")
 @flag(SelectOptions, "max", type=int, metavar="N")
@@ -392,6 +399,11 @@ def cli(verbose: bool, quiet: bool, debug: bool) -> None:
 @flag(SelectOptions, "rename", multiple=True, metavar="OLD=NEW")
 @flag(SelectOptions, "instrument")
 @flag(SelectOptions, "append", is_flag=True)
+@flag(SelectOptions, "next", type=int, metavar="N")
+@flag(SelectOptions, "learn_from", multiple=True, metavar="RUN")
+@flag(SelectOptions, "strategy")
+@flag(SelectOptions, "random_share", type=float, metavar="SHARE")
+@flag(SelectOptions, "reshow_controversial", type=int, metavar="K")
 @command
 def select(run: Path, **kw: Any) -> None:
     """Choose the sources to show volunteers and start (or extend) RUN.
@@ -406,7 +418,9 @@ def select(run: Path, **kw: Any) -> None:
     random sample. A catalog needs an id (diaSourceId or --id-column), visit
     and detector (or image), and x and y (or ra and dec), under DiaSource
     names (map others with --rename). Re-running the same select continues
-    it; a different one on a run with sources needs --append.
+    it; a different one on a run with sources needs --append. --next N
+    --learn-from RUN chooses the next batch from what volunteers said in the
+    runs named (README, "The next batch").
 
     \b
     Example:
@@ -414,6 +428,8 @@ def select(run: Path, **kw: Any) -> None:
           --where 'reliability > 0.2' --sample 500 --seed 1
       LASAIR_TOKEN=... zooprep select run2 --lasair-query 'nDiaSources > 5'
       zooprep select run3 --kafka broker:9092 --topic alerts --until-idle 60
+      zooprep select run4 --apdb sqlite:///apdb.sqlite3 --next 500 \\
+          --learn-from run1 --learn-from run2 --strategy uncertainty
     """
     kw = _given(kw)
     if "rename" in kw:
@@ -443,6 +459,7 @@ def select(run: Path, **kw: Any) -> None:
 @flag(ImageOptions, "science_type", metavar="NAME")
 @flag(ImageOptions, "template_type", metavar="NAME")
 @flag(ImageOptions, "difference_type", metavar="NAME")
+@flag(ImageOptions, "soda", metavar="SIA_URL")
 @flag(RenderOptions, "position")
 @flag(RenderOptions, "sizes", callback=_sizes, metavar="N[,N...]")
 @flag(RenderOptions, "annotate", is_flag=True)
@@ -482,11 +499,20 @@ def render(run: Path, **kw: Any) -> None:
       zooprep render run2 --science 's3://survey/{visit}/{detector}/calexp.fits' \\
           --template 's3://survey/{visit}/{detector}/template.fits' \\
           --difference 's3://survey/{visit}/{detector}/diff.fits'
-      zooprep render alerts1 --layout both --lightcurve mag --lightcurve-json
+      zooprep render alerts1 --layout frames --lightcurve mag --lightcurve-json
 
-    Files per source, in this order (the subject's locations): <id>.png (the
-    triplet), <id>_<n>_template|science|difference.png (frames, size n),
-    <id>_lightcurve.png, <id>_lightcurve.json.
+    \b
+    Subjects (files in location order -> workflow subject_viewer):
+      --layout triplet               <id>.png -> singleImage (automatic)
+      --layout frames                <id>_<n>_template|science|difference.png
+                                     -> flipbook (automatic): blink
+      triplet + --lightcurve         <id>.png, <id>_lightcurve.png (same size)
+                                     -> flipbook (automatic)
+      triplet|frames + --lightcurve --lightcurve-json
+                                     the images, <id>_lightcurve.json
+                                     -> dataImage: the chart beside them
+    A light curve without a point to draw gives no light-curve file.  --layout
+    both and frames with a light-curve PNG are refused (mixed image sizes).
     """
     kw = _given(kw)
     images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}
@@ -622,9 +648,11 @@ def manifest(run: Path, **kw: Any) -> None:
 @flag(UploadOptions, "dry_run", is_flag=True)
 @flag(UploadOptions, "verify", decl="--verify/--no-verify")
 @flag(UploadOptions, "workflow", metavar="ID")
+@flag(UploadOptions, "subject_viewer")
 @flag(UploadOptions, "via")
 @flag(UploadOptions, "training_set", metavar="NAME")
 @flag(UploadOptions, "training_set_id", metavar="ID")
+@flag(UploadOptions, "controversial_set", metavar="NAME")
 @command
 def upload(run: Path, **kw: Any) -> None:
     """Send the manifest's rows to a Zooniverse subject set, exactly once.
@@ -634,11 +662,20 @@ def upload(run: Path, **kw: Any) -> None:
     A killed or failed upload resumes with the same command and never makes a
     second subject for a source.
 
+    --workflow ID links the set to the workflow and first checks that the
+    workflow's configuration.subject_viewer shows every file of the subjects
+    (PNGs plus a light-curve JSON need dataImage; unset, the classifier
+    draws nothing for them): if not, nothing is uploaded and the one-line
+    error names the value. --subject-viewer NAME sets it, once, keeping the
+    rest of the workflow's configuration.
+
     \b
     Example:
       export PANOPTES_USERNAME=me PANOPTES_PASSWORD=...
       zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
           --endpoint https://panoptes-staging.zooniverse.org
+      zooprep upload run1 --project 1234 --subject-set 'DIA batch 1' \\
+          --workflow 5678 --subject-viewer dataImage
     """
     result = zooprep.upload(run, reporter=_reporter(), **_given(kw))
     _finish(result)

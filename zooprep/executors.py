@@ -303,7 +303,11 @@ class DaskExecutor:
                     n_workers=jobs or len(os.sched_getaffinity(0)),
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    # The scheduler serves HTTP (health, metrics) even with no
+                    # dashboard; on any free loopback port, not Dask's 8787,
+                    # which another cluster on the machine may hold.
+                    dashboard_address="127.0.0.1:0",
+                    scheduler_kwargs={"dashboard": False},
                 )
             self._client = Client(self._cluster)
         threads = sum(self._client.nthreads().values()) or 1

@@ -6,8 +6,8 @@ them in flux or AB magnitude (`LightCurve.values`); `LightCurveBuilder`
 collects them one by one.  Where the points come from is
 `zooprep.readers.history`; the picture is drawn by
 `zooprep.renderers.lightcurve` and the Zooniverse viewer's JSON written by
-`zooprep.scatterplot`.  Both show each band in the same colour and marker
-(`style`).
+`zooprep.scatterplot`.  Both draw what `plot` decides: the same series,
+colours, glyphs, unit and axes.
 
 Points whose flux (or time) is missing or NaN are left out and counted in
 `LightCurve.dropped`; entries of a history that are not records at all are
@@ -16,26 +16,35 @@ counted in `LightCurve.malformed`.
 
 from __future__ import annotations
 
+import colorsys
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from zooprep.photometry import ab_magnitudes, magnitude_errors
+from zooprep.photometry import ab_magnitudes, flux_unit, magnitude_errors
 from zooprep.vocabulary import finite_number
 
 __all__ = [
+    "CURRENT_GLYPH",
     "DETECTION",
     "FORCED",
+    "GLYPHS",
     "LIMIT",
     "PALETTE",
+    "VIEWER_X_LABEL",
+    "X_LABEL",
     "LightCurve",
     "LightCurveBuilder",
-    "style",
+    "Plot",
+    "Series",
+    "band_colours",
+    "light_curve_plot",
 ]
 
-#: Colour-blind-safe colours (Okabe & Ito 2008), by band, then in this order.
+#: Colour-blind-safe colours (Okabe & Ito 2008) of the usual bands.
 PALETTE: dict[str, str] = {
     "u": "#CC79A7",
     "g": "#009E73",
@@ -44,9 +53,19 @@ PALETTE: dict[str, str] = {
     "z": "#0072B2",
     "y": "#000000",
 }
-_SPARE = ("#56B4E9", "#F0E442", "#999999", "#882255")
-#: Marker shapes (Pillow) and the viewer's glyph names, in band order.
-_MARKERS = ("circle", "square", "diamond", "triangle", "cross", "star", "wye")
+#: Colours of other bands, in the order they appear (Okabe & Ito, then Tol).
+_SPARE = (
+    "#56B4E9",
+    "#F0E442",
+    "#999999",
+    "#882255",
+    "#44AA99",
+    "#332288",
+    "#DDCC77",
+    "#117733",
+    "#88CCEE",
+    "#AA4499",
+)
 _BAND_ORDER = ("u", "g", "r", "i", "z", "y")
 
 #: Kinds of point.
@@ -141,17 +160,201 @@ class LightCurve:
         return flux
 
 
-def style(band: str, n: int) -> tuple[str, str]:
-    """Colour and marker of a band (``n``: its position among the bands shown)."""
-    colour = PALETTE.get(band)
-    if colour is None:
-        colour = _SPARE[n % len(_SPARE)]
-    marker = (
-        _MARKERS[_BAND_ORDER.index(band) % 4]
-        if band in _BAND_ORDER
-        else _MARKERS[n % 4]
-    )
-    return colour, marker
+#: The classifier's glyph of each kind of point (the PNG draws the same
+#: shapes): detections filled circles, forced photometry plus signs, upper
+#: limits a "Y" whose stem points down, to fainter; never the upward triangle.
+GLYPHS = {DETECTION: "circle", FORCED: "cross", LIMIT: "wye"}
+#: The glyph of the source being classified: its own series, drawn last.
+CURRENT_GLYPH = "star"
+#: Glyph areas in px² (the classifier's ``pointSize``, d3's symbol size).
+POINT_SIZES = {DETECTION: 36.0, FORCED: 25.0, LIMIT: 36.0}
+CURRENT_SIZE = 100.0
+#: How a series' label names its kind after the band.
+KIND_WORDS = {DETECTION: "", FORCED: " forced", LIMIT: " limit"}
+#: The x axis' title in the PNG.
+X_LABEL = "Days since first detection"
+#: The same in the classifier's chart, which centres the title on the axis'
+#: left end (``Axis.jsx``: ``dx = -range / 2`` with visx's middle anchor) inside
+#: a 70 px margin (``DataImageViewer.jsx``), upper-cased and letter-spaced: a
+#: title wider than 140 px loses its start (measured in Chromium: "Days since
+#: first detection" showed as "SINCE FIRST DETECTION").
+VIEWER_X_LABEL = "Days"
+
+
+def band_colours(bands: Sequence[str]) -> dict[str, str]:
+    """One colour per band, all different: `PALETTE`, then spare colours.
+
+    >>> band_colours(["g", "r", "VR", "N708"])
+    {'g': '#009E73', 'r': '#D55E00', 'VR': '#56B4E9', 'N708': '#F0E442'}
+    """
+    out: dict[str, str] = {}
+    spare = [c for c in _SPARE if c not in PALETTE.values()]
+    n = 0
+    for band in bands:
+        colour = PALETTE.get(band)
+        if colour is None:
+            if n < len(spare):
+                colour = spare[n]
+            else:  # beyond the named colours: hues a golden angle apart
+                h = ((n - len(spare)) * 0.381966) % 1.0
+                r, g, b = colorsys.hls_to_rgb(h, 0.45, 0.75)
+                colour = (
+                    f"#{round(r * 255):02X}{round(g * 255):02X}{round(b * 255):02X}"
+                )
+            n += 1
+        out[band] = colour
+    return out
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a light-curve plot: one band's points of one kind.
+
+    ``x`` days since the first detection, ``y`` flux in the plot's unit or AB
+    magnitude, ``err`` its error (NaN: none; limits have none).  ``current``
+    marks the series of the classified source's own point.
+    """
+
+    label: str
+    band: str
+    kind: int
+    colour: str
+    glyph: str
+    size: float
+    x: np.ndarray
+    y: np.ndarray
+    err: np.ndarray
+    current: bool = False
+
+
+@dataclass(frozen=True)
+class Plot:
+    """What a light curve shows, decided once for the PNG and the viewer JSON.
+
+    Attributes
+    ----------
+    series : list of Series
+        Only series with points: per band (wavelength order) detections,
+        forced photometry and limits, then the classified source's point.
+    mode : {'flux', 'mag'}
+    unit : str
+        ``'mag'`` or the flux unit's symbol (`zooprep.photometry.flux_unit`).
+    y_label : str
+        The y axis' title in the PNG (``Flux (µJy)``).
+    viewer_y_label : str
+        The same for the classifier, whose axis titles are upper-cased (so
+        the unit is spelt out: an upper-case micro sign reads as an M).
+    inverted : bool
+        Brighter up: the y axis runs downwards (magnitudes).
+    digits : int
+        Decimals the values and errors are rounded to (`_digits`).
+    """
+
+    series: list[Series]
+    mode: str
+    unit: str
+    y_label: str
+    viewer_y_label: str
+    inverted: bool
+    digits: int = 3
+
+    @property
+    def points(self) -> int:
+        """How many points the plot draws."""
+        return sum(len(s.x) for s in self.series)
+
+
+def light_curve_plot(curve: LightCurve, mode: str) -> Plot:
+    """The series, unit and axes of ``curve`` drawn in ``mode`` ('flux' or 'mag').
+
+    Values are rounded once here, for the picture and the chart alike: to
+    0.01 mag, or to three significant digits of the largest flux.
+
+    Every series has its own colour-and-glyph pair: the colour says the band
+    (`band_colours`), the glyph the kind of point (`GLYPHS`); the classified
+    source's point is taken out of its band's series into one of its own
+    (`CURRENT_GLYPH`, larger, labelled ``this source (<band>)``).  Points
+    without a finite value are not drawn.  Fluxes are shown in the unit
+    `zooprep.photometry.flux_unit` picks for the largest of them.
+    """
+    if mode not in ("flux", "mag"):
+        raise ValueError(f"light curve mode must be 'flux' or 'mag', not {mode!r}")
+    days, y, err = curve.values(mode)
+    kinds = curve.mag_kinds() if mode == "mag" else curve.kind
+    ok = np.isfinite(y) & np.isfinite(days)
+    err = np.where(np.isfinite(err) & (err > 0) & (kinds != LIMIT), err, np.nan)
+    if mode == "flux":
+        reach = np.abs(y[ok]) + np.nan_to_num(err[ok])
+        unit = flux_unit(float(reach.max()) if reach.size else 0.0)
+        y, err = y / unit.njy, err / unit.njy
+        symbol, y_label = unit.symbol, f"Flux ({unit.symbol})"
+        viewer_label = f"Flux ({unit.name})"
+    else:
+        symbol, y_label = "mag", "AB magnitude"
+        viewer_label = y_label
+    colours = band_colours(curve.bands())
+    current = np.zeros(len(y), dtype=bool)
+    if 0 <= curve.current < len(y) and ok[curve.current]:
+        current[curve.current] = True
+    series: list[Series] = []
+    for band in curve.bands():
+        for kind in (DETECTION, FORCED, LIMIT):
+            pick = ok & ~current & (curve.band == band) & (kinds == kind)
+            if pick.any():
+                series.append(
+                    Series(
+                        band + KIND_WORDS[kind],
+                        band,
+                        kind,
+                        colours[band],
+                        GLYPHS[kind],
+                        POINT_SIZES[kind],
+                        days[pick],
+                        y[pick],
+                        err[pick],
+                    )
+                )
+    if current.any():
+        n = curve.current
+        band, kind = str(curve.band[n]), int(kinds[n])
+        series.append(
+            Series(
+                f"this source ({band}{KIND_WORDS[kind]})",
+                band,
+                kind,
+                colours[band],
+                CURRENT_GLYPH,
+                CURRENT_SIZE,
+                days[current],
+                y[current],
+                err[current],
+                current=True,
+            )
+        )
+    labels = [s.label for s in series]
+    for n, s in enumerate(series):  # band names that read like another label
+        if labels.count(s.label) > 1:
+            series[n] = replace(s, label=f"{s.label} [{n + 1}]")
+    digits = _digits(mode, series)
+    series = [
+        replace(s, y=np.round(s.y, digits) + 0.0, err=np.round(s.err, digits) + 0.0)
+        for s in series
+    ]
+    return Plot(series, mode, symbol, y_label, viewer_label, mode == "mag", digits)
+
+
+def _digits(mode: str, series: Sequence[Series]) -> int:
+    """Decimals of the y values: 0.01 mag, or three significant digits of flux.
+
+    Ticks (the classifier's: d3's, ten over the points' extent) get as many
+    decimals as their step needs; values this coarse keep the step at least
+    a thousandth of the largest value, so a label is at most six characters
+    (``-850.1``, ``21.451``) and fits the ``dataImage`` chart's margin.
+    """
+    if mode == "mag":
+        return 2
+    top = max((float(np.abs(s.y).max()) for s in series), default=0.0)
+    return 2 - math.floor(math.log10(top)) if top > 0 else 3
 
 
 class LightCurveBuilder:

@@ -53,10 +53,12 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from zooprep.errors import InputError
 from zooprep.manifest_format import LAYOUTS as MANIFEST_LAYOUTS
+from zooprep.viewers import SUBJECT_VIEWERS
 from zooprep.vocabulary import (
     BUTLER_DATASET_TYPES,
     POSITIONS,
     PRODUCTION,
+    STRATEGIES,
     Position,
     refuse_secret_query,
 )
@@ -175,6 +177,12 @@ def _tuple(value: Any) -> tuple[Any, ...] | None:
     if isinstance(value, str):
         return (value,)
     return tuple(value) if value else None
+
+
+def _paths(value: Any) -> tuple[str, ...] | None:
+    """Run directories as absolute paths (so a saved list compares equal)."""
+    listed = _tuple(value)
+    return tuple(os.path.abspath(os.fspath(p)) for p in listed) if listed else None
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:
@@ -450,6 +458,7 @@ SOURCES = (
     ("alerce_objects", "--alerce-objects"),
     ("alerce_query", "--alerce-query"),
     ("kafka", "--kafka"),
+    ("tap", "--tap"),
 )
 #: Choices of ``SelectOptions.per_object``.
 PER_OBJECT = ("all", "latest")
@@ -569,10 +578,33 @@ class SelectOptions(Options):
         Extra librdkafka settings ``KEY=VALUE`` (no secrets).
     lasair_web : str
         Where Lasair's cutouts are, for sources read from its Kafka topics.
+    tap : str, optional
+        A TAP service (the Rubin Science Platform) to read ``table`` or
+        ``query`` from (README, "Rubin Science Platform").
+    table, query : str, optional
+        A table read in pages with the filters as ADQL, or ADQL run once.
+    tap_mode : {'async', 'sync'}
+        UWS jobs or synchronous queries.
+    tap_page_size : int, optional
+        Rows per page of ``table``.
     kind, source : str, optional
         Recorded by select: the reader's kind (``apdb``, ``catalog``,
         ``alerts``, ``lasair``, ``fink``, ``alerce``, ``kafka``, ...) and what
         it read, without secrets.
+    next : int, optional
+        Choose this many sources from what volunteers said in the
+        ``learn_from`` runs (`zooprep.stages.nextbatch`).
+    learn_from : sequence of path, optional
+        Runs with results to learn the calibration from (their shown
+        sources are left out).
+    strategy : {'uncertainty', 'disagreement', 'stratified'}
+        How ``next`` chooses (`zooprep.learning`).
+    random_share : float
+        Share of ``next`` chosen uniformly at random.
+    reshow_controversial : int, optional
+        List this many shown subjects with split votes to show again.
+    learned : str, optional
+        Recorded by select: digest of the results ``next`` learnt from.
     selected_at : str, optional
         Recorded by select: when (ISO 8601).
     history : sequence of str, optional
@@ -591,6 +623,8 @@ class SelectOptions(Options):
         "until_idle",
         "broker_wait",
         "lasair_rate",
+        # the digest of the results --next learnt from: checked by the choice
+        "learned",
     )
 
     kind: str | None = setting(flag=None)
@@ -633,7 +667,7 @@ class SelectOptions(Options):
     sample: int | None = setting(
         help="A random sample of N sources (reproducible with --seed)."
     )
-    seed: int | None = setting(help="Random seed for --sample.")
+    seed: int | None = setting(help="Random seed for --sample and --next.")
     stratify: str | None = setting(
         help="Spread --sample evenly over BINS bins of COLUMN, e.g. reliability:10."
     )
@@ -737,6 +771,55 @@ class SelectOptions(Options):
         "https://lasair.lsst.ac.uk",
         help="Where Lasair serves cutouts (for sources from Lasair's Kafka).",
     )
+    next: int | None = setting(
+        help="Choose the next batch of N sources from what volunteers said in "
+        "the --learn-from runs (sources they showed are left out)."
+    )
+    learn_from: Sequence[str] | None = setting(
+        help="A run whose results --next learns from (repeatable).",
+        convert=_paths,
+    )
+    strategy: str = setting(
+        "uncertainty",
+        choices=STRATEGIES,
+        help="How --next chooses: where the calibration is most uncertain "
+        "(uncertainty), where it disagrees most with the score (disagreement), "
+        "or over score bins weighted by its error (stratified).",
+    )
+    random_share: float = setting(
+        0.2,
+        help="Share of --next drawn at random from all candidates (rounded "
+        "half up), to keep the calibration unbiased.",
+    )
+    reshow_controversial: int | None = setting(
+        help="With --learn-from: list the K shown subjects whose votes are "
+        "most split in RUN/controversial.csv, to show again (experts or more "
+        "votes).",
+    )
+    learned: str | None = setting(flag=None)
+    tap: str | None = setting(
+        help="Read sources from this TAP service, e.g. the Rubin Science "
+        "Platform's https://data.lsst.cloud/api/tap, with --table or --query. "
+        "Extra 'zooprep[rsp]'; token from RSP_TOKEN (sent as a bearer token).",
+    )
+    table: str | None = setting(
+        help="The TAP table to read, e.g. dp1.DiaSource: the filters "
+        "(--where, --band, --visit, ...) become ADQL and it is read in pages "
+        "by diaSourceId.",
+    )
+    query: str | None = setting(
+        help="ADQL to run on --tap instead of --table; it must select "
+        "diaSourceId, visit, detector and ra, dec. Its result is kept in the run.",
+    )
+    tap_mode: str = setting(
+        "async",
+        choices=("async", "sync"),
+        help="Run TAP queries as asynchronous (UWS) jobs or synchronously.",
+    )
+    tap_page_size: int | None = setting(
+        help="Rows per TAP page.",
+        shown_default="50000, or the service's row limit if lower",
+    )
     selected_at: str | None = setting(flag=None)
     history: Sequence[str] | None = setting(flag=None, convert=_tuple)
 
@@ -750,8 +833,18 @@ class SelectOptions(Options):
             if value is not UNSET and value is not None and value < 1:
                 raise InputError(f"--{name} must be at least 1, not {value}")
         parse_stratify(self.stratify or None)
+        for name in ("next", "reshow_controversial"):
+            value = getattr(self, name)
+            if value is not UNSET and value is not None and value < 1:
+                raise InputError(
+                    f"--{name.replace('_', '-')} must be at least 1, not {value}"
+                )
+        share = self.random_share
+        if share is not UNSET and not 0.0 <= float(share) <= 1.0:
+            raise InputError(f"--random-share must be within 0 and 1, not {share}")
 
     def _check_request(self) -> None:
+        self._check_learning()
         given = [flag for name, flag in SOURCES if getattr(self, name)]
         if not given and not self.source:
             raise InputError(_one_of_sources())
@@ -771,6 +864,31 @@ class SelectOptions(Options):
             raise InputError("--schema applies to --apdb databases only")
         if self.stratify and not self.sample:
             raise InputError("--stratify needs --sample N")
+        if self.tap and bool(self.table) == bool(self.query):
+            raise InputError("--tap needs exactly one of --table T or --query ADQL")
+        if (self.table or self.query) and not (self.tap or self.kind == "tap"):
+            raise InputError("--table and --query apply to --tap only")
+
+    def _check_learning(self) -> None:
+        """``--next`` and ``--learn-from`` go together, without the blind choices."""
+        if self.reshow_controversial and not self.learn_from:
+            raise InputError("--reshow-controversial needs --learn-from RUN")
+        if bool(self.next) != bool(self.learn_from):
+            raise InputError(
+                "--next N needs --learn-from RUN"
+                if self.next
+                else "--learn-from needs --next N (how many sources to choose)"
+            )
+        if not self.next:
+            return
+        for name in ("sample", "limit", "stratify", "append", "kafka"):
+            if getattr(self, name) or (name == "kafka" and self.kind == "kafka"):
+                raise InputError(
+                    f"--next chooses the batch itself; leave out --{name} (a batch "
+                    "is a new run: choose a new run directory)"
+                    if name == "append"
+                    else f"--next chooses the batch itself; leave out --{name}"
+                )
 
     def request(self) -> dict[str, Any]:
         """The saved fields that define the selection (to compare two of them)."""
@@ -809,6 +927,9 @@ class ImageOptions(Options):
     science_type, template_type, difference_type : str, optional
         Butler dataset type names (None: the current Rubin names,
         `~zooprep.vocabulary.BUTLER_DATASET_TYPES`).
+    soda : str, optional
+        An SIAv2 query URL: images found there, cut by SODA
+        (`zooprep.images.soda`).
     """
 
     SECTION: ClassVar[str] = "images"
@@ -841,6 +962,13 @@ class ImageOptions(Options):
     difference_type: str | None = setting(
         help="Butler dataset type of differences.",
         shown_default=BUTLER_DATASET_TYPES["difference"],
+    )
+    soda: str | None = setting(
+        help="Cut images through the Rubin Science Platform's services: the "
+        "SIAv2 query URL that finds each source's visit_image, template_coadd "
+        "and difference_image (e.g. https://data.lsst.cloud/api/sia/dp1/query); "
+        "cutouts by SODA. Default for a run selected with --tap: the SIA next to "
+        "its TAP service. Token from RSP_TOKEN; extra 'zooprep[rsp]'.",
     )
 
     def _check(self) -> None:
@@ -914,13 +1042,15 @@ class RenderOptions(Options):
     layout : {'triplet', 'frames', 'both'}
         ``triplet``: one PNG of the three panels (the default); ``frames``:
         one PNG per panel (template, science, difference of each size, in
-        that order) for Zooniverse's flipbook; ``both``: the triplet first,
-        then the frames.
+        that order) for Zooniverse's flipbook; ``both`` is refused by
+        render (the triplet and the frames differ in size) and only read
+        back from runs rendered before.
     lightcurve : {'flux', 'mag'} or None
-        Also draw each source's light curve (flux in nJy, or AB magnitude).
+        Also draw each source's light curve (flux, in the unit that keeps its
+        ticks below 1000, or AB magnitude).
     lightcurve_json : bool
-        Also write the light curve as Zooniverse scatter-plot viewer JSON
-        (needs ``lightcurve``).
+        Write the light curve as the chart JSON of Zooniverse's ``dataImage``
+        viewer instead of its PNG (needs ``lightcurve``).
     jobs : int or None
         Worker processes (None: all cores; 1 renders in this process).
     executor : {'local', 'dask'}
@@ -1007,22 +1137,25 @@ class RenderOptions(Options):
         picture=True,
         choices=LAYOUTS,
         help="triplet: one PNG of the three panels; frames: one PNG per panel "
-        "(template, science, difference per size) for a flipbook; both: the "
-        "triplet, then the frames.",
+        "(template, science, difference per size), all one size, for blinking "
+        "in a flipbook.  (both is refused: the triplet and the frames differ in "
+        "size, and a flipbook shrinks every image into the first one's box.)",
     )
     lightcurve: Literal["flux", "mag"] | None = setting(
         picture=True,
         choices=LIGHTCURVES,
         help="Also draw each source's light curve from its object's history "
         "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
-        "DiaForcedSource): flux in nJy (flux, when given alone) or AB "
-        "magnitude (mag).",
+        "DiaForcedSource): flux (flux, when given alone; in nJy, µJy or mJy, "
+        "whichever keeps it below 1000) or AB magnitude (mag).  A PNG beside a "
+        "triplet, at its size; see --lightcurve-json.",
     )
     lightcurve_json: bool = setting(
         False,
         picture=True,
-        help="Also write the light curve as JSON for Zooniverse's scatter-plot "
-        "/ light-curve viewer, after its PNG (needs --lightcurve).",
+        help="Write the light curve as the chart JSON of Zooniverse's dataImage "
+        "viewer (drawn beside the images) instead of its PNG (needs "
+        "--lightcurve).",
     )
     jobs: int | None = setting(
         saved=False, shown_default="all cores", help="Worker processes."
@@ -1348,11 +1481,14 @@ class UploadOptions(Options):
         Panoptes endpoint (production by default; use
         ``https://panoptes-staging.zooniverse.org`` to rehearse).
     workers : int
-        Concurrent upload threads.
+        Concurrent Panoptes API requests (as many threads PUT the files and
+        as many read them back).
     dry_run : bool
         Validate everything, upload nothing.
     timeout : float
-        Seconds before any one HTTP request is abandoned.
+        Upper bound in seconds of any one HTTP request; each is given a
+        deadline learned from the run's answers (`zooprep.deadlines`) and
+        retried when it runs out; a subject create gets the whole timeout.
     verify : bool
         Read every file back from the subject's public location after its
         PUT (size, and MD5 where the store gives one) before the subject
@@ -1360,7 +1496,14 @@ class UploadOptions(Options):
     workflow : str or None
         A workflow of the project to link the subject set to (once; a
         workflow that does not exist or belongs to another project is
-        refused before anything is uploaded).
+        refused before anything is uploaded).  Its
+        ``configuration.subject_viewer`` must show the run's subjects
+        (`zooprep.viewers`), or nothing is uploaded.
+    subject_viewer : str or None
+        Set the workflow's ``configuration.subject_viewer`` to this value
+        (one of `zooprep.viewers.SUBJECT_VIEWERS`, spelled exactly; the rest
+        of its configuration kept), once: recorded in the run, not sent
+        again on resume.  Needs ``workflow``.
     via : {'direct', 'import'}
         ``direct``: create subjects and PUT their files.  ``import``: a
         server-side subject-set import per 10,000 rows of a manifest written
@@ -1382,11 +1525,21 @@ class UploadOptions(Options):
         PRODUCTION,
         help="Panoptes endpoint; rehearse on https://panoptes-staging.zooniverse.org.",
     )
-    workers: int = setting(8, saved=False, help="Concurrent upload threads (1 to 64).")
+    workers: int = setting(
+        8,
+        saved=False,
+        help="Concurrent Panoptes API requests (1 to 64); as many threads PUT "
+        "the files and as many read them back.",
+    )
     timeout: float = setting(
         60.0,
         saved=False,
-        help="Seconds before one HTTP request is abandoned and retried.",
+        help="Upper bound in seconds of any one HTTP request. Each request is "
+        "given a deadline learned from this run's answers (10 times their "
+        "recent 99th percentile, at least 2 s, more for a larger file, doubled "
+        "on each retry) and is retried when it runs out, so a hung request "
+        "costs seconds; a subject create, which cannot be repeated safely, "
+        "always gets the whole timeout.",
     )
     dry_run: bool = setting(
         False,
@@ -1405,8 +1558,17 @@ class UploadOptions(Options):
     workflow: str | None = setting(
         saved=False,
         help="Link the subject set to this workflow of the project (once; a "
-        "missing workflow or one of another project is refused before "
+        "missing workflow, one of another project, or one whose "
+        "subject_viewer cannot show the subjects is refused before "
         "uploading).",
+    )
+    subject_viewer: str | None = setting(
+        saved=False,
+        choices=SUBJECT_VIEWERS,
+        help="Set the workflow's configuration.subject_viewer to this viewer "
+        "(exact spelling; the rest of its configuration kept), once; without "
+        "it a workflow whose viewer cannot show the subjects is refused, "
+        "naming the value to set. Needs --workflow.",
     )
     via: Literal["direct", "import"] = setting(
         "direct",
@@ -1421,6 +1583,12 @@ class UploadOptions(Options):
     )
     training_set_id: str | None = setting(
         help="An existing subject set's id for the training subjects."
+    )
+    controversial_set: str | None = setting(
+        saved=False,
+        help="Add the shown subjects select --reshow-controversial listed "
+        "(RUN/controversial.csv) to this subject set (made when absent), for "
+        "experts or more votes: the subjects themselves, not copies.",
     )
 
     def _check(self) -> None:
@@ -1443,6 +1611,10 @@ class UploadOptions(Options):
             raise InputError(
                 "give exactly one of subject_set_id (--subject-set-id) and "
                 "subject_set (--subject-set)"
+            )
+        if self.subject_viewer and not self.workflow:
+            raise InputError(
+                "--subject-viewer needs --workflow ID (the workflow to set)"
             )
 
 

@@ -59,6 +59,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from zooprep.deadlines import Deadline
 from zooprep.errors import AuthError, InputError, PanoptesError, QuotaError
 from zooprep.files import atomic_file
 from zooprep.vocabulary import PRODUCTION, STAGING
@@ -69,6 +70,7 @@ __all__ = [
     "CreateUncertain",
     "Credentials",
     "PanoptesAPI",
+    "RequestDeadlines",
     "RetryPolicy",
     "TokenManager",
     "check_endpoint",
@@ -82,6 +84,9 @@ logger = logging.getLogger(__name__)
 API_ACCEPT = "application/vnd.api+json; version=1"
 
 T = TypeVar("T")
+
+#: Resources per page of an index request (the Panoptes maximum).
+_PAGE = 100
 
 
 def _panoptes_client() -> Any:
@@ -463,6 +468,27 @@ class Answer:
     etag: str | None
 
 
+class RequestDeadlines:
+    """The per-request deadlines of one upload, shared by all its threads.
+
+    One `~zooprep.deadlines.Deadline` per kind of request, as each has its
+    own latency: ``api`` (Panoptes calls), ``upload`` (file PUTs to the signed
+    storage URLs, scaled by the file's size) and ``readback`` (HEADs of the
+    stored files).  All are bounded by ``timeout``.
+
+    Parameters
+    ----------
+    timeout : float
+        The upper bound of every deadline (``--timeout``).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = float(timeout)
+        self.api = Deadline(self.timeout)
+        self.upload = Deadline(self.timeout)
+        self.readback = Deadline(self.timeout)
+
+
 # -- the API client of one worker ---------------------------------------------
 
 
@@ -477,6 +503,11 @@ class PanoptesAPI:
         Seconds before any one request is abandoned.
     retry : RetryPolicy, optional
         Retries of safe requests (GET, blob PUT, link, subject update).
+    deadlines : RequestDeadlines, optional
+        Per-request deadlines shared with the other threads of the upload
+        (by default this client's own).  A safe request is given its
+        deadline and retried when it runs out; a subject create, which cannot
+        be repeated safely, is always given the whole ``timeout``.
     """
 
     def __init__(
@@ -485,11 +516,14 @@ class PanoptesAPI:
         *,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        deadlines: RequestDeadlines | None = None,
     ) -> None:
         self.tokens = tokens
         self.endpoint = tokens.endpoint
         self.session = _TimeoutSession(timeout)
         self.retry = retry or RetryPolicy()
+        self.deadlines = deadlines or RequestDeadlines(timeout)
+        self._attempt = 1  # try number of the request being retried (this thread)
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -506,8 +540,12 @@ class PanoptesAPI:
         json: Any = None,
         etag: str | None = None,
         what: str = "",
+        whole_timeout: bool = False,
     ) -> Answer:
         """One API request (no retries except one after a rejected token).
+
+        It is given the API deadline of its try (see `RequestDeadlines`), or
+        the whole timeout with ``whole_timeout``.
 
         Raises
         ------
@@ -528,12 +566,25 @@ class PanoptesAPI:
                 headers["Content-Type"] = "application/json"
             if etag:
                 headers["If-Match"] = etag
+            deadline = self.deadlines.api
+            limit = (
+                self.session.timeout
+                if whole_timeout
+                else deadline.timeout(attempt=self._attempt)
+            )
+            started = time.monotonic()
             try:
                 answer = self.session.request(
-                    method, url, params=params, json=json, headers=headers
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers=headers,
+                    timeout=limit,
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
-                raise _no_answer(exc, what) from None
+                raise _no_answer(exc, what, limit) from None
+            deadline.observe(time.monotonic() - started)
             if answer.status_code == 401 and attempt == 1:
                 self.tokens.rejected(token)
                 continue
@@ -557,12 +608,24 @@ class PanoptesAPI:
             before_sleep=log,
             reraise=True,
         )
+        tries = 0
+        outer = self._attempt
+
+        def counted() -> T:
+            # Each try after one that ran out of time gets a longer deadline.
+            nonlocal tries
+            tries += 1
+            self._attempt = tries
+            return fn()
+
         try:
-            return retrying(fn)
+            return retrying(counted)
         except _Transient as exc:
             raise PanoptesError(
                 f"{exc} (gave up after {policy.attempts} tries)", exc.status
             ) from None
+        finally:
+            self._attempt = outer
 
     def _create(self, kind: str, resource: dict[str, Any], what: str) -> dict[str, Any]:
         """POST one resource to ``/kind`` once (not retried) and return it."""
@@ -584,7 +647,7 @@ class PanoptesAPI:
         """Every resource of an index route, 100 per page."""
         page = 1
         while True:
-            answer = self.get(f"/{kind}", {**params, "page_size": 100, "page": page})
+            answer = self.get(f"/{kind}", {**params, "page_size": _PAGE, "page": page})
             yield from answer.body.get(kind, [])
             meta = answer.body.get("meta", {}).get(kind, {})
             if not meta.get("next_page") and not meta.get("next_href"):
@@ -636,6 +699,40 @@ class PanoptesAPI:
                 json={"subject_sets": [str(subject_set)]},
                 what=what,
             )
+            return True
+
+        return self._retrying(attempt, what)
+
+    def set_subject_viewer(self, workflow_id: str, viewer: str) -> bool:
+        """Make ``viewer`` the workflow's ``configuration.subject_viewer``.
+
+        The workflow is read with its ETag and, unless it already has that
+        value, PUT back with the rest of its configuration unchanged and the
+        ETag in ``If-Match`` (Panoptes replaces ``configuration`` whole).  A
+        412 (the workflow changed between the read and the PUT) reads it
+        again and retries.  True when this call changed it.
+        """
+        what = f"set subject_viewer of workflow {workflow_id}"
+
+        def attempt() -> bool:
+            got = self.request("GET", f"/workflows/{workflow_id}", what=what)
+            found = (got.body.get("workflows") or [{}])[0]
+            configuration = dict(found.get("configuration") or {})
+            if configuration.get("subject_viewer") == viewer:
+                return False
+            configuration["subject_viewer"] = viewer
+            try:
+                self.request(
+                    "PUT",
+                    f"/workflows/{workflow_id}",
+                    json={"workflows": {"configuration": configuration}},
+                    etag=got.etag,
+                    what=what,
+                )
+            except PanoptesError as exc:
+                if exc.status == 412:
+                    raise _Transient(str(exc), 412) from None
+                raise
             return True
 
         return self._retrying(attempt, what)
@@ -721,7 +818,9 @@ class PanoptesAPI:
         }
         what = f"create subject for {label}" if label else "create subject"
         try:
-            answer = self.request("POST", "/subjects", json=body, what=what)
+            answer = self.request(
+                "POST", "/subjects", json=body, what=what, whole_timeout=True
+            )
         except _Transient as exc:
             # 5xx, timeout, dropped connection, or 409 (a stale subject set:
             # rolled back in Panoptes, but reconciling costs little and is safe).
@@ -784,7 +883,11 @@ class PanoptesAPI:
         """PUT one file to its signed URL and check the 201 (retried)."""
         what = f"upload of {label}" if label else "media upload"
 
+        deadline = self.deadlines.upload
+
         def attempt() -> None:
+            limit = deadline.timeout(len(data), self._attempt)
+            started = time.monotonic()
             try:
                 answer = self.session.put(
                     url,
@@ -793,9 +896,11 @@ class PanoptesAPI:
                         "Content-Type": content_type,
                         "x-ms-blob-type": "BlockBlob",
                     },
+                    timeout=limit,
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
-                raise _no_answer(exc, what) from None
+                raise _no_answer(exc, what, limit) from None
+            deadline.observe(time.monotonic() - started, len(data))
             if answer.status_code == 201:
                 return
             if answer.status_code >= 500:
@@ -815,6 +920,31 @@ class PanoptesAPI:
         """The public URLs of a subject's media files, in order."""
         subjects = self.get(f"/subjects/{subject_id}").body.get("subjects") or [{}]
         return _put_urls(subjects[0])
+
+    def media_locations_of(self, subject_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The public media URLs of many subjects, read in one request per 100.
+
+        ``GET /subjects?id=1,2,3`` (Panoptes filters an index by a
+        comma-separated ``id``; at most 100 per page).  A subject that is not
+        in the answer (deleted, or never created) is not in the result.
+
+        Parameters
+        ----------
+        subject_ids : sequence of str
+            The subjects whose files were just PUT.
+
+        Returns
+        -------
+        dict
+            ``{subject id: [public URL of each file, in order]}``.
+        """
+        found: dict[str, list[str]] = {}
+        ids = list(dict.fromkeys(str(i) for i in subject_ids))
+        for start in range(0, len(ids), _PAGE):
+            chunk = ids[start : start + _PAGE]
+            for subject in self.paginate("subjects", {"id": ",".join(chunk)}):
+                found[str(subject["id"])] = _put_urls(subject)
+        return found
 
     def check_media(self, subject_id: str, data: list[bytes]) -> list[str]:
         """Read a subject's stored files back; return what is wrong (empty: all good).
@@ -837,7 +967,16 @@ class PanoptesAPI:
             One line per file that is missing or differs, e.g.
             ``file 1 of 1 not found at https://...png (HTTP 404)``.
         """
-        urls = self.media_locations(subject_id)
+        return self.check_files(subject_id, self.media_locations(subject_id), data)
+
+    def check_files(
+        self, subject_id: str, urls: Sequence[str], data: Sequence[bytes]
+    ) -> list[str]:
+        """Read files back from their public ``urls``; what is wrong (empty: all good).
+
+        `check_media` with the locations already known (e.g. from
+        `media_locations_of`).
+        """
         if len(urls) != len(data):
             return [f"subject {subject_id} has {len(urls)} files, not {len(data)}"]
         problems = []
@@ -851,14 +990,21 @@ class PanoptesAPI:
 
     def _check_one(self, url: str, blob: bytes) -> str:
         """Why the file at ``url`` is not ``blob`` ('' when it is)."""
+        deadline = self.deadlines.readback
+        limit = deadline.timeout(attempt=self._attempt)
+        started = time.monotonic()
         try:
-            answer = self.session.head(url, allow_redirects=True)
+            answer = self.session.head(url, allow_redirects=True, timeout=limit)
             if answer.status_code in (403, 405, 501):  # no HEAD here: ask for 1 byte
                 answer = self.session.get(
-                    url, headers={"Range": "bytes=0-0"}, allow_redirects=True
+                    url,
+                    headers={"Range": "bytes=0-0"},
+                    allow_redirects=True,
+                    timeout=limit,
                 )
         except (requests.Timeout, requests.ConnectionError) as exc:
-            raise _no_answer(exc, f"read back {url}") from None
+            raise _no_answer(exc, f"read back {url}", limit) from None
+        deadline.observe(time.monotonic() - started)
         status = answer.status_code
         if status >= 500 or status == 429:
             raise _Transient(f"read back {url}: HTTP {status}", status)
@@ -910,6 +1056,40 @@ class PanoptesAPI:
             ),
             f"link to set {subject_set}",
         )
+
+    def set_priorities(self, subject_set: str, wanted: Mapping[str, int]) -> int:
+        """Give the set's members these priorities (``{subject id: priority}``).
+
+        Panoptes copies a subject's ``#priority`` metadata into its priority
+        in a set only when it is linked with ``POST /subject_sets/ID/links/
+        subjects`` (its ``SubjectMetadataWorker``), not when it is created
+        already linked; so each member whose priority differs is updated with
+        ``PUT /set_member_subjects/ID`` (``If-Match``).  Idempotent: returns
+        how many were changed.
+        """
+        changed = 0
+        members = self.paginate("set_member_subjects", {"subject_set_id": subject_set})
+        for sms in list(members):
+            subject = str((sms.get("links") or {}).get("subject"))
+            want = wanted.get(subject)
+            have = sms.get("priority")
+            if want is None or (have is not None and float(have) == float(want)):
+                continue
+            path = f"/set_member_subjects/{sms['id']}"
+
+            def attempt(path: str = path, want: int = want) -> None:
+                got = self.request("GET", path)
+                self.request(
+                    "PUT",
+                    path,
+                    json={"set_member_subjects": {"priority": want}},
+                    etag=got.etag,
+                    what=f"set the priority of {path}",
+                )
+
+            self._retrying(attempt, f"set the priority of {path}")
+            changed += 1
+        return changed
 
     def set_subjects(self, subject_set: str) -> Iterator[dict[str, Any]]:
         """Every subject of a set, with its metadata."""
@@ -1027,10 +1207,13 @@ def download_classification_export(
         api.close()
 
 
-def _no_answer(exc: requests.RequestException, what: str) -> _Transient:
+def _no_answer(
+    exc: requests.RequestException, what: str, limit: float | None = None
+) -> _Transient:
     """The retryable failure of a request that timed out or lost its connection."""
     if isinstance(exc, requests.Timeout):
-        return _Transient(f"{what}: no answer in time", None)
+        within = f" ({limit:.3g} s)" if limit is not None else ""
+        return _Transient(f"{what}: no answer in time{within}", None)
     return _Transient(f"{what}: connection failed ({type(exc).__name__})", None)
 
 

@@ -20,15 +20,18 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from zooprep.vocabulary import finite_number
 
 __all__ = [
+    "FLUX_UNITS",
     "NJY_ZEROPOINT",
+    "FluxUnit",
     "ab_magnitudes",
+    "flux_unit",
     "mag_to_njy",
     "magnitude_errors",
     "negative_difference",
@@ -39,6 +42,42 @@ __all__ = [
 
 #: AB magnitude of 1 nJy.
 NJY_ZEROPOINT = 31.4
+
+
+class FluxUnit(NamedTuple):
+    """A unit light curves show flux in: symbol, name spelt out, size in nJy."""
+
+    symbol: str
+    name: str
+    njy: float
+
+
+#: The units of a light curve's flux axis, smallest first.
+FLUX_UNITS = (
+    FluxUnit("nJy", "nanojansky", 1.0),
+    FluxUnit("µJy", "microjansky", 1e3),
+    FluxUnit("mJy", "millijansky", 1e6),
+    FluxUnit("Jy", "jansky", 1e9),
+)
+
+
+def flux_unit(largest: float) -> FluxUnit:
+    """The smallest unit in which a flux of ``largest`` nJy is below 999.5.
+
+    (So that it is still below 1000 when rounded to three digits.)
+
+    Tick labels then have at most three digits before the decimal point
+    (``-800``, ``0.25``), so they fit the classifier's fixed chart margin
+    and never need an exponent.
+
+    >>> flux_unit(950).symbol, flux_unit(680_000).symbol, flux_unit(2e6).symbol
+    ('nJy', 'µJy', 'mJy')
+    """
+    size = abs(float(largest)) if math.isfinite(largest) else 0.0
+    for unit in FLUX_UNITS:
+        if size < 999.5 * unit.njy:
+            return unit
+    return FLUX_UNITS[-1]
 
 
 def mag_to_njy(mag: float) -> float:

@@ -12,6 +12,10 @@ cutouts in the galleries of the biggest disagreements.
   with its area (AUC; ties in the score count one half).
 - Galleries: the sources where score and real fraction differ most, both ways.
 - What was skipped and why, and the rows used per workflow version.
+- For a batch chosen by ``select --next``: the calibration after each batch
+  (this run and those it learnt from), with its uncertainty, each stream's
+  share and the labels each batch spent per 0.01 of calibration error
+  (`_learning_section`).
 - With known answers (``zooprep fakes``): completeness against injected
   magnitude and S/N (consensus, single classifications, skill-weighted vote,
   pipeline score) with binomial error bars and the fitted 50 % points;
@@ -36,6 +40,7 @@ from zooprep.stages.export import SKIP_REASONS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from zooprep.learning import BatchStep
     from zooprep.stages.known import KnownReport
 
 __all__ = ["ReportFacts", "calibration", "render_report", "roc_curve"]
@@ -334,6 +339,7 @@ def render_report(
     score: str | None,
     files: Mapping[int, str | None],
     known: KnownReport | None = None,
+    learning: list[BatchStep] | None = None,
 ) -> str:
     """The results page as one HTML string.
 
@@ -366,6 +372,8 @@ def render_report(
         Source id to its cutout, relative to the run.
     known : zooprep.stages.known.KnownReport, optional
         What the run's known answers say (``zooprep fakes``).
+    learning : list of zooprep.learning.BatchStep, optional
+        The calibration after each batch (a run of ``select --next``).
 
     Returns
     -------
@@ -440,6 +448,8 @@ def render_report(
         )
     else:
         parts += _score_sections(run, table, score, labels, real, files)
+    if learning and score is not None:
+        parts += _learning_section(learning, score)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -689,4 +699,60 @@ def _known_sections(known: KnownReport) -> list[str]:
                 f"<td>{_num(sk.p_bogus)}</td><td>{_num(sk.skill)}</td></tr>"
             )
         out.append("</table>")
+    return out
+
+
+def _learning_section(steps: list[BatchStep], score: str) -> list[str]:
+    """The calibration after each batch: a table and the curves with +-1 sd."""
+    from matplotlib.figure import Figure
+
+    out = [
+        "<h2 id='batches'>Batches: what choosing bought</h2>",
+        "<p class='note'>The volunteers' real-fraction per bin of "
+        f"{_esc(score)} (Beta posterior mean +- sd), fitted on each batch and "
+        "those before it, every label weighted by one over its chance of being "
+        "chosen. Calibration error: the RMS over the bins of the posterior sd. "
+        "Labels per 0.01: the batch's labels over how far the error fell.</p>",
+        "<table id='batches-table'><tr><th>batch</th><th class='l'>run</th>"
+        "<th>labels</th><th>labels so far</th><th>strategy</th><th>random</th>"
+        "<th>blind</th><th>calibration error</th><th>labels per 0.01</th></tr>",
+    ]
+    for k, step in enumerate(steps, start=1):
+        shares = step.shares()
+        out.append(
+            f"<tr><td>{k}</td><td class='l'>{_esc(Path(step.run).name)}</td>"
+            f"<td>{step.labels}</td><td>{step.total}</td>"
+            + "".join(
+                f"<td>{shares.get(s, 0.0):.0%}</td>"
+                for s in ("strategy", "random", "blind")
+            )
+            + f"<td>{step.error:.4f}</td><td>{_num(step.labels_per_error, '.0f')}</td>"
+            "</tr>"
+        )
+    out.append("</table>")
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for k, step in enumerate(steps, start=1):
+        cal = step.calibration
+        line = ax.plot(
+            cal.centres, cal.mean, marker="o", ms=3, label=f"after batch {k}"
+        )
+        ax.fill_between(
+            cal.centres,
+            cal.mean - cal.sd,
+            cal.mean + cal.sd,
+            color=line[0].get_color(),
+            alpha=0.15,
+        )
+    ax.plot([steps[0].calibration.edges[0], steps[0].calibration.edges[-1]], [0, 1],
+            ls=":", c="grey")  # fmt: skip
+    ax.set_xlabel(score)
+    ax.set_ylabel("volunteer real fraction")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=8)
+    ax.set_title("calibration after each batch (+- 1 sd)")
+    out.append(
+        "<figure><img id='fig-batches' alt='calibration after each batch' "
+        f"src='{_png(fig)}'></figure>"
+    )
     return out

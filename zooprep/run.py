@@ -6,6 +6,7 @@
       zooprep.toml     settings of the run (source, render and upload options)
       state.sqlite     one row per source: status, reason, files, subject id
       manifest.csv     the human-facing table, written by ``zooprep manifest``
+      rows/1.sqlite    the columns of bulk-selected sources (`zooprep.rowstore`)
       cutouts/0/...    PNG (and .npy) files, at most ``chunk_size`` per folder
       .lock            held (flock) by the one process working on the run
 
@@ -25,6 +26,12 @@ A source moves through these statuses::
 
 ``removed`` marks rows that a person deleted from a reviewed manifest.  A
 failed row is retried when its stage runs again.
+
+A source's columns (its row) are JSON in the state, or, for sources a reader
+handed over in bulk (`add_selection`, `add_batches`), a row of a block file
+in ``rows/`` that the state names; `Source.row` is the same dict either way.
+Runs made before blocks existed (format 1) open as they are; the first block
+a run records makes it format 2.
 """
 
 from __future__ import annotations
@@ -36,17 +43,34 @@ import math
 import os
 import sqlite3
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from zooprep.errors import InputError, RunError, RunLocked
 from zooprep.files import STATE_FILE, atomic_write, storage_error, temporary_name
 from zooprep.options import Options, RenderOptions, Settings
+from zooprep.rowstore import (
+    BLOCK_DIR,
+    BlockInfo,
+    BlockRows,
+    BuiltBlock,
+    Stopped,
+    block_info,
+    block_number,
+    build_from_batches,
+    build_from_sqlite,
+    kinds_json,
+    quote,
+    tmp_name,
+)
+
+if TYPE_CHECKING:
+    from zooprep.readers.base import ColumnBatch, SqliteSelection
 
 __all__ = [
     "STATUSES",
@@ -60,8 +84,11 @@ __all__ = [
     "saved_count",
 ]
 
-#: Version of the run directory layout; a newer one is refused.
-FORMAT_VERSION = 1
+#: Version of the run directory layout; a newer one is refused.  Format 2
+#: adds row blocks (``rows/``); a run is made as format 1 and becomes 2 when
+#: it records its first block, so older zooprep versions open it until then.
+FORMAT_VERSION = 2
+_FIRST_FORMAT = 1
 
 STATUSES = ("selected", "rendered", "uploaded", "linked", "failed", "removed")
 
@@ -87,6 +114,21 @@ CREATE TABLE IF NOT EXISTS known_answers (
 );
 """
 
+#: Row blocks (`zooprep.rowstore`): each ``rows/<block>.sqlite`` and how to
+#: read it.  (Created when first written.)
+_BLOCKS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS row_blocks (
+    block INTEGER PRIMARY KEY,     -- rows/<block>.sqlite
+    tbl TEXT NOT NULL,             -- the table in it
+    id_column TEXT NOT NULL,       -- its (indexed) id column
+    kinds TEXT NOT NULL,           -- JSON {column: 'bool'|'datetime'|'date'}
+    fill TEXT NOT NULL             -- JSON {column: value for NULL or missing}
+);
+"""
+
+#: Sources per transaction when adding them from a block.
+_BLOCK_CHUNK = 100_000
+
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,7 +143,8 @@ CREATE TABLE IF NOT EXISTS sources (
     files TEXT,                     -- JSON list of paths relative to the run
     padded INTEGER,                 -- 1 when a cutout reached past an image edge
     subject_id TEXT,                -- Panoptes subject id, once created
-    upload TEXT                     -- JSON of upload details (media, links)
+    upload TEXT,                    -- JSON of upload details (media, links)
+    block INTEGER                   -- row in rows/<block>.sqlite (row is then '')
 );
 CREATE INDEX IF NOT EXISTS sources_status ON sources(status);
 CREATE INDEX IF NOT EXISTS sources_subject ON sources(subject_id);
@@ -289,6 +332,9 @@ class Run:
         self._lock = lock
         self._document: dict[str, Any] | None = None
         self._settings: Settings | None = None
+        self._has_block = True  # the state has sources.block (format 1 may not)
+        self._blocks: dict[int, BlockInfo] | None = None
+        self._block_rows: BlockRows | None = None
 
     # -- opening and closing --------------------------------------------------
 
@@ -404,6 +450,12 @@ class Run:
             version = db.execute(
                 "SELECT value FROM meta WHERE key='format_version'"
             ).fetchone()
+            columns = {r[1] for r in db.execute("PRAGMA table_info(sources)")}
+            if self._lock and columns and "block" not in columns:
+                # a run made before row blocks: add the column (NULL: JSON row)
+                db.execute("ALTER TABLE sources ADD COLUMN block INTEGER")
+                columns.add("block")
+            self._has_block = "block" in columns
         except sqlite3.DatabaseError as exc:
             self.close()
             full = storage_error(exc, self.path, "nothing was changed")
@@ -428,6 +480,9 @@ class Run:
 
     def close(self) -> None:
         """Close the state and release the lock."""
+        if self._block_rows is not None:
+            self._block_rows.close()
+            self._block_rows = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -505,6 +560,27 @@ class Run:
         self._document = document
         self._settings = None
 
+    # -- notes ----------------------------------------------------------------
+
+    def note(self, key: str, value: str) -> None:
+        """Remember one fact about the run in its state (committed at once).
+
+        For what a stage did once outside the run and must not do again on
+        resume, e.g. ``upload`` setting a workflow's ``subject_viewer``.
+        """
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (f"note:{key}", value),
+            )
+
+    def noted(self, key: str) -> str | None:
+        """The value `note` remembered under ``key``, or None."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"note:{key}",)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     # -- sources --------------------------------------------------------------
 
     def add_sources(
@@ -573,6 +649,254 @@ class Run:
         flush()
         return result
 
+    # -- rows in blocks (zooprep.rowstore) ------------------------------------------
+
+    def add_selection(
+        self,
+        selection: SqliteSelection,
+        id_column: str,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> AddResult | None:
+        """Add the rows of an SQLite source, copied by SQLite into a new block.
+
+        Like `add_sources` (ids already in the run are kept as they are),
+        for the rows of ``selection`` in ascending id order, only ``ids`` and
+        at most ``limit`` of them; rows are grouped by
+        `~zooprep.readers.base.image_group`.
+
+        Parameters
+        ----------
+        selection : SqliteSelection
+            The source file, table and filter condition.
+        id_column : str
+            The id column.
+        ids : sequence of int, optional
+            Only these ids.
+        limit : int, optional
+            Only the first ``limit`` matching rows (by id).
+        progress : callable, optional
+            Called with the number of rows recorded, after each transaction.
+        stop : callable, optional
+            Polled; True stops after the rows recorded so far.
+
+        Returns
+        -------
+        AddResult or None
+            None when these rows need `add_sources` (ids that are not unique
+            integers): nothing was added.
+        """
+        number = self._next_block()
+        tmp = tmp_name(self.path, number)
+        try:
+            built = build_from_sqlite(
+                tmp,
+                selection,
+                id_column,
+                number=number,
+                ids=ids,
+                limit=limit,
+                stop=stop,
+            )
+        except Stopped:
+            return AddResult()
+        if built is None:
+            return None
+        return self._add_block(built, tmp, progress, stop)
+
+    def add_batches(
+        self,
+        batches: Iterable[ColumnBatch],
+        id_column: str,
+        *,
+        progress: Callable[[int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> AddResult | None:
+        """Add sources from column batches (in ascending id order) through a new block.
+
+        As `add_selection`; None when the rows need `add_sources` (nothing
+        was added).
+        """
+        number = self._next_block()
+        tmp = tmp_name(self.path, number)
+        try:
+            built = build_from_batches(
+                tmp, batches, id_column, number=number, stop=stop
+            )
+        except Stopped:
+            return AddResult()
+        if built is None:
+            return None
+        return self._add_block(built, tmp, progress, stop)
+
+    def _next_block(self) -> int:
+        """The number of the next block; removes block files nobody refers to."""
+        folder = self.path / BLOCK_DIR
+        folder.mkdir(exist_ok=True)
+        known = set(self._block_infos())
+        for entry in folder.iterdir():
+            number = block_number(entry.name)
+            if number is None or number not in known:
+                entry.unlink(missing_ok=True)  # left by a killed select
+        return max(known, default=0) + 1
+
+    def _add_block(
+        self,
+        built: BuiltBlock,
+        tmp: Path,
+        progress: Callable[[int], None] | None,
+        stop: Callable[[], bool] | None,
+    ) -> AddResult:
+        """Move a written block into place and add its sources, in transactions."""
+        info = built.info
+        final = self.path / info.file
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        db = self._db
+        result = AddResult()
+        seq = db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM sources").fetchone()[0]
+        t, idc = f"zp_block.{quote(info.table)}", quote(info.id_column)
+        chunk = f"SELECT {idc} AS i FROM {t} WHERE {idc} > ? ORDER BY {idc}"
+        first = f"SELECT {idc} AS i FROM {t} ORDER BY {idc}"
+        bounds = f"SELECT MIN(i), MAX(i), COUNT(*) FROM ({{}} LIMIT {_BLOCK_CHUNK})"
+        insert = (
+            "INSERT INTO main.sources (seq, id, status, grp, row, block) "
+            f"SELECT ? + row_number() OVER (ORDER BY {idc}) - 1, {idc}, 'selected', "
+            f"{_group_sql(built.columns)}, '', ? FROM {t} "
+            f"WHERE {idc} BETWEEN ? AND ?"
+        )
+        kinds, fill = kinds_json(info)
+        db.execute("ATTACH DATABASE ? AS zp_block", (f"file:{final}?mode=ro",))
+        try:
+            last: int | None = None
+            recorded = False
+            while True:
+                if last is None:
+                    lo, hi, n = db.execute(bounds.format(first)).fetchone()
+                else:
+                    lo, hi, n = db.execute(bounds.format(chunk), (last,)).fetchone()
+                if not n:
+                    break
+                with _tx(db):
+                    if not recorded:
+                        for statement in _BLOCKS_SCHEMA.strip().split(";"):
+                            if statement.strip():
+                                db.execute(statement)
+                        db.execute(
+                            "INSERT INTO row_blocks VALUES (?, ?, ?, ?, ?)",
+                            (info.number, info.table, info.id_column, kinds, fill),
+                        )
+                        db.execute(
+                            "UPDATE meta SET value = ? WHERE key = 'format_version' "
+                            "AND CAST(value AS INTEGER) < ?",
+                            (str(FORMAT_VERSION), FORMAT_VERSION),
+                        )
+                    overlap = db.execute(
+                        "SELECT 1 FROM main.sources WHERE id BETWEEN ? AND ? LIMIT 1",
+                        (lo, hi),
+                    ).fetchone()
+                    sql = insert
+                    if overlap:
+                        sql += f" AND {idc} NOT IN (SELECT id FROM main.sources)"
+                    added = db.execute(sql, (seq, info.number, lo, hi)).rowcount
+                if not recorded:
+                    recorded = True
+                    if self._blocks is not None:
+                        self._blocks[info.number] = info
+                seq += added
+                result.added += added
+                result.already_in_run += n - added
+                last = hi
+                if progress is not None:
+                    progress(n)
+                if stop is not None and stop():
+                    break
+        finally:
+            db.execute("DETACH DATABASE zp_block")
+        if not recorded:
+            final.unlink(missing_ok=True)
+        self._drop_unused_blocks()
+        return result
+
+    def _drop_unused_blocks(self) -> None:
+        """Forget and delete the blocks no source refers to (after a killed select)."""
+        db = self._db
+        for number in list(self._block_infos()):
+            used = db.execute(
+                "SELECT 1 FROM sources WHERE block = ? LIMIT 1", (number,)
+            ).fetchone()
+            if used:
+                continue
+            info = self._block_infos().pop(number)
+            with _tx(db):
+                db.execute("DELETE FROM row_blocks WHERE block = ?", (number,))
+            (self.path / info.file).unlink(missing_ok=True)
+
+    def _block_infos(self) -> dict[int, BlockInfo]:
+        """The blocks the state records, by number (read once, then kept)."""
+        if self._blocks is None:
+            blocks: dict[int, BlockInfo] = {}
+            if self._has_table("row_blocks"):
+                for r in self._db.execute(
+                    "SELECT block, tbl, id_column, kinds, fill FROM row_blocks"
+                ):
+                    blocks[int(r[0])] = block_info(*r)
+            self._blocks = blocks
+        return self._blocks
+
+    def _block_rows_of(
+        self, refs: Iterable[tuple[int, int | None]]
+    ) -> dict[int, dict[str, Any]]:
+        """The rows of ``(source id, block)`` pairs that are in blocks, by id."""
+        wanted: dict[int, list[int]] = {}
+        for sid, block in refs:
+            if block is not None:
+                wanted.setdefault(int(block), []).append(int(sid))
+        found: dict[int, dict[str, Any]] = {}
+        if not wanted:
+            return found
+        if self._block_rows is None:
+            self._block_rows = BlockRows(self.path)
+        blocks = self._block_infos()
+        for block, ids in wanted.items():
+            info = blocks.get(block)
+            try:
+                if info is None:
+                    raise FileNotFoundError(block)
+                rows = self._block_rows.rows(info, ids)
+            except (FileNotFoundError, sqlite3.DatabaseError):
+                raise RunError(
+                    f"run {self.path}: the rows of {len(ids)} sources are in "
+                    f"{BLOCK_DIR}/{block}.sqlite, which is missing or unreadable; "
+                    "the run directory is damaged"
+                ) from None
+            missing = [i for i in ids if i not in rows]
+            if missing:
+                raise RunError(
+                    f"run {self.path}: source {missing[0]} has no row in "
+                    f"{BLOCK_DIR}/{block}.sqlite; the run directory is damaged"
+                )
+            found.update(rows)
+        return found
+
+    def _sources(self, rows: Sequence[tuple[Any, ...]]) -> list[Source]:
+        """Sources from state rows (`_COLUMNS` plus block), rows read from blocks."""
+        stored = self._block_rows_of((r[1], r[11]) for r in rows)
+        out = [_to_source(r) for r in rows]
+        if stored:
+            for src, r in zip(out, rows, strict=True):
+                if r[11] is not None:
+                    src.row = stored[src.id]
+        return out
+
+    @property
+    def _columns(self) -> str:
+        """The state columns `_to_source` reads (block NULL in an old read-only run)."""
+        return _COLUMNS + (", block" if self._has_block else ", NULL")
+
     def update(self, source_id: int, **values: Any) -> None:
         """Set state columns of one source (``status``, ``reason``, ``files``, ...)."""
         bad = set(values) - _UPDATABLE
@@ -588,6 +912,8 @@ class Run:
             params.append(value)
         if values.get("status") not in (None, "failed"):
             sets += ["stage = NULL", "reason = NULL"]
+        if "row" in values and self._has_block:
+            sets.append("block = NULL")  # the row is JSON from now on
         self._db.execute(
             f"UPDATE sources SET {', '.join(sets)} WHERE id = ?",
             (*params, int(source_id)),
@@ -605,10 +931,10 @@ class Run:
     def get(self, source_id: int) -> Source | None:
         """One source by id, or None."""
         cur = self._db.execute(
-            f"SELECT {_COLUMNS} FROM sources WHERE id = ?", (int(source_id),)
+            f"SELECT {self._columns} FROM sources WHERE id = ?", (int(source_id),)
         )
         found = cur.fetchone()
-        return _to_source(found) if found else None
+        return self._sources([found])[0] if found else None
 
     def iter_sources(
         self,
@@ -630,7 +956,7 @@ class Run:
             where.append(clause)
             params += wanted
         sql = (
-            f"SELECT {_COLUMNS} FROM sources WHERE {' AND '.join(where)} "
+            f"SELECT {self._columns} FROM sources WHERE {' AND '.join(where)} "
             f"ORDER BY seq LIMIT {int(page)}"
         )
         last = -1
@@ -639,8 +965,7 @@ class Run:
             rows = self._db.execute(sql, params).fetchall()
             if not rows:
                 return
-            for found in rows:
-                yield _to_source(found)
+            yield from self._sources(rows)
             last = rows[-1][0]
 
     def counts(self) -> dict[str, int]:
@@ -673,8 +998,8 @@ class Run:
 
     def iter_to_render(
         self, statuses: Iterable[str], *, page: int = 2000
-    ) -> Iterator[tuple[int, int, str]]:
-        """Yield ``(id, seq, row JSON)`` of rows to render, in image-group order.
+    ) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """Yield ``(id, seq, row)`` of rows to render, in image-group order.
 
         Rows with one of ``statuses``, and rows the render stage failed.
         Pages through the ``(grp, seq)`` index: within the current group by
@@ -682,7 +1007,9 @@ class Run:
         planning a million rows stays linear.
         """
         clause, params = _status_clause([*statuses, "failed"], "render")
-        cols = "seq, id, row, COALESCE(grp, '')"
+        cols = "seq, id, row, COALESCE(grp, ''), " + (
+            "block" if self._has_block else "NULL"
+        )
         same = (
             f"SELECT {cols} FROM sources INDEXED BY sources_grp WHERE "
             f"COALESCE(grp, '') = ? AND seq > ? AND {clause} ORDER BY seq "
@@ -700,8 +1027,10 @@ class Run:
                 rows = self._db.execute(later, (grp, *params)).fetchall()
                 if not rows:
                     return
+            stored = self._block_rows_of([(r[1], r[4]) for r in rows])
             for found in rows:
-                yield found[1], found[0], found[2]
+                row = decode_row(found[2]) if found[4] is None else stored[found[1]]
+                yield found[1], found[0], row
             seq, grp = rows[-1][0], rows[-1][3]
 
     def max_files(
@@ -727,6 +1056,21 @@ class Run:
         ).fetchone()
         return int(found[0] or 0)
 
+    def count_without(self, suffixes: Iterable[str], statuses: Iterable[str]) -> int:
+        """How many sources of ``statuses`` have no file ending in one of ``suffixes``.
+
+        Case-insensitive suffixes, like `max_files`.
+        """
+        ends = list(suffixes)
+        like = " OR ".join("lower(j.value) LIKE ?" for _ in ends)
+        clause, params = _status_clause(statuses, None)
+        found = self._db.execute(
+            f"SELECT COUNT(*) FROM sources WHERE ({clause}) AND NOT EXISTS "
+            f"(SELECT 1 FROM json_each(sources.files) AS j WHERE {like})",
+            params + [f"%{e.lower()}" for e in ends],
+        ).fetchone()
+        return int(found[0] or 0)
+
     def ids_between(self, low: int, high: int) -> list[int]:
         """Source ids from ``low`` to ``high`` (inclusive), ascending."""
         return [
@@ -736,6 +1080,11 @@ class Run:
                 (int(low), int(high)),
             )
         ]
+
+    def last_id(self) -> int | None:
+        """The largest source id recorded (None when there is none)."""
+        row = self._db.execute("SELECT MAX(id) FROM sources WHERE id >= 0").fetchone()
+        return None if row[0] is None else int(row[0])
 
     def record_manifest(self, written: Iterable[tuple[int, int]]) -> None:
         """Remember the ``(source id, line)`` pairs of the manifest just written."""
@@ -916,10 +1265,12 @@ class Run:
 
     def failures(self, limit: int | None = None) -> list[Source]:
         """Failed sources, in selection order."""
-        sql = f"SELECT {_COLUMNS} FROM sources WHERE status = 'failed' ORDER BY seq"
+        sql = (
+            f"SELECT {self._columns} FROM sources WHERE status = 'failed' ORDER BY seq"
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_to_source(r) for r in self._db.execute(sql)]
+        return self._sources(self._db.execute(sql).fetchall())
 
     def cutout_path(self, source: Source, suffix: str = ".png") -> str:
         """Relative path of a source's file: ``cutouts/<chunk>/<id><suffix>``.
@@ -947,7 +1298,7 @@ _COLUMNS = "seq, id, status, stage, reason, grp, row, files, padded, subject_id,
 
 
 def _to_source(r: tuple[Any, ...]) -> Source:
-    """A `Source` from one state row."""
+    """A `Source` from one state row (its row left empty when it is in a block)."""
     return Source(
         seq=r[0],
         id=r[1],
@@ -955,7 +1306,7 @@ def _to_source(r: tuple[Any, ...]) -> Source:
         stage=r[3],
         reason=r[4],
         grp=r[5],
-        row=decode_row(r[6]),
+        row=decode_row(r[6]) if r[11] is None else {},
         files=json.loads(r[7]) if r[7] else [],
         padded=bool(r[8]),
         subject_id=r[9],
@@ -984,6 +1335,31 @@ def _as_id(value: Any, column: str, index: int) -> int:
         ) from None
 
 
+def _group_sql(columns: Sequence[str]) -> str:
+    """SQL for `~zooprep.readers.base.image_group` over a block's columns."""
+    have = set(columns)
+    cases = []
+    if {"visit", "detector"} <= have:
+        v, d = quote("visit"), quote("detector")
+        cases.append(
+            f"WHEN {v} IS NOT NULL AND {d} IS NOT NULL "
+            f"THEN CAST({v} AS TEXT) || '/' || CAST({d} AS TEXT)"
+        )
+    if "image" in have:
+        i = quote("image")
+        cases.append(f"WHEN {i} IS NOT NULL THEN CAST({i} AS TEXT)")
+    return f"CASE {' '.join(cases)} ELSE NULL END" if cases else "NULL"
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory's entries (a rename in it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _creation_leftover(name: str) -> bool:
     """Whether a file name is what an interrupted ``Run.create`` leaves behind."""
     # The temporary state and SQLite's files beside it (``.tmp-journal``).
@@ -996,7 +1372,7 @@ def _init_state(db: sqlite3.Connection) -> None:
     with _tx(db):
         db.execute(
             "INSERT OR REPLACE INTO meta VALUES ('format_version', ?)",
-            (str(FORMAT_VERSION),),
+            (str(_FIRST_FORMAT),),
         )
         db.execute(
             "INSERT OR REPLACE INTO meta VALUES ('created', ?)",

@@ -1,16 +1,21 @@
-"""The JSON of Zooniverse's scatter-plot / light-curve viewer, from a `LightCurve`.
+"""The JSON of Zooniverse's data-series chart, from a `LightCurve`.
 
-The format is that of the front end's ``ScatterPlotViewer``
-(zooniverse/front-end-monorepo, ``lib-classifier`` ``ScatterPlotViewer``
-README)::
+The format is the classifier's ``DataSeriesPlot`` (zooniverse/front-end-monorepo,
+``packages/lib-classifier/src/store/JSONData/DataSeriesPlot.js``), drawn by
+the ``dataImage`` viewer beside the subject's images (and by ``scatterPlot``
+alone, and by Talk)::
 
     {"data": [{"seriesData": [{"x": ..., "y": ..., "y_error": ...}, ...],
-               "seriesOptions": {"color": ..., "glyph": ..., "label": ...}},
+               "seriesOptions": {"label": ..., "color": ..., "glyph": ...,
+                                 "pointSize": ...}},
               ...],
-     "chartOptions": {"xAxisLabel": ..., "yAxisLabel": ...}}
+     "chartOptions": {"xAxisLabel": ..., "yAxisLabel": ...,
+                      "invertAxes": {"x": false, "y": ...}}}
 
-one series per band and kind of point.  In a subject it must follow a PNG
-(the viewer needs one; it is the Talk thumbnail).
+The series, colours, glyphs and unit are those of
+`zooprep.lightcurves.light_curve_plot`, which the PNG light curve draws too.
+The model needs at least one series, so a curve without a finite point has
+no JSON (`scatter_plot_json` gives None).
 """
 
 from __future__ import annotations
@@ -18,59 +23,58 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-
-from zooprep.lightcurves import DETECTION, FORCED, LIMIT, LightCurve, style
+from zooprep.lightcurves import VIEWER_X_LABEL, LightCurve, light_curve_plot
 
 __all__ = ["scatter_plot_json"]
 
 
-def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes:
-    """The scatter-plot / light-curve viewer JSON, one series per band and kind.
+def _number(value: float, digits: int) -> float:
+    """A finite value rounded for the file (``-0.0`` written as ``0.0``)."""
+    return round(float(value), digits) + 0.0
 
-    Detections of a band are one series (``label`` the band), forced
-    photometry another (``"<band> forced"``) and limits a third
-    (``"<band> limit"``, triangles).  ``x`` is days since the first
-    detection, ``y`` flux in nJy or AB magnitude, ``y_error`` the error when
-    known.
+
+def scatter_plot_json(curve: LightCurve, mode: str = "flux") -> bytes | None:
+    """The classifier's chart JSON of ``curve``, or None when it has no point.
+
+    One series per band and kind of point, and one for the classified
+    source's own point (see `~zooprep.lightcurves.light_curve_plot`).  ``x``
+    is days since the first detection (the axis title is just "Days": a
+    longer one is cut off by the chart), ``y`` the flux in the unit the axis
+    title names (nJy, µJy, mJy or Jy, so ticks have at most three digits
+    before the point; three significant digits) or the AB magnitude (to
+    0.01), with the y axis inverted
+    (``chartOptions.invertAxes.y``) so that brighter is up; ``y_error`` is
+    given when known.  Every number is finite, as JSON requires.
     """
-    days, y, err = curve.values(mode)
-    kinds = curve.mag_kinds() if mode == "mag" else curve.kind
-    series = []
-    for n, band in enumerate(curve.bands()):
-        colour, glyph = style(band, n)
-        for kind, suffix, shape in (
-            (DETECTION, "", glyph),
-            (FORCED, " forced", glyph),
-            (LIMIT, " limit", "triangle"),
-        ):
-            pick = (curve.band == band) & (kinds == kind) & np.isfinite(y)
-            if not pick.any():
-                continue
-            points = []
-            for d, v, e in zip(days[pick], y[pick], err[pick], strict=True):
-                point: dict[str, float] = {
-                    "x": round(float(d), 5),
-                    "y": round(float(v), 4),
-                }
-                if kind != LIMIT and math.isfinite(float(e)):
-                    point["y_error"] = round(float(e), 4)
-                points.append(point)
-            series.append(
-                {
-                    "seriesData": points,
-                    "seriesOptions": {
-                        "color": colour,
-                        "glyph": shape,
-                        "label": band + suffix,
-                    },
-                }
-            )
+    shown = light_curve_plot(curve, mode)
+    if not shown.points:
+        return None
+    digits = shown.digits
+    data = []
+    for s in shown.series:
+        points = []
+        for x, y, e in zip(s.x, s.y, s.err, strict=True):
+            point = {"x": _number(x, 5), "y": _number(y, digits)}
+            if math.isfinite(float(e)):
+                point["y_error"] = _number(e, digits)
+            points.append(point)
+        data.append(
+            {
+                "seriesData": points,
+                "seriesOptions": {
+                    "label": s.label,
+                    "color": s.colour,
+                    "glyph": s.glyph,
+                    "pointSize": s.size,
+                },
+            }
+        )
     body = {
-        "data": series,
+        "data": data,
         "chartOptions": {
-            "xAxisLabel": "Days since first detection",
-            "yAxisLabel": "AB magnitude" if mode == "mag" else "Flux (nJy)",
+            "xAxisLabel": VIEWER_X_LABEL,
+            "yAxisLabel": shown.viewer_y_label,
+            "invertAxes": {"x": False, "y": shown.inverted},
         },
     }
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")

@@ -39,7 +39,10 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
         path or id that differs row by row), how many rows, a few of their
         source ids and the first one's full reason),
         ``settings`` (the stages that ran), ``results`` (when classifications
-        were joined) and ``next`` (the command to run next, or None).
+        were joined), ``notes`` (counts worth knowing that are not failures,
+        e.g. ``"no light curve (no point to draw)"``: rendered sources that
+        got no light-curve file) and ``next`` (the command to run next, or
+        None).
     """
     path = Path(run)
     with Run.open(path, lock=False) as r:
@@ -70,6 +73,7 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
         }
         settings = r.settings
         results_info = _results_info(r)
+        notes = _notes(r, settings)
     report: dict[str, Any] = {
         "run": str(path),
         "total": total,
@@ -77,9 +81,25 @@ def status(run: str | os.PathLike[str]) -> dict[str, Any]:
         "failures": failures,
         "stages": sorted(settings.sections),
         "results": results_info,
+        "notes": notes,
     }
     report["next"] = _next_command(path, counts, failures, settings)
     return report
+
+
+#: Statuses of sources whose files are written.
+_RENDERED = ("rendered", "uploaded", "linked")
+
+
+def _notes(r: Run, settings: Settings) -> dict[str, int]:
+    """Counts of things that are not failures but change what volunteers see."""
+    notes: dict[str, int] = {}
+    render = settings.render
+    if render is not None and render.lightcurve:
+        n = r.count_without(("_lightcurve.json", "_lightcurve.png"), _RENDERED)
+        if n:
+            notes["no light curve (no point to draw)"] = n
+    return notes
 
 
 def _results_info(r: Run) -> dict[str, Any] | None:

@@ -25,9 +25,15 @@ __all__ = [
     "KNOWN_MAG_KEY",
     "KNOWN_SNR_KEY",
     "POSITIONS",
+    "PRIORITY_KEY",
     "PRODUCTION",
+    "PROPENSITY_COLUMN",
+    "RANK_COLUMN",
     "STAGING",
     "STAMP_KINDS",
+    "STRATEGIES",
+    "STREAM_COLUMN",
+    "STREAM_KEY",
     "ZTF_BANDS",
     "expand_env",
     "is_flag_column",
@@ -57,19 +63,34 @@ KNOWN_ANSWER_KEY = "#known_answer"
 KNOWN_MAG_KEY = "#fake_mag"
 KNOWN_SNR_KEY = "#fake_snr"
 
+#: Hidden subject metadata of a batch chosen by ``select --next``: Panoptes
+#: copies ``#priority`` into the subject's priority in its set when the
+#: subject is linked through the API (a prioritized workflow serves the
+#: lowest first); ``#zooprep_stream`` says what chose it (strategy, random).
+PRIORITY_KEY = "#priority"
+#: How ``select --next`` chooses (`zooprep.learning`).
+STRATEGIES = ("uncertainty", "disagreement", "stratified")
+STREAM_KEY = "#zooprep_stream"
+#: The hidden columns of such a source's row in the run state (never metadata
+#: as they are): its stream, rank (1 = most informative) and propensity.
+STREAM_COLUMN = "_zooprep_stream"
+RANK_COLUMN = "_zooprep_rank"
+PROPENSITY_COLUMN = "_zooprep_propensity"
+
 #: Where a source is placed on its images: catalogue ``x``/``y``, sky
 #: ``ra``/``dec`` through the WCS, or ``auto`` (``x``/``y`` when present).
 Position = Literal["auto", "xy", "radec"]
 POSITIONS: tuple[Position, ...] = ("auto", "xy", "radec")
 
 #: Files a subject may have, by extension, and the content type upload
-#: declares for each (the manifest lists only these).
+#: declares for each (the manifest lists only these): the types both Panoptes
+#: and the classifier's ``SubjectLocation`` accept, with an ending the
+#: classifier allows for the type (no SVG: the classifier refuses it).
 CONTENT_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
     ".gif": "image/gif",
-    ".svg": "image/svg+xml",
     ".mp4": "video/mp4",
     ".txt": "text/plain",
     ".json": "application/json",

@@ -36,6 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--link-conflicts", action="store_true", help="409 on concurrent link requests"
     )
+    parser.add_argument(
+        "--hang-probability",
+        type=float,
+        default=0.0,
+        help="share of API, blob and media requests that hang (seeded)",
+    )
+    parser.add_argument(
+        "--hang-delay",
+        type=float,
+        default=30.0,
+        help="seconds a hung request sleeps before it is processed",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random faults")
     args = parser.parse_args(argv)
 
     standin = PanoptesStandin.with_defaults(
@@ -44,7 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         token_lifetime=args.token_lifetime,
         subject_limit=args.subject_limit,
         link_conflicts=args.link_conflicts,
+        seed=args.seed,
     )
+    if args.hang_probability > 0:
+        standin.faults.add(
+            "hang",
+            path=r"^/(api|blob|media)/",
+            times=None,
+            delay=args.hang_delay,
+            probability=args.hang_probability,
+        )
     done = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -43,7 +43,9 @@ fires.  The kinds are:
 
 A fault matches a request when its ``method`` (case-insensitive, ``None`` for
 any) equals the request's and its ``path`` regular expression is found in the
-request path (without the query string; ``None`` for any).  ``skip`` lets the
+request path (without the query string; ``None`` for any), and its ``query``
+regular expression, if given, is found in the query string (``r"(^|&)id="``
+for the batched read-back ``GET /api/subjects?id=1,2,3``).  ``skip`` lets the
 first N matching requests through untouched, ``times`` limits how often the
 fault fires (``None``: every time), and ``probability`` fires it only on a
 random share of matches, drawn from a generator seeded by ``seed`` (so a test
@@ -88,6 +90,8 @@ class Fault:
         HTTP method to match, or ``None`` for any.
     path : str or None
         Regular expression searched in the request path, or ``None`` for any.
+    query : str or None
+        Regular expression searched in the query string, or ``None`` for any.
     times : int or None
         How many times the fault fires; ``None`` for no limit.
     skip : int
@@ -118,11 +122,15 @@ class Fault:
     probability: float = 1.0
     fired: int = 0
     seen: int = 0
+    query: str | None = None
     _regex: re.Pattern[str] | None = field(default=None, repr=False)
+    _query_regex: re.Pattern[str] | None = field(default=None, repr=False)
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, query: str = "") -> bool:
         """Whether this fault applies to a request (ignoring shots left)."""
         if self.method is not None and self.method.upper() != method.upper():
+            return False
+        if self._query_regex is not None and self._query_regex.search(query) is None:
             return False
         return self._regex is None or self._regex.search(path) is not None
 
@@ -158,6 +166,7 @@ class Faults:
         delay: float = 30.0,
         process: bool = True,
         probability: float = 1.0,
+        query: str | None = None,
     ) -> Fault:
         """Arm a fault and return it (its ``fired`` count can be checked later).
 
@@ -183,6 +192,9 @@ class Faults:
             the connection.
         probability : float
             Fire on this share of matching requests (seeded, reproducible).
+        query : str, optional
+            Regular expression searched in the query string, e.g.
+            ``r"(^|&)id="``; any query if omitted.
 
         Returns
         -------
@@ -208,7 +220,9 @@ class Faults:
             delay=delay,
             process=process,
             probability=probability,
+            query=query,
             _regex=re.compile(path) if path is not None else None,
+            _query_regex=re.compile(query) if query is not None else None,
         )
         with self._lock:
             self._faults.append(fault)
@@ -225,11 +239,11 @@ class Faults:
         with self._lock:
             return list(self._faults)
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, query: str = "") -> Fault | None:
         """Return the fault that fires on this request, if any, and count it."""
         with self._lock:
             for fault in self._faults:
-                if fault.exhausted or not fault.matches(method, path):
+                if fault.exhausted or not fault.matches(method, path, query):
                     continue
                 fault.seen += 1
                 if fault.seen <= fault.skip:

@@ -10,9 +10,11 @@ Rails server ``zooniverse/panoptes`` uses:
   ``client_credentials`` and ``refresh_token`` grants, expiring tokens;
 * the JSON:API under ``/api`` (``Accept: application/vnd.api+json;
   version=1`` required, else 404): ``/me``, ``/users``, ``/projects``,
-  ``/subject_sets`` (+ ``/links/subjects``), ``/subjects``,
+  ``/subject_sets`` (+ ``/links/subjects``), ``/subjects`` (also many at
+  once: ``/subjects?id=1,2,3`` and ``/subjects/1,2,3``),
   ``/set_member_subjects``, ``/subject_set_imports``, ``/workflows`` (+
-  ``/links/subject_sets``) and ``/projects/<id>/classifications_export``;
+  ``/links/subject_sets``; ``PUT`` of its ``configuration`` with
+  ``If-Match``) and ``/projects/<id>/classifications_export``;
 * subjects of several locations, each with its content type (``image/png``,
   ``application/json`` ...) and its own signed PUT URL;
 * signed blob PUT URLs (``/blob/...``, Azure-like: ``x-ms-blob-type:
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -44,6 +47,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from email.utils import formatdate
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -523,6 +527,21 @@ class PanoptesStandin:
             w.first_task = first_task
             w.updated_at = time.time()
 
+    def set_workflow_configuration(
+        self, workflow_id: str | int, configuration: dict[str, Any]
+    ) -> None:
+        """Give a workflow its ``configuration``, as the project builder saves it."""
+        with self.store.lock:
+            w = self.store.workflows[str(workflow_id)]
+            w.configuration = json.loads(json.dumps(configuration))
+            w.updated_at = time.time()
+
+    def workflow_configuration(self, workflow_id: str | int) -> dict[str, Any]:
+        """A copy of a workflow's ``configuration``."""
+        with self.store.lock:
+            w = self.store.workflows[str(workflow_id)]
+            return json.loads(json.dumps(w.configuration))
+
     def workflow_sets(self, workflow_id: str | int) -> tuple[str, ...]:
         """The subject set ids linked to a workflow, in link order."""
         with self.store.lock:
@@ -750,14 +769,22 @@ class PanoptesStandin:
             "duplicates": len(self.duplicates()),
             "subject_sets": {v.id: len(v.subject_ids) for v in self.subject_sets()},
             "requests": self.count_requests(),
+            "faults_fired": self._faults_fired(),
         }
+
+    def _faults_fired(self) -> dict[str, int]:
+        """How often each kind of armed fault fired."""
+        fired: dict[str, int] = {}
+        for fault in self.faults.armed:
+            fired[fault.kind] = fired.get(fault.kind, 0) + fault.fired
+        return fired
 
     # --------------------------------------------------------------- dispatch
 
     def _answer(self, req: Request) -> Response | None:
         """Apply latency and faults, route, and log one request."""
         started = time.time()
-        fault = self.faults.take(req.method, req.path)
+        fault = self.faults.take(req.method, req.path, req.query)
         req.fault = fault
         link_key = self._link_key(req)
         if link_key is not None:
@@ -866,12 +893,15 @@ class PanoptesStandin:
             ("GET", r"/subjects", self._list_subjects),
             ("POST", r"/subjects", self._create_subject),
             ("GET", r"/subjects/(\d+)", self._get_subject),
+            ("GET", r"/subjects/(\d+(?:,\d+)+)", self._get_subjects),
             ("PUT", r"/subjects/(\d+)", self._update_subject),
             ("DELETE", r"/subjects/(\d+)", self._delete_subject),
             ("GET", r"/set_member_subjects", self._list_sms),
             ("GET", r"/set_member_subjects/(\d+)", self._get_sms),
+            ("PUT", r"/set_member_subjects/(\d+)", self._update_sms),
             ("GET", r"/workflows", self._list_workflows),
             ("GET", r"/workflows/(\d+)", self._get_workflow),
+            ("PUT", r"/workflows/(\d+)", self._update_workflow),
             (
                 "POST",
                 r"/workflows/(\d+)/links/subject_sets",
@@ -1249,7 +1279,10 @@ class PanoptesStandin:
             "id": sms_id,
             "created_at": now_iso(s.updated_at),
             "updated_at": now_iso(s.updated_at),
-            "priority": None,
+            # Rails renders a NUMERIC column as a string ("3.0")
+            "priority": None
+            if subject_id not in s.priorities
+            else str(s.priorities[subject_id]),
             "href": f"/set_member_subjects/{sms_id}",
             "links": {
                 "subject_set": set_id,
@@ -1615,9 +1648,17 @@ class PanoptesStandin:
             raise HttpError(
                 422, "Error: check the subject set and all the subjects exist."
             )
+        added = []
         for sid in ids:
             if sid not in s.subject_ids:
                 s.subject_ids[sid] = self.store.next_id("set_member_subjects")
+                added.append(sid)
+        # SubjectMetadataWorker, run for the links this request made: the
+        # subject's '#priority' metadata, CAST AS NUMERIC, becomes the priority.
+        for sid in added:
+            value = self.store.subjects[sid].metadata.get("#priority")
+            if value is not None:
+                s.priorities[sid] = Decimal(str(value))
         s.updated_at = time.time()
         return self._one("subject_sets", s, self._set_json(s))
 
@@ -1638,8 +1679,8 @@ class PanoptesStandin:
         return {
             "id": w.id,
             "display_name": w.display_name,
-            "active": True,
-            "configuration": {},
+            "active": w.active,
+            "configuration": json.loads(json.dumps(w.configuration)),
             "created_at": now_iso(w.created_at),
             "updated_at": now_iso(w.updated_at),
             "href": f"/workflows/{w.id}",
@@ -1676,6 +1717,68 @@ class PanoptesStandin:
         """GET /api/workflows/<id>."""
         self._user_from_token(req, required=False)
         w = self._find_workflow(workflow_id)
+        return self._one("workflows", w, self._workflow_json(w))
+
+    #: What ``PUT /api/workflows/<id>`` may change (Panoptes'
+    #: ``app/schemas/workflow_update_schema.rb``: ``additional_properties
+    #: false``, so anything else, ``links.project`` included, is a 422).
+    _WORKFLOW_UPDATE_KEYS = frozenset(
+        {
+            *("display_order_position", "pairwise", "grouped", "active"),
+            *("mobile_friendly", "public_gold_standard", "retirement"),
+            *("prioritized", "display_name", "first_task", "tasks", "steps"),
+            *("configuration", "links"),
+        }
+    )
+    _WORKFLOW_UPDATE_LINKS = frozenset(
+        {"tutorial_subject", "subject_sets", "tutorials", "published_version"}
+    )
+
+    def _update_workflow(self, req: Request, workflow_id: str) -> Response:
+        """PUT /api/workflows/<id> (If-Match required).
+
+        As Panoptes' ``WorkflowsController#update``: the project's
+        collaborators only (403), the ETag of the last read in ``If-Match``
+        (428 without, 412 when the workflow changed since), the body checked
+        against the update schema (422 for a key it does not list or a
+        ``configuration`` that is not an object).  Each attribute given
+        replaces the stored one whole: a ``configuration`` sent without a
+        key loses that key.
+        """
+        user = self._user_from_token(req, required=True)
+        assert user is not None
+        w = self._find_workflow(workflow_id)
+        if not self._can_edit(user, w.project_id):
+            raise HttpError(403, "You are not authorized to update this workflow")
+        self._check_if_match(req, "workflows", w)
+        body = self._resource_body(req, "workflows")
+        for key in body:
+            if key not in self._WORKFLOW_UPDATE_KEYS:
+                raise HttpError(
+                    422, f'#: failed schema #: "{key}" is not a permitted key.'
+                )
+        links = body.get("links") or {}
+        if not isinstance(links, dict):
+            raise HttpError(422, "#/links: failed schema: links is not an object.")
+        for key in links:
+            if key not in self._WORKFLOW_UPDATE_LINKS:
+                raise HttpError(
+                    422, f'#/links: failed schema: "{key}" is not a permitted key.'
+                )
+        for key in ("configuration", "tasks", "retirement"):
+            if key in body and not isinstance(body[key], dict):
+                raise HttpError(422, f"#/{key}: failed schema: {key} is not an object.")
+        if "display_name" in body:
+            w.display_name = str(body["display_name"])
+        if "configuration" in body:
+            w.configuration = json.loads(json.dumps(body["configuration"]))
+        if "tasks" in body:
+            w.tasks = json.loads(json.dumps(body["tasks"]))
+        if "first_task" in body:
+            w.first_task = str(body["first_task"])
+        if "active" in body:
+            w.active = bool(body["active"])
+        w.updated_at = time.time()
         return self._one("workflows", w, self._workflow_json(w))
 
     def _link_workflow_sets(self, req: Request, workflow_id: str) -> Response:
@@ -1747,6 +1850,43 @@ class PanoptesStandin:
                     )
         raise HttpError(404, f"Could not find set_member_subjects with id='{sms_id}'")
 
+    def _update_sms(self, req: Request, sms_id: str) -> Response:
+        """PUT /api/set_member_subjects/<id> (priority; If-Match required)."""
+        user = self._user_from_token(req, required=True)
+        assert user is not None
+        for s in self.store.subject_sets.values():
+            for subject_id, sid in s.subject_ids.items():
+                if sid != sms_id:
+                    continue
+                if not self._can_edit(user, s.project_id):
+                    raise HttpError(
+                        403, "You are not authorized to update this set_member_subject"
+                    )
+                self._check_if_match(req, "subject_sets", s)
+                body = self._resource_body(req, "set_member_subjects")
+                unknown = set(body) - {"priority", "links"}
+                if unknown:
+                    raise HttpError(
+                        422, f"found unpermitted parameter: {sorted(unknown)[0]}"
+                    )
+                if "priority" in body:
+                    value = body["priority"]
+                    if value is None:
+                        s.priorities.pop(subject_id, None)
+                    else:
+                        s.priorities[subject_id] = Decimal(str(value))
+                return _json_response(
+                    200,
+                    {
+                        "set_member_subjects": [
+                            self._sms_json(s.id, subject_id, sms_id)
+                        ],
+                        "links": {},
+                    },
+                    {"ETag": self.store.etag("subject_sets", s)},
+                )
+        raise HttpError(404, f"Could not find set_member_subjects with id='{sms_id}'")
+
     # -------------------------------------------------------------- subjects
 
     def _find_subject(self, subject_id: str) -> Subject:
@@ -1801,6 +1941,25 @@ class PanoptesStandin:
             sort=req.params.get("sort", "id"),
             render=lambda subject: self._subject_json(subject, "get"),
         )
+
+    def _get_subjects(self, req: Request, subject_ids: str) -> Response:
+        """GET /api/subjects/<id,id,...>: Panoptes' show of several ids.
+
+        ``ResourceIds.from`` splits the id on commas and the policy scope
+        keeps the active subjects among them; panoptes-client's
+        ``Subject.where(id="1,2")`` asks this route.  Answered as the index
+        filtered by those ids (paged); 404 when none is found.
+        """
+        params = {**req.params, "id": subject_ids}
+        found = dataclasses.replace(req, params=params)
+        response = self._list_subjects(found)
+        if not any(
+            self.store.subjects[i].active
+            for i in subject_ids.split(",")
+            if i in self.store.subjects
+        ):
+            raise HttpError(404, f"Could not find subjects with ids='{subject_ids}'")
+        return response
 
     def _get_subject(self, req: Request, subject_id: str) -> Response:
         """GET /api/subjects/<id>."""

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -99,6 +100,8 @@ class SubjectSet:
     project_id: str
     metadata: dict[str, Any]
     subject_ids: dict[str, str] = field(default_factory=dict)  # subject id -> sms id
+    # subject id -> its set_member_subject's priority (Panoptes: NUMERIC, or NULL)
+    priorities: dict[str, Decimal] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -141,6 +144,11 @@ class Workflow:
     #: with each task's ``feedback`` (``enabled``, ``rules``), and the first one.
     tasks: dict[str, Any] = field(default_factory=dict)
     first_task: str = ""
+    #: The workflow's ``configuration`` (``subject_viewer``,
+    #: ``training_set_ids``, ...): a free JSON object, replaced whole by an
+    #: update (Panoptes stores it as one jsonb column).
+    configuration: dict[str, Any] = field(default_factory=dict)
+    active: bool = True
 
 
 @dataclass

@@ -66,6 +66,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: For the other plugins' servers (DaCHS) on the same loopback.
+free_port = _free_port
+
+
 def _as_server_user(cmd: list[str]) -> list[str]:
     """Prefix a command so that it runs as 'postgres' when we are root."""
     if os.geteuid() == 0:

@@ -17,7 +17,7 @@ from zooprep.images.stamps import AlertStamps, read_alert_records
 from zooprep.vocabulary import BUTLER_DATASET_TYPES
 
 if TYPE_CHECKING:
-    from zooprep.options import ImageOptions, RenderOptions
+    from zooprep.options import ImageOptions, RenderOptions, SelectOptions
 
 __all__ = [
     "AlertStamps",
@@ -42,12 +42,25 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def from_options(options: RenderOptions, kind: str | None) -> ImageSource:
-    """The image source the options describe, or the one an alert run implies.
+def from_options(
+    options: RenderOptions, kind: str | None, select: SelectOptions | None = None
+) -> ImageSource:
+    """The image source the options describe, or the one the run's source implies.
 
-    Render and fakes build the run's images the same way.
+    Render and fakes build the run's images the same way; ``select`` (the
+    run's saved select settings) gives a TAP run's service, next to which its
+    SIA is.
     """
     images = options.images
+    if images.soda or (kind == "tap" and not images.templates() and not images.butler):
+        from zooprep.images.soda import SodaImages, default_sia_url
+
+        url = images.soda
+        if not url:
+            if select is None or not select.tap:
+                raise InputError("a TAP run needs --soda SIA_URL to find its images")
+            url = default_sia_url(select.tap, select.table or select.query)
+        return SodaImages(url)
     if images.butler:
         from zooprep.images.butler import ButlerImages
 

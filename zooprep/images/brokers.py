@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from zooprep.deadlines import host_deadline
 from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, column_listing
 from zooprep.images.cutoutdata import CutoutError, read_cutout
@@ -67,7 +68,9 @@ class BrokerCutouts:
     workers : int
         Requests in flight at once (per render worker process).
     timeout : float
-        Seconds allowed per request.
+        Upper bound in seconds of each request's deadline, which is learned
+        from the broker's answers so far (`zooprep.deadlines.host_deadline`:
+        a hung request is given up after seconds and tried again).
     tries : int
         Attempts per cutout for transient failures.
     wait : float
@@ -120,6 +123,9 @@ class BrokerCutouts:
             wait_exponential,
         )
 
+        deadline = host_deadline(url, self.timeout)
+        tries = 0
+
         @retry(
             retry=retry_if_exception_type(
                 (_Transient, requests.ConnectionError, requests.Timeout)
@@ -129,8 +135,11 @@ class BrokerCutouts:
             reraise=True,
         )
         def fetch() -> bytes:
+            nonlocal tries
+            tries += 1
             self.requests += 1
-            answer = session.get(url, timeout=self.timeout)
+            with deadline.timed(attempt=tries) as seconds:
+                answer = session.get(url, timeout=seconds)
             if answer.status_code in RETRY_STATUS:
                 raise _Transient(f"HTTP {answer.status_code}")
             if answer.status_code >= 400:

@@ -35,8 +35,13 @@ from ``AWS_ENDPOINT_URL`` (botocore) or ``S3_ENDPOINT_URL`` (lsst.resources).
 Failures
 --------
 Transient errors (timeouts, dropped connections, HTTP 429/5xx) are retried
-with exponential backoff (tenacity), `ATTEMPTS` times in all, each request
-with a timeout of `TIMEOUT` seconds.  A missing object, a refusal (403: no
+with exponential backoff (tenacity), `ATTEMPTS` times in all.  Each byte-range
+read of an object store that fsspec drives asynchronously (HTTP(S), S3, GCS)
+is given a deadline learned from the reads of the same host so far
+(`zooprep.deadlines.Deadline`: ten times their recent 99th percentile, scaled
+by the range's size, at least 2 s, doubled on each retry), so a hung read
+costs seconds and is retried; `TIMEOUT` seconds is the upper bound of every
+request, header reads included.  A missing object, a refusal (403: no
 permission, or a signed URL that has expired) or a truncated file fail the
 rows of that image with a one-line reason naming the URL *without* its query
 string, as signed URLs carry their signature there.
@@ -61,6 +66,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from zooprep.deadlines import Deadline, host_deadline
 from zooprep.errors import InputError
 from zooprep.images.fitsimage import FitsImage, image_hdu, log_warnings
 
@@ -68,6 +74,7 @@ __all__ = [
     "ATTEMPTS",
     "BLOCK_CACHE_BYTES",
     "TIMEOUT",
+    "deadline",
     "is_url",
     "open_remote",
     "redact",
@@ -267,7 +274,10 @@ def _reason(url: str, exc: BaseException) -> str:
     if isinstance(exc, _Truncated):
         return f"{where}: truncated file ({exc})"
     if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
-        return f"{where}: timed out after {ATTEMPTS} attempts of {TIMEOUT:g} s"
+        return (
+            f"{where}: timed out after {ATTEMPTS} attempts (each given a deadline"
+            f" learned from this host's reads, at most {TIMEOUT:g} s)"
+        )
     if status is not None:
         return f"{where}: HTTP {status} after {ATTEMPTS} attempts"
     text = redact_text(str(exc).splitlines()[0] if str(exc) else "")
@@ -276,8 +286,19 @@ def _reason(url: str, exc: BaseException) -> str:
     return f"{where}: read failed{tries} ({detail})"
 
 
-def _with_retries(url: str, call: Callable[[], Any]) -> Any:
-    """Run ``call`` with tenacity's retries; raise InputError with a clean reason."""
+def _with_retries(
+    url: str,
+    call: Callable[..., Any],
+    deadline: Deadline | None = None,
+    size: int = 0,
+) -> Any:
+    """Run ``call`` with tenacity's retries; raise InputError with a clean reason.
+
+    With a ``deadline``, each try is ``call(seconds)``: the time it may take
+    (see `zooprep.deadlines.Deadline`, for a request of ``size`` bytes; a try
+    after a timeout gets twice the time of the one before), and the time an
+    answer took is observed.
+    """
     import tenacity
 
     retrying = tenacity.Retrying(
@@ -286,8 +307,18 @@ def _with_retries(url: str, call: Callable[[], Any]) -> Any:
         retry=tenacity.retry_if_exception(_transient),
         reraise=True,
     )
+    tries = 0
+
+    def attempt() -> Any:
+        nonlocal tries
+        tries += 1
+        if deadline is None:
+            return call()
+        with deadline.timed(size, tries) as seconds:
+            return call(seconds)
+
     try:
-        return retrying(call)
+        return retrying(attempt)
     except InputError:
         raise
     except Exception as exc:  # classified into one clean line
@@ -298,6 +329,11 @@ def _with_retries(url: str, call: Callable[[], Any]) -> Any:
 
 _pools: dict[tuple[int, str], concurrent.futures.ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+
+
+def deadline(url: str) -> Deadline:
+    """The per-request deadline of ``url``'s host in this process, at most `TIMEOUT`."""
+    return host_deadline(url, TIMEOUT)
 
 
 def pool(name: str = "fetch") -> concurrent.futures.ThreadPoolExecutor:
@@ -337,8 +373,10 @@ class RangeReader:
         self.size = size
 
     def _one(self, start: int, end: int) -> bytes:
-        def call() -> bytes:
-            data = bytes(self.fs.cat_file(self.path, start=start, end=end))
+        def call(seconds: float | None = None) -> bytes:
+            # fsspec's sync wrapper takes ``timeout`` and cancels the request
+            kw = {} if seconds is None else {"timeout": seconds}
+            data = bytes(self.fs.cat_file(self.path, start=start, end=end, **kw))
             if len(data) != end - start:
                 raise _Truncated(
                     f"bytes {start}-{end} gave {len(data)} of {end - start}"
@@ -352,7 +390,9 @@ class RangeReader:
                     _Truncated(f"{self.size} bytes, the image needs {end}"),
                 )
             )
-        return _with_retries(self.url, call)
+        if not getattr(self.fs, "async_impl", False):
+            return _with_retries(self.url, call)  # no per-request timeout there
+        return _with_retries(self.url, call, deadline(self.url), end - start)
 
     def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Return the bytes of each ``(start, end)`` range, fetched concurrently.

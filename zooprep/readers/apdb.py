@@ -25,11 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from zooprep.errors import InputError
-from zooprep.readers.base import ReadFailure, image_group
-from zooprep.readers.where import Expr, to_sqlalchemy, unknown_column
+from zooprep.errors import InputError, RateLimited
+from zooprep.readers.base import (
+    ColumnBatch,
+    ReadFailure,
+    SqliteSelection,
+    image_group,
+)
+from zooprep.readers.where import Expr, columns_of, to_sqlalchemy, unknown_column
 
-__all__ = ["ApdbReader", "parse_description", "safe_url"]
+__all__ = ["ApdbReader", "parse_description", "safe_url", "sqlite_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,44 @@ def safe_url(url: Any) -> str:
         parsed = parsed.difference_update_query(["password"])
     # URL.set(password=None) means "unchanged"; replace the field itself.
     return str(parsed._replace(password=None).render_as_string(hide_password=False))
+
+
+def sqlite_uri(path: str | os.PathLike[str]) -> str:
+    """A read-only ``file:`` URI of an SQLite file (for ``ATTACH``).
+
+    Examples
+    --------
+    >>> sqlite_uri("/data/my apdb.sqlite3")
+    'file:/data/my%20apdb.sqlite3?mode=ro'
+    """
+    from urllib.parse import quote
+
+    return f"file:{quote(os.fspath(path))}?mode=ro"
+
+
+def _iso(value: Any) -> Any:
+    """A date or datetime as ISO text (as the JSON form stores it)."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _column_kind(kind: Any, dialect: Any) -> str | None:
+    """How SQLAlchemy reads a column type: 'plain', 'bool', 'datetime', 'date'.
+
+    None for a type whose values it converts otherwise (decimals, JSON ...).
+    """
+    import sqlalchemy as sa
+
+    if isinstance(kind, sa.Boolean):
+        return "bool"
+    if isinstance(kind, sa.DateTime):
+        return "datetime"
+    if isinstance(kind, sa.Date):
+        return "date"
+    try:
+        processor = kind.result_processor(dialect, None)
+    except Exception:  # a type that needs more than we give: read it row by row
+        return None
+    return "plain" if processor is None else None
 
 
 def parse_description(text: str) -> tuple[str, str | None]:
@@ -125,6 +168,8 @@ class ApdbReader:
     """
 
     kind = "apdb"
+    store: Path | None = None
+    stopped: RateLimited | None = None
 
     def __init__(
         self,
@@ -146,6 +191,7 @@ class ApdbReader:
         self._engine: Any = None
         self._table: Any = None
         self._secret: str | None = None
+        self._sqlite_path: Path | None = None
 
     # -- opening ----------------------------------------------------------------
 
@@ -188,6 +234,7 @@ class ApdbReader:
                     f"--schema {self.schema!r}: SQLite APDBs have no schemas; "
                     "leave --schema out"
                 )
+            self._sqlite_path = path
             url = url.set(database=f"file:{path}?mode=ro").update_query_dict(
                 {"uri": "true"}
             )
@@ -319,8 +366,11 @@ class ApdbReader:
             return sa.true()
         return to_sqlalchemy(where, self.table.c)
 
-    def _stream(self, statement: Any) -> Iterator[list[dict[str, Any]]]:
-        """Run a statement with a server-side cursor; yield lists of row dicts."""
+    def _stream(self, statement: Any, *, tuples: bool = False) -> Iterator[list[Any]]:
+        """Run a statement with a server-side cursor; yield lists of row dicts.
+
+        ``tuples``: lists of the rows as they come (tuples in column order).
+        """
         import sqlalchemy as sa
 
         try:
@@ -330,6 +380,9 @@ class ApdbReader:
                 ).execute(statement)
                 keys = [str(k) for k in result.keys()]  # noqa: SIM118 - a Result, not a dict
                 for part in result.partitions(self.chunk):
+                    if tuples:
+                        yield part
+                        continue
                     # dict(zip()) over plain rows is much faster than RowMapping.
                     yield [dict(zip(keys, r, strict=True)) for r in part]
         except sa.exc.SQLAlchemyError as exc:
@@ -375,6 +428,15 @@ class ApdbReader:
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield matching rows as dicts in ascending id order."""
+        for statement in self._statements(where, ids, limit):
+            for part in self._stream(statement):
+                for found in part:
+                    yield self._row(found)
+
+    def _statements(
+        self, where: Expr | None, ids: Sequence[int] | None, limit: int | None
+    ) -> list[Any]:
+        """The queries of `rows`: one, or one per `ID_CHUNK` of ``ids``."""
         import sqlalchemy as sa
 
         t = self.table
@@ -395,10 +457,85 @@ class ApdbReader:
                 .order_by(idc)
                 for i in range(0, len(wanted), ID_CHUNK)
             ]
-        for statement in statements:
-            for part in self._stream(statement):
-                for found in part:
-                    yield self._row(found)
+        return statements
+
+    def column_batches(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ColumnBatch] | None:
+        """The rows `rows` yields, as column batches: for a PostgreSQL APDB.
+
+        (An SQLite APDB is copied by SQLite: `sqlite_selection`.)  Each chunk
+        of rows from the server-side cursor is turned into columns at once,
+        with no dict per row; dates become the ISO text the JSON form holds.
+        None for a column type SQLAlchemy converts otherwise (decimals ...).
+        """
+        if self._sqlite_path is not None or self._engine is None:
+            return None
+        dialect = self._engine.dialect
+        names = [str(c.name) for c in self.table.columns]
+        kinds: dict[str, str] = {}
+        dates: list[int] = []
+        for k, column in enumerate(self.table.columns):
+            kind = _column_kind(column.type, dialect)
+            if kind is None:
+                return None
+            if kind in ("datetime", "date"):
+                dates.append(k)
+                kind = "plain"
+            kinds[names[k]] = kind
+        fill = {} if self.instrument is None else {"instrument": self.instrument}
+        statements = self._statements(where, ids, limit)
+
+        def batches() -> Iterator[ColumnBatch]:
+            for statement in statements:
+                for part in self._stream(statement, tuples=True):
+                    columns: list[Any] = list(zip(*part, strict=True))
+                    for k in dates:
+                        columns[k] = [_iso(v) for v in columns[k]]
+                    yield ColumnBatch(names, columns, kinds, fill)
+
+        return batches()
+
+    def sqlite_selection(self, where: Expr | None) -> SqliteSelection | None:
+        """The APDB file, table and SQL condition of the rows ``where`` keeps.
+
+        For an SQLite APDB, so that select lets SQLite copy the rows itself
+        (`zooprep.readers.base.SqliteCopyReader`); None for PostgreSQL, for a
+        column type whose values SQLAlchemy converts in other ways than
+        booleans and dates, and for a filter on a date column (the
+        row-by-row path compares those as SQLAlchemy does).
+        """
+        if self._sqlite_path is None or self._engine is None:
+            return None
+        dialect = self._engine.dialect
+        kinds: dict[str, str] = {}
+        for column in self.table.columns:
+            kind = _column_kind(column.type, dialect)
+            if kind is None:
+                return None
+            kinds[str(column.name)] = kind
+        condition: str | None = None
+        params: tuple[Any, ...] = ()
+        if where is not None:
+            if any(kinds.get(c) in ("datetime", "date") for c in columns_of(where)):
+                return None
+            compiled = self._clause(where).compile(
+                dialect=dialect, compile_kwargs={"render_postcompile": True}
+            )
+            condition = str(compiled)
+            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        return SqliteSelection(
+            uri=sqlite_uri(self._sqlite_path),
+            table=self.table_name,
+            condition=condition,
+            params=params,
+            kinds=kinds,
+            fill={} if self.instrument is None else {"instrument": self.instrument},
+        )
 
     def _row(self, row: dict[str, Any]) -> dict[str, Any]:
         """A row with the instrument."""

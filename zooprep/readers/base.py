@@ -19,6 +19,19 @@ the files they could not read in `SourceReader.failures`, so that the stage
 records them and carries on, and list every file in `SourceReader.paths`, so
 that a file that failed before and reads well now is retired.
 
+A reader may also offer a faster path, used by select when it has one:
+
+* `SqliteCopyReader.sqlite_selection`: the SQLite file, table and SQL
+  condition of the matching rows, which SQLite then copies into the run by
+  itself (`zooprep.readers.apdb.ApdbReader` for an SQLite APDB);
+* `ColumnBatchReader.column_batches`: the matching rows as columns
+  (`zooprep.readers.catalog.CatalogReader`), stored with one call per batch.
+
+Either may answer None (this source, filter or column types need the rows
+one at a time); readers without them (brokers, streams, your own) are read
+with `SourceReader.rows` as before.  Both paths give the later stages the
+same rows.
+
 A reader of your own plugs in as ``zooprep.select(run, reader=MyReader(...),
 where=..., limit=...)``: its ``kind`` and ``describe()`` become the run's
 ``[select] kind`` and ``source``.
@@ -29,15 +42,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from zooprep.errors import RateLimited
 from zooprep.readers.where import Expr, to_mask, unknown_column
 
 __all__ = [
+    "ColumnBatch",
+    "ColumnBatchReader",
     "ReadFailure",
     "SourceReader",
+    "SqliteCopyReader",
+    "SqliteSelection",
     "StreamReader",
     "failure_id",
     "image_group",
@@ -64,6 +83,12 @@ class SourceReader(Protocol):
     id_column: str
     #: The instrument the source names (or the one given), None when unknown.
     instrument: str | None
+    #: The run folder where the reader keeps what it read (a broker's
+    #: answers, histories), or None: select makes the run first when set.
+    store: Path | None
+    #: Set when a rate limit ended reading early: select records what was
+    #: read and raises it.  None for readers that are never rate limited.
+    stopped: RateLimited | None
 
     def open(self) -> Any:
         """Connect or read what is needed before `check` (select calls it first)."""
@@ -124,6 +149,82 @@ class SourceReader(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SqliteSelection:
+    """The rows a filter keeps, as a table of an SQLite file and an SQL condition.
+
+    Attributes
+    ----------
+    uri : str
+        ``file:`` URI of the database (read-only), for ``ATTACH``.
+    table : str
+        The table holding the rows.
+    condition : str or None
+        SQL condition on the table's columns with ``?`` parameters (None: all
+        rows).
+    params : tuple
+        The condition's parameters.
+    kinds : mapping of str to str
+        How each column reads back: ``'plain'`` (as stored), ``'bool'``
+        (0/1 as False/True), ``'datetime'`` or ``'date'`` (ISO text).
+    fill : mapping of str to object
+        Values for columns a row lacks or holds NULL in (``instrument``).
+    """
+
+    uri: str
+    table: str
+    condition: str | None
+    params: tuple[Any, ...]
+    kinds: Mapping[str, str]
+    fill: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ColumnBatch:
+    """Rows as columns: ``columns[k][i]`` is column ``names[k]`` of row ``i``.
+
+    Values are Python ints, floats, str, bool or None; ``kinds`` and ``fill``
+    as in `SqliteSelection`.
+    """
+
+    names: Sequence[str]
+    columns: Sequence[Sequence[Any]]
+    kinds: Mapping[str, str]
+    fill: Mapping[str, Any]
+
+
+@runtime_checkable
+class SqliteCopyReader(Protocol):
+    """A reader whose rows SQLite can copy into the run by itself (optional)."""
+
+    def sqlite_selection(self, where: Expr | None) -> SqliteSelection | None:
+        """The file, table and condition of the rows ``where`` keeps, or None.
+
+        None means "read my rows one at a time" (not an SQLite file, or a
+        filter or column type only `SourceReader.rows` handles exactly).
+        Rows are grouped by `image_group`.
+        """
+        ...
+
+
+@runtime_checkable
+class ColumnBatchReader(Protocol):
+    """A reader that can hand over its rows as columns (optional)."""
+
+    def column_batches(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ColumnBatch] | None:
+        """The rows `SourceReader.rows` would yield, as column batches, or None.
+
+        Rows are grouped by `image_group`.
+        """
+        ...
+
+
 @runtime_checkable
 class StreamReader(Protocol):
     """A source read as it arrives (a Kafka topic), batch by batch.
@@ -135,6 +236,10 @@ class StreamReader(Protocol):
     kind: str
     id_column: str
     instrument: str | None
+    #: The run folder where the reader keeps its schemas and histories.
+    store: Path
+    #: Stop after this many messages (None: until the topic is drained).
+    max_messages: int | None
 
     def open(self) -> Any:
         """Connect (select calls it first)."""
@@ -216,6 +321,8 @@ class InMemoryFilter:
 
     ids: np.ndarray
     _masks: dict[Expr, np.ndarray]
+    store: Path | None = None
+    stopped: RateLimited | None = None
 
     def open(self) -> Any:
         """Nothing to open: the rows were read when the reader was made."""

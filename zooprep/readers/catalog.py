@@ -31,6 +31,7 @@ import numpy as np
 
 from zooprep.errors import InputError
 from zooprep.readers.base import (
+    ColumnBatch,
     InMemoryFilter,
     ReadFailure,
     image_group,
@@ -38,7 +39,13 @@ from zooprep.readers.base import (
 )
 from zooprep.readers.where import Expr, unknown_column
 
-__all__ = ["CatalogReader", "check_minimum_columns", "frame_records", "int64_ids"]
+__all__ = [
+    "CatalogReader",
+    "check_minimum_columns",
+    "frame_batches",
+    "frame_records",
+    "int64_ids",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fts")
 ECSV_SUFFIXES = (".ecsv",)
 #: Rows converted to dicts at a time.
 CHUNK = 10_000
+#: Rows per column batch.
+BATCH = 50_000
 
 
 def _suffix(path: Path) -> str:
@@ -153,6 +162,70 @@ def _py_values(series: Any) -> list[Any]:
             v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values
         ]
     return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+#: Python types an object column may hold for `frame_batches` (else: rows).
+_PLAIN = {str, int, float, type(None)}
+
+
+def _column_kind(series: Any) -> str | None:
+    """'plain' or 'bool' for a column `frame_batches` hands over, else None.
+
+    None for a column only `frame_records` converts exactly (dates,
+    categories, unsigned 64-bit integers, bytes, mixed objects).
+    """
+    import pandas as pd
+
+    dtype = series.dtype
+    api = pd.api.types
+    if api.is_bool_dtype(dtype):
+        return "bool"
+    if api.is_integer_dtype(dtype) or api.is_float_dtype(dtype):
+        if api.is_unsigned_integer_dtype(dtype) and dtype.itemsize >= 8:
+            return None  # may exceed SQLite's 64-bit signed integers
+        return "plain"
+    if isinstance(dtype, pd.StringDtype):
+        return "plain"
+    if api.is_object_dtype(dtype):
+        found = set(map(type, series.to_numpy(dtype=object).tolist()))
+        if found <= _PLAIN:
+            return "plain"
+        if found <= {bool, type(None)}:
+            return "bool"
+    return None
+
+
+def _column_values(series: Any) -> list[Any]:
+    """A column as Python values (NaN and NA stored as NULL), in C loops."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype):
+        values: list[Any] = series.to_numpy().tolist()
+        return values
+    found: list[Any] = series.to_numpy(dtype=object, na_value=None).tolist()
+    return found
+
+
+def frame_batches(frame: Any, positions: np.ndarray) -> Iterator[ColumnBatch] | None:
+    """Rows of ``frame`` at ``positions`` as column batches, or None.
+
+    None when a column needs `frame_records` (see `_column_kind`).  The
+    values store as the JSON form of `frame_records` reads back.
+    """
+    names = [str(c) for c in frame.columns]
+    kinds: dict[str, str] = {}
+    for name, column in zip(names, frame.columns, strict=True):
+        kind = _column_kind(frame[column])
+        if kind is None:
+            return None
+        kinds[name] = kind
+
+    def batches() -> Iterator[ColumnBatch]:
+        for start in range(0, len(positions), BATCH):
+            part = frame.iloc[positions[start : start + BATCH]]
+            columns = [_column_values(part[c]) for c in part.columns]
+            yield ColumnBatch(names, columns, kinds, {})
+
+    return batches()
 
 
 def frame_records(frame: Any, positions: np.ndarray) -> Iterator[dict[str, Any]]:
@@ -320,6 +393,17 @@ class CatalogReader(InMemoryFilter):
         """Yield matching rows as dicts in ascending id order."""
         positions = kept_positions(self._mask(where), self.ids, ids, limit)
         return frame_records(self.frame, positions)
+
+    def column_batches(
+        self,
+        where: Expr | None,
+        *,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ColumnBatch] | None:
+        """The rows `rows` yields, as column batches (None: columns need rows)."""
+        positions = kept_positions(self._mask(where), self.ids, ids, limit)
+        return frame_batches(self.frame, positions)
 
     def group(self, row: Mapping[str, Any]) -> str | None:
         """``visit/detector``, or the ``image`` column."""

@@ -13,6 +13,11 @@
 - **APDB**: the ``DiaSource`` rows (and ``DiaForcedSource`` rows, when that
   table exists) of the source's ``diaObjectId``, one query per chunk of
   objects (`APDB_CHUNK`), never one per source.
+- **TAP** (the Rubin Science Platform): the object's ``DiaSource`` rows and
+  its ``ForcedSourceOnDiaObject`` rows (``psfDiffFlux``) joined with
+  ``Visit`` for their times (``expMidptMJD``), one query per table per chunk
+  of objects (`TapHistory`); a chunk the service's row limit would cut is
+  asked again in halves.
 
 Each history reader has one method, ``light_curves(rows)``, yielding
 ``(source_id, LightCurve or the reason there is none)``; `history_source`
@@ -33,6 +38,7 @@ from zooprep.lightcurves import DETECTION, FORCED, LIMIT, LightCurve, LightCurve
 from zooprep.options import SelectOptions
 from zooprep.photometry import mag_to_njy, ztf_flux
 from zooprep.readers.apdb import ApdbReader, parse_description
+from zooprep.readers.tap import release_schema, tap_session
 from zooprep.vocabulary import BROKER_KINDS, ZTF_BANDS, finite_number
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "ApdbHistory",
     "BrokerHistory",
     "RowHistory",
+    "TapHistory",
     "history_source",
     "light_curves_for",
     "record_light_curve",
@@ -379,11 +386,164 @@ class BrokerHistory:
             yield sid, rubin_light_curve(sid, record)
 
 
+@dataclass
+class TapHistory:
+    """Light curves from the TAP service (DP1 tables) the sources were selected from.
+
+    Parameters
+    ----------
+    url : str
+        The TAP service.
+    schema : str
+        The release's schema (``dp1``): ``dp1.DiaSource``,
+        ``dp1.ForcedSourceOnDiaObject`` and ``dp1.Visit`` are read.
+    chunk : int
+        Objects per query.
+    """
+
+    url: str
+    schema: str = "dp1"
+    chunk: int = APDB_CHUNK
+    queries: int = field(default=0, compare=False)
+
+    def light_curves(
+        self, rows: Sequence[tuple[int, Mapping[str, Any]]]
+    ) -> Iterator[tuple[int, LightCurve | str]]:
+        """``(source_id, light curve or why not)`` per row; one query per table per chunk."""
+        import pyvo
+
+        objects: dict[int, list[tuple[int, Mapping[str, Any]]]] = {}
+        for sid, row in rows:
+            oid = row.get("diaObjectId")
+            if isinstance(oid, int) and oid > 0:
+                objects.setdefault(oid, []).append((sid, row))
+            else:
+                yield sid, row_light_curve(sid, row)
+        if not objects:
+            return
+        with tap_session() as session:
+            service = pyvo.dal.TAPService(self.url, session=session)
+            try:
+                limit = int(service.hardlimit or 0) or None
+            except Exception:  # capabilities unreadable: the default limit
+                limit = None
+            ids = list(objects)
+            for start in range(0, len(ids), self.chunk):
+                yield from self._chunk(
+                    service, limit, ids[start : start + self.chunk], objects
+                )
+
+    def _ask(self, service: Any, adql: str, limit: int | None) -> Any:
+        """One sync query; None when the row limit cut it."""
+        import warnings
+
+        import pyvo
+
+        self.queries += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pyvo.dal.DALOverflowWarning)
+            result = service.run_sync(adql, maxrec=limit)
+        return None if result.query_status == "OVERFLOW" else result.to_table()
+
+    def _chunk(
+        self,
+        service: Any,
+        limit: int | None,
+        ids: list[int],
+        objects: Mapping[int, list[tuple[int, Mapping[str, Any]]]],
+    ) -> Iterator[tuple[int, LightCurve | str]]:
+        import pyvo
+
+        listed = ", ".join(str(int(i)) for i in ids)
+        s = self.schema
+        try:
+            detections = self._ask(
+                service,
+                "SELECT diaSourceId, diaObjectId, midpointMjdTai, psfFlux, "
+                f"psfFluxErr, band FROM {s}.DiaSource WHERE diaObjectId IN ({listed})",
+                limit,
+            )
+            forced = None
+            if detections is not None:
+                forced = self._ask(
+                    service,
+                    "SELECT f.diaObjectId, v.expMidptMJD, f.psfDiffFlux, "
+                    f"f.psfDiffFluxErr, f.band FROM {s}.ForcedSourceOnDiaObject AS f "
+                    f"JOIN {s}.Visit AS v ON f.visit = v.visit "
+                    f"WHERE f.diaObjectId IN ({listed})",
+                    limit,
+                )
+        except (pyvo.dal.DALServiceError, pyvo.dal.DALQueryError) as exc:
+            text = " ".join(str(exc).split())[:200]
+            for oid in ids:
+                for sid, _ in objects[oid]:
+                    yield sid, f"history from TAP {self.url}: {text}"
+            return
+        if detections is None or forced is None:
+            if len(ids) == 1:
+                for sid, _ in objects[ids[0]]:
+                    yield sid, f"history from TAP {self.url}: over the row limit"
+                return
+            half = len(ids) // 2
+            yield from self._chunk(service, limit, ids[:half], objects)
+            yield from self._chunk(service, limit, ids[half:], objects)
+            return
+        found: dict[int, list[tuple[Any, ...]]] = {i: [] for i in ids}
+        for r in detections:
+            found[int(r["diaObjectId"])].append(
+                (DETECTION, int(r["diaSourceId"]), *_cells(r, _TAP_DETECTION))
+            )
+        for r in forced:
+            found[int(r["diaObjectId"])].append((FORCED, None, *_cells(r, _TAP_FORCED)))
+        for oid in ids:
+            for sid, row in objects[oid]:
+                b = LightCurveBuilder(sid)
+                seen_self = False
+                for kind, dia_id, mjd, flux, err, band in found[oid]:
+                    is_self = kind == DETECTION and dia_id == sid
+                    seen_self = seen_self or is_self
+                    b.add(mjd, flux, err, band, kind, current=is_self)
+                if not seen_self:
+                    b.add(
+                        row.get("midpointMjdTai"),
+                        row.get("psfFlux"),
+                        row.get("psfFluxErr"),
+                        row.get("band"),
+                        DETECTION,
+                        current=True,
+                    )
+                yield sid, b.build(oid)
+
+
+_TAP_DETECTION = ("midpointMjdTai", "psfFlux", "psfFluxErr", "band")
+_TAP_FORCED = ("expMidptMJD", "psfDiffFlux", "psfDiffFluxErr", "band")
+
+
+def _cells(row: Any, names: Sequence[str]) -> list[Any]:
+    """Plain Python values of a result row (None where masked)."""
+    import numpy as np
+
+    out: list[Any] = []
+    for n in names:
+        v = row[n]
+        if v is np.ma.masked:
+            out.append(None)
+        elif isinstance(v, bytes):
+            out.append(v.decode())
+        elif isinstance(v, np.generic):
+            out.append(v.item())
+        else:
+            out.append(v)
+    return out
+
+
 def history_source(
     select: SelectOptions | None,
-) -> AlertHistory | ApdbHistory | BrokerHistory | RowHistory:
+) -> AlertHistory | ApdbHistory | BrokerHistory | RowHistory | TapHistory:
     """Where the histories of a run's sources come from (its select settings)."""
     kind = select.kind if select is not None else None
+    if select is not None and kind == "tap" and select.tap:
+        return TapHistory(select.tap, release_schema(select.table or select.query))
     if kind == "alerts":
         return AlertHistory()
     if kind in BROKER_KINDS:

@@ -50,6 +50,10 @@ from zooprep.vocabulary import (
     KNOWN_ANSWER_KEY,
     KNOWN_MAG_KEY,
     KNOWN_SNR_KEY,
+    PRIORITY_KEY,
+    RANK_COLUMN,
+    STREAM_COLUMN,
+    STREAM_KEY,
     is_flag_column,
 )
 
@@ -239,6 +243,7 @@ def _write(
         )
     id_column = _id_column(run, first)
     known = _KnownCells.of(run, options)
+    known.choice = bool(run.settings.select and run.settings.select.next)
     layout = _layout(
         first,
         id_column,
@@ -347,7 +352,22 @@ class _KnownCells:
             keys += [KNOWN_ANSWER_KEY, KNOWN_MAG_KEY, KNOWN_SNR_KEY, TRAINING_KEY]
         if options.feedback:
             keys += list(feedback_keys(str(options.feedback), 0, "x", "x"))
-        self.keys: tuple[str, ...] = tuple(keys)
+        self.known_keys: tuple[str, ...] = tuple(keys)
+        self.choice = False  # a batch of select --next: #priority, #zooprep_stream
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys zooprep writes itself, after the catalog columns."""
+        return self.known_keys + ((PRIORITY_KEY, STREAM_KEY) if self.choice else ())
+
+    def row_cells(self, src: Source) -> dict[str, str]:
+        """`cells`, and a chosen batch's rank and stream (from the source's row)."""
+        out = self.cells(src.id)
+        if self.choice:
+            rank = src.row.get(RANK_COLUMN)
+            out[PRIORITY_KEY] = "" if rank is None else str(int(rank))
+            out[STREAM_KEY] = str(src.row.get(STREAM_COLUMN) or "")
+        return out
 
     @classmethod
     def of(cls, run: Run, options: ManifestOptions) -> _KnownCells:
@@ -373,7 +393,7 @@ class _KnownCells:
 
     def cells(self, source_id: int) -> dict[str, str]:
         """The known-answer cells of one source (empty strings where none)."""
-        out = dict.fromkeys(self.keys, "")
+        out = dict.fromkeys(self.known_keys, "")
         answer = self.known.get(source_id)
         if answer is None:
             return out
@@ -659,7 +679,7 @@ def _cells(
         locations = [prefix + f for f in files]
     locations += [""] * (layout.locations - len(locations))
     values = []
-    extra = known.cells(src.id)
+    extra = known.row_cells(src)
     for col in layout.columns:
         if col in extra:
             values.append(escape(extra[col]))

@@ -28,14 +28,22 @@ from zooprep.files import atomic_write, remove_temporary, storage_guard
 from zooprep.images import absolute, from_options
 from zooprep.images.base import Cutouts, Failed, ImageSource
 from zooprep.images.injected import load_injection, load_plans, plan_key
+from zooprep.lightcurves import light_curve_plot
 from zooprep.options import MAX_FILE_BYTES, ImageOptions, RenderOptions
 from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
-from zooprep.run import Run, cutout_relpath, decode_row, saved_count
+from zooprep.run import Run, cutout_relpath, saved_count
 from zooprep.scatterplot import scatter_plot_json
 from zooprep.vocabulary import STAMP_KINDS, reason_key
 
-__all__ = ["RenderResult", "RowResult", "TaskResult", "render"]
+__all__ = [
+    "NO_LIGHT_CURVE",
+    "RenderResult",
+    "RowResult",
+    "TaskResult",
+    "check_subject_kind",
+    "render",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +151,41 @@ class _Task:
 
 
 #: What the files of one source are called after ``<id>``, in location order:
-#: the triplet, the frames (``_<n>_<panel>``, n the size's 1-based position),
-#: the light curve and its viewer JSON.
+#: the triplet or the frames (``_<n>_<panel>``, n the size's 1-based
+#: position), then the light curve: its JSON, or its PNG beside a triplet.
 FRAME_PANELS = ("template", "science", "difference")
+
+#: The summary's note of sources whose light curve has no point to draw (they
+#: get no light-curve file; `zooprep.status` counts them too).
+NO_LIGHT_CURVE = "sources without a light-curve point (no light curve)"
+
+
+def check_subject_kind(opts: RenderOptions) -> None:
+    """Refuse the picture settings whose subjects Zooniverse would letterbox.
+
+    The classifier's flipbook (and the images beside ``dataImage``'s chart)
+    draws every image in the box of the first one, so all images of a subject
+    must have one pixel size: the triplet and the frames differ (``--layout
+    both``), and a light-curve picture cannot be one of the frames.
+
+    Raises
+    ------
+    zooprep.errors.InputError
+        ``layout`` is ``both``, or ``frames`` with a light-curve PNG.
+    """
+    if opts.layout == "both":
+        raise InputError(
+            "--layout both is not offered: the triplet and the frames differ in "
+            "size, and Zooniverse's flipbook shrinks every image into the first "
+            "one's box; use --layout triplet or --layout frames (with --force on "
+            "a rendered run)"
+        )
+    if opts.layout == "frames" and opts.lightcurve and not opts.lightcurve_json:
+        raise InputError(
+            "--layout frames with --lightcurve needs --lightcurve-json: a "
+            "light-curve picture cannot be one of the blinked frames; the JSON "
+            "is drawn beside them (subject_viewer dataImage)"
+        )
 
 
 class _RowFailed(Exception):
@@ -174,11 +214,24 @@ def _pictures(
             notes["history points without flux or time left out"] = curve.dropped
         if curve.malformed:
             notes["malformed history entries left out"] = curve.malformed
-        title = f"object {curve.object_id}" if curve.object_id is not None else ""
-        out.append(("_lightcurve.png", task.lightcurve.render(curve, title)))
+        mode = task.lightcurve.mode
         if task.lightcurve_json:
-            json_bytes = scatter_plot_json(curve, task.lightcurve.mode)
-            out.append(("_lightcurve.json", json_bytes))
+            # The chart JSON replaces the picture: dataImage and Talk draw it.
+            body = scatter_plot_json(curve, mode)
+            if body is None:
+                notes[NO_LIGHT_CURVE] = 1
+            else:
+                out.append(("_lightcurve.json", body))
+        elif not light_curve_plot(curve, mode).points:
+            notes[NO_LIGHT_CURVE] = 1
+        else:
+            from zooprep.renderers.lightcurve import png_size
+
+            # Blinked with the triplet: drawn at its pixel size, so the
+            # flipbook shows both whole (it fits every image into the first's box).
+            title = f"object {curve.object_id}" if curve.object_id is not None else ""
+            box = png_size(out[0][1])
+            out.append(("_lightcurve.png", task.lightcurve.render(curve, title, box)))
     return out, notes
 
 
@@ -329,6 +382,7 @@ def _resolve_options(run: Run, given: RenderOptions, kind: str | None) -> Render
     if given.images:
         given = given.merge(images=absolute(given.images))
     merged = base.merge(given)
+    check_subject_kind(merged)
     if saved is not None and not merged.force:
         changed = [
             k
@@ -393,8 +447,7 @@ def _tasks(
 
     rows: list[TaskRow] = []
     key: Any = None
-    for sid, seq, text in run.iter_to_render(statuses):
-        row = decode_row(text)
+    for sid, seq, row in run.iter_to_render(statuses):
         k = images.group_key(row)
         if rows and (k != key or len(rows) >= TASK_ROWS):
             yield task(rows)
@@ -501,7 +554,7 @@ def _render(
         kind = select.kind if select is not None else None
         opts = _resolve_options(r, given, kind)
         if source is None:
-            source = from_options(opts, kind)
+            source = from_options(opts, kind, select)
         source.check(_columns(r))
         if renderer is None:
             from zooprep.renderers import make_renderer

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zooprep import skill
+from zooprep import learning, skill
 from zooprep.errors import InputError, RunError
 from zooprep.files import atomic_write, storage_guard
 from zooprep.options import ResultsOptions
@@ -57,7 +57,13 @@ from zooprep.stages.export import (
     version_text,
 )
 from zooprep.stages.known import KnownReport, analyse
-from zooprep.vocabulary import is_flag_column
+from zooprep.stages.nextbatch import learned_from
+from zooprep.vocabulary import (
+    PROPENSITY_COLUMN,
+    RANK_COLUMN,
+    STREAM_COLUMN,
+    is_flag_column,
+)
 
 __all__ = ["ResultsResult", "results"]
 
@@ -75,6 +81,8 @@ RESULTS_HTML = "results.html"
 #: Written when the run has known answers (``zooprep fakes``).
 COMPLETENESS_CSV = "completeness.csv"
 VOLUNTEERS_CSV = "volunteers.csv"
+#: Written for a batch chosen by ``select --next``: the calibration after each batch.
+LEARNING_CSV = "learning.csv"
 
 _REAL_WORDS = {"real", "yes", "true", "astrophysical", "transient"}
 _BOGUS_WORDS = {"not", "no", "bogus", "fake", "artifact", "artefact", "false"}
@@ -234,6 +242,13 @@ def results(
     classifier and bin of magnitude and S/N, with the 50 % points) and
     ``RUN/volunteers.csv`` (each volunteer's confusion matrix and skill) are
     written beside it.
+
+    When the run was chosen by ``select --next`` the table gains ``stream``,
+    ``rank`` and ``propensity``, and ``RUN/learning.csv`` holds the
+    calibration after each batch (the runs it learnt from, then this one):
+    per batch and score bin the labels, the real-fraction's posterior mean
+    and sd, the batch's stream shares, the calibration error and the labels
+    spent per 0.01 of it (`zooprep.learning.history`).
     """
     if isinstance(options, str | os.PathLike):
         fields = {**fields, "classifications": options}
@@ -295,6 +310,7 @@ def results(
         real = _pick_real_answer(answers, state.labels, real_answer, agg)
         score, files = _add_columns(r, table, answers, real)
         known = _known_answers(r, table, subjects, real, score, o.reliability_threshold)
+        steps = _learning(r, table, score)
 
         result = ResultsResult(
             subjects=len(table),
@@ -327,6 +343,7 @@ def results(
             score=score,
             files=files,
             known=known,
+            learning=steps,
         )
         csv_bytes = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
         buf = io.BytesIO()
@@ -334,7 +351,7 @@ def results(
         atomic_write(outputs[0], csv_bytes)
         atomic_write(outputs[1], buf.getvalue())
         atomic_write(outputs[2], page.encode("utf-8"))
-        result.paths = outputs + _write_known(r, known)
+        result.paths = outputs + _write_known(r, known) + _write_learning(r, steps)
         r.save(
             ResultsOptions.record(
                 classifications=str(export.resolve()),
@@ -486,7 +503,92 @@ def _add_columns(
     ids = [int(i) for i in table["source_id"]]
     for col in pipeline:
         table[col] = [rows.get(i, {}).get(col) for i in ids]
+    if any(STREAM_COLUMN in row for row in rows.values()):  # a select --next batch
+        for col, hidden in (
+            ("stream", STREAM_COLUMN),
+            ("rank", RANK_COLUMN),
+            ("propensity", PROPENSITY_COLUMN),
+        ):
+            table[col] = [rows.get(i, {}).get(hidden) for i in ids]
+        table["stream"] = table["stream"].fillna("blind")
     return score, {i: files.get(i) for i in ids}
+
+
+def _learning(r: Run, table: Any, score: str | None) -> list[learning.BatchStep] | None:
+    """The calibration after each batch, for a run chosen by ``select --next``."""
+    import numpy as np
+    import pandas as pd
+
+    saved = r.settings.select
+    if score is None or saved is None or not saved.learn_from:
+        return None
+    try:
+        earlier = learned_from(saved.learn_from, flag="learn_from", minimum=0)
+    except InputError as exc:
+        log.warning("no calibration history: %s", exc)
+        return None
+    if earlier.score != score:
+        log.warning(
+            "no calibration history: the runs learnt from are scored by %s", score
+        )
+        return None
+    t = earlier.table
+    batches = [
+        (
+            str(run),
+            t[t["run"] == k]["score"].to_numpy(float),
+            t[t["run"] == k]["real_fraction"].to_numpy(float),
+            list(t[t["run"] == k]["stream"]),
+            t[t["run"] == k]["propensity"].to_numpy(float),
+        )
+        for k, run in enumerate(earlier.runs)
+    ]
+    n = len(table)
+    streams = list(table["stream"]) if "stream" in table else ["blind"] * n
+    propensity = (
+        pd.to_numeric(table["propensity"], errors="coerce").to_numpy(float)
+        if "propensity" in table
+        else np.full(n, np.nan)
+    )
+    batches.append(
+        (
+            str(r.path),
+            pd.to_numeric(table[score], errors="coerce").to_numpy(float),
+            table["real_fraction"].to_numpy(float),
+            streams,
+            propensity,
+        )
+    )
+    return learning.history(batches)
+
+
+def _write_learning(r: Run, steps: list[learning.BatchStep] | None) -> list[Path]:
+    """``learning.csv``: one row per batch and score bin (nothing without history)."""
+    import pandas as pd
+
+    if not steps:
+        return []
+    rows = []
+    for k, step in enumerate(steps, start=1):
+        shares = step.shares()
+        for b in step.calibration.rows():
+            rows.append(
+                {
+                    "batch": k,
+                    "run": step.run,
+                    "batch_labels": step.labels,
+                    "total_labels": step.total,
+                    "share_strategy": shares.get("strategy", 0.0),
+                    "share_random": shares.get("random", 0.0),
+                    "share_blind": shares.get("blind", 0.0),
+                    "calibration_error": step.error,
+                    "labels_per_0.01_error": step.labels_per_error,
+                    **b,
+                }
+            )
+    data = pd.DataFrame.from_records(rows).to_csv(index=False, lineterminator="\n")
+    atomic_write(r.path / LEARNING_CSV, data.encode("utf-8"))
+    return [r.path / LEARNING_CSV]
 
 
 def _votes(subjects: dict[str, SubjectVotes], real: str) -> list[skill.Vote]:

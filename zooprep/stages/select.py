@@ -49,9 +49,16 @@ from zooprep.errors import InputError, RateLimited, RunError
 from zooprep.files import remove_temporary, storage_guard
 from zooprep.options import SelectOptions, parse_stratify
 from zooprep.progress import NullReporter, Reporter
-from zooprep.readers.base import ReadFailure, SourceReader, StreamReader, failure_id
+from zooprep.readers.base import (
+    ColumnBatchReader,
+    ReadFailure,
+    SourceReader,
+    SqliteCopyReader,
+    StreamReader,
+    failure_id,
+)
 from zooprep.readers.where import Expr, combine, parse_where, sugar, to_mask
-from zooprep.run import STATUSES, Run, saved_count
+from zooprep.run import STATUSES, AddResult, Run, saved_count
 from zooprep.vocabulary import BROKER_KINDS
 
 __all__ = ["SelectResult", "open_reader", "sample_ids", "select"]
@@ -86,6 +93,8 @@ class SelectResult:
     what : str
         What the failures were: ``unreadable files``, ``unusable objects``
         or ``bad messages``.
+    learning : str
+        With ``next``: what was chosen, how, and from what.
     """
 
     selected: int = 0
@@ -96,6 +105,7 @@ class SelectResult:
     source: str = ""
     failures: list[ReadFailure] = field(default_factory=list)
     what: str = "unreadable files"
+    learning: str = ""
 
     def __str__(self) -> str:
         parts = [f"selected {self.selected} sources from {self.source}"]
@@ -106,6 +116,8 @@ class SelectResult:
             parts.append(f"{self.duplicates} duplicated ids skipped (e.g. {shown})")
         if self.failed:
             parts.append(f"{self.failed} {self.what} recorded as failed")
+        if self.learning:
+            parts.append(self.learning)
         return "; ".join(parts)
 
 
@@ -309,6 +321,20 @@ def open_reader(
     broker = _broker_reader(options, run)
     if broker is not None:
         return broker
+    if options.tap:
+        from zooprep.readers.tap import TapReader
+
+        return TapReader(
+            options.tap,
+            table=options.table or None,
+            query=options.query or None,
+            id_column=options.id_column or None,
+            instrument=options.instrument or None,
+            mode=options.tap_mode,
+            page_size=options.tap_page_size,
+            store=run,
+            resume_after=None if options.append else _recorded(run),
+        )
     apdb, schema, prefix = options.apdb, options.schema, ""
     if options.apdb_config:
         apdb, config_schema, prefix = _apdb_config(options.apdb_config)
@@ -341,6 +367,15 @@ def open_reader(
             instrument=options.instrument or None,
         )
     raise InputError("give exactly one source (see zooprep select --help)")
+
+
+def _recorded(run: str | os.PathLike[str] | None) -> tuple[int, int] | None:
+    """``(last id, count)`` of a run's sources, for a reader that continues."""
+    if run is None or not (Path(run) / Run.STATE).is_file():
+        return None
+    with Run.open(run, lock=False) as handle:
+        last = handle.last_id()
+        return None if last is None else (last, len(handle))
 
 
 def _broker_reader(
@@ -417,7 +452,7 @@ def _stream(
     nothing is lost, and the ids already recorded are kept as they are.
     """
     result = SelectResult(source=reader.describe(), what="bad messages")
-    reporter.start("select", getattr(reader, "max_messages", None))
+    reporter.start("select", reader.max_messages)
     for batch in reader.batches():
         rows = batch.rows
         if expr is not None and rows:
@@ -462,6 +497,41 @@ def _counted(
             n = 0
     if n:
         reporter.advance(n)
+
+
+def _add_in_bulk(
+    handle: Run,
+    reader: SourceReader,
+    expr: Expr | None,
+    ids: list[int] | None,
+    limit: int | None,
+    reporter: Reporter,
+) -> AddResult | None:
+    """Add the rows through the reader's faster path, or None when it has none.
+
+    An SQLite source is copied by SQLite (`Run.add_selection`), a reader
+    with column batches is stored a batch at a time (`Run.add_batches`);
+    either way no row passes through Python on its own.
+    """
+    progress, stop = reporter.advance, interrupt.requested
+    if isinstance(reader, SqliteCopyReader):
+        selection = reader.sqlite_selection(expr)
+        if selection is not None:
+            return handle.add_selection(
+                selection,
+                reader.id_column,
+                ids=ids,
+                limit=limit,
+                progress=progress,
+                stop=stop,
+            )
+    if isinstance(reader, ColumnBatchReader):
+        batches = reader.column_batches(expr, ids=ids, limit=limit)
+        if batches is not None:
+            return handle.add_batches(
+                batches, reader.id_column, progress=progress, stop=stop
+            )
+    return None
 
 
 def _record_failures(
@@ -565,6 +635,26 @@ def _saved(path: Path) -> str:
     return f"{saved_count(path, STATUSES)} sources saved"
 
 
+def _next_plan(
+    path: Path,
+    request: SelectOptions,
+    reader: SourceReader | StreamReader,
+    expr: Expr | None,
+    seed: int | None,
+    handle: Run | None,
+) -> Any:
+    """The batch ``--next`` chooses (`zooprep.stages.nextbatch`), or None."""
+    if not request.next:
+        return None
+    from zooprep.stages.nextbatch import plan
+
+    if isinstance(reader, StreamReader):
+        raise InputError("--next needs a source it can scan, not a stream")
+    assert seed is not None
+    saved = handle.settings.select if handle is not None else None
+    return plan(path, request.resolved(), reader, expr, int(seed), saved)
+
+
 def _select(
     path: Path,
     options: SelectOptions,
@@ -575,7 +665,7 @@ def _select(
     o = options
     sample, seed, stratify, limit = o.sample, o.seed, o.stratify, o.limit
     reporter = reporter or NullReporter()
-    if sample is None and seed is not None:
+    if sample is None and not o.next and seed is not None:
         log.info("--seed has no effect without --sample")
         seed = None
     expr: Expr | None = combine(
@@ -593,7 +683,7 @@ def _select(
     reader: SourceReader | StreamReader | None = None
     try:
         reader = given_reader if given_reader is not None else open_reader(o, path)
-        if handle is None and getattr(reader, "store", None) is not None:
+        if handle is None and reader.store is not None:
             # Brokers and streams keep what they read in the run: make it first.
             handle = Run.create(path)
         reader.open()
@@ -607,7 +697,12 @@ def _select(
         )
         if handle is not None:
             saved = handle.settings.select
-            if sample and seed is None and saved is not None and saved.seed is not None:
+            if (
+                (sample or o.next)
+                and seed is None
+                and saved is not None
+                and saved.seed is not None
+            ):
                 seed = int(saved.seed)
                 request = request.merge(seed=seed)
             if (
@@ -622,10 +717,13 @@ def _select(
                 )
             if len(handle) and not o.append:
                 log.info("%s: continuing the same selection", path)
-        if sample and seed is None:
+        if (sample or o.next) and seed is None:
             seed = secrets.randbelow(2**31)
             request = request.merge(seed=seed)
             log.info("--sample without --seed: using seed %d", seed)
+        plan = _next_plan(path, request, reader, expr, seed, handle)
+        if plan is not None:
+            request = request.merge(learned=plan.learned.digest)
         if handle is None:
             handle = Run.create(path)
         remove_temporary(path)  # a settings file a killed select was writing
@@ -647,24 +745,34 @@ def _select(
         if isinstance(reader, StreamReader):
             return _stream(handle, reader, expr, reporter)
         ids: np.ndarray | None = None
-        if sample:
+        if plan is not None:
+            plan.write(path)
+            ids = plan.ids
+            total: int | None = len(ids)
+        elif sample:
             assert seed is not None
             ids = sample_ids(reader, expr, int(sample), int(seed), stratify)
             interrupt.check(0)
-            total: int | None = len(ids) if limit is None else min(len(ids), limit)
+            total = len(ids) if limit is None else min(len(ids), limit)
         else:
             total = limit
         reporter.start("select", total)
-        rows = reader.rows(expr, ids=None if ids is None else ids.tolist(), limit=limit)
-        added = handle.add_sources(
-            _counted(rows, reporter), reader.id_column, group=reader.group
-        )
+        wanted = None if ids is None else ids.tolist()
+        added = None
+        if plan is None:  # --next annotates each row: those go row by row
+            added = _add_in_bulk(handle, reader, expr, wanted, limit, reporter)
+        if added is None:  # the reader has no faster path for these rows
+            rows = reader.rows(expr, ids=wanted, limit=limit)
+            if plan is not None:
+                rows = plan.annotate(rows, reader.id_column)
+            added = handle.add_sources(
+                _counted(rows, reporter), reader.id_column, group=reader.group
+            )
         interrupt.check(added.added)
         failures = list(reader.failures)
         _record_failures(handle, reader, failures)
-        stopped = getattr(reader, "stopped", None)
-        if stopped is not None:  # a broker's rate limit ended reading early
-            raise RateLimited(added.added, str(stopped.what))
+        if reader.stopped is not None:  # a broker's rate limit ended reading early
+            raise RateLimited(added.added, str(reader.stopped.what))
         if failures:
             reporter.advance(0, failed=len(failures))
         reporter.finish()
@@ -679,6 +787,7 @@ def _select(
             what="unusable objects"
             if reader.kind in BROKER_KINDS
             else "unreadable files",
+            learning=plan.summary() if plan is not None else "",
         )
         if added.duplicates:
             log.warning(

@@ -11,10 +11,12 @@ Exactly once, whatever happens::
                 -> record its id in the run state (committed)
                 -> PUT each file to its signed URL, check the 201
                 -> read each file back from the subject's public location
-                   (size, and MD5 where the store says it); a missing one is
-                   PUT again with fresh signed URLs, and if it is still
-                   missing the subject is taken out of the set and the row
-                   fails (repaired, and linked again, by the next run)
+                   (size, and MD5 where the store says it): the locations
+                   of up to 100 subjects in one GET /subjects?id=..., then a
+                   HEAD per file; a missing one is PUT again with fresh
+                   signed URLs, and if it is still missing the subject is
+                   taken out of the set and the row fails (repaired, and
+                   linked again, by the next run)
                 -> record status ``linked``
     uncertain   a create that answered 5xx or timed out is never re-POSTed
                 blindly: the set is listed again and the row adopted or
@@ -25,8 +27,14 @@ its ``locations``) on this run or the next one; it is never left broken.  Only
 a subject created by this code can be in the set with our ``#zooprep_id``, and
 every one is recorded or adopted, so there are no orphans.
 
-Worker threads each own a `~zooprep.panoptes.PanoptesAPI`; they write the run
-state through one lock-guarded connection (commits are small and fast).
+The rows go through a pipeline (`_pool`): ``--workers`` threads send the API
+requests (creates), as many PUT the files to the store, and as many read them
+back, so the read-back overlaps the next creates.  Every thread owns a
+`~zooprep.panoptes.PanoptesAPI`; they share one set of per-request deadlines
+(`~zooprep.panoptes.RequestDeadlines`: a hung request is given up after a few
+times the latency seen so far and retried; a create always gets the whole
+``--timeout``) and write the run state through one lock-guarded connection
+(commits are small and fast).
 
 On SIGTERM, SIGINT or SIGHUP (`zooprep.interrupt`) no new row is started and
 each worker stops at its next safe point: before a create, or after the
@@ -38,17 +46,20 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import dataclasses
 import io
 import json
 import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from zooprep import interrupt
 from zooprep.errors import (
@@ -67,19 +78,23 @@ from zooprep.panoptes import (
     CreateUncertain,
     Credentials,
     PanoptesAPI,
+    RequestDeadlines,
     RetryPolicy,
     TokenManager,
     check_endpoint,
 )
 from zooprep.progress import NullReporter, Reporter
 from zooprep.run import Run, saved_count
+from zooprep.stages.nextbatch import CONTROVERSIAL_CSV
 from zooprep.stages.review import mark_removed, read_reviewed
+from zooprep.viewers import viewer_problem, viewer_to_set
 from zooprep.vocabulary import (
     CONTENT_TYPES,
     ID_TEXT_KEY,
     KNOWN_ANSWER_KEY,
     KNOWN_MAG_KEY,
     KNOWN_SNR_KEY,
+    RANK_COLUMN,
 )
 
 __all__ = ["MAX_FILE_BYTES", "UploadResult", "upload"]
@@ -122,6 +137,10 @@ class UploadResult:
     workflow_linked : bool
         The subject set was linked to ``options.workflow`` by this call
         (False when it already was, or no workflow was given).
+    subject_viewer_set : bool
+        This call set the workflow's ``configuration.subject_viewer`` to
+        ``options.subject_viewer`` (False when it already had that value, an
+        earlier upload set it, or in a dry run).
     dry_run : bool
         Nothing was uploaded.
     offline : bool
@@ -129,6 +148,13 @@ class UploadResult:
         checked.
     to_create : int
         Subjects that need creating (what a dry run would do).
+    controversial, controversial_set_id : int, str or None
+        Shown subjects with split votes (``select --reshow-controversial``)
+        added by this call to ``options.controversial_set``, and its id.
+    prioritized : int
+        Subjects of a ``select --next`` batch whose priority in the set was
+        set to their rank by this call (see `PanoptesAPI.set_priorities
+        <zooprep.panoptes.PanoptesAPI.set_priorities>`).
     """
 
     created: int = 0
@@ -145,8 +171,12 @@ class UploadResult:
     to_create: int = 0
     seconds: float = 0.0
     workflow_linked: bool = False
+    subject_viewer_set: bool = False
     training_set_id: str | None = None
     training: int = 0
+    prioritized: int = 0
+    controversial: int = 0
+    controversial_set_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -156,11 +186,12 @@ class UploadResult:
         else:
             where = f"subject set {name}({self.subject_set_id or 'new'})"
         if self.dry_run:
-            return (
+            text = (
                 f"upload dry run: {self.to_create} subjects to create, "
                 f"{self.skipped} already linked, {self.failed} rows with "
                 f"problems, for {where}; nothing uploaded"
             )
+            return "; ".join([text, *self.notes])
         parts = [
             f"{self.created} created",
             f"{self.linked} linked",
@@ -172,6 +203,13 @@ class UploadResult:
             parts.append(f"{self.removed} removed in review")
         if self.deleted:
             parts.append(f"{self.deleted} duplicates deleted")
+        if self.prioritized:
+            parts.append(f"{self.prioritized} priorities set")
+        if self.controversial_set_id:
+            parts.append(
+                f"{self.controversial} split subjects added to set "
+                f"{self.controversial_set_id}"
+            )
         if self.workflow_linked:
             parts.append("set linked to the workflow")
         if self.training:
@@ -211,10 +249,25 @@ class _Outcome:
     """What a worker did with one item."""
 
     item: _Item
-    kind: Literal["done", "uncertain", "failed", "quota", "unlinked", "abandoned"]
+    kind: Literal[
+        "done",
+        "uncertain",
+        "failed",
+        "quota",
+        "unlinked",
+        "abandoned",
+        "parked",  # a create still waiting for its answer (``pending``)
+        "created",  # created (or given fresh URLs): files to PUT
+        "put",  # files PUT, to be read back
+        "recheck",  # read back and missing: PUT again with fresh URLs
+    ]
     created: bool = False
     repaired: bool = False
     reason: str = ""
+    linked: bool = True  # in the subject set (for "created", "put", "recheck")
+    data: list[bytes] = field(default_factory=list, repr=False)
+    urls: list[str] = field(default_factory=list, repr=False)  # signed PUT URLs
+    pending: cf.Future[_Outcome] | None = field(default=None, repr=False)
 
 
 class _State:
@@ -276,6 +329,54 @@ class _State:
         """A row finally failed."""
         with self.lock:
             self.run.mark_failed(source_id, "upload", reason)
+
+
+class _SignIn:
+    """A sign-in started on a thread of its own, joined by `wait`."""
+
+    def __init__(self) -> None:
+        self.tokens: TokenManager | None = None
+        self.creds: Credentials | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, endpoint: str, timeout: float) -> _SignIn:
+        """Sign in with the environment's credentials, if they are all there."""
+        started = cls()
+        try:
+            started.creds = Credentials.from_env()
+        except AuthError:
+            return started  # said again, in order, by the caller
+        if started.creds is not None:
+            tokens = TokenManager(endpoint, started.creds, timeout=timeout)
+
+            def sign_in() -> None:
+                try:
+                    tokens.login()
+                except BaseException as exc:  # re-raised by wait()
+                    started.error = exc
+
+            started.tokens = tokens
+            started.thread = threading.Thread(
+                target=sign_in, name="zooprep-sign-in", daemon=True
+            )
+            started.thread.start()
+        return started
+
+    def join(self) -> None:
+        """Wait for the sign-in to end."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def wait(self) -> Credentials | None:
+        """The credentials signed in with (None: not started); raise its error."""
+        self.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return self.creds
 
 
 # -- the stage ---------------------------------------------------------------
@@ -370,12 +471,20 @@ def _upload(
     if not options.dry_run:  # files a killed upload was writing
         remove_temporary(run.path)
         remove_temporary(run.path / "imports")
-    items, problems, index_fields = _plan(run, result, via, options.dry_run)
+    # Sign in while the manifest is read (a few round trips saved).
+    signing_in = _SignIn.start(endpoint, options.timeout)
+    try:
+        items, problems, index_fields = _plan(run, result, via, options.dry_run)
+    except BaseException:
+        signing_in.join()  # its outcome does not matter now
+        raise
     for source_id, reason in problems:
         logger.warning("source %d: %s", source_id, reason)
     training = [i for i in items if i.training]
     items = [i for i in items if not i.training]
+    split = _controversial(run, options)
     if training and not (options.training_set or options.training_set_id):
+        signing_in.join()
         raise InputError(
             f"{len(training)} manifest rows are training subjects "
             f"({TRAINING_KEY} true, e.g. source {training[0].id}): give "
@@ -383,7 +492,7 @@ def _upload(
             "their own subject set; nothing was uploaded"
         )
 
-    creds = Credentials.from_env()
+    creds = signing_in.wait() or Credentials.from_env()
     if creds is None:
         if options.dry_run:
             result.offline = True
@@ -396,13 +505,15 @@ def _upload(
             "PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET)"
         )
 
-    tokens = TokenManager(endpoint, creds, timeout=options.timeout)
-    tokens.login()
+    tokens = signing_in.tokens or TokenManager(endpoint, creds, timeout=options.timeout)
+    if signing_in.tokens is None:
+        tokens.login()
     api = PanoptesAPI(tokens, timeout=options.timeout, retry=retry)
     try:
         workflow = _check_workflow(api, options)
         if workflow is not None:
             _check_feedback(workflow, items + training)
+            _check_viewer(run, api, options, workflow, endpoint, result)
         set_id = _resolve_set(api, options)
         result.subject_set_id = set_id
         training_id = _resolve_training_set(api, options) if training else None
@@ -472,6 +583,12 @@ def _upload(
             if interrupt.requested():
                 break
         reporter.finish()
+        if via == "direct" and not interrupt.requested():
+            result.prioritized = _set_priorities(api, run, set_id)
+        if split and not interrupt.requested():
+            result.controversial_set_id, result.controversial = _add_controversial(
+                api, options, split
+            )
         if options.workflow:
             for sid, _ in sets:
                 assert sid is not None
@@ -490,6 +607,50 @@ def _upload(
     result.seconds = time.monotonic() - started
     logger.info("%s", result)
     return result
+
+
+def _controversial(run: Run, options: UploadOptions) -> list[str]:
+    """The subject ids ``controversial.csv`` lists (refused without the file)."""
+    if not options.controversial_set:
+        return []
+    path = run.path / CONTROVERSIAL_CSV
+    if not path.is_file():
+        raise InputError(
+            f"--controversial-set: {run.path} has no {CONTROVERSIAL_CSV}; choose "
+            "the batch with 'zooprep select --reshow-controversial K' first"
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [str(row["subject_id"]) for row in csv.DictReader(fh)]
+
+
+def _add_controversial(
+    api: PanoptesAPI, options: UploadOptions, subjects: list[str]
+) -> tuple[str | None, int]:
+    """Link the split subjects to their own set (only those not in it yet)."""
+    set_id = _resolve_set(
+        api, options.merge(subject_set=options.controversial_set, subject_set_id=None)
+    )
+    assert set_id is not None
+    there = {str(s["id"]) for s in api.set_subjects(set_id)}
+    missing = [s for s in dict.fromkeys(subjects) if s not in there]
+    for start in range(0, len(missing), _LINK_BATCH):
+        api.link(set_id, missing[start : start + _LINK_BATCH])
+    logger.info("added %d split subjects to subject set %s", len(missing), set_id)
+    return set_id, len(missing)
+
+
+def _set_priorities(api: PanoptesAPI, run: Run, set_id: str) -> int:
+    """The set's priorities from the ranks of a ``select --next`` batch (0 without)."""
+    wanted = {
+        str(src.subject_id): int(src.row[RANK_COLUMN])
+        for src in run.iter_sources(["linked"])
+        if src.subject_id and src.row.get(RANK_COLUMN) is not None
+    }
+    if not wanted:
+        return 0
+    changed = api.set_priorities(set_id, wanted)
+    logger.info("set the priority of %d subjects in set %s", changed, set_id)
+    return changed
 
 
 def _resolve_training_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
@@ -666,6 +827,71 @@ def _check_workflow(
     return found
 
 
+def _subject_kinds(run: Run) -> list[list[str]]:
+    """The distinct location content types of the manifest's subjects, commonest first."""
+    kinds: Counter[tuple[str, ...]] = Counter()
+    for row in read_reviewed(run).rows:
+        names = [Path(urlsplit(u).path) for u in row.urls] if row.urls else row.files
+        kinds[tuple(content_type(Path(n)) for n in names)] += 1
+    return [list(k) for k, _ in kinds.most_common()]
+
+
+def _check_viewer(
+    run: Run,
+    api: PanoptesAPI,
+    options: UploadOptions,
+    workflow: dict[str, Any],
+    endpoint: str,
+    result: UploadResult,
+) -> None:
+    """Make sure the workflow's classifier viewer shows the subjects (before uploading).
+
+    Without ``--subject-viewer``, a ``configuration.subject_viewer`` (or its
+    absence: the classifier's automatic choice) that cannot show every file
+    of every subject is refused in one line naming the value to set
+    (`zooprep.viewers`).  With it, the value is checked against the files
+    and set on the workflow, once: the run notes it, so a resumed upload
+    does not send it again (nor undo a later change made by hand, as long
+    as that one shows the subjects too).
+    """
+    wid = str(workflow.get("id") or options.workflow)
+    kinds = _subject_kinds(run)
+    current = str((workflow.get("configuration") or {}).get("subject_viewer") or "")
+    wanted = options.subject_viewer
+    key = f"subject_viewer:{endpoint}:{wid}"
+    done = "; nothing was uploaded"
+    if wanted and run.noted(key) != wanted:
+        problem = viewer_problem(wanted, kinds)
+        if problem:
+            raise InputError(f"--subject-viewer {wanted}: {problem}{done}")
+        if current == wanted:
+            if not options.dry_run:
+                run.note(key, wanted)
+            return
+        if options.dry_run:
+            result.notes.append(
+                f"would set subject_viewer of workflow {wid} to {wanted} "
+                f"(now {current or 'unset'})"
+            )
+            return
+        result.subject_viewer_set = api.set_subject_viewer(wid, wanted)
+        run.note(key, wanted)
+        result.notes.append(f"subject_viewer of workflow {wid} set to {wanted}")
+        logger.info("set subject_viewer of workflow %s to %s", wid, wanted)
+        return
+    problem = viewer_problem(current or None, kinds)
+    if problem and wanted:  # set by this run before, changed since
+        raise InputError(
+            f"workflow {wid}: an earlier upload of this run set subject_viewer "
+            f"to {wanted}, and it has been changed since: {problem} in the "
+            f"project builder{done}"
+        )
+    if problem:
+        fix = viewer_to_set(kinds)
+        flag = f" (zooprep upload --subject-viewer {fix} sets it)" if fix else ""
+        raise InputError(f"workflow {wid}: {problem}{flag}{done}")
+
+
 def _resolve_set(api: PanoptesAPI, options: UploadOptions) -> str | None:
     """The subject set's id (created when named and absent, except in a dry run)."""
     project = str(options.project)
@@ -776,9 +1002,16 @@ def _check_quota(api: PanoptesAPI, needed: int, dry_run: bool) -> None:
 
 # -- direct upload -------------------------------------------------------------
 
+#: Subjects read back with one ``GET /subjects?id=...`` (the Panoptes page size).
+_CHECK_BATCH = 100
+
 
 class _Workers:
-    """One PanoptesAPI per worker thread, closed at the end."""
+    """One PanoptesAPI per thread (workers and read-back pool), closed at the end.
+
+    All of them share one set of per-request deadlines, learned from every
+    answer of this upload.
+    """
 
     def __init__(
         self,
@@ -786,9 +1019,16 @@ class _Workers:
         timeout: float,
         retry: RetryPolicy | None,
         verify: bool = True,
+        n_workers: int = 8,
     ) -> None:
         self._tokens, self._timeout, self._retry = tokens, timeout, retry
         self.verify = verify
+        self.deadlines = RequestDeadlines(timeout)
+        #: Where creates run: a worker waits for its create up to the API
+        #: deadline, then leaves it to finish here (room for some parked ones).
+        self.creates = cf.ThreadPoolExecutor(
+            2 * n_workers + 4, thread_name_prefix="zooprep-create"
+        )
         self._local = threading.local()
         self._all: list[PanoptesAPI] = []
         self._lock = threading.Lock()
@@ -797,7 +1037,12 @@ class _Workers:
         """The calling thread's client."""
         api: PanoptesAPI | None = getattr(self._local, "api", None)
         if api is None:
-            api = PanoptesAPI(self._tokens, timeout=self._timeout, retry=self._retry)
+            api = PanoptesAPI(
+                self._tokens,
+                timeout=self._timeout,
+                retry=self._retry,
+                deadlines=self.deadlines,
+            )
             self._local.api = api
             with self._lock:
                 self._all.append(api)
@@ -805,6 +1050,7 @@ class _Workers:
 
     def close(self) -> None:
         """Close every client's session."""
+        self.creates.shutdown()
         with self._lock:
             for api in self._all:
                 api.close()
@@ -821,7 +1067,7 @@ def _run_direct(
     reporter: Reporter,
 ) -> None:
     """Create/repair with a thread pool, reconcile uncertain creates, link leftovers."""
-    workers = _Workers(tokens, options.timeout, retry, options.verify)
+    workers = _Workers(tokens, options.timeout, retry, options.verify, options.workers)
     stop = threading.Event()
     to_link = [i for i in items if i.action == "link"]
     pending = [i for i in items if i.action != "link"]
@@ -899,30 +1145,96 @@ def _pool(
     n_workers: int,
     stop: threading.Event,
 ) -> Iterator[_Outcome]:
-    """Run `_process` over items with at most a few in flight per worker."""
+    """Upload items as a pipeline; yield each row's final outcome.
+
+    ``n_workers`` threads send the Panoptes API requests (`_process`: the
+    create, or fresh upload URLs for a repair) and take the next row as soon
+    as the subject is recorded; as many threads PUT the files to the store
+    (`_put_files`).  With the read-back on, the subjects whose files are PUT
+    are then read back in batches: one ``GET /subjects?id=...`` gives the
+    public locations of up to 100 of them, and their HEADs run on a pool of
+    their own (`_read_back`), beside the next creates.  A subject counts as
+    uploaded (`_State.stored`) only once every one of its files is read back;
+    one whose PUT failed or whose file is not there is given fresh upload URLs
+    and PUT again by a worker (`_second_try`).  Rows in flight are bounded.
+    """
     window = n_workers * 4
     queue = iter(items)
-    with cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-upload") as ex:
-        running: set[cf.Future[_Outcome]] = set()
+    work_pool = cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-upload")
+    put_pool = cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-put")
+    check_pool = cf.ThreadPoolExecutor(n_workers, thread_name_prefix="zooprep-verify")
+    batch_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="zooprep-readback")
+    with work_pool, put_pool, check_pool, batch_pool:
+        work: set[cf.Future[_Outcome]] = set()
+        parked: set[cf.Future[_Outcome]] = set()  # creates without an answer yet
+        puts: set[cf.Future[_Outcome]] = set()
+        checks: set[cf.Future[_Outcome]] = set()
+        batches: dict[cf.Future[dict[str, list[str]]], list[_Outcome]] = {}
+        waiting: list[_Outcome] = []  # files PUT, not yet read back
+
+        def unverified() -> int:
+            in_batches = sum(len(b) for b in batches.values())
+            return len(parked) + len(puts) + len(waiting) + len(checks) + in_batches
 
         def fill() -> None:
             while (
-                len(running) < window
+                len(work) < window
+                and unverified() < window + _CHECK_BATCH
                 and not stop.is_set()
                 and not interrupt.requested()
             ):
                 item = next(queue, None)
                 if item is None:
-                    return
-                running.add(ex.submit(_process, workers, state, item, stop))
+                    break
+                work.add(work_pool.submit(_process, workers, state, item, stop))
+            if waiting and not batches and not interrupt.requested():
+                batch = waiting[:_CHECK_BATCH]
+                del waiting[:_CHECK_BATCH]
+                ids = [str(o.item.subject_id) for o in batch]
+                future = batch_pool.submit(_locations_of, workers, ids)
+                batches[future] = batch
 
         fill()
-        while running:
+        while work or parked or puts or checks or batches or waiting:
+            if interrupt.requested() and waiting:
+                # Recorded with their media pending: the next run repairs them.
+                yield from (_Outcome(o.item, "abandoned") for o in waiting)
+                waiting.clear()
+            running: set[cf.Future[Any]] = {*work, *parked, *puts, *checks, *batches}
+            if not running:
+                fill()
+                continue
             # Wake up now and then so that a stop request is seen promptly.
             done, _ = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
             for future in done:
-                running.discard(future)
-                yield future.result()
+                if future in batches:
+                    batch = batches.pop(future)
+                    found = future.result()
+                    for put in batch:
+                        urls = found.get(str(put.item.subject_id))
+                        checks.add(
+                            check_pool.submit(_read_back, workers, state, put, urls)
+                        )
+                    continue
+                work.discard(future)
+                parked.discard(future)
+                puts.discard(future)
+                checks.discard(future)
+                outcome = future.result()
+                if outcome.kind == "parked":
+                    assert outcome.pending is not None
+                    parked.add(outcome.pending)
+                elif outcome.kind in ("created", "recheck") and interrupt.requested():
+                    # Recorded with their media pending: the next run repairs them.
+                    yield _Outcome(outcome.item, "abandoned")
+                elif outcome.kind == "created":
+                    puts.add(put_pool.submit(_put_files, workers, state, outcome))
+                elif outcome.kind == "put":
+                    waiting.append(outcome)
+                elif outcome.kind == "recheck":
+                    work.add(work_pool.submit(_second_try, workers, state, outcome))
+                else:
+                    yield outcome
             fill()
     if interrupt.requested():
         return  # rows not started stay as they are, for the next run
@@ -930,72 +1242,110 @@ def _pool(
         yield _Outcome(item, "failed", reason="not attempted: subject quota reached")
 
 
-def _process(
-    workers: _Workers, state: _State, item: _Item, stop: threading.Event
+def _locations_of(workers: _Workers, subject_ids: list[str]) -> dict[str, list[str]]:
+    """The public file URLs of these subjects (``{}`` if the batch read failed)."""
+    try:
+        return workers.api().media_locations_of(subject_ids)
+    except UploadError as exc:
+        # Each subject is then read back on its own by `_second_try`.
+        logger.info("reading back %d subjects failed: %s", len(subject_ids), exc)
+        return {}
+
+
+def _read_back(
+    workers: _Workers, state: _State, put: _Outcome, urls: list[str] | None
 ) -> _Outcome:
-    """Create or repair one subject; never raises for a per-row failure."""
+    """HEAD each file of a subject whose files were PUT; record it stored if all are there."""
+    item = put.item
+    assert item.subject_id is not None
+    if urls is None:
+        problems = [f"subject {item.subject_id} was not in the read-back answer"]
+    else:
+        try:
+            problems = workers.api().check_files(item.subject_id, urls, put.data)
+        except UploadError as exc:
+            problems = [str(exc)]
+    if problems:
+        logger.warning(
+            "source %d: the store answered 201 but %s; uploading again with fresh URLs",
+            item.id,
+            "; ".join(problems),
+        )
+        return dataclasses.replace(put, kind="recheck")
+    state.stored(item.id, item.subject_id, put.linked)
+    return _Outcome(
+        item,
+        "done" if put.linked else "unlinked",
+        created=put.created,
+        repaired=put.repaired,
+    )
+
+
+def _process(
+    workers: _Workers,
+    state: _State,
+    item: _Item,
+    stop: threading.Event,
+) -> _Outcome:
+    """Create a subject (or get fresh upload URLs for a repair); never raises for a row.
+
+    The outcome is ``created``: the caller PUTs the files (`_put_files`) and
+    reads them back.  A create not answered within its deadline is left to
+    finish on its own thread (``parked``): the worker takes the next row.
+    """
     if stop.is_set():
         return _Outcome(item, "failed", reason="not attempted: subject quota reached")
     if interrupt.requested():
         return _Outcome(item, "abandoned")
     api = workers.api()
-    label = f"source {item.id}"
     try:
         data = [path.read_bytes() for path in item.files]
     except OSError as exc:
         return _Outcome(item, "failed", reason=f"cannot read image: {exc.strerror}")
-    created = False
-    linked = item.in_set
-    try:
-        if item.action == "create":
-            subject_id, urls, linked = api.create_subject(
-                state.project,
-                state.set_id,
-                item.metadata,
-                len(data),
-                label=label,
-                content_types=item.content_types,
-            )
-            state.created(item.id, subject_id)  # before anything else
-            item.subject_id = subject_id
-            created = True
-        else:
-            assert item.subject_id is not None
-            try:
-                urls = api.fresh_upload_urls(
-                    item.subject_id, len(data), content_types=item.content_types
-                )
-            except PanoptesError as exc:
-                if exc.status != 404:
-                    raise
-                # The recorded subject is gone: start this row afresh.
-                state.forget(item.id)
-                item.subject_id, item.action = None, "create"
-                return _process(workers, state, item, stop)
-        if interrupt.requested():
-            # A safe point: the subject is recorded with its media pending,
-            # so the next run repairs it.
-            return _Outcome(item, "abandoned")
+    if item.action == "create":
+        future = workers.creates.submit(_create, workers, state, item, data)
         try:
-            _put_media(api, item, urls, data, label, workers.verify)
-        except MediaMissing as exc:
-            assert item.subject_id is not None
-            if linked:
-                api.unlink(state.set_id, [item.subject_id])
-            state.out_of_set(item.id, item.subject_id)
-            item.action, item.in_set = "repair", False
-            return _Outcome(
-                item,
-                "failed",
-                reason=f"{exc}; taken out of subject set {state.set_id} until "
-                "the next run stores it",
+            return future.result(timeout=workers.deadlines.api.timeout())
+        except cf.TimeoutError:
+            logger.info(
+                "source %d: the create has no answer yet; going on with the "
+                "next row while it finishes",
+                item.id,
             )
-        state.stored(item.id, item.subject_id, linked)
-        return _Outcome(
-            item,
-            "done" if linked else "unlinked",
-            created=created,
-            repaired=not created,
+            return _Outcome(item, "parked", data=data, pending=future)
+    assert item.subject_id is not None
+    try:
+        urls = api.fresh_upload_urls(
+            item.subject_id, len(data), content_types=item.content_types
+        )
+    except PanoptesError as exc:
+        if exc.status != 404:
+            item.action = "repair"
+            return _Outcome(item, "failed", reason=str(exc))
+        # The recorded subject is gone: start this row afresh.
+        state.forget(item.id)
+        item.subject_id, item.action = None, "create"
+        return _process(workers, state, item, stop)
+    except UploadError as exc:
+        return _Outcome(item, "failed", reason=str(exc))
+    return _Outcome(
+        item, "created", repaired=True, linked=item.in_set, data=data, urls=urls
+    )
+
+
+def _create(
+    workers: _Workers, state: _State, item: _Item, data: list[bytes]
+) -> _Outcome:
+    """POST the subject once (the whole ``--timeout``) and record it at once."""
+    label = f"source {item.id}"
+    try:
+        subject_id, urls, linked = workers.api().create_subject(
+            state.project,
+            state.set_id,
+            item.metadata,
+            len(data),
+            label=label,
+            content_types=item.content_types,
         )
     except CreateUncertain as exc:
         logger.info("%s: %s", label, exc)
@@ -1003,55 +1353,114 @@ def _process(
     except QuotaError as exc:
         return _Outcome(item, "quota", reason=str(exc))
     except UploadError as exc:
-        if created:
-            item.action = "repair"
         return _Outcome(item, "failed", reason=str(exc))
+    state.created(item.id, subject_id)  # before anything else
+    item.subject_id = subject_id
+    return _Outcome(item, "created", created=True, linked=linked, data=data, urls=urls)
+
+
+def _put_files(workers: _Workers, state: _State, made: _Outcome) -> _Outcome:
+    """PUT the files of a subject just created; ``put`` (to read back) or final."""
+    item = made.item
+    assert item.subject_id is not None
+    label = f"source {item.id}"
+    try:
+        _put_all(workers.api(), item, made.urls, made.data, label)
+    except PanoptesError as exc:
+        logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
+        return dataclasses.replace(made, kind="recheck", urls=[])
+    if workers.verify:
+        return dataclasses.replace(made, kind="put", urls=[])
+    state.stored(item.id, item.subject_id, made.linked)
+    return _Outcome(
+        item,
+        "done" if made.linked else "unlinked",
+        created=made.created,
+        repaired=made.repaired,
+    )
+
+
+def _second_try(workers: _Workers, state: _State, put: _Outcome) -> _Outcome:
+    """PUT a subject's files again with fresh URLs after its read-back failed."""
+    item = put.item
+    try:
+        return _again(workers.api(), state, item, put.data, put.created, put.linked)
+    except UploadError as exc:
+        item.action = "repair"
+        return _Outcome(item, "failed", reason=str(exc))
+
+
+def _again(
+    api: PanoptesAPI,
+    state: _State,
+    item: _Item,
+    data: list[bytes],
+    created: bool,
+    linked: bool,
+) -> _Outcome:
+    """Fresh upload URLs, PUT, read back on the spot; out of the set if still missing."""
+    assert item.subject_id is not None
+    label = f"source {item.id}"
+    try:
+        _put_fresh(api, item, data, label)
+    except MediaMissing as exc:
+        return _out_of_set(api, state, item, linked, exc)
+    state.stored(item.id, item.subject_id, linked)
+    return _Outcome(
+        item, "done" if linked else "unlinked", created=created, repaired=not created
+    )
+
+
+def _out_of_set(
+    api: PanoptesAPI, state: _State, item: _Item, linked: bool, exc: MediaMissing
+) -> _Outcome:
+    """Take a subject whose file is still missing out of the set; fail its row."""
+    assert item.subject_id is not None
+    if linked:
+        api.unlink(state.set_id, [item.subject_id])
+    state.out_of_set(item.id, item.subject_id)
+    item.action, item.in_set = "repair", False
+    return _Outcome(
+        item,
+        "failed",
+        reason=f"{exc}; taken out of subject set {state.set_id} until "
+        "the next run stores it",
+    )
 
 
 class MediaMissing(PanoptesError):
     """The store accepted a file (201) but does not have it when read back."""
 
 
-def _put_media(
-    api: PanoptesAPI,
-    item: _Item,
-    urls: list[str],
-    data: list[bytes],
-    label: str,
-    verify: bool = True,
+def _put_all(
+    api: PanoptesAPI, item: _Item, urls: list[str], data: list[bytes], label: str
 ) -> None:
-    """PUT every file and read each one back; on a failure, once more with fresh URLs.
-
-    Raises
-    ------
-    MediaMissing
-        A file is still not stored after the second try.
-    PanoptesError
-        The PUTs themselves failed twice.
-    """
+    """PUT every file of a subject to its signed URL (each PUT retried)."""
     if len(urls) != len(data):
         raise PanoptesError(
             f"{label}: subject {item.subject_id} has {len(urls)} upload URLs "
             f"for {len(data)} files"
         )
+    for url, blob, kind in zip(urls, data, item.content_types, strict=True):
+        api.put_blob(url, blob, label=label, content_type=kind)
+
+
+def _put_fresh(
+    api: PanoptesAPI, item: _Item, data: list[bytes], label: str, verify: bool = True
+) -> None:
+    """The second try: fresh signed URLs, every file PUT and read back.
+
+    Raises
+    ------
+    MediaMissing
+        A file is still not stored.
+    PanoptesError
+        The PUTs failed.
+    """
     assert item.subject_id is not None
     types = item.content_types
-    try:
-        for url, blob, kind in zip(urls, data, types, strict=True):
-            api.put_blob(url, blob, label=label, content_type=kind)
-        problems = api.check_media(item.subject_id, data) if verify else []
-        if not problems:
-            return
-        logger.warning(
-            "%s: the store answered 201 but %s; uploading again with fresh URLs",
-            label,
-            "; ".join(problems),
-        )
-    except PanoptesError as exc:
-        logger.info("%s: %s; trying again with fresh upload URLs", label, exc)
     urls = api.fresh_upload_urls(item.subject_id, len(data), content_types=types)
-    for url, blob, kind in zip(urls, data, types, strict=True):
-        api.put_blob(url, blob, label=label, content_type=kind)
+    _put_all(api, item, urls, data, label)
     problems = api.check_media(item.subject_id, data) if verify else []
     if problems:
         raise MediaMissing(
