@@ -85,3 +85,45 @@ def write_simple(path: Path, image: np.ndarray, wcs: fits.Header | None = None) 
         path, overwrite=True
     )
     return path
+
+
+QUARTER = np.array([[0.0, -1.0], [1.0, 0.0]])  # what np.rot90 does
+MIRROR = np.array([[-1.0, 0.0], [0.0, 1.0]])  # what np.fliplr does
+
+
+def turned_copy(
+    src: Path, dst: Path, turn: np.ndarray, pixels: np.ndarray | None = None
+) -> Path:
+    """Write ``src`` turned on the sky by the 2x2 pixel map ``turn``, WCS to match.
+
+    A pixel ``p`` of the copy (0-based, about the centre ``c``) shows the
+    original's ``c + turn @ (p - c)``: ``pixels`` when given (np.rot90 and
+    np.fliplr do it exactly), else cubic interpolation (scipy).  The WCS
+    follows: CD becomes CD @ turn, CRPIX moves so that every pixel keeps its
+    sky position (the TPV distortion applies after CD, so it is kept exactly).
+    """
+    from scipy.ndimage import map_coordinates
+
+    with fits.open(src) as hdul:
+        data = np.asarray(hdul[0].data, dtype=np.float64)
+        header = hdul[0].header.copy()
+    ny, nx = data.shape
+    c = np.array([(nx - 1) / 2, (ny - 1) / 2])
+    if pixels is None:
+        ys, xs = np.mgrid[0:ny, 0:nx].astype(np.float64)
+        old = c[:, None] + turn @ (np.stack([xs.ravel(), ys.ravel()]) - c[:, None])
+        pixels = map_coordinates(data, [old[1], old[0]], order=3, cval=np.nan).reshape(
+            ny, nx
+        )
+    cd = np.array(
+        [[header["CD1_1"], header["CD1_2"]], [header["CD2_1"], header["CD2_2"]]]
+    )
+    new_cd = cd @ turn
+    crpix = np.array([header["CRPIX1"], header["CRPIX2"]])
+    new_crpix = (c + 1) + np.linalg.inv(turn) @ (crpix - (c + 1))
+    for i in (1, 2):
+        header[f"CRPIX{i}"] = float(new_crpix[i - 1])
+        for j in (1, 2):
+            header[f"CD{i}_{j}"] = float(new_cd[i - 1, j - 1])
+    fits.PrimaryHDU(np.asarray(pixels, dtype=np.float32), header=header).writeto(dst)
+    return dst

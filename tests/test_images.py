@@ -16,7 +16,14 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.wcs import WCS
 
-from tests.imagegen import tan_wcs, write_exposure, write_simple
+from tests.imagegen import (
+    MIRROR,
+    QUARTER,
+    tan_wcs,
+    turned_copy,
+    write_exposure,
+    write_simple,
+)
 from zooprep.errors import InputError
 from zooprep.images import (
     AlertStamps,
@@ -262,17 +269,117 @@ def test_radec_needs_a_celestial_wcs(tmp_path: Path):
     )
 
 
-def test_template_rotated_relative_to_science_fails_with_radec(tmp_path: Path):
+def decam_sky(decam: Path, x: float, y: float) -> tuple[float, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TPV header's FITSFixedWarning
+        wcs = WCS(fits.getheader(decam / SCI))
+    ra, dec = wcs.all_pix2world([[x, y]], 0)[0]
+    return float(ra), float(dec)
+
+
+@pytest.mark.parametrize(
+    ("turn", "turned"),
+    [
+        (QUARTER, np.rot90),
+        (MIRROR, np.fliplr),
+        (QUARTER @ QUARTER, lambda a: np.rot90(a, 2)),
+    ],
+    ids=["rotated-90", "mirrored", "rotated-180"],
+)
+def test_a_template_turned_by_right_angles_is_put_back_exactly_by_radec(
+    decam: Path, tmp_path: Path, turn, turned
+):
+    pixels = turned(fits.getdata(decam / TPL))
+    tpl = turned_copy(decam / TPL, tmp_path / "turned.fits", turn, pixels)
+    ra, dec = decam_sky(decam, 100.3, 140.6)
+    row = {"ra": ra, "dec": dec}
+    # The original template as the science image: the turned copy, resampled
+    # onto its grid, is the original pixel for pixel.
+    plain = one(FitsImages(*[str(decam / TPL)] * 3), row, (31, 30))
+    res = one(FitsImages(str(decam / TPL), str(tpl), str(tpl)), row, (31, 30))
+    assert isinstance(res, Cutouts), res
+    assert res.notes["resampled"] == "template, difference"
+    assert "resampled" not in plain.notes
+    assert not res.padded
+    for got, want in zip(res.rows, plain.rows, strict=True):
+        np.testing.assert_array_equal(got.template, want.template)
+        np.testing.assert_array_equal(got.difference, want.template)
+        np.testing.assert_array_equal(got.science, want.science)
+
+
+def test_a_template_rotated_30_degrees_is_resampled_onto_the_science_grid(
+    decam: Path, decam_source: FitsImages, tmp_path: Path
+):
+    t = np.radians(30.0)
+    turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    tpl = turned_copy(decam / TPL, tmp_path / "rotated.fits", turn)
+    ra, dec = decam_sky(decam, 120.2, 131.7)
+    row = {"ra": ra, "dec": dec}
+    plain = one(decam_source, row, (41,))
+    rotated = FitsImages(decam_source.science, str(tpl), decam_source.difference)
+    res = one(rotated, row, (41,))
+    assert isinstance(res, Cutouts), res
+    assert res.notes["resampled"] == "template"
+    np.testing.assert_array_equal(res.rows[0].science, plain.rows[0].science)
+    np.testing.assert_array_equal(res.rows[0].difference, plain.rows[0].difference)
+    got = res.rows[0].template[5:-5, 5:-5].astype(np.float64)
+    want = plain.rows[0].template[5:-5, 5:-5].astype(np.float64)
+    assert np.isfinite(got).all()
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.95
+    # Interpolated twice (cubic to make it, bilinear to put it back): off by
+    # much less than the spread of the sky.
+    sky = float(np.median(np.abs(want - np.median(want))))
+    assert float(np.median(np.abs(got - want))) < sky
+
+
+def test_a_source_off_the_turned_template_fails_naming_it(decam: Path, tmp_path: Path):
+    data = fits.getdata(decam / TPL)
+    small = tmp_path / "small.fits"
+    with fits.open(decam / TPL) as hdul:
+        fits.PrimaryHDU(data[:128, :128], header=hdul[0].header).writeto(small)
+    turned = np.rot90(data[:128, :128])
+    tpl = turned_copy(small, tmp_path / "turned.fits", QUARTER, turned)
+    source = FitsImages(str(decam / SCI), str(tpl), str(decam / DIF))
+    on, off = decam_sky(decam, 50.0, 60.0), decam_sky(decam, 200.0, 60.0)
+    results = list(
+        source.cutouts(
+            [(1, {"ra": on[0], "dec": on[1]}), (2, {"ra": off[0], "dec": off[1]})],
+            (31,),
+        )
+    )
+    assert isinstance(results[0], Cutouts), results[0]
+    assert results[0].notes["resampled"] == "template"
+    assert isinstance(results[1], Failed)
+    assert "off the template image" in results[1].reason
+    assert str(tpl) in results[1].reason
+
+
+def test_a_cutout_over_the_turned_template_edge_is_padded_with_nan(
+    decam: Path, tmp_path: Path
+):
+    data = fits.getdata(decam / TPL)
+    tpl = turned_copy(decam / TPL, tmp_path / "turned.fits", QUARTER, np.rot90(data))
+    row = dict(zip(("ra", "dec"), decam_sky(decam, 5.0, 128.0), strict=True))
+    plain = one(FitsImages(*[str(decam / TPL)] * 3), row, (31,))
+    res = one(FitsImages(str(decam / TPL), str(tpl), str(decam / TPL)), row, (31,))
+    assert res.padded
+    assert plain.padded
+    np.testing.assert_array_equal(res.rows[0].template, plain.rows[0].template)
+    assert np.isnan(res.rows[0].template[:, :5]).all()
+
+
+def test_a_synthetic_template_turned_90_degrees_cuts_by_radec(tmp_path: Path):
     image = np.ones((80, 80), dtype=np.float32)
     sci = write_exposure(tmp_path / "s.fits", image, tan_wcs(80, 80))
     tpl = write_exposure(tmp_path / "t.fits", image, tan_wcs(80, 80, rotation_deg=90))
     source = FitsImages(str(sci), str(tpl), str(sci), position="radec")
     res = one(source, {"ra": 150.0, "dec": 2.0})
-    assert isinstance(res, Failed)
-    assert "rotated by 90.0 deg" in res.reason
-    assert str(tpl) in res.reason
-    same = FitsImages(str(sci), str(sci), str(sci), position="radec")
-    assert isinstance(one(same, {"ra": 150.0, "dec": 2.0}), Cutouts)
+    assert isinstance(res, Cutouts), res
+    assert res.notes["resampled"] == "template"
+    np.testing.assert_array_equal(res.rows[0].template, np.ones((30, 30)))
+    # Placed by x/y, the images share a grid: nothing is resampled.
+    by_xy = FitsImages(str(sci), str(tpl), str(sci), position="xy")
+    assert "resampled" not in one(by_xy, {"x": 40.0, "y": 40.0}).notes
 
 
 def test_use_footprint_grows_cutout_to_bbox_size(decam_source: FitsImages):

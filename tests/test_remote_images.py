@@ -115,6 +115,39 @@ def test_cutouts_from_s3_are_byte_identical_to_local_files(
     assert sorted(source.cache.opens.values()) == [1] * 6
 
 
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "rice"])
+def test_a_turned_template_over_http_is_resampled_as_the_local_file_is(
+    tmp_path: Path, compress: bool
+):
+    pytest.importorskip("fsspec")  # the cloud extra
+    rng = np.random.default_rng(8)
+    root = tmp_path / "img"
+    root.mkdir()
+    for role, turn in (("sci", 0.0), ("tmpl", 30.0), ("diff", 0.0)):
+        image = rng.normal(100, 5, size=SHAPE).astype(np.float32)
+        wcs = tan_wcs(*SHAPE, rotation_deg=turn)
+        write_exposure(root / f"{role}.fits", image, wcs, compress=compress)
+    rows = [
+        (i, {"ra": 150.0 + dx / 3600, "dec": 2.0 + dy / 3600})
+        for i, (dx, dy) in enumerate([(0, 0), (20, -10), (0, 28), (39, 29)])
+    ]
+
+    def source(base: str) -> FitsImages:
+        return FitsImages(f"{base}/sci.fits", f"{base}/tmpl.fits", f"{base}/diff.fits")
+
+    local = list(source(str(root)).cutouts(rows, (11, 30)))
+    with RangeServer(root) as server:
+        remote = list(source(server.url).cutouts(rows, (11, 30)))
+    *cut, corner = local
+    assert all(isinstance(r, Cutouts) for r in cut), cut
+    assert all(r.notes["resampled"] == "template" for r in cut)  # type: ignore[union-attr]
+    assert any(r.padded for r in cut)  # type: ignore[union-attr]
+    # the science image's corner is beyond the turned template's edge
+    assert isinstance(corner, Failed)
+    assert "off the template image" in corner.reason
+    _same(remote, local, server.url)
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4k x 4k float32 LSST exposure, plain and RICE-compressed."""

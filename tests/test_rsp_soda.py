@@ -7,14 +7,17 @@ out as the RSP's and SODA sync; zooprep talks to it through pyvo and requests.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 import zooprep
+from tests.imagegen import QUARTER, turned_copy
 from tests.plugins.rsp import TOKEN
 from tests.rsp_standin.rows import DECAM_VISIT, decam_sources
 from tests.rsp_standin.server import Faults, RspStandin
@@ -200,3 +203,47 @@ def test_render_of_a_tap_run_cuts_through_soda_like_local_files(
     for p in pngs:
         assert (run / p).read_bytes() == (local / p).read_bytes(), p
     assert TOKEN.encode() not in (run / "zooprep.toml").read_bytes()
+
+
+def test_a_template_coadd_turned_from_the_visit_is_resampled_like_a_local_one(
+    decam_rows: list[tuple[int, dict[str, Any]]],
+    test_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As DP1's template_coadd on its tract's grid: turned 90 degrees from the
+    # visit; SODA cuts it in its own frame, zooprep resamples it.
+    d = test_data / "decam_sfft"
+    for name in ("Stack-DEC-OBS04.fits", "FinalDifference.fits"):
+        shutil.copy(d / name, tmp_path / name)
+    tpl = tmp_path / "Stack-DEC-OBS18.fits"
+    turned_copy(
+        d / "Stack-DEC-OBS18.fits",
+        tpl,
+        QUARTER,
+        np.rot90(fits.getdata(d / "Stack-DEC-OBS18.fits")),
+    )
+    monkeypatch.setenv("RSP_TOKEN", TOKEN)
+    with RspStandin(tmp_path, token=TOKEN) as rsp:
+        images = _soda(rsp)
+        try:
+            remote = list(images.cutouts(decam_rows, SIZES))
+        finally:
+            images.close()
+    local = list(
+        FitsImages(
+            str(d / "Stack-DEC-OBS04.fits"),
+            str(tpl),
+            str(d / "FinalDifference.fits"),
+            position="radec",
+        ).cutouts(decam_rows, SIZES)
+    )
+    assert len(remote) == len(local) == len(decam_rows)
+    for got, want in zip(remote, local, strict=True):
+        assert isinstance(got, Cutouts), got
+        assert isinstance(want, Cutouts), want
+        assert got.notes["resampled"] == want.notes["resampled"] == "template"
+        assert got.padded == want.padded
+        for a, b in zip(got.rows, want.rows, strict=True):
+            for role in ("science", "template", "difference"):
+                np.testing.assert_array_equal(getattr(a, role), getattr(b, role))

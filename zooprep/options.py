@@ -1033,7 +1033,9 @@ class RenderOptions(Options):
         15x15 pixels (current lsst.analysis.ap).
     position : {'auto', 'xy', 'radec'}
         Where the source is: catalogue ``x``/``y`` (shared pixel grid), sky
-        ``ra``/``dec`` through each image's WCS, or ``auto`` (x/y when present).
+        ``ra``/``dec`` through each image's WCS (a template or difference
+        turned or mirrored relative to the science image is then resampled
+        onto the science cutout's pixels), or ``auto`` (x/y when present).
     pixel_scale : float or None
         Arcsec per pixel for the scale bar when no WCS gives it.
     instrument : str or None
@@ -1077,7 +1079,9 @@ class RenderOptions(Options):
         "auto",
         choices=POSITIONS,
         help="Locate sources by catalog x/y (images share a pixel grid) or by "
-        "ra/dec through each image's WCS. auto: x/y when present.",
+        "ra/dec through each image's WCS (a template or difference rotated or "
+        "mirrored relative to the science image is then resampled onto its "
+        "pixels). auto: x/y when present.",
     )
     sizes: Sequence[int] = setting(
         (30,),

@@ -5,9 +5,17 @@ difference images (`~zooprep.images.fitsimage.FitsImage`, opened through an
 `ImageOpener` such as `~zooprep.images.fits.ImageCache`).  Where a source is on each image follows
 the ``position`` rule (see `zooprep.images.fits` and `Position`): catalogue
 ``x``/``y`` on a shared pixel grid (offset by each image's LSST ``XY0``), or
-``ra``/``dec`` through each image's celestial WCS, whose orientation must
-then agree with the science image's within `MAX_ROTATION_DEG`.  Sections of
-remote images (`zooprep.images.remote`) are fetched together before cutting.
+``ra``/``dec`` through each image's celestial WCS.  Placed by ``ra``/``dec``,
+a template or difference image turned or mirrored by more than
+`MAX_ROTATION_DEG` relative to the science image (e.g. a Rubin
+``template_coadd`` on its tract's grid) is resampled onto the science
+cutout's pixel grid (`resample_onto`): each cutout pixel's sky position
+through the science WCS, its position on the other image through that
+image's WCS, and bilinear interpolation there; NaN (and ``padded``) off the
+other image, as for cutouts over an edge.  The cutouts then say so in
+``notes['resampled']`` (e.g. ``"template"``).  Sections of remote images
+(`zooprep.images.remote`) are fetched together before cutting, for
+resampled images the section under the turned footprint.
 """
 
 from __future__ import annotations
@@ -22,7 +30,12 @@ import numpy as np
 
 from zooprep.errors import InputError
 from zooprep.images.base import Cutouts, Failed, Triplet, column_listing
-from zooprep.images.cutout import cut_around, pixel_index, section_around
+from zooprep.images.cutout import (
+    SectionReader,
+    cut_around,
+    pixel_index,
+    section_around,
+)
 from zooprep.images.fitsimage import FitsImage, log_warnings
 from zooprep.images.injected import Injection, inject
 from zooprep.images.remote import pool
@@ -35,6 +48,7 @@ __all__ = [
     "Position",
     "check_position_columns",
     "cut_group",
+    "resample_onto",
 ]
 
 if TYPE_CHECKING:
@@ -51,7 +65,8 @@ class ImageOpener(Protocol):
         ...
 
 
-#: Orientations of template/difference and science may differ by this much.
+#: Orientations of template/difference and science may differ by this much
+#: before the other image is resampled onto the science image's pixel grid.
 MAX_ROTATION_DEG = 2.0
 
 
@@ -221,12 +236,16 @@ def cut_group(
     scale = pixel_scale(science)
     modes = [_mode(row, position) for _, row in rows]
     pixels = _pixel_positions(images, [r for _, r in rows], modes)
-    orientation: str | None = None
+    turned: set[int] = set()  # images resampled onto the science grid (by ra/dec)
     if "radec" in modes:
-        orientation = _orientation_problem(science, images[1], "template") or (
-            _orientation_problem(science, images[2], "difference")
-        )
-    prefetch_failed = _prefetch(images, rows, pixels, sizes, use_footprint)
+        for k, role in ((1, "template"), (2, "difference")):
+            problem = _orientation_problem(science, images[k], role)
+            if problem is not None:
+                log.debug("%s; resampling it onto the science grid", problem)
+                turned.add(k)
+    prefetch_failed = _prefetch(
+        images, rows, pixels, sizes, use_footprint, turned, modes
+    )
     instrument = str(science.header.get("INSTRUME", "")).strip()
     notes = {"instrument": instrument} if instrument else {}
     for i, (source_id, row) in enumerate(rows):
@@ -238,13 +257,19 @@ def cut_group(
         if isinstance(where, str):
             yield Failed(source_id, where)
             continue
-        if mode == "radec" and orientation:
-            yield Failed(source_id, orientation)
-            continue
+        resampled = turned if mode == "radec" else set()
         result: Cutouts | Failed
         try:
             result = _cut_row(
-                source_id, row, images, where, sizes, use_footprint, scale, notes
+                source_id,
+                row,
+                images,
+                where,
+                sizes,
+                use_footprint,
+                scale,
+                notes,
+                resampled,
             )
         except InputError as exc:  # a remote read failed after its retries
             result = Failed(source_id, str(exc))
@@ -265,9 +290,13 @@ def _prefetch(
     pixels: Sequence[list[tuple[float, float]] | str],
     sizes: Sequence[int],
     use_footprint: bool,
+    turned: set[int] = frozenset(),  # type: ignore[assignment]
+    modes: Sequence[str] = (),
 ) -> str | None:
     """Fetch, concurrently, the sections of remote images the rows will need.
 
+    Images in ``turned`` are resampled for the rows placed by ra/dec (per
+    ``modes``): for those, the section under the science cutout's footprint.
     Returns the failure reason when a fetch fails (the rows then fail with it).
     """
     remote: dict[int, int] = {}  # image index -> first index of the same pixels
@@ -278,13 +307,19 @@ def _prefetch(
     if not remote:
         return None
     sections: dict[int, list[tuple[slice, slice]]] = {k: [] for k in remote}
-    for (_, row), where in zip(rows, pixels, strict=True):
+    for i, ((_, row), where) in enumerate(zip(rows, pixels, strict=True)):
         if isinstance(where, str):
             continue
         n = max(max(int(s) for s in sizes), _grow(row, use_footprint))
+        radec = i < len(modes) and modes[i] == "radec"
         for k in remote:
             x, y = where[k]
-            if math.isfinite(x) and math.isfinite(y):
+            sx, sy = where[0]
+            if radec and k in turned:
+                section = _footprint(images[0], images[k], sx, sy, n)
+                if section is not None:
+                    sections[remote[k]].append(section)
+            elif math.isfinite(x) and math.isfinite(y):
                 section = section_around(images[k].shape, x, y, n)
                 if section is not None:
                     sections[remote[k]].append(section)
@@ -364,11 +399,13 @@ def _cut_row(
     use_footprint: bool,
     scale: float | None,
     notes: Mapping[str, str],
+    resampled: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> Cutouts | Failed:
     """Cut one source's cutouts of every size from its three images.
 
     ``notes`` (the science image's instrument) are shared by the group's
-    rows: each `Cutouts` gets its own copy.
+    rows: each `Cutouts` gets its own copy.  The images whose index is in
+    ``resampled`` are resampled onto the science cutout's grid.
     """
     shapes = [image.shape for image in images]
     for image, (x, y), role, (ny, nx) in zip(
@@ -393,10 +430,16 @@ def _cut_row(
     for size in sizes:
         n = max(int(size), grow)
         cut: dict[str, np.ndarray] = {}
-        for image, (x, y), role, shape in zip(
-            images, pixels, ROLES, shapes, strict=True
+        for k, (image, (x, y), role, shape) in enumerate(
+            zip(images, pixels, ROLES, shapes, strict=True)
         ):
-            array, pad = cut_around(image.read, shape, x, y, n)
+            if k in resampled:
+                sx, sy = pixels[0]
+                array, pad = resample_onto(
+                    images[0].wcs, image.wcs, image.read, shape, sx, sy, n
+                )
+            else:
+                array, pad = cut_around(image.read, shape, x, y, n)
             # The middle pixel is the source's: finite there is the usual case.
             if not math.isfinite(array[n // 2, n // 2]) and not (
                 np.isfinite(array).any()
@@ -407,6 +450,163 @@ def _cut_row(
             padded |= pad
             cut[role] = array
         triplets.append(Triplet(cut["template"], cut["science"], cut["difference"]))
+    out_notes: dict[str, Any] = dict(notes)
+    if resampled:
+        out_notes["resampled"] = ", ".join(ROLES[k] for k in sorted(resampled))
     return Cutouts(
-        source_id, triplets, pixel_scale=scale, padded=padded, notes=dict(notes)
+        source_id, triplets, pixel_scale=scale, padded=padded, notes=out_notes
     )
+
+
+def _grid_on(
+    science: WCS, other: WCS, x: float, y: float, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the pixels of the science cutout centred on ``(x, y)`` fall on ``other``.
+
+    Returns the other image's 0-based ``(u, v)`` pixel coordinates, each of
+    shape ``(size, size)`` indexed ``[row, column]`` like the cutout.
+    """
+    x0 = pixel_index(x) - size // 2
+    y0 = pixel_index(y) - size // 2
+    xs, ys = np.meshgrid(
+        np.arange(x0, x0 + size, dtype=np.float64),
+        np.arange(y0, y0 + size, dtype=np.float64),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # off-sky pixels come back NaN
+        lon, lat = science.pixel_to_world_values(xs, ys)
+        u, v = other.world_to_pixel_values(lon, lat)
+    return np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+
+
+def _footprint(
+    science: FitsImage, other: FitsImage, x: float, y: float, size: int
+) -> tuple[slice, slice] | None:
+    """The section of ``other`` under the science cutout's pixels, or None."""
+    sw, ow = science.wcs, other.wcs
+    if sw is None or ow is None or not (math.isfinite(x) and math.isfinite(y)):
+        return None
+    u, v = _grid_on(sw, ow, x, y, size)
+    return _section(other.shape, u, v)
+
+
+def _section(
+    shape: tuple[int, int], u: np.ndarray, v: np.ndarray
+) -> tuple[slice, slice] | None:
+    """The in-image ``(ys, xs)`` slices holding every pixel bilinear needs at u, v."""
+    ok = np.isfinite(u) & np.isfinite(v)
+    if not ok.any():
+        return None
+    ny, nx = shape
+    xa = max(math.floor(float(u[ok].min())), 0)
+    xb = min(math.floor(float(u[ok].max())) + 2, nx)
+    ya = max(math.floor(float(v[ok].min())), 0)
+    yb = min(math.floor(float(v[ok].max())) + 2, ny)
+    if xa < xb and ya < yb:
+        return slice(ya, yb), slice(xa, xb)
+    return None
+
+
+def resample_onto(
+    science: WCS,
+    other: WCS,
+    read: SectionReader,
+    shape: tuple[int, int],
+    x: float,
+    y: float,
+    size: int,
+) -> tuple[np.ndarray, bool]:
+    """Resample another image onto the science cutout centred on ``(x, y)``.
+
+    Each cutout pixel (laid out as `~zooprep.images.cutout.cut_around` lays
+    out the science cutout) is taken to the sky through ``science``, then to
+    the other image through ``other``, and the other image is interpolated
+    there bilinearly.
+
+    Parameters
+    ----------
+    science, other : astropy.wcs.WCS
+        Celestial WCSs of the science image and of the image resampled.
+    read : callable
+        ``read(ys, xs)`` returns the other image's pixels in those (in-range)
+        slices; one section, the one under the cutout, is asked for.
+    shape : tuple of int
+        ``(ny, nx)`` of the other image.
+    x, y : float
+        0-based pixel position of the source on the science image.
+    size : int
+        Side of the cutout in pixels.
+
+    Returns
+    -------
+    cutout : numpy.ndarray
+        ``float32`` array of shape ``(size, size)``; NaN off the other image
+        (and where a neighbour used is NaN).
+    padded : bool
+        True when some cutout pixel is off the other image.
+
+    Examples
+    --------
+    A mirrored copy of the image (its transpose) comes back as the image:
+
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2)
+    >>> w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> w.wcs.crval, w.wcs.crpix = [10.0, 0.0], [3.0, 3.0]
+    >>> w.wcs.cd = [[-1e-4, 0.0], [0.0, 1e-4]]
+    >>> t = WCS(naxis=2)
+    >>> t.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> t.wcs.crval, t.wcs.crpix = [10.0, 0.0], [3.0, 3.0]
+    >>> t.wcs.cd = [[0.0, -1e-4], [1e-4, 0.0]]  # axes swapped: mirrored
+    >>> image = np.arange(25.0).reshape(5, 5)
+    >>> got, padded = resample_onto(
+    ...     w, t, lambda ys, xs: image.T[ys, xs], (5, 5), 2.0, 2.0, 3
+    ... )
+    >>> bool(np.allclose(got, image[1:4, 1:4])), padded
+    (True, False)
+    """
+    if size < 1:
+        raise ValueError(f"cutout size must be positive, got {size}")
+    u, v = _grid_on(science, other, x, y, size)
+    ny, nx = shape
+    # Within a millionth of a pixel of a pixel centre is on it: exact copies
+    # for turns by multiples of 90 degrees.
+    for a in (u, v):
+        near = np.rint(a)
+        snap = np.abs(a - near) < 1e-6
+        a[snap] = near[snap]
+    inside = (
+        np.isfinite(u)
+        & np.isfinite(v)
+        & (u >= -0.5)
+        & (u <= nx - 0.5)
+        & (v >= -0.5)
+        & (v <= ny - 0.5)
+    )
+    out = np.full((size, size), np.nan, dtype=np.float32)
+    padded = not bool(inside.all())
+    section = _section(shape, np.where(inside, u, np.nan), np.where(inside, v, np.nan))
+    if section is None:
+        return out, padded
+    ys, xs = section
+    data = np.asarray(read(ys, xs), dtype=np.float64)
+    # The half pixel along the edge takes the edge pixel's value.
+    uc = np.clip(u[inside], 0.0, nx - 1.0) - xs.start
+    vc = np.clip(v[inside], 0.0, ny - 1.0) - ys.start
+    hx, hy = data.shape[1] - 1, data.shape[0] - 1
+    i0 = np.clip(np.floor(uc).astype(np.intp), 0, hx)
+    j0 = np.clip(np.floor(vc).astype(np.intp), 0, hy)
+    fx, fy = uc - i0, vc - j0
+    i1, j1 = np.minimum(i0 + 1, hx), np.minimum(j0 + 1, hy)
+    # A neighbour of zero weight (on a pixel row or column) adds nothing,
+    # not even its NaN.
+    value = np.zeros(uc.shape, dtype=np.float64)
+    for jj, ii, w in (
+        (j0, i0, (1 - fx) * (1 - fy)),
+        (j0, i1, fx * (1 - fy)),
+        (j1, i0, (1 - fx) * fy),
+        (j1, i1, fx * fy),
+    ):
+        value += np.where(w > 0, data[jj, ii] * w, 0.0)
+    out[inside] = value
+    return out, padded
