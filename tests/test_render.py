@@ -672,6 +672,23 @@ def test_difference_note_and_instrument_come_from_the_cutouts(decam):
     assert _items({"instrument": "DECam"}, "ZTF")[(0, 0.43)].text == "DECam"
 
 
+def test_a_resampled_template_says_so_in_its_title(decam):
+    plain = Cutouts(1, [cut(decam, 128, 128, 30)])
+    noted = Cutouts(1, [cut(decam, 128, 128, 30)], notes={"resampled": "template"})
+    renderer = AnnotatedRenderer()
+    a, b = decode(renderer.render(plain, {})), decode(renderer.render(noted, {}))
+    assert a.shape == b.shape
+    changed = np.argwhere((a != b).any(axis=-1))
+    assert len(changed)
+    # only the template's title changed: over the first panel, not in it
+    assert changed[:, 1].max() < a.shape[1] / 3
+    np.testing.assert_array_equal(a[a.shape[0] // 2 :], b[a.shape[0] // 2 :])
+    frames = renderer.render_frames(noted, {})
+    assert decode(frames[0]).shape == decode(renderer.render_frames(plain, {})[0]).shape
+    assert frames[0] != renderer.render_frames(plain, {})[0]
+    assert frames[1:] == renderer.render_frames(plain, {})[1:]
+
+
 # -------------------------------------------------------------- factory
 
 

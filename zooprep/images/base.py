@@ -49,7 +49,9 @@ class Cutouts:
     padded : bool
         True when any cutout reached past the image edge and was padded with NaN.
     notes : dict
-        Extra facts a renderer may show, e.g. ``{"difference_sign": "ref-sci"}``.
+        Extra facts a renderer may show, e.g. ``{"difference_sign": "ref-sci"}``,
+        ``"instrument"``, or ``{"resampled": "template"}`` when those images
+        were resampled onto the science cutout's pixels (`zooprep.images.cutting`).
     """
 
     source_id: int

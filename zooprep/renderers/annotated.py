@@ -309,6 +309,35 @@ def difference_note(notes: Mapping[str, Any]) -> str:
     return sign
 
 
+def panel_titles(notes: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The three panel titles, with the cutouts' notes in brackets.
+
+    ``notes['difference_sign']`` (see `difference_note`) and
+    ``notes['resampled']`` (the roles resampled onto the science pixels, e.g.
+    ``"template"``; `zooprep.images.cutting`) add to the titles they concern.
+
+    Examples
+    --------
+    >>> panel_titles({})
+    ('Template', 'Science', 'Difference')
+    >>> panel_titles({"resampled": "template", "difference_sign": "ref-sci"})
+    ('Template (resampled)', 'Science', 'Difference (ref - sci)')
+    """
+    resampled = {r.strip() for r in _text(notes.get("resampled")).split(",")}
+    extra: list[list[str]] = [[], [], []]
+    for k, role in enumerate(("template", "science", "difference")):
+        if role in resampled:
+            extra[k].append("resampled")
+    note = difference_note(notes)
+    if note:
+        extra[2].insert(0, note)
+    a, b, c = (
+        f"{title} ({', '.join(more)})" if more else title
+        for title, more in zip(TITLES, extra, strict=True)
+    )
+    return a, b, c
+
+
 class AnnotatedRenderer(PlainRenderer):
     """The plain picture under the seed's metadata block, with scale bars.
 
@@ -362,13 +391,11 @@ class AnnotatedRenderer(PlainRenderer):
         )  # fmt: skip
 
     def _annotated_base(
-        self, shapes: list[tuple[int, int]], note: str
+        self, shapes: list[tuple[int, int]], titles: tuple[str, str, str]
     ) -> tuple[_draw.Layout, np.ndarray]:
         """Layout and a copy of the cached background: titles and static labels."""
         layout = _draw.make_layout(shapes, self.scale, text_lines=TEXT_LINES)
-        diff_title = f"{TITLES[2]} ({note})" if note else TITLES[2]
-        titles = (TITLES[0], TITLES[1], diff_title)
-        return layout, self._base((tuple(shapes), note), layout, titles)
+        return layout, self._base((tuple(shapes), titles), layout, titles)
 
     def _new_base(self, layout: _draw.Layout, titles: tuple[str, ...]) -> np.ndarray:
         """A new background: white, the panel titles and the static labels."""
@@ -386,7 +413,8 @@ class AnnotatedRenderer(PlainRenderer):
         cutouts : `~zooprep.images.Cutouts`
             One triplet per size; ``pixel_scale`` (else the renderer's) sets
             the scale bar, ``notes['difference_sign']`` adds a note such as
-            ``(ref - sci)`` to the difference title, ``notes['instrument']``
+            ``(ref - sci)`` to the difference title, ``notes['resampled']``
+            ``(resampled)`` to those images' titles, ``notes['instrument']``
             names the instrument when the row does not.
         row : mapping
             The source's catalogue row; see `annotation_items`.
@@ -402,8 +430,7 @@ class AnnotatedRenderer(PlainRenderer):
             When ``cutouts`` has no rows.
         """
         shapes = _draw.shapes_of(cutouts)
-        note = difference_note(cutouts.notes)
-        layout, canvas = self._annotated_base(shapes, note)
+        layout, canvas = self._annotated_base(shapes, panel_titles(cutouts.notes))
         self._draw_panels(canvas, layout, cutouts)
         pixel_scale = cutouts.pixel_scale or self.pixel_scale
         if pixel_scale:
@@ -433,8 +460,7 @@ class AnnotatedRenderer(PlainRenderer):
         layout = self.frame_layout(cutouts)
         title_px = max(8, min(_draw.TITLE_PX, layout.panel_width // 10))
         top = title_px + 8
-        note = difference_note(cutouts.notes)
-        titles = (TITLES[0], TITLES[1], f"{TITLES[2]} ({note})" if note else TITLES[2])
+        titles = panel_titles(cutouts.notes)
         pixel_scale = cutouts.pixel_scale or self.pixel_scale
         several = len(cutouts.rows) > 1
         out = []
