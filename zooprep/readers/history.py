@@ -277,24 +277,38 @@ class ApdbHistory:
             self.queries += 1
             for r in conn.execute(stmt):
                 found[int(r[0])].append((FORCED, None, *r[1:]))
-        for oid in ids:
-            for sid, row in objects[oid]:
-                b = LightCurveBuilder(sid)
-                seen_self = False
-                for kind, dia_id, mjd, flux, err, band in found[oid]:
-                    is_self = kind == DETECTION and dia_id == sid
-                    seen_self = seen_self or is_self
-                    b.add(mjd, flux, err, band, kind, current=is_self)
-                if not seen_self:
-                    b.add(
-                        row.get("midpointMjdTai"),
-                        row.get("psfFlux"),
-                        row.get("psfFluxErr"),
-                        row.get("band"),
-                        DETECTION,
-                        current=True,
-                    )
-                yield sid, b.build(oid)
+        yield from _object_curves(ids, objects, found)
+
+
+def _object_curves(
+    ids: Sequence[int],
+    objects: Mapping[int, Sequence[tuple[int, Mapping[str, Any]]]],
+    found: Mapping[int, Sequence[tuple[Any, ...]]],
+) -> Iterator[tuple[int, LightCurve]]:
+    """Each source's curve from its object's points (``found``), itself marked.
+
+    ``found`` holds ``(kind, diaSourceId or None, mjd, flux, err, band)``
+    per object; a source whose own detection is not among them (not yet in
+    the table) is added from its row.
+    """
+    for oid in ids:
+        for sid, row in objects[oid]:
+            b = LightCurveBuilder(sid)
+            seen_self = False
+            for kind, dia_id, mjd, flux, err, band in found[oid]:
+                is_self = kind == DETECTION and dia_id == sid
+                seen_self = seen_self or is_self
+                b.add(mjd, flux, err, band, kind, current=is_self)
+            if not seen_self:
+                b.add(
+                    row.get("midpointMjdTai"),
+                    row.get("psfFlux"),
+                    row.get("psfFluxErr"),
+                    row.get("band"),
+                    DETECTION,
+                    current=True,
+                )
+            yield sid, b.build(oid)
 
 
 def _history_columns(table: Any) -> list[Any]:
@@ -495,24 +509,7 @@ class TapHistory:
             )
         for r in forced:
             found[int(r["diaObjectId"])].append((FORCED, None, *_cells(r, _TAP_FORCED)))
-        for oid in ids:
-            for sid, row in objects[oid]:
-                b = LightCurveBuilder(sid)
-                seen_self = False
-                for kind, dia_id, mjd, flux, err, band in found[oid]:
-                    is_self = kind == DETECTION and dia_id == sid
-                    seen_self = seen_self or is_self
-                    b.add(mjd, flux, err, band, kind, current=is_self)
-                if not seen_self:
-                    b.add(
-                        row.get("midpointMjdTai"),
-                        row.get("psfFlux"),
-                        row.get("psfFluxErr"),
-                        row.get("band"),
-                        DETECTION,
-                        current=True,
-                    )
-                yield sid, b.build(oid)
+        yield from _object_curves(ids, objects, found)
 
 
 _TAP_DETECTION = ("midpointMjdTai", "psfFlux", "psfFluxErr", "band")
