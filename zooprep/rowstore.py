@@ -179,6 +179,12 @@ def _watch(con: sqlite3.Connection, stop: Callable[[], bool] | None) -> None:
         con.set_progress_handler(lambda: 1 if stop() else 0, 100_000)
 
 
+def _discard(con: sqlite3.Connection, tmp: Path) -> None:
+    """Close a block being built and remove its unfinished file."""
+    con.close()
+    tmp.unlink(missing_ok=True)
+
+
 def _finish(
     con: sqlite3.Connection, tmp: Path, table: str, id_column: str
 ) -> int | None:
@@ -266,8 +272,7 @@ def build_from_sqlite(
             (selection.table,),
         ).fetchone()
         if found is None or not found[0]:
-            con.close()
-            tmp.unlink(missing_ok=True)
+            _discard(con, tmp)
             return None
         con.execute(found[0])  # the same table, in the block
         t, idc = quote(selection.table), quote(id_column)
@@ -302,18 +307,15 @@ def build_from_sqlite(
         con.execute("DETACH DATABASE zp_source")
         count = _finish(con, tmp, selection.table, id_column)
     except sqlite3.OperationalError as exc:
-        con.close()
-        tmp.unlink(missing_ok=True)
+        _discard(con, tmp)
         if "interrupted" in str(exc) and stop is not None and stop():
             raise Stopped from None
         raise
     except BaseException:
-        con.close()
-        tmp.unlink(missing_ok=True)
+        _discard(con, tmp)
         raise
     if count is None:
-        con.close()
-        tmp.unlink(missing_ok=True)
+        _discard(con, tmp)
         return None
     info = BlockInfo(
         number,
@@ -367,23 +369,19 @@ def build_from_batches(
                     f"({', '.join('?' * len(columns))})"
                 )
             elif list(batch.names) != columns:
-                con.close()
-                tmp.unlink(missing_ok=True)
+                _discard(con, tmp)
                 return None
             con.executemany(insert, zip(*batch.columns, strict=True))
         con.execute("COMMIT")
         if columns is None:
-            con.close()
-            tmp.unlink(missing_ok=True)
+            _discard(con, tmp)
             return None
         count = _finish(con, tmp, table, id_column)
     except BaseException:
-        con.close()
-        tmp.unlink(missing_ok=True)
+        _discard(con, tmp)
         raise
     if count is None:
-        con.close()
-        tmp.unlink(missing_ok=True)
+        _discard(con, tmp)
         return None
     info = BlockInfo(
         number, table, id_column, {k: v for k, v in kinds.items() if v != "plain"}, fill
