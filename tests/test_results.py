@@ -24,6 +24,7 @@ from tests.exportgen import ExportBuilder, Row, simulate
 from zooprep.cli import cli
 from zooprep.errors import AuthError, InputError, RunError
 from zooprep.options import UploadOptions
+from zooprep.readers.catalog import read_parquet
 from zooprep.run import Run
 
 WORKFLOW = 101
@@ -252,7 +253,7 @@ def test_results_counts_and_fractions_match_an_independent_count(tmp_path, apdb_
     assert 95_000_002 not in by_subject
     assert 95_000_003 not in by_subject
 
-    parquet = pd.read_parquet(setup.run / "results.parquet")
+    parquet = read_parquet(setup.run / "results.parquet")
     assert parquet["source_id"].dtype == "int64"
     assert sorted(parquet["source_id"].tolist()) == sorted(
         int(r["source_id"]) for r in table

@@ -22,6 +22,7 @@ pytest.importorskip("panoptes_aggregation")
 import zooprep
 from tests.exportgen import ExportBuilder, SimSubject, SimVolunteer, simulate_known
 from zooprep.options import FakesOptions
+from zooprep.readers.catalog import read_parquet
 from zooprep.stages.fakes import fakes
 
 M0, WIDTH, CMAX = 22.6, 0.3, 0.97  # the shape of the simulated detection curve
@@ -130,7 +131,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "subjects": subjects,
         "volunteers": volunteers,
         "hidden": hidden,
-        "table": pd.read_parquet(run / "results.parquet"),
+        "table": read_parquet(run / "results.parquet"),
         "completeness": pd.read_csv(run / "completeness.csv"),
         "skills": pd.read_csv(run / "volunteers.csv"),
     }

@@ -547,6 +547,24 @@ def test_parquet_fits_ecsv_catalogs_select_like_the_apdb(
         assert row_c["isDipole"] == row_d["isDipole"]
 
 
+def test_a_parquet_catalog_is_read_by_arrow_not_through_a_python_file(
+    apdb_frame, tmp_path, monkeypatch
+):
+    # A Python file handed to Arrow leaves Python buffers in Arrow's reader
+    # threads; one released at interpreter exit aborted about one
+    # `select --learn-from` in a hundred (apache/arrow#34314).
+    import pandas.io.parquet
+
+    def no_python_file(*args, **kwargs):
+        raise AssertionError("pandas opened the Parquet file as a Python file")
+
+    path = tmp_path / "cat.parquet"
+    apdb_frame.to_parquet(path)
+    monkeypatch.setattr(pandas.io.parquet, "get_handle", no_python_file)
+    done = zooprep.select(tmp_path / "run", catalog=path, where=WHERE, sample=5, seed=4)
+    assert done.selected == 5
+
+
 def test_rename_and_id_column_map_another_pipelines_catalog(apdb_frame, tmp_path):
     other = apdb_frame.rename(
         columns={

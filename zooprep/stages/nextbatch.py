@@ -39,6 +39,7 @@ from zooprep.errors import InputError, RunError
 from zooprep.files import atomic_write
 from zooprep.options import SelectOptions
 from zooprep.readers.base import SourceReader
+from zooprep.readers.catalog import read_parquet
 from zooprep.readers.where import Expr
 from zooprep.run import Run
 from zooprep.vocabulary import PROPENSITY_COLUMN, RANK_COLUMN, STREAM_COLUMN
@@ -164,7 +165,7 @@ def learned_from(
                 )
             data = results.read_bytes()
             digest.update(data)
-            table = pd.read_parquet(results)
+            table = read_parquet(results)
             hidden: dict[int, tuple[str, float]] = {}
             for src in r.iter_sources():
                 if src.subject_id:
