@@ -12,6 +12,8 @@ rows of the tasks that were in flight (the files are replaced whole).
 from __future__ import annotations
 
 import copy
+import ctypes
+import functools
 import io
 import logging
 import os
@@ -265,12 +267,42 @@ def _npy_bytes(cutouts: Cutouts) -> tuple[str, bytes]:
     return ".npz", buf.getvalue()
 
 
+#: glibc's ``mallopt`` parameters, and the values `keep_freed_memory` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_BYTES, _MMAP_BYTES = 64 << 20, 4 << 20
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory of one picture for the next (glibc).
+
+    Each picture allocates and frees a few arrays of 0.1-1 MB (an annotated
+    picture is a 370x682 RGB canvas, 0.76 MB, and its filtered rows).  Above
+    glibc's default thresholds each one is a new ``mmap``, or the heap is
+    trimmed and grown again, so the kernel zeroes and faults in every page
+    once per picture: 1.26 million page faults for 4,000 annotated pictures,
+    ~15 % of the process's time.  With arrays below 4 MB taken from the heap
+    and up to 64 MB of freed memory kept there, the same render takes 20,000.
+    Returns whether the setting was made (not on a C library without
+    ``mallopt``, e.g. macOS's).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES)
+        and mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
+    )
+
+
 def _render_task(task: _Task) -> TaskResult:
     """Worker: cut, draw and write every row of a task.
 
     When the image source itself raises, the rows not yet done are retried
     one by one, so an error caused by one source fails that source only.
     """
+    keep_freed_memory()
     out = TaskResult()
     try:
         _draw_rows(task, task.rows, out.rows)
