@@ -349,7 +349,7 @@ def colorize(
         ``(ny, nx, 3)`` uint8.
     """
     index, bad = to_index(normed)
-    rgb = lut[index]
+    rgb = np.take(lut, index, axis=0)
     if bad.any():
         rgb[bad] = nan_rgb
     return rgb
