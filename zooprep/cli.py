@@ -462,7 +462,7 @@ def select(run: Path, **kw: Any) -> None:
 @flag(ImageOptions, "soda", metavar="SIA_URL")
 @flag(RenderOptions, "position")
 @flag(RenderOptions, "sizes", callback=_sizes, metavar="N[,N...]")
-@flag(RenderOptions, "annotate", is_flag=True)
+@flag(RenderOptions, "annotate", decl="--annotate/--no-annotate", is_flag=True)
 @flag(RenderOptions, "use_footprint", is_flag=True)
 @flag(RenderOptions, "numpy", is_flag=True)
 @flag(RenderOptions, "chunk_size", type=int)
@@ -513,6 +513,13 @@ def render(run: Path, **kw: Any) -> None:
                                      -> dataImage: the chart beside them
     A light curve without a point to draw gives no light-curve file.  --layout
     both and frames with a light-curve PNG are refused (mixed image sizes).
+
+    \b
+    Injected fakes (zooprep fakes --count) must look like the real sources, so
+    render refuses, before any work, what would give them away:
+      --lightcurve   a fake has no history, only its own point
+      --annotate     when the real sources have an RB score (reliability):
+                     the fakes have none; use --no-annotate
     """
     kw = _given(kw)
     images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}
