@@ -674,7 +674,11 @@ def upload(run: Path, **kw: Any) -> None:
     (PNGs plus a light-curve JSON need dataImage; unset, the classifier
     draws nothing for them): if not, nothing is uploaded and the one-line
     error names the value. --subject-viewer NAME sets it, once, keeping the
-    rest of the workflow's configuration.
+    rest of the workflow's configuration.  It also checks the feedback keys
+    written by 'manifest --feedback' against the workflow's task: a rule id
+    the task's feedback.rules do not define, a rule the classifier would
+    ignore, or an answer index the task does not have is refused, in one
+    line, before anything is uploaded.
 
     \b
     Example:
@@ -713,6 +717,13 @@ def results(run: Path, **kw: Any) -> None:
     """Join volunteers' classifications back to the sources.
 
     Writes RUN/results.csv, RUN/results.parquet and the report RUN/results.html.
+    With known answers in the run (zooprep fakes: injected fakes, or sources
+    a --truth-column names) it also writes RUN/completeness.csv (completeness
+    of the consensus, single votes, the skill-weighted vote and the pipeline
+    per bin of magnitude and S/N, with the 50 % points), RUN/volunteers.csv
+    (each volunteer's confusion matrix and skill), the known_* and swap_*
+    columns of the results, and the report's Known answers part (purity on
+    known bogus subjects).
 
     \b
     Example:

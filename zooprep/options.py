@@ -1567,7 +1567,8 @@ class UploadOptions(Options):
         help="Link the subject set to this workflow of the project (once; a "
         "missing workflow, one of another project, or one whose "
         "subject_viewer cannot show the subjects is refused before "
-        "uploading).",
+        "uploading).  Also checks the subjects' feedback rule ids (manifest "
+        "--feedback) against the feedback rules of the workflow's task.",
     )
     subject_viewer: str | None = setting(
         saved=False,
