@@ -90,6 +90,39 @@ def test_lasair_query_gives_a_source_per_diasource_with_cutouts(
     assert "lasair" in saved
 
 
+def test_lasair_watchlist_gives_the_sources_of_the_objects_on_it(
+    broker_standin_factory: Any, tmp_path: Path
+) -> None:
+    """``--lasair-query watchlist:N``: the objects on watchlist N, not those on
+    another list, one source per diaSource with cutouts."""
+    objects = _few()
+    standin = broker_standin_factory(objects=objects)
+    first, second, other = sorted(objects)[:3]
+    standin.watch(42, [first, second])
+    standin.watch(7, [other])
+    run = tmp_path / "run"
+    out = _select(run, "--lasair-query", "watchlist:42",
+                  "--lasair-endpoint", standin.lasair_endpoint)  # fmt: skip
+    assert out.exit_code == 0, out.output
+    rows = _sources(run)
+    expected = {
+        int(s["diaSourceId"]) for i in (first, second) for s in objects[i].sources
+    }
+    assert set(rows) == expected
+    assert {int(s.row["diaObjectId"]) for s in rows.values()} == {first, second}
+    # one query and one object() call per object on the list
+    assert standin.count("/api/query/") == 1
+    assert standin.count("/api/object/") == 2
+    assert f"selected {len(expected)} sources from lasair" in out.output
+    assert "query watchlist:42" in out.output
+    # an empty watchlist gives no source, and says so
+    empty = _select(tmp_path / "empty", "--lasair-query", "watchlist:99",
+                    "--lasair-endpoint", standin.lasair_endpoint)  # fmt: skip
+    assert empty.exit_code == 0, empty.output
+    assert not _sources(tmp_path / "empty")
+    assert "selected 0 sources from lasair" in empty.output
+
+
 def test_lasair_sources_render_with_their_cutouts_and_whole_light_curve(
     broker_standin_factory: Any, tmp_path: Path
 ) -> None:

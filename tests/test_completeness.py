@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -70,6 +71,32 @@ def test_the_50_percent_snr_is_fitted_in_log_snr() -> None:
     assert m_fit is not None
     assert fit.x50 == pytest.approx(10 ** (-0.4 * (m_fit.x50 - 26.0)), rel=0.05)
     assert float(fit(fit.x50)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_curve_that_finds_every_bright_one_still_has_its_50_percent_error() -> None:
+    # c_max at its bound of 1 (a sharp threshold on a score): the error is
+    # measured, and is the size of the scatter of x50 over repeated samples
+    x50s, errors = [], []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        mag = rng.uniform(20.0, 25.0, 1200)
+        found = 1.0 / (1.0 + np.exp((mag - 22.6) / 0.08)) > rng.random(1200)
+        fit = fit_logistic(mag, found)
+        assert fit is not None
+        assert fit.c_max > 0.999
+        x50s.append(fit.x50)
+        errors.append(fit.x50_err)
+    assert np.all(np.isfinite(errors))
+    assert 0.5 < np.std(x50s) / np.mean(errors) < 2.0
+    assert abs(np.mean(x50s) - 22.6) < 3 * np.mean(errors) / np.sqrt(12)
+
+
+def test_a_step_with_no_subject_near_it_has_no_error_to_give() -> None:
+    mag = np.r_[np.linspace(20.0, 22.0, 50), np.linspace(23.0, 25.0, 50)]
+    fit = fit_logistic(mag, mag < 22.5)
+    assert fit is not None
+    assert 22.0 <= fit.x50 <= 23.0
+    assert math.isnan(fit.x50_err)
 
 
 def test_no_fit_without_a_step() -> None:

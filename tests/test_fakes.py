@@ -405,3 +405,72 @@ def test_a_sigterm_while_planning_adds_nothing_and_says_so(tmp_path: Path) -> No
         assert not known
         assert len(sources) == 32
     assert not stopped.survivors
+
+
+def _one_error(output: str) -> str:
+    """The one error line a refused command ends with."""
+    errors = [x for x in output.splitlines() if x.startswith("Error")]
+    assert len(errors) == 1, output
+    assert output.strip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def test_render_refuses_pictures_that_would_give_the_fakes_away(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    # the demo APDB's sources have a reliability score; the fakes have none
+    path = _made(tmp_path / "run", render=False)
+    with pytest.raises(InputError, match=r"8 fakes .* RB score.*--no-annotate$"):
+        zooprep.render(path, annotate=True, jobs=1)
+    with pytest.raises(InputError, match=r"8 fakes .* no history"):
+        zooprep.render(path, lightcurve="mag", jobs=1)
+    for args, words in (
+        (["--annotate"], "the fakes lack; render with --no-annotate"),
+        (["--lightcurve", "mag"], "render this run without --lightcurve"),
+    ):
+        out = CliRunner().invoke(cli, ["render", str(path), "--jobs", "1", *args])
+        assert out.exit_code == 2, out.output
+        assert words in _one_error(out.output)
+    # refused before any work: nothing rendered, no setting saved
+    with Run.open(path, lock=False) as run:
+        assert run.counts()["rendered"] == 0
+        assert run.settings.render is not None
+        assert not run.settings.render.annotate
+    assert not list((path / "cutouts").rglob("*.png"))
+    done = CliRunner().invoke(cli, ["render", str(path), "--jobs", "1"])
+    assert done.exit_code == 0, done.output
+    assert "render: 40 rendered" in done.output
+
+
+def test_fakes_added_to_an_annotated_run_need_it_redrawn_without_scores(
+    tmp_path: Path,
+) -> None:
+    path = _made(tmp_path / "run", options=None, render=False)
+    zooprep.render(path, images=IMAGES, sizes=(30,), annotate=True, jobs=1)
+    fakes(path, OPTIONS, images=IMAGES)
+    # the real sources were drawn with their score: they must be drawn again
+    with pytest.raises(InputError, match=r"render with --no-annotate --force$"):
+        zooprep.render(path, jobs=1)
+    result = zooprep.render(path, annotate=False, force=True, jobs=1)
+    assert result.rendered == 40
+    with Run.open(path, lock=False) as run:
+        assert run.settings.render is not None
+        assert not run.settings.render.annotate
+
+
+def test_render_help_says_what_it_refuses_on_a_run_with_fakes() -> None:
+    from click.testing import CliRunner
+
+    from zooprep.cli import cli
+
+    out = CliRunner().invoke(cli, ["render", "--help"])
+    assert out.exit_code == 0
+    text = " ".join(out.output.split())
+    assert "Injected fakes (zooprep fakes --count) must look like the real" in text
+    assert "--lightcurve a fake has no history" in text
+    assert "the fakes have none; use --no-annotate" in text
+    assert "--annotate / --no-annotate" in text

@@ -486,3 +486,15 @@ def test_results_download_fetches_the_project_export(
     assert result.subjects == len(expected)
     assert result.skipped == {k: v for k, v in skipped.items() if v}
     assert standin.password not in (setup.run / "results.html").read_text()
+
+
+def test_results_help_names_the_files_the_known_answers_produce() -> None:
+    from zooprep.stages.results import COMPLETENESS_CSV, VOLUNTEERS_CSV
+
+    out = CliRunner().invoke(cli, ["results", "--help"])
+    assert out.exit_code == 0
+    text = " ".join(out.output.split())
+    for name in (COMPLETENESS_CSV, VOLUNTEERS_CSV, "results.html"):
+        assert f"RUN/{name}" in text
+    assert "With known answers in the run (zooprep fakes" in text
+    assert "the 50 % points" in text

@@ -271,6 +271,15 @@ def test_purity_and_the_pipelines_completeness_on_the_same_known_answers(
     assert pipeline["n"].sum() == 1200
     # the simulated score follows the same curve: its 50 % point is near M0
     assert abs(pipeline["x50"].iloc[0] - M0) < 0.3
+    # a threshold on the score finds every bright fake (c_max at 1), and the
+    # 50 % point still gets its error: score >= 0.5 where shape(m) + noise is
+    x50, err = pipeline["x50"].iloc[0], pipeline["x50_err"].iloc[0]
+    true_m50 = M0 + WIDTH * math.log(CMAX / 0.5 - 1)
+    assert 0 < err < 0.1
+    assert abs(x50 - true_m50) < 3 * err
+    page = (simulated["run"] / "results.html").read_text()
+    row = page.split("<tr data-classifier='pipeline'>")[1].split("</tr>")[0]
+    assert f"{x50:.2f} &plusmn; {err:.2f}" in row
 
 
 def test_results_gain_the_known_answer_columns(simulated: dict) -> None:

@@ -115,6 +115,11 @@ def test_killed_after_the_upload_the_link_is_made_on_resume(
 def test_help_documents_the_workflow_flag() -> None:
     out = CliRunner().invoke(cli, ["upload", "--help"])
     assert "--workflow ID" in out.output
+    # it says that it checks the feedback rule ids against the workflow's task
+    text = " ".join(out.output.split())
+    assert "checks the feedback keys written by 'manifest --feedback'" in text
+    assert "a rule id the task's feedback.rules do not define" in text
+    assert "feedback rule ids (manifest --feedback) against the feedback rules" in text
 
 
 def test_panoptes_client_links_a_set_to_a_workflow_on_the_standin(panoptes_standin):

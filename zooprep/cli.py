@@ -462,7 +462,7 @@ def select(run: Path, **kw: Any) -> None:
 @flag(ImageOptions, "soda", metavar="SIA_URL")
 @flag(RenderOptions, "position")
 @flag(RenderOptions, "sizes", callback=_sizes, metavar="N[,N...]")
-@flag(RenderOptions, "annotate", is_flag=True)
+@flag(RenderOptions, "annotate", decl="--annotate/--no-annotate", is_flag=True)
 @flag(RenderOptions, "use_footprint", is_flag=True)
 @flag(RenderOptions, "numpy", is_flag=True)
 @flag(RenderOptions, "chunk_size", type=int)
@@ -513,6 +513,13 @@ def render(run: Path, **kw: Any) -> None:
                                      -> dataImage: the chart beside them
     A light curve without a point to draw gives no light-curve file.  --layout
     both and frames with a light-curve PNG are refused (mixed image sizes).
+
+    \b
+    Injected fakes (zooprep fakes --count) must look like the real sources, so
+    render refuses, before any work, what would give them away:
+      --lightcurve   a fake has no history, only its own point
+      --annotate     when the real sources have an RB score (reliability):
+                     the fakes have none; use --no-annotate
     """
     kw = _given(kw)
     images = {k: kw.pop(k) for k in ImageOptions.field_names() if k in kw}
@@ -667,7 +674,11 @@ def upload(run: Path, **kw: Any) -> None:
     (PNGs plus a light-curve JSON need dataImage; unset, the classifier
     draws nothing for them): if not, nothing is uploaded and the one-line
     error names the value. --subject-viewer NAME sets it, once, keeping the
-    rest of the workflow's configuration.
+    rest of the workflow's configuration.  It also checks the feedback keys
+    written by 'manifest --feedback' against the workflow's task: a rule id
+    the task's feedback.rules do not define, a rule the classifier would
+    ignore, or an answer index the task does not have is refused, in one
+    line, before anything is uploaded.
 
     \b
     Example:
@@ -706,6 +717,13 @@ def results(run: Path, **kw: Any) -> None:
     """Join volunteers' classifications back to the sources.
 
     Writes RUN/results.csv, RUN/results.parquet and the report RUN/results.html.
+    With known answers in the run (zooprep fakes: injected fakes, or sources
+    a --truth-column names) it also writes RUN/completeness.csv (completeness
+    of the consensus, single votes, the skill-weighted vote and the pipeline
+    per bin of magnitude and S/N, with the 50 % points), RUN/volunteers.csv
+    (each volunteer's confusion matrix and skill), the known_* and swap_*
+    columns of the results, and the report's Known answers part (purity on
+    known bogus subjects).
 
     \b
     Example:

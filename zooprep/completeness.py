@@ -15,7 +15,9 @@ outcomes of
 (a logistic step falling from ``c_max`` at bright magnitudes; for S/N the fit
 is in ``log10(S/N)`` and rising), and ``x50`` is where ``C`` is one half.
 Its error is from the inverse Hessian of the log-likelihood, propagated to
-``x50`` (delta method).
+``x50`` (delta method); when every bright subject was found, ``c_max`` sits
+at its bound of 1, where ``x50`` does not depend on it, and the error is that
+of ``x0`` and ``w`` with ``c_max`` held there.
 
 `purity` counts, on the known-answer subjects, how many called real are
 real, and the false-positive rate on the known bogus ones.
@@ -248,12 +250,19 @@ def fit_logistic(
         return None
     # C = 1/2 at (sign*t - x0s) / w = ln(2c - 1)
     t50 = sign * (x0s + w * math.log(2.0 * c - 1.0))
-    cov = _inverse_hessian(nll, best.x)
     # gradient of t50 with respect to (x0s, log_w, logit_c)
     dc = c * (1.0 - c)
     grad = sign * np.array(
         [1.0, w * math.log(2.0 * c - 1.0), w * 2.0 * dc / (2.0 * c - 1.0)]
     )
+    if dc < _AT_BOUND:
+        # Every bright one found: c_max sits at 1, where the likelihood is flat
+        # in logit_c and its Hessian singular; t50 does not depend on it there,
+        # so the error is that of x0 and width with c_max held at its bound.
+        cov = _inverse_hessian(lambda p: nll(np.append(p, logit_c)), best.x[:2])
+        grad = grad[:2]
+    else:
+        cov = _inverse_hessian(nll, best.x)
     var = float(grad @ cov @ grad) if cov is not None else float("nan")
     err = math.sqrt(var) if var >= 0 else float("nan")
     if quantity == "snr":
@@ -262,6 +271,10 @@ def fit_logistic(
             "snr", x50, x50 * math.log(10.0) * err, sign * x0s, sign * w, c, len(v)
         )
     return Logistic("mag", t50, err, x0s, w, c, len(v))
+
+
+#: ``c_max (1 - c_max)`` below which c_max counts as at its bound of 1.
+_AT_BOUND = 1e-6
 
 
 def _inverse_hessian(func: Any, at: np.ndarray) -> np.ndarray | None:

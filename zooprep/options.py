@@ -1094,7 +1094,9 @@ class RenderOptions(Options):
         False,
         picture=True,
         help="Add the metadata block (ids, fluxes, flags, RB) and a labelled "
-        "scale bar (a round length, 10-35 % of the panel).",
+        "scale bar (a round length, 10-35 % of the panel).  Refused on a run "
+        "with injected fakes whose real sources have an RB score (the fakes "
+        "have none).",
     )
     use_footprint: bool = setting(
         False,
@@ -1152,7 +1154,8 @@ class RenderOptions(Options):
         "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
         "DiaForcedSource): flux (flux, when given alone; in nJy, µJy or mJy, "
         "whichever keeps it below 1000) or AB magnitude (mag).  A PNG beside a "
-        "triplet, at its size; see --lightcurve-json.",
+        "triplet, at its size; see --lightcurve-json.  Refused on a run with "
+        "injected fakes (a fake has no history).",
     )
     lightcurve_json: bool = setting(
         False,
@@ -1564,7 +1567,8 @@ class UploadOptions(Options):
         help="Link the subject set to this workflow of the project (once; a "
         "missing workflow, one of another project, or one whose "
         "subject_viewer cannot show the subjects is refused before "
-        "uploading).",
+        "uploading).  Also checks the subjects' feedback rule ids (manifest "
+        "--feedback) against the feedback rules of the workflow's task.",
     )
     subject_viewer: str | None = setting(
         saved=False,

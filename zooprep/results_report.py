@@ -643,8 +643,8 @@ def _known_sections(known: KnownReport) -> list[str]:
                 cells.append("&mdash;")
             elif math.isfinite(fit.x50_err):
                 cells.append(f"{fit.x50:{fmt}} &plusmn; {fit.x50_err:{fmt}}")
-            else:  # a step too sharp for the fit to say its error
-                cells.append(f"{fit.x50:{fmt}}")
+            else:  # a step with no known answer near it: no error to give
+                cells.append(f"{fit.x50:{fmt}} (error not measurable)")
         out.append(
             f"<tr data-classifier='{_esc(who)}'><td class='l'>{_esc(label)}</td>"
             f"<td>{int(c.n.sum())}</td><td>{int(c.k.sum())}</td>"

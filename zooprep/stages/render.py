@@ -36,13 +36,14 @@ from zooprep.progress import NullReporter, Reporter
 from zooprep.renderers.base import Renderer
 from zooprep.run import Run, cutout_relpath, saved_count
 from zooprep.scatterplot import scatter_plot_json
-from zooprep.vocabulary import STAMP_KINDS, reason_key
+from zooprep.vocabulary import STAMP_KINDS, finite_number, reason_key
 
 __all__ = [
     "NO_LIGHT_CURVE",
     "RenderResult",
     "RowResult",
     "TaskResult",
+    "check_fakes_hidden",
     "check_subject_kind",
     "render",
 ]
@@ -187,6 +188,48 @@ def check_subject_kind(opts: RenderOptions) -> None:
             "--layout frames with --lightcurve needs --lightcurve-json: a "
             "light-curve picture cannot be one of the blinked frames; the JSON "
             "is drawn beside them (subject_viewer dataImage)"
+        )
+
+
+def check_fakes_hidden(run: Run, opts: RenderOptions) -> None:
+    """Refuse pictures that would tell the run's injected fakes from its sources.
+
+    A fake (``zooprep fakes --count``) has no history and no pipeline score:
+    light curves would show it as one point beside the real sources' curves,
+    and the annotation would write ``RB:`` on the real sources only.  Known
+    answers marked from a column are real rows and are not concerned.
+
+    Raises
+    ------
+    zooprep.errors.InputError
+        ``lightcurve`` on a run with injected fakes, or ``annotate`` when some
+        real source has a ``reliability`` score and some fake has none.
+    """
+    if not (opts.annotate or opts.lightcurve):
+        return
+    fakes = {a.id for a in run.known_answers().values() if a.origin == "injected"}
+    if not fakes:
+        return
+    n = len(fakes)
+    if opts.lightcurve:
+        raise InputError(
+            f"--lightcurve would tell the {n} fakes of {run.path} from the real "
+            "sources: a fake has no history, only its own point; render this run "
+            "without --lightcurve (light curves need a run without injected fakes)"
+        )
+    unscored, scored = 0, False
+    for src in run.iter_sources():
+        has_score = finite_number(src.row.get("reliability")) is not None
+        if src.id in fakes:
+            unscored += not has_score
+        else:
+            scored = scored or has_score
+    if unscored and scored:
+        redraw = " --force" if run.counts()["rendered"] else ""
+        raise InputError(
+            f"--annotate would tell the {unscored} fakes of {run.path} from the "
+            "real sources: it writes the pipeline's RB score, which the real "
+            f"sources have and the fakes lack; render with --no-annotate{redraw}"
         )
 
 
@@ -537,7 +580,10 @@ def render(
     Raises
     ------
     zooprep.errors.InputError
-        No images given, or the path templates name columns the sources lack.
+        No images given, or the path templates name columns the sources lack;
+        or pictures that would tell injected fakes from the real sources
+        (`check_fakes_hidden`: light curves, or an annotation with an RB score
+        the fakes lack).
     zooprep.errors.SettingsMismatch
         Picture settings differ from those of already-rendered sources.
     zooprep.errors.StorageError
@@ -585,6 +631,7 @@ def _render(
         select = r.settings.select
         kind = select.kind if select is not None else None
         opts = _resolve_options(r, given, kind)
+        check_fakes_hidden(r, opts)
         if source is None:
             source = from_options(opts, kind, select)
         source.check(_columns(r))

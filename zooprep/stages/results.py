@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -142,7 +143,13 @@ def _known_text(known: KnownReport | None) -> str:
     if known is None:
         return ""
     fit = known.fits.get(("consensus", "mag"))
-    m50 = f", consensus 50 % at mag {fit.x50:.2f} +- {fit.x50_err:.2f}" if fit else ""
+    m50 = ""
+    if fit is not None:
+        m50 = f", consensus 50 % at mag {fit.x50:.2f} " + (
+            f"+- {fit.x50_err:.2f}"
+            if math.isfinite(fit.x50_err)
+            else "(error not measurable: no known answer near the step)"
+        )
     return f"; known answers: {known.real} real, {known.bogus} bogus{m50}"
 
 
