@@ -474,3 +474,39 @@ def test_render_help_says_what_it_refuses_on_a_run_with_fakes() -> None:
     assert "--lightcurve a fake has no history" in text
     assert "the fakes have none; use --no-annotate" in text
     assert "--annotate / --no-annotate" in text
+
+
+class _Stamps:
+    """An image source that cuts the same files but cannot say which they are."""
+
+    def __init__(self) -> None:
+        from zooprep.images.fits import FitsImages
+
+        self.inner = FitsImages(
+            IMAGES["science"], IMAGES["template"], IMAGES["difference"]
+        )
+
+    def check(self, columns):
+        self.inner.check(columns)
+
+    def group_key(self, row):
+        return self.inner.group_key(row)
+
+    def cutouts(self, rows, sizes, use_footprint=False):
+        return self.inner.cutouts(rows, sizes, use_footprint)
+
+
+def test_a_run_with_fakes_is_rendered_only_from_the_images_they_were_planned_on(
+    tmp_path: Path,
+) -> None:
+    # Cut by another source the fakes would be missing: empty sky where the
+    # truth says a source of known magnitude is.
+    path = _made(tmp_path / "run", render=False)
+    with pytest.raises(InputError, match=r"_Stamps cannot add to the cutouts") as err:
+        zooprep.render(path, images=_Stamps(), sizes=(30,), jobs=1)
+    assert "\n" not in str(err.value)
+    with Run.open(path, lock=False) as run:
+        assert run.counts()["rendered"] == 0
+    zooprep.select(tmp_path / "other", apdb=APDB)
+    with pytest.raises(InputError, match=r"fakes need FITS path templates"):
+        fakes(tmp_path / "other", OPTIONS, images=_Stamps())

@@ -100,6 +100,23 @@ class ImageSource(Protocol):
         ...
 
 
+@runtime_checkable
+class FileImages(ImageSource, Protocol):
+    """An image source whose images are files zooprep reads itself (FITS, Butler).
+
+    The ones `zooprep fakes` can inject into: it reads the images the rows
+    name (`paths`), and render cuts them with the fakes of each image added
+    (``injection``, set per task).
+    """
+
+    #: The fakes to add to the science and difference images being cut.
+    injection: Any
+
+    def paths(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
+        """The science, template and difference image of ``row``."""
+        ...
+
+
 def column_listing(columns: Sequence[str]) -> str:
     """The columns, sorted and comma-separated, for an error message."""
     return ", ".join(sorted(map(str, columns))) or "(none)"

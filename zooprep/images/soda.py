@@ -162,9 +162,6 @@ class SodaImages:
     (2024110800245, 4)
     """
 
-    #: Render may send rows of one group to any worker; positions are sky ones.
-    injection: Any = None
-
     def __init__(
         self,
         sia_url: str,

@@ -56,7 +56,7 @@ from zooprep import interrupt
 from zooprep.errors import InputError, SettingsMismatch
 from zooprep.files import atomic_write, storage_guard
 from zooprep.images import absolute, from_options
-from zooprep.images.base import ImageSource
+from zooprep.images.base import FileImages, ImageSource
 from zooprep.images.fits import open_image
 from zooprep.images.injected import PLANS, Injection, plan_key, save_injection
 from zooprep.images.stamps import AlertStamps
@@ -531,13 +531,12 @@ def _plan_image(
 ) -> _Plan:
     """Measure one image, place and draw its fakes, and make their rows."""
     first = group.sources[0].row
-    paths_of = getattr(source, "paths", None)
-    if paths_of is None:
+    if not isinstance(source, FileImages):
         raise InputError(
             f"the image source {type(source).__name__} cannot say which files a "
             "source's images are; fakes need FITS path templates or a Butler"
         )
-    sci_path, tmp_path, dif_path = paths_of(first)
+    sci_path, tmp_path, dif_path = source.paths(first)
     science = open_image(sci_path)
     difference = open_image(dif_path)
     ny, nx = science.shape

@@ -28,7 +28,7 @@ from zooprep.errors import InputError, SettingsMismatch
 from zooprep.executors import Executor, WorkerDied, make_executor
 from zooprep.files import atomic_write, remove_temporary, storage_guard
 from zooprep.images import absolute, from_options
-from zooprep.images.base import Cutouts, Failed, ImageSource
+from zooprep.images.base import Cutouts, Failed, FileImages, ImageSource
 from zooprep.images.injected import load_injection, load_plans, plan_key
 from zooprep.lightcurves import light_curve_plot
 from zooprep.options import MAX_FILE_BYTES, ImageOptions, RenderOptions
@@ -383,8 +383,9 @@ def _draw_rows(task: _Task, rows: list[TaskRow], out: list[RowResult]) -> None:
         curves = light_curves_for(task.history, items)
     images = task.images
     if task.injection is not None:  # the same source, cutting images with fakes
+        assert isinstance(images, FileImages)  # _tasks checked it
         images = copy.copy(images)
-        images.injection = task.injection  # type: ignore[attr-defined]
+        images.injection = task.injection
     for cut in images.cutouts(items, task.sizes, task.use_footprint):
         if interrupt.requested():
             return  # rendering in this process (--jobs 1): stop between rows
@@ -491,6 +492,13 @@ def _tasks(
         curve_renderer = LightCurveRenderer(opts.lightcurve)
 
     plans = load_plans(run.path)
+    if plans and not isinstance(images, FileImages):
+        raise InputError(
+            f"{run.path} has fakes drawn into its images by zooprep fakes, which "
+            f"{type(images).__name__} cannot add to the cutouts; render it from "
+            "the images they were planned on (--science/--template/--difference "
+            "or --butler)"
+        )
     injections: dict[str, Any] = {}
 
     def injection(key: Any) -> Any:
