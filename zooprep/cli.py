@@ -409,7 +409,9 @@ def select(run: Path, **kw: Any) -> None:
     """Choose the sources to show volunteers and start (or extend) RUN.
 
     Exactly one source is needed: a Rubin APDB (--apdb, --apdb-config), a
-    catalog file (--catalog), alert packets (--alerts), an alert broker
+    catalog file (--catalog), alert packets (--alerts), a TAP service such as
+    the Rubin Science Platform's (--tap with --table or --query; extra
+    'zooprep[rsp]'), an alert broker
     (--lasair-query, --lasair-objects, --fink-objects, --fink-tag,
     --alerce-objects, --alerce-query;
     extra 'zooprep[brokers]') or a Kafka alert stream (--kafka with
@@ -723,7 +725,9 @@ def results(run: Path, **kw: Any) -> None:
     per bin of magnitude and S/N, with the 50 % points), RUN/volunteers.csv
     (each volunteer's confusion matrix and skill), the known_* and swap_*
     columns of the results, and the report's Known answers part (purity on
-    known bogus subjects).
+    known bogus subjects).  On a run chosen by select --next it also writes
+    RUN/learning.csv (each batch's calibration per score bin) and the
+    report's batches part.
 
     \b
     Example:

@@ -1152,7 +1152,7 @@ class RenderOptions(Options):
         choices=LIGHTCURVES,
         help="Also draw each source's light curve from its object's history "
         "(alerts: prv_candidates / prvDiaSources; APDB: DiaSource and "
-        "DiaForcedSource): flux (flux, when given alone; in nJy, µJy or mJy, "
+        "DiaForcedSource): flux (flux, when given alone; in nJy, µJy, mJy or Jy, "
         "whichever keeps it below 1000) or AB magnitude (mag).  A PNG beside a "
         "triplet, at its size; see --lightcurve-json.  Refused on a run with "
         "injected fakes (a fake has no history).",
