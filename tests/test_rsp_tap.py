@@ -330,6 +330,28 @@ def test_a_stopped_tap_select_continues_after_the_last_recorded_id(
     assert len(rsp.queries) - asked < 298 // 10 + 2  # the recorded pages not again
 
 
+def test_a_tap_select_killed_with_sigkill_resumes_with_nothing_lost_or_doubled(
+    tmp_path: Path, rsp_factory: Any, test_data: Path
+) -> None:
+    rsp = rsp_factory(tap=True, latency=0.2)
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "zooprep", "select", str(run), "--tap", rsp.tap_url,
+        "--table", "dp1.DiaSource", "--tap-mode", "sync", "--tap-page-size", "10",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(rsp.queries) >= 16:  # the column probe and 15 of 30 pages
+            proc.kill()
+            break
+        time.sleep(0.05)
+    assert proc.wait(timeout=60) == -signal.SIGKILL  # killed before the end
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert _ids(run) == _expected_ids(test_data)  # each id once
+
+
 # -- light curves from TAP ----------------------------------------------------------
 
 
