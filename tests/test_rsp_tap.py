@@ -301,24 +301,36 @@ def test_a_page_larger_than_the_service_limit_is_an_error_not_a_short_run(
     assert _ids(run) == []
 
 
+def _paged_select(rsp: Any, run: Path) -> list[str]:
+    """``zooprep select RUN --tap …`` of dp1.DiaSource in pages of 10 rows."""
+    return [
+        sys.executable, "-m", "zooprep", "select", str(run), "--tap", rsp.tap_url,
+        "--table", "dp1.DiaSource", "--tap-mode", "sync", "--tap-page-size", "10",
+    ]  # fmt: skip
+
+
+def _signal_after(
+    cmd: list[str], rsp: Any, queries: int, signum: int, returncode: int
+) -> None:
+    """Run ``cmd`` and send it ``signum`` once the service has had ``queries``."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(rsp.queries) >= queries:
+            proc.send_signal(signum)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == returncode, err
+
+
 def test_a_stopped_tap_select_continues_after_the_last_recorded_id(
     tmp_path: Path, rsp_factory: Any, test_data: Path
 ) -> None:
     rsp = rsp_factory(tap=True, latency=0.2)
     run = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "zooprep", "select", str(run), "--tap", rsp.tap_url,
-        "--table", "dp1.DiaSource", "--tap-mode", "sync", "--tap-page-size", "10",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(rsp.queries) >= 6:  # the column probe and five pages
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.05)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    cmd = _paged_select(rsp, run)
+    _signal_after(cmd, rsp, 6, signal.SIGTERM, 143)  # the column probe, five pages
     recorded = _ids(run)
     assert 0 < len(recorded) < 298
     asked = len(rsp.queries)
@@ -335,18 +347,9 @@ def test_a_tap_select_killed_with_sigkill_resumes_with_nothing_lost_or_doubled(
 ) -> None:
     rsp = rsp_factory(tap=True, latency=0.2)
     run = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "zooprep", "select", str(run), "--tap", rsp.tap_url,
-        "--table", "dp1.DiaSource", "--tap-mode", "sync", "--tap-page-size", "10",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(rsp.queries) >= 16:  # the column probe and 15 of 30 pages
-            proc.kill()
-            break
-        time.sleep(0.05)
-    assert proc.wait(timeout=60) == -signal.SIGKILL  # killed before the end
+    cmd = _paged_select(rsp, run)
+    # the column probe and 15 of 30 pages; killed, so not finished
+    _signal_after(cmd, rsp, 16, signal.SIGKILL, -signal.SIGKILL)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert _ids(run) == _expected_ids(test_data)  # each id once
