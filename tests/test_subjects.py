@@ -472,6 +472,46 @@ def test_preview_shows_every_location_of_a_subject_in_chromium(
         assert f'href="cutouts/0/{sid}_lightcurve.json"' in dom
 
 
+def test_an_annotated_picture_decodes_in_chromium_to_the_pixels_drawn(
+    decam_run: tuple[Path, dict[str, str]], chromium: Any, tmp_path: Path
+) -> None:
+    # Colour pictures are deflated by ISA-L, not zlib: the browser that shows
+    # them to volunteers must read the same pixels Pillow does.
+    import base64
+
+    run, images = decam_run
+    zooprep.render(run, images=images, annotate=True, cmap="viridis", jobs=1)
+    png = sorted((run / "cutouts").rglob("*.png"))[0]
+    with Image.open(png) as im:
+        assert im.mode == "RGB"
+        width, height = im.size
+        rgb = im.tobytes()
+    expected = 0
+    for value in rgb:
+        expected = (expected * 31 + value) & 0xFFFFFFFF
+    data = base64.b64encode(png.read_bytes()).decode()
+    page = tmp_path / "decode.html"
+    page.write_text(
+        f'<img id="i" src="data:image/png;base64,{data}"><script>\n'
+        "const img = document.getElementById('i');\n"
+        "function go() {\n"
+        "  const c = document.createElement('canvas');\n"
+        "  c.width = img.naturalWidth; c.height = img.naturalHeight;\n"
+        "  const g = c.getContext('2d'); g.drawImage(img, 0, 0);\n"
+        "  const d = g.getImageData(0, 0, c.width, c.height).data;\n"
+        "  let h = 0;\n"
+        "  for (let k = 0; k < d.length; k++) {\n"
+        "    if (k % 4 !== 3) h = (Math.imul(h, 31) + d[k]) >>> 0;\n"
+        "  }\n"
+        "  document.body.setAttribute('data-decoded', c.width + 'x' + c.height + ':' + h);\n"
+        "}\n"
+        "if (img.complete) go(); else img.onload = go;\n"
+        "</script>\n"
+    )
+    dom = chromium.dump_dom(page)
+    assert f'data-decoded="{width}x{height}:{expected}"' in dom
+
+
 def test_cli_renders_an_alert_run_as_frames_and_light_curves_for_the_manifest(
     tmp_path: Path, test_data: Path
 ) -> None:
