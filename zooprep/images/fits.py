@@ -142,7 +142,9 @@ def open_image(path: str | os.PathLike[str]) -> FitsImage:
                     pixels = np.asarray(hdu.data, dtype=np.float32)
                     image = FitsImage(path, index, header, pixels)
                 else:
-                    image = _memmap_hdu(path, index, header, hdul.fileinfo(index))
+                    # the HDU's own fileinfo: the HDUList's writes out every
+                    # header again to see whether one was resized
+                    image = _memmap_hdu(path, index, header, hdu.fileinfo())
         log_warnings(caught, path)
     except InputError:
         raise

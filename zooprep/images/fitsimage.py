@@ -143,14 +143,16 @@ def log_warnings(caught: list[warnings.WarningMessage], path: str) -> None:
 
 
 def image_hdu(hdul: fits.HDUList, path: str) -> tuple[int, Any, fits.Header]:
-    """Return the image HDU's index, the HDU, and a copy of its header.
+    """Return the image HDU's index, the HDU, and its header.
 
     The header gains the PRIMARY header's ``INSTRUME`` when it has none (LSST
-    multi-extension files keep the instrument there).
+    multi-extension files keep the instrument there).  It is the HDU's own
+    parsed header, not a copy (copying costs more than parsing it): the
+    HDU list is read once and closed by the caller.
     """
     index = _find_image_hdu(hdul, path)
     hdu = hdul[index]
-    header = hdu.header.copy()
+    header = hdu.header
     primary = hdul[0].header
     if "INSTRUME" not in header and "INSTRUME" in primary:
         header["INSTRUME"] = primary["INSTRUME"]
