@@ -28,6 +28,7 @@ start-up alone (a run whose sources are all done).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -162,8 +163,14 @@ def make_run(shared: Path, where: Path, n: int, group: int, big: int) -> Path:
             str(where / "catalog.csv"),
         ],
         check=True,
+        env=ENV,
     )
     return run
+
+
+#: The processes' environment: bytecode cached as after ``pip install`` (a
+#: ``PYTHONDONTWRITEBYTECODE`` set here would compile every module at each start).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def zooprep_command(tree: Path | None) -> list[str]:
@@ -195,7 +202,7 @@ def render_process(
         cmd.append("--annotate")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=ENV)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -224,40 +231,47 @@ def whole_process(args, sizes: list[int], renderers) -> None:
         f"{'wall x':>7} {'cpu ms':>7} {'draw ms':>8} {'cpu x':>6} "
         f"{'start s':>7} {'process/mpl':>11} {'draw/mpl':>8}"
     )
-    for name, ours, annotate in renderers:
-        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-            run = make_run(args.data, Path(tmp), args.whole, args.group, max(sizes))
-            half = len(sources) // 2
-            draw_wall = draw_cpu = 0.0
-            for part in (sources[:half], None, sources[half:]):
-                if part is None:
-                    os.sync()
-                    wall, cpu = render_process(
-                        run, sizes, args.cmap, annotate, args.tree
-                    )
-                    continue
-                w0, c0 = time.perf_counter(), time.process_time()
-                for cutouts, row in part:
-                    ours(cutouts, row)
-                draw_wall += time.perf_counter() - w0
-                draw_cpu += time.process_time() - c0
-            # Start-up and the walk over a run whose sources are all done.
-            start, _ = render_process(run, sizes, args.cmap, annotate, args.tree)
+    # The runs are removed only at the end: on an ext4 without a journal (this
+    # VM's), each new inode skips those deleted in the last minutes, so
+    # deleting one run's 10,000 files slows the next run's file creation.
+    with contextlib.ExitStack() as keep:
+        for name, ours, annotate in renderers:
+            tmp = keep.enter_context(tempfile.TemporaryDirectory(dir=args.tmp))
+            _whole_one(args, sizes, sources, name, ours, annotate, Path(tmp))
 
-            def ref(c, r, annotate=annotate):
-                return render_mpl(c, r, annotate=annotate, cmap=args.cmap)
 
-            t0 = time.perf_counter()
-            for cutouts, row in sources[: args.n_mpl]:
-                ref(cutouts, row)
-            mpl = args.n_mpl / (time.perf_counter() - t0)
-        n = len(sources)
-        print(
-            f"{name:10} {n / wall:9.1f} {n / draw_wall:8.1f} {mpl:7.2f} "
-            f"{wall / draw_wall:7.2f} {1000 * cpu / n:7.3f} "
-            f"{1000 * draw_cpu / n:8.3f} {cpu / draw_cpu:6.2f} {start:7.2f} "
-            f"{n / wall / mpl:11.1f} {n / draw_wall / mpl:8.1f}"
-        )
+def _whole_one(args, sizes, sources, name, ours, annotate, tmp: Path) -> None:
+    """One renderer's row of the whole-process table, its run made in ``tmp``."""
+    run = make_run(args.data, tmp, args.whole, args.group, max(sizes))
+    half = len(sources) // 2
+    draw_wall = draw_cpu = 0.0
+    for part in (sources[:half], None, sources[half:]):
+        if part is None:
+            os.sync()
+            wall, cpu = render_process(run, sizes, args.cmap, annotate, args.tree)
+            continue
+        w0, c0 = time.perf_counter(), time.process_time()
+        for cutouts, row in part:
+            ours(cutouts, row)
+        draw_wall += time.perf_counter() - w0
+        draw_cpu += time.process_time() - c0
+    # Start-up and the walk over a run whose sources are all done.
+    start, _ = render_process(run, sizes, args.cmap, annotate, args.tree)
+
+    def ref(c, r, annotate=annotate):
+        return render_mpl(c, r, annotate=annotate, cmap=args.cmap)
+
+    t0 = time.perf_counter()
+    for cutouts, row in sources[: args.n_mpl]:
+        ref(cutouts, row)
+    mpl = args.n_mpl / (time.perf_counter() - t0)
+    n = len(sources)
+    print(
+        f"{name:10} {n / wall:9.1f} {n / draw_wall:8.1f} {mpl:7.2f} "
+        f"{wall / draw_wall:7.2f} {1000 * cpu / n:7.3f} "
+        f"{1000 * draw_cpu / n:8.3f} {cpu / draw_cpu:6.2f} {start:7.2f} "
+        f"{n / wall / mpl:11.1f} {n / draw_wall / mpl:8.1f}"
+    )
 
 
 def main() -> None:
