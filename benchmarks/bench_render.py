@@ -19,8 +19,10 @@ start-up alone (a run whose sources are all done).
 
     python benchmarks/bench_render.py [--n 400] [--n-mpl 20] [--sizes 30]
         [--data tests/data] [--profile] [--whole 10000] [--group 400]
-        [--tree CHECKOUT]
+        [--tree CHECKOUT] [--rounds 1]
 
+``--rounds R`` repeats the whole-process measurement R times (a new run each
+time, plain and annotated alternating) and prints the median of each column.
 ``--tree`` times another checkout's ``zooprep`` package as the whole process
 (e.g. a ``git archive`` of the commit before a change).
 """
@@ -227,21 +229,29 @@ def whole_process(args, sizes: list[int], renderers) -> None:
         "before and half after"
     )
     print(
-        f"{'picture':10} {'process/s':>9} {'draw/s':>8} {'mpl/s':>7} "
+        f"{'picture':16} {'process/s':>9} {'draw/s':>8} {'mpl/s':>7} "
         f"{'wall x':>7} {'cpu ms':>7} {'draw ms':>8} {'cpu x':>6} "
         f"{'start s':>7} {'process/mpl':>11} {'draw/mpl':>8}"
     )
     # The runs are removed only at the end: on an ext4 without a journal (this
     # VM's), each new inode skips those deleted in the last minutes, so
     # deleting one run's 10,000 files slows the next run's file creation.
+    results: dict[str, list[dict[str, float]]] = {}
     with contextlib.ExitStack() as keep:
-        for name, ours, annotate in renderers:
-            tmp = keep.enter_context(tempfile.TemporaryDirectory(dir=args.tmp))
-            _whole_one(args, sizes, sources, name, ours, annotate, Path(tmp))
+        for _ in range(args.rounds):
+            for name, ours, annotate in renderers:
+                tmp = keep.enter_context(tempfile.TemporaryDirectory(dir=args.tmp))
+                r = _whole_one(args, sizes, sources, ours, annotate, Path(tmp))
+                results.setdefault(name, []).append(r)
+                _print_whole(name, r)
+    if args.rounds > 1:
+        for name, rs in results.items():
+            median = {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
+            _print_whole(f"{name}, median", median)
 
 
-def _whole_one(args, sizes, sources, name, ours, annotate, tmp: Path) -> None:
-    """One renderer's row of the whole-process table, its run made in ``tmp``."""
+def _whole_one(args, sizes, sources, ours, annotate, tmp: Path) -> dict[str, float]:
+    """One whole-process measurement of one renderer, its run made in ``tmp``."""
     run = make_run(args.data, tmp, args.whole, args.group, max(sizes))
     half = len(sources) // 2
     draw_wall = draw_cpu = 0.0
@@ -257,20 +267,32 @@ def _whole_one(args, sizes, sources, name, ours, annotate, tmp: Path) -> None:
         draw_cpu += time.process_time() - c0
     # Start-up and the walk over a run whose sources are all done.
     start, _ = render_process(run, sizes, args.cmap, annotate, args.tree)
-
-    def ref(c, r, annotate=annotate):
-        return render_mpl(c, r, annotate=annotate, cmap=args.cmap)
-
     t0 = time.perf_counter()
     for cutouts, row in sources[: args.n_mpl]:
-        ref(cutouts, row)
+        render_mpl(cutouts, row, annotate=annotate, cmap=args.cmap)
     mpl = args.n_mpl / (time.perf_counter() - t0)
     n = len(sources)
+    return {
+        "process/s": n / wall,
+        "draw/s": n / draw_wall,
+        "mpl/s": mpl,
+        "wall x": wall / draw_wall,
+        "cpu ms": 1000 * cpu / n,
+        "draw ms": 1000 * draw_cpu / n,
+        "cpu x": cpu / draw_cpu,
+        "start s": start,
+        "process/mpl": n / wall / mpl,
+        "draw/mpl": n / draw_wall / mpl,
+    }
+
+
+def _print_whole(name: str, r: dict[str, float]) -> None:
+    """One line of the whole-process table."""
     print(
-        f"{name:10} {n / wall:9.1f} {n / draw_wall:8.1f} {mpl:7.2f} "
-        f"{wall / draw_wall:7.2f} {1000 * cpu / n:7.3f} "
-        f"{1000 * draw_cpu / n:8.3f} {cpu / draw_cpu:6.2f} {start:7.2f} "
-        f"{n / wall / mpl:11.1f} {n / draw_wall / mpl:8.1f}"
+        f"{name:16} {r['process/s']:9.1f} {r['draw/s']:8.1f} {r['mpl/s']:7.2f} "
+        f"{r['wall x']:7.2f} {r['cpu ms']:7.3f} {r['draw ms']:8.3f} "
+        f"{r['cpu x']:6.2f} {r['start s']:7.2f} {r['process/mpl']:11.1f} "
+        f"{r['draw/mpl']:8.1f}"
     )
 
 
@@ -286,6 +308,9 @@ def main() -> None:
         "--whole", type=int, default=0, help="also time the whole process on N"
     )
     parser.add_argument("--group", type=int, default=400, help="sources per image")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="--whole measurements (and their median)"
+    )
     parser.add_argument("--tmp", default=None, help="where the runs are made")
     parser.add_argument(
         "--tree", type=Path, help="run another checkout's zooprep for --whole"
